@@ -1,0 +1,1 @@
+//! team-operator: runs teams of AI agents on Kubernetes.
