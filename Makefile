@@ -1,0 +1,24 @@
+# team-operator developer entry points. Keep targets grouped by area; see README.md.
+SHELL := /bin/bash
+
+.PHONY: help binaries stack-up stack-down stack-status test
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# --- local stack and tests -------------------------------------------------------------------
+
+binaries: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached)
+	hack/build-binaries.sh
+
+stack-up: binaries ## start the local stack (idempotent); then: eval "$$(hack/stack.sh env)"
+	hack/stack.sh up
+
+stack-down: ## stop the local stack
+	hack/stack.sh down
+
+stack-status: ## health of each stack component
+	hack/stack.sh status
+
+test: ## all cargo tests against the local stack (starts/stops it if it was not up)
+	hack/test.sh

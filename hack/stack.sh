@@ -1,0 +1,360 @@
+#!/usr/bin/env bash
+# The local stack on loopback: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kwok (fake nodes and pod lifecycles, see hack/kwok/stages.yaml) and redis-server.
+#
+#   hack/stack.sh up       start what is not running, wait until healthy (idempotent)
+#   hack/stack.sh down     stop the processes this script recorded, wipe etcd and redis data
+#   hack/stack.sh status   health of each component (exit 1 if any is down)
+#   hack/stack.sh env      print `export KUBECONFIG=… TEAM_OPERATOR_REDIS_URL=…` lines
+#
+# State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
+# Tunables (env): KWOK_NODES, *_PORT, KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
+# client rate; defaults are upstream's 20 / 30), STACK_TIMEOUT (seconds per health wait, 60).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+KCM_PORT=${KCM_PORT:-16257}
+SCHEDULER_PORT=${SCHEDULER_PORT:-16259}
+KWOK_PORT=${KWOK_PORT:-16247}
+KCM_KUBE_API_QPS=${KCM_KUBE_API_QPS:-20}
+KCM_KUBE_API_BURST=${KCM_KUBE_API_BURST:-30}
+STACK_TIMEOUT=${STACK_TIMEOUT:-60}
+SERVICE_CIDR=10.96.0.0/16
+
+PKI=$STACK_DIR/pki
+LOGS=$STACK_DIR/logs
+PIDS=$STACK_DIR/pids
+ETCD_URL=http://127.0.0.1:$ETCD_PORT
+APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
+REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok redis)
+
+# --- helpers ---------------------------------------------------------------------------------
+
+pid_of() { [[ -f $PIDS/$1.pid ]] && cat "$PIDS/$1.pid" || true; }
+
+# The recorded process exists (it may still be exec'ing from setsid/env into the binary).
+running() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
+
+# Alive and really ours: the recorded pid runs the binary we started (guards against pid reuse).
+alive() {
+  local pid; pid=$(pid_of "$1")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
+  case $1 in
+    redis) [[ $exe == *redis-server* || $exe == *redis-check* ]] ;;
+    *) [[ $exe == "$(readlink -f "$BIN_DIR/$1")" ]] ;;
+  esac
+}
+
+curl_api() { curl -sf --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "$@"; }
+
+healthy() {
+  case $1 in
+    etcd) curl -sf --max-time 3 "$ETCD_URL/health" | grep -q '"health":"true"' ;;
+    kube-apiserver) [[ $(curl_api "$APISERVER_URL/readyz" 2>/dev/null) == ok ]] ;;
+    kube-controller-manager) [[ $(curl -sfk --max-time 3 "https://127.0.0.1:$KCM_PORT/healthz" 2>/dev/null) == ok ]] ;;
+    kube-scheduler) [[ $(curl -sfk --max-time 3 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]] ;;
+    kwok) [[ $(curl -sf --max-time 3 "http://127.0.0.1:$KWOK_PORT/healthz" 2>/dev/null) == ok ]] && nodes_ready ;;
+    redis) [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+  esac
+}
+
+kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# Number of kwok nodes whose Ready condition is True equals $KWOK_NODES.
+nodes_ready() {
+  local n
+  n=$(kubectl_admin get nodes -l type=kwok -o \
+    jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null |
+    grep -c '^True$' || true)
+  (( n >= KWOK_NODES ))
+}
+
+# Poll a health check with a deadline; on timeout print the component's log tail and fail.
+wait_healthy() { # <component>
+  local name=$1 deadline=$((SECONDS + STACK_TIMEOUT))
+  until healthy "$name"; do
+    if ! running "$name"; then
+      log "$name exited; last lines of $LOGS/$name.log:"
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      die "$name did not start"
+    fi
+    if (( SECONDS >= deadline )); then
+      log "$name not healthy after ${STACK_TIMEOUT}s; last lines of $LOGS/$name.log:"
+      tail -n 30 "$LOGS/$name.log" >&2 || true
+      die "$name did not become healthy"
+    fi
+    sleep 0.2
+  done
+}
+
+# Start a component in its own session with its log in $LOGS and pid in $PIDS.
+spawn() { # <name> <cmd…>
+  local name=$1; shift
+  : >"$LOGS/$name.log"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+require_binaries() {
+  local missing=()
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
+    [[ -x $BIN_DIR/$b ]] || missing+=("$b")
+  done
+  ((${#missing[@]} == 0)) || die "missing in $BIN_DIR: ${missing[*]} — run \`make binaries\` (hack/build-binaries.sh)"
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null ||
+    die "redis-server/redis-cli not found — apt-get install redis-server"
+  command -v openssl >/dev/null || die "openssl not found"
+  command -v curl >/dev/null || die "curl not found"
+}
+
+# --- certificates ----------------------------------------------------------------------------
+
+gen_pki() {
+  [[ -f $PKI/done ]] && return
+  log "generating CA, serving, admin client and service-account keys in $PKI"
+  rm -rf "$PKI"; mkdir -p "$PKI"
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout ca.key -out ca.crt \
+      -subj "/CN=team-operator-local-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    cat >serving.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    cat >client.ext <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+    openssl req -newkey rsa:2048 -nodes -keyout serving.key -out serving.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile serving.ext -out serving.crt 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr \
+      -subj "/O=system:masters/CN=team-operator-admin" 2>/dev/null
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile client.ext -out admin.crt 2>/dev/null
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
+    openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
+    rm -f ./*.csr
+    touch done
+  )
+  write_kubeconfig
+}
+
+write_kubeconfig() {
+  local b64='base64 -w0'
+  cat >"$KUBECONFIG_PATH" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: team-operator-local
+  cluster:
+    server: $APISERVER_URL
+    certificate-authority-data: $($b64 <"$PKI/ca.crt")
+users:
+- name: admin
+  user:
+    client-certificate-data: $($b64 <"$PKI/admin.crt")
+    client-key-data: $($b64 <"$PKI/admin.key")
+contexts:
+- name: team-operator-local
+  context:
+    cluster: team-operator-local
+    user: admin
+    namespace: default
+current-context: team-operator-local
+EOF
+  chmod 600 "$KUBECONFIG_PATH"
+}
+
+# --- components ------------------------------------------------------------------------------
+
+start_etcd() {
+  spawn etcd "$BIN_DIR/etcd" --name local --data-dir "$STACK_DIR/etcd" \
+    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync=true --quota-backend-bytes=8589934592 --log-level=warn
+}
+
+start_kube-apiserver() {
+  spawn kube-apiserver "$BIN_DIR/kube-apiserver" \
+    --etcd-servers="$ETCD_URL" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --cert-dir="$PKI" --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --endpoint-reconciler-type=none \
+    --allow-privileged=true \
+    --profiling=false \
+    --v=1
+}
+
+start_kube-controller-manager() {
+  spawn kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$KUBECONFIG_PATH" \
+    --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
+    --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$STACK_DIR/kcm-certs" \
+    --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,job-controller \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --leader-elect=false \
+    --kube-api-qps="$KCM_KUBE_API_QPS" --kube-api-burst="$KCM_KUBE_API_BURST" \
+    --v=1
+}
+
+start_kube-scheduler() {
+  spawn kube-scheduler "$BIN_DIR/kube-scheduler" \
+    --kubeconfig="$KUBECONFIG_PATH" \
+    --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
+    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$STACK_DIR/scheduler-certs" \
+    --leader-elect=false \
+    --v=1
+}
+
+start_kwok() {
+  # kwok reads $KWOK_WORKDIR/kwok.yaml (default ~/.kwok/kwok.yaml) before --config: point both
+  # the work dir and HOME into the stack dir so a user's file cannot change our stages.
+  mkdir -p "$STACK_DIR/kwok"
+  rm -f "$STACK_DIR/kwok/kwok.yaml"
+  spawn kwok env HOME="$STACK_DIR/kwok" KWOK_WORKDIR="$STACK_DIR/kwok" "$BIN_DIR/kwok" \
+    --kubeconfig="$KUBECONFIG_PATH" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --server-address="127.0.0.1:$KWOK_PORT" \
+    --config="$HACK_DIR/kwok/stages.yaml"
+  # `env` execs kwok, so the recorded pid is kwok's own.
+  create_nodes
+}
+
+create_nodes() {
+  local i manifest=""
+  for ((i = 0; i < KWOK_NODES; i++)); do
+    manifest+="---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: \"0\"
+  labels:
+    type: kwok
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: \"\"
+status:
+  allocatable: {cpu: \"64\", memory: 256Gi, pods: \"1000\"}
+  capacity: {cpu: \"64\", memory: 256Gi, pods: \"1000\"}
+"
+  done
+  kubectl_admin apply -f - <<<"$manifest" >/dev/null
+}
+
+start_redis() {
+  mkdir -p "$STACK_DIR/redis"
+  rm -f "$PIDS/redis.pid"
+  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    --dir "$STACK_DIR/redis" --daemonize yes --pidfile "$PIDS/redis.pid" \
+    --logfile "$LOGS/redis.log" --protected-mode yes
+  local deadline=$((SECONDS + 10))
+  until [[ -s $PIDS/redis.pid ]]; do
+    (( SECONDS < deadline )) || { tail -n 30 "$LOGS/redis.log" >&2; die "redis-server wrote no pidfile"; }
+    sleep 0.1
+  done
+}
+
+# The admin kubeconfig's identity is needed by etcd-independent components only after the
+# API server is up, so start strictly in order, each after the previous one is healthy.
+up() {
+  require_binaries
+  mkdir -p "$STACK_DIR" "$LOGS" "$PIDS"
+  local started=0 t0=$SECONDS
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c" && healthy "$c"; then continue; fi
+    if (( ! started )); then gen_pki; [[ -f $KUBECONFIG_PATH ]] || write_kubeconfig; fi
+    started=1
+    if alive "$c"; then
+      log "$c is running but not healthy yet; waiting"
+    else
+      log "starting $c"
+      "start_$c"
+    fi
+    wait_healthy "$c"
+    log "$c healthy"
+  done
+  if (( started )); then
+    log "stack up in $((SECONDS - t0))s — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
+  else
+    log "stack already up and healthy — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
+  fi
+}
+
+stop_one() { # <component>
+  local name=$1 pid
+  pid=$(pid_of "$name")
+  [[ -n $pid ]] || return 0
+  if alive "$name"; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null; do
+      if (( SECONDS >= deadline )); then
+        log "$name did not exit on TERM; sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+      sleep 0.1
+    done
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+down() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    stop_one "${COMPONENTS[i]}"
+  done
+  # Fresh cluster state next time; certificates and the kubeconfig are kept.
+  rm -rf "$STACK_DIR/etcd" "$STACK_DIR/redis"
+  log "stack down"
+}
+
+status() {
+  local rc=0
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c" && healthy "$c"; then
+      printf '%-24s healthy (pid %s)\n' "$c" "$(pid_of "$c")"
+    elif alive "$c"; then
+      printf '%-24s running, NOT healthy (pid %s, log %s)\n' "$c" "$(pid_of "$c")" "$LOGS/$c.log"; rc=1
+    else
+      printf '%-24s down\n' "$c"; rc=1
+    fi
+  done
+  return $rc
+}
+
+env_lines() {
+  echo "export KUBECONFIG=$KUBECONFIG_PATH"
+  echo "export TEAM_OPERATOR_REDIS_URL=$REDIS_URL"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) env_lines ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
