@@ -1,1 +1,3 @@
 //! team-operator: runs teams of AI agents on Kubernetes.
+
+pub mod bus;

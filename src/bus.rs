@@ -1,0 +1,124 @@
+//! Message bus and agent memory on Redis.
+//!
+//! Members of a team talk through one inbox stream each (the lead included); the operator
+//! projects each team's state and roster into Redis so that every send can be checked against
+//! them atomically, inside one Lua script. Agents keep a capped memory per agent type.
+//!
+//! # Key layout
+//!
+//! Every key of a team carries the hash tag `{<namespace>/<team>}`, so the whole team lives in
+//! one Redis Cluster slot and each script touches a single slot.
+//!
+//! | key | type | holds |
+//! |-----|------|-------|
+//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded`; absent = no team |
+//! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
+//! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member, `MAXLEN ~`; consumer group `inbox`, consumer = member name |
+//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
+//! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
+//! | `team-operator:memory:{<ns>/<project>}:<agent>` | string | an agent type's memory, ≤ 102,400 bytes of UTF-8 |
+//!
+//! The roster names every inbox, so the key set of a team is known without scanning and
+//! teardown removes it with one `UNLINK`. Idempotency markers live in one hash (not a key per
+//! id) for the same reason.
+//!
+//! # Lifecycle
+//!
+//! The controller calls [`Bus::sync_roster`] on every reconcile. To disband it calls
+//! [`Bus::mark_disbanded`] (sends are refused from then on), [`Bus::system_notice`] to each
+//! queued or active member (this wakes blocked waits), then [`Bus::teardown`].
+
+mod conn;
+mod error;
+mod inbox;
+mod keys;
+mod memory;
+mod message;
+mod roster;
+mod scripts;
+mod send;
+
+use std::sync::Arc;
+
+pub use error::BusError;
+pub use keys::TeamKey;
+pub use memory::{
+    MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block,
+};
+pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
+pub use roster::RosterState;
+pub use send::OPERATOR_SENDER;
+
+use conn::{Conn, Connector, retrying};
+
+/// How to reach Redis and how big things may get.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS. In cluster mode, a
+    /// comma-separated list of seed node URLs.
+    pub url: String,
+    /// Talk Redis Cluster instead of a single server.
+    pub cluster: bool,
+    /// Approximate length each inbox is trimmed to (`XADD MAXLEN ~`).
+    pub stream_maxlen: usize,
+    /// Largest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl BusConfig {
+    /// A single-server config with the default limits (10,000 entries per inbox, 64 KiB bodies).
+    pub fn from_url(url: impl Into<String>) -> Self {
+        BusConfig {
+            url: url.into(),
+            cluster: false,
+            stream_maxlen: 10_000,
+            max_body_bytes: 65_536,
+        }
+    }
+}
+
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection.
+#[derive(Clone)]
+pub struct Bus {
+    conn: Conn,
+    connector: Connector,
+    cfg: Arc<BusConfig>,
+}
+
+impl Bus {
+    /// Connects to Redis; fails with [`BusError::Unavailable`] when it cannot be reached and
+    /// with [`BusError::InvalidArgument`] for a malformed URL.
+    pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
+        let connector = Connector::new(&cfg)?;
+        let conn = connector.shared().await?;
+        Ok(Bus {
+            conn,
+            connector,
+            cfg: Arc::new(cfg),
+        })
+    }
+
+    /// Agent memory over the same connection.
+    pub fn memory(&self) -> Memory {
+        Memory::new(self.conn.clone())
+    }
+
+    /// Runs a script on the shared connection, again while Redis is briefly away. Every bus
+    /// script is safe to repeat (send is deduplicated by message id).
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BusError> {
+        retrying(|| {
+            let mut conn = self.conn();
+            async move { Ok(invocation.invoke_async(&mut conn).await?) }
+        })
+        .await
+    }
+
+    /// A clone of the shared connection for one call (cloning is how a multiplexed connection is
+    /// shared between concurrent calls).
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+}

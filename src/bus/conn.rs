@@ -1,0 +1,168 @@
+//! Connections to Redis: one shared, reconnecting connection for ordinary commands, and a fresh
+//! connection per blocking wait.
+//!
+//! A blocked `XREADGROUP` holds its whole connection on the server, so waits must not share the
+//! multiplexed connection every other call goes through: one wait would stall every send.
+
+use std::time::Duration;
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+
+use super::BusConfig;
+use super::error::BusError;
+
+/// Time to establish a TCP (and TLS) connection before calling Redis unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for one non-blocking command; generous because teardown may unlink large streams.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A blocking connection never times out by itself: the wait bounds it with its own deadline.
+const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Attempts for an idempotent call while Redis restarts, with the delay doubling from the first.
+const ATTEMPTS: u32 = 6;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// A connection of any of the kinds the bus uses; all of them speak [`ConnectionLike`], so
+/// scripts and commands are written once.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Manager(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What opens connections: a single server (`redis://`, `rediss://`, with user and password in
+/// the URL) or a cluster given by comma-separated seed URLs.
+#[derive(Clone)]
+pub(crate) enum Connector {
+    Single(Box<redis::Client>),
+    /// Two clients because the response timeout is per client: short for ordinary commands,
+    /// effectively none for blocking reads.
+    Cluster {
+        shared: Box<ClusterClient>,
+        blocking: Box<ClusterClient>,
+    },
+}
+
+impl Connector {
+    pub(crate) fn new(cfg: &BusConfig) -> Result<Self, BusError> {
+        if cfg.cluster {
+            let seeds: Vec<&str> = cfg
+                .url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let build = |timeout| {
+                ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))
+            };
+            Ok(Connector::Cluster {
+                shared: Box::new(build(RESPONSE_TIMEOUT)?),
+                blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?),
+            })
+        } else {
+            let client = redis::Client::open(cfg.url.as_str())
+                .map_err(|e| BusError::InvalidArgument(format!("redis url: {e}")))?;
+            Ok(Connector::Single(Box::new(client)))
+        }
+    }
+
+    /// The shared connection. A single server gets a [`ConnectionManager`], which reconnects in
+    /// the background after Redis restarts; the cluster connection re-discovers nodes itself.
+    pub(crate) async fn shared(&self) -> Result<Conn, BusError> {
+        match self {
+            Connector::Single(client) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                Ok(Conn::Manager(
+                    client.get_connection_manager_with_config(cfg).await?,
+                ))
+            }
+            Connector::Cluster { shared, .. } => {
+                Ok(Conn::Cluster(shared.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A connection of its own for one blocking read.
+    pub(crate) async fn blocking(&self) -> Result<Conn, BusError> {
+        match self {
+            Connector::Single(client) => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(BLOCKING_RESPONSE_TIMEOUT));
+                Ok(Conn::Multiplexed(
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await?,
+                ))
+            }
+            Connector::Cluster { blocking, .. } => {
+                Ok(Conn::Cluster(blocking.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+/// Runs an idempotent call again while Redis is briefly unavailable (a restart, a failover), so
+/// one dropped connection does not fail the caller. Only for calls that are safe to repeat.
+/// (A plain closure returning a future rather than an async closure, so the future stays `Send`.)
+pub(crate) async fn retrying<T, F, Fut>(mut call: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BusError>>,
+{
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(BusError::Unavailable(err)) if attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %err, "redis unavailable, retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! Message bus against a real redis-server (TEAM_OPERATOR_REDIS_URL, default
+//! redis://127.0.0.1:16379). Every test uses its own random namespace, so they run in parallel.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use team_operator::bus::{
+    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER,
+    OutgoingMessage, Recipient, RosterState, TeamKey,
+};
+
+use RosterState::{Active, Finished, Queued};
+
+const LONG: Duration = Duration::from_secs(10);
+const SHORT: Duration = Duration::from_millis(200);
+
+fn redis_url() -> String {
+    std::env::var("TEAM_OPERATOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
+}
+
+async fn bus() -> Bus {
+    Bus::connect(BusConfig::from_url(redis_url()))
+        .await
+        .expect("connect to redis")
+}
+
+fn unique_team() -> TeamKey {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    TeamKey::new(format!("ns-{}", &id[..12]), "team")
+}
+
+/// A synced team with the given roster.
+async fn team(bus: &Bus, roster: &[(&str, RosterState)]) -> TeamKey {
+    let team = unique_team();
+    let roster: Vec<(String, RosterState)> =
+        roster.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    bus.sync_roster(&team, &roster).await.expect("sync roster");
+    team
+}
+
+fn msg(from: &str, to: &str, body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        from: from.into(),
+        to: Recipient::Member(to.into()),
+        body: body.into(),
+        kind: MessageKind::Message,
+        id: None,
+    }
+}
+
+fn broadcast(from: &str, body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        to: Recipient::Broadcast,
+        ..msg(from, "", body)
+    }
+}
+
+fn bodies(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.body.as_str()).collect()
+}
+
+/// Every key of the team, straight from Redis.
+async fn team_keys(team: &TeamKey) -> Vec<String> {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let pattern = format!("team-operator:{{{}/{}}}:*", team.namespace, team.team);
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn message_sent_just_before_and_during_a_wait_are_both_received() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+
+    bus.send(&team, msg("lead", "dev", "before"))
+        .await
+        .expect("send before");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let first = bus.wait(&team, "dev", LONG).await.expect("first wait");
+    assert_eq!(bodies(&first), ["before"]);
+    let first_ids: Vec<String> = first.iter().map(|m| m.stream_id.clone()).collect();
+    bus.ack(&team, "dev", &first_ids).await.expect("ack");
+
+    let waiter = tokio::spawn({
+        let (bus, team) = (bus.clone(), team.clone());
+        async move {
+            let started = Instant::now();
+            (bus.wait(&team, "dev", LONG).await, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bus.send(&team, msg("lead", "dev", "during"))
+        .await
+        .expect("send during");
+    let (during, elapsed) = waiter.await.expect("waiter task");
+    let during = during.expect("second wait");
+    assert_eq!(bodies(&during), ["during"]);
+    assert!(
+        elapsed < LONG,
+        "the wait returned on the message, not the timeout"
+    );
+    let m = &during[0];
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.kind),
+        ("lead", "dev", MessageKind::Message)
+    );
+}
+
+#[tokio::test]
+async fn a_wait_times_out_empty() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active)]).await;
+    let started = Instant::now();
+    let got = bus.wait(&team, "lead", SHORT).await.expect("wait");
+    assert!(got.is_empty());
+    assert!(started.elapsed() >= SHORT);
+}
+
+#[tokio::test]
+async fn unacked_messages_are_redelivered_until_acked() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    let sent = bus
+        .send(&team, msg("lead", "dev", "do it"))
+        .await
+        .expect("send");
+    assert_eq!(
+        bus.inbox_counts(&team, "dev").await.expect("counts"),
+        InboxCounts {
+            pending: 0,
+            undelivered: 1
+        }
+    );
+
+    let read = bus.wait(&team, "dev", LONG).await.expect("wait");
+    assert_eq!(read.len(), 1);
+    assert_eq!(
+        (read[0].id.as_str(), read[0].stream_id.as_str()),
+        (sent[0].id.as_str(), sent[0].stream_id.as_str())
+    );
+    assert_eq!(
+        bus.inbox_counts(&team, "dev").await.expect("counts"),
+        InboxCounts {
+            pending: 1,
+            undelivered: 0
+        }
+    );
+
+    // The consumer dies before acking; its replacement (a new connection) gets it again.
+    drop(bus);
+    let bus = self::bus().await;
+    let again = bus
+        .wait(&team, "dev", LONG)
+        .await
+        .expect("wait after restart");
+    assert_eq!(again, read);
+
+    let ids = vec![again[0].stream_id.clone()];
+    assert_eq!(bus.ack(&team, "dev", &ids).await.expect("ack"), 1);
+    assert_eq!(bus.ack(&team, "dev", &ids).await.expect("second ack"), 0);
+    assert_eq!(
+        bus.inbox_counts(&team, "dev").await.expect("counts"),
+        InboxCounts::default()
+    );
+    assert!(
+        bus.wait(&team, "dev", SHORT)
+            .await
+            .expect("wait after ack")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_retried_send_with_the_same_id_is_delivered_once() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Active)]).await;
+    let once = OutgoingMessage {
+        id: Some("req-1".into()),
+        ..msg("lead", "dev", "hello")
+    };
+    let first = bus.send(&team, once.clone()).await.expect("send");
+    let retry = bus.send(&team, once).await.expect("retry");
+    assert_eq!(first, retry);
+
+    let all = OutgoingMessage {
+        id: Some("req-2".into()),
+        ..broadcast("lead", "all")
+    };
+    let first = bus.send(&team, all.clone()).await.expect("broadcast");
+    assert_eq!(bus.send(&team, all).await.expect("broadcast retry"), first);
+
+    assert_eq!(
+        bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")),
+        ["hello", "all"]
+    );
+    assert_eq!(
+        bodies(&bus.wait(&team, "qa", LONG).await.expect("wait")),
+        ["all"]
+    );
+}
+
+#[tokio::test]
+async fn broadcast_reaches_unfinished_members_but_not_the_sender() {
+    let bus = bus().await;
+    let roster = [
+        ("lead", Active),
+        ("a", Active),
+        ("b", Active),
+        ("q", Queued),
+        ("done", Finished),
+    ];
+    let team = team(&bus, &roster).await;
+    let delivered = bus
+        .send(&team, broadcast("lead", "standup"))
+        .await
+        .expect("broadcast");
+    let mut to: Vec<&str> = delivered
+        .iter()
+        .map(|d: &Delivered| d.to.as_str())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["a", "b", "q"]);
+    assert!(
+        delivered.iter().all(|d| d.id == delivered[0].id),
+        "one message id for all copies"
+    );
+    for member in ["a", "b", "q"] {
+        let got = bus.wait(&team, member, LONG).await.expect("wait");
+        assert_eq!(bodies(&got), ["standup"], "{member}");
+        assert_eq!(got[0].to, member);
+    }
+    for member in ["lead", "done"] {
+        assert_eq!(
+            bus.inbox_counts(&team, member).await.expect("counts"),
+            InboxCounts::default(),
+            "{member}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sends_are_refused_with_typed_errors() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("done", Finished)]).await;
+
+    let missing = bus.send(&unique_team(), msg("lead", "dev", "x")).await;
+    assert!(
+        matches!(missing, Err(BusError::TeamNotFound { .. })),
+        "{missing:?}"
+    );
+    let outsider = bus.send(&team, msg("mallory", "lead", "x")).await;
+    assert!(
+        matches!(outsider, Err(BusError::SenderNotInTeam { .. })),
+        "{outsider:?}"
+    );
+    let unknown = bus.send(&team, msg("lead", "ghost", "x")).await;
+    assert!(
+        matches!(&unknown, Err(BusError::UnknownRecipient { member, .. }) if member == "ghost"),
+        "{unknown:?}"
+    );
+    let finished = bus.send(&team, msg("lead", "done", "x")).await;
+    assert!(
+        matches!(&finished, Err(BusError::RecipientFinished { member, .. }) if member == "done"),
+        "{finished:?}"
+    );
+    for empty in ["", " \n\t"] {
+        let refused = bus.send(&team, msg("lead", "lead", empty)).await;
+        assert!(matches!(refused, Err(BusError::EmptyBody)), "{refused:?}");
+    }
+    let big = "x".repeat(65_537);
+    let refused = bus.send(&team, msg("lead", "lead", &big)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(BusError::TooLarge {
+                size: 65_537,
+                max: 65_536
+            })
+        ),
+        "{refused:?}"
+    );
+    bus.send(&team, msg("lead", "lead", &big[1..]))
+        .await
+        .expect("a body of exactly the cap is fine");
+
+    bus.mark_disbanded(&team).await.expect("disband");
+    let disbanded = bus.send(&team, msg("lead", "lead", "x")).await;
+    assert!(
+        matches!(disbanded, Err(BusError::TeamDisbanded { .. })),
+        "{disbanded:?}"
+    );
+    let codes: Vec<&str> = [missing, outsider, unknown, finished, refused, disbanded]
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(BusError::code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "not_found",
+            "forbidden",
+            "unknown_recipient",
+            "recipient_finished",
+            "too_large",
+            "team_disbanded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn inbox_calls_for_strangers_are_refused() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active)]).await;
+    let wait = bus.wait(&team, "mallory", SHORT).await;
+    assert!(
+        matches!(wait, Err(BusError::MemberNotInTeam { .. })),
+        "{wait:?}"
+    );
+    let counts = bus.inbox_counts(&team, "mallory").await;
+    assert!(
+        matches!(counts, Err(BusError::MemberNotInTeam { .. })),
+        "{counts:?}"
+    );
+    let ack = bus.ack(&unique_team(), "lead", &["1-0".into()]).await;
+    assert!(matches!(ack, Err(BusError::TeamNotFound { .. })), "{ack:?}");
+    let bad = bus.ack(&team, "lead", &["not-an-id".into()]).await;
+    assert!(matches!(bad, Err(BusError::InvalidArgument(_))), "{bad:?}");
+}
+
+#[tokio::test]
+async fn system_notices_reach_unfinished_members_once() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("q", Queued), ("done", Finished)]).await;
+    for to in ["lead", "q"] {
+        for _ in 0..2 {
+            bus.system_notice(
+                &team,
+                to,
+                "[AGENT FAILURE] @dev exited 1".into(),
+                format!("fail-dev-{to}"),
+            )
+            .await
+            .expect("notice");
+        }
+        let got = bus.wait(&team, to, LONG).await.expect("wait");
+        assert_eq!(
+            bodies(&got),
+            ["[AGENT FAILURE] @dev exited 1"],
+            "written once to {to}"
+        );
+        assert_eq!(
+            (got[0].kind, got[0].from.as_str()),
+            (MessageKind::System, OPERATOR_SENDER)
+        );
+    }
+    let finished = bus
+        .system_notice(&team, "done", "x".into(), "k1".into())
+        .await;
+    assert!(
+        matches!(finished, Err(BusError::RecipientFinished { .. })),
+        "{finished:?}"
+    );
+    let unknown = bus
+        .system_notice(&team, "ghost", "x".into(), "k2".into())
+        .await;
+    assert!(
+        matches!(unknown, Err(BusError::UnknownRecipient { .. })),
+        "{unknown:?}"
+    );
+    let missing = bus
+        .system_notice(&unique_team(), "lead", "x".into(), "k3".into())
+        .await;
+    assert!(
+        matches!(missing, Err(BusError::TeamNotFound { .. })),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn disbanding_wakes_a_waiting_member_and_teardown_ends_its_waits() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    let waiter = tokio::spawn({
+        let (bus, team) = (bus.clone(), team.clone());
+        async move { bus.wait(&team, "dev", LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bus.mark_disbanded(&team).await.expect("disband");
+    bus.system_notice(&team, "dev", "team disbanded".into(), "disband".into())
+        .await
+        .expect("notice");
+    let woken = waiter.await.expect("waiter task").expect("wait");
+    assert_eq!(bodies(&woken), ["team disbanded"]);
+
+    let ids: Vec<String> = woken.iter().map(|m| m.stream_id.clone()).collect();
+    bus.ack(&team, "dev", &ids).await.expect("ack");
+    let drained = bus.wait(&team, "dev", LONG).await;
+    assert!(
+        matches!(drained, Err(BusError::TeamDisbanded { .. })),
+        "{drained:?}"
+    );
+    let revived = bus.sync_roster(&team, &[("dev".into(), Active)]).await;
+    assert!(
+        matches!(revived, Err(BusError::TeamDisbanded { .. })),
+        "{revived:?}"
+    );
+
+    bus.teardown(&team).await.expect("teardown");
+    assert!(team_keys(&team).await.is_empty());
+    let gone = bus.wait(&team, "dev", LONG).await;
+    assert!(
+        matches!(gone, Err(BusError::TeamNotFound { .. })),
+        "{gone:?}"
+    );
+    bus.mark_disbanded(&team)
+        .await
+        .expect("disband again is a no-op");
+    bus.teardown(&team)
+        .await
+        .expect("teardown again is a no-op");
+    assert!(team_keys(&team).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_wait_blocked_during_teardown_returns_promptly() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active)]).await;
+    let waiter = tokio::spawn({
+        let (bus, team) = (bus.clone(), team.clone());
+        async move {
+            let started = Instant::now();
+            (bus.wait(&team, "lead", LONG).await, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bus.teardown(&team).await.expect("teardown");
+    let (result, elapsed) = waiter.await.expect("waiter task");
+    assert!(
+        matches!(result, Err(BusError::TeamNotFound { .. })),
+        "{result:?}"
+    );
+    assert!(elapsed < LONG, "returned on teardown, not the timeout");
+}
+
+#[tokio::test]
+async fn roster_sync_replaces_the_roster_and_teardown_removes_every_key() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Queued)]).await;
+    bus.send(&team, msg("lead", "dev", "hi"))
+        .await
+        .expect("send");
+    bus.sync_roster(&team, &[("lead".into(), Active), ("qa".into(), Active)])
+        .await
+        .expect("resync");
+    let dropped = bus.send(&team, msg("lead", "dev", "hi")).await;
+    assert!(
+        matches!(dropped, Err(BusError::UnknownRecipient { .. })),
+        "{dropped:?}"
+    );
+
+    let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
+    let expected: Vec<String> = [
+        "inbox:lead",
+        "inbox:qa",
+        "meta",
+        "roster",
+        "sent",
+        "sent-at",
+    ]
+    .iter()
+    .map(|k| format!("{base}{k}"))
+    .collect();
+    assert_eq!(team_keys(&team).await, expected, "dev's inbox went with it");
+    bus.teardown(&team).await.expect("teardown");
+    assert!(team_keys(&team).await.is_empty());
+}
+
+/// A redis-server of this test's own, so it can be killed and restarted.
+struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "bus-test-redis-{port}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let child = Self::spawn(port, &dir);
+        PrivateRedis { port, dir, child }
+    }
+
+    /// Append-only file with fsync on every write, so the data survives a kill -9.
+    fn spawn(port: u16, dir: &PathBuf) -> Child {
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_for_ping(&self) {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let pong = async {
+                let client = redis::Client::open(self.url())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
+            if pong.await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis on port {} did not answer PING",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn restart(&mut self) {
+        self.child.kill().expect("kill redis");
+        self.child.wait().expect("reap redis");
+        self.child = Self::spawn(self.port, &self.dir);
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works() {
+    let mut redis = PrivateRedis::start();
+    redis.wait_for_ping().await;
+    let bus = Bus::connect(BusConfig::from_url(redis.url()))
+        .await
+        .expect("connect");
+    let team = TeamKey::new("restart", "team");
+    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active)])
+        .await
+        .expect("sync");
+
+    let waiter = tokio::spawn({
+        let (bus, team) = (bus.clone(), team.clone());
+        async move { bus.wait(&team, "dev", LONG).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.restart();
+    redis.wait_for_ping().await;
+
+    bus.send(&team, msg("lead", "dev", "after restart"))
+        .await
+        .expect("send after restart");
+    // The wait reconnected and kept waiting, so it sees the message sent after the restart.
+    let got = waiter
+        .await
+        .expect("waiter task did not panic")
+        .expect("wait completes");
+    assert_eq!(bodies(&got), ["after restart"]);
+    let next = bus.wait(&team, "dev", LONG).await.expect("next wait");
+    assert_eq!(
+        bodies(&next),
+        ["after restart"],
+        "unacked, so delivered again"
+    );
+}
