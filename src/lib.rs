@@ -1,3 +1,23 @@
 //! team-operator: runs teams of AI agents on Kubernetes.
+//!
+//! A lead agent orchestrates specialist agents, each in its own pod. Team, Member and TeamTask
+//! are custom resources; messages travel through Redis streams; agent memory lives in Redis.
+//!
+//! # Layout
+//! - [`api`]: the CRD types and their pure rules; no I/O.
+//! - [`controller`]: one reconciler per kind, the slot admission (names and caps, one writer) and
+//!   pod building.
+//! - [`bus`]: Redis inbox streams, the roster the operator projects into Redis, agent memory.
+//! - `gateway` (next): the agents' tools over HTTP and MCP, with TokenReview-based auth.
+//! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,
+//!   the probe and metrics endpoints.
+//! - [`crd`]: writes `crds/` from the types.
 
+pub mod api;
 pub mod bus;
+pub mod config;
+pub mod controller;
+pub mod crd;
+pub mod health;
+pub mod metrics;
+pub mod telemetry;

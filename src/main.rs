@@ -1,1 +1,51 @@
-fn main() {}
+//! `team-operator`: the controller, the gateway, and the CRD generator.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use team_operator::config::ControllerArgs;
+use team_operator::metrics::Metrics;
+use team_operator::telemetry::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "team-operator", version, about = "Runs teams of AI agents on Kubernetes")]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "TEAM_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (reconcilers, slot admission, metrics).
+    Controller(ControllerArgs),
+    /// Write the CRDs as YAML, one file per kind.
+    Crd {
+        /// Directory to write into.
+        #[arg(long, default_value = "crds")]
+        out: PathBuf,
+        /// Compare instead of writing; fail when a file differs.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { out, check } => team_operator::crd::write_all(&out, check),
+        Command::Controller(args) => {
+            telemetry::init(cli.log_format);
+            let metrics = Arc::new(Metrics::default());
+            let server = team_operator::health::serve(args.metrics_addr, metrics.clone());
+            tokio::select! {
+                r = team_operator::controller::run(args, metrics) => r,
+                r = server => r,
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Member: one specialist (or the lead) of a Team, run as one pod.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A member of a Team: an agent of one of the team's agent types with a prompt, run in its own
+/// pod once a slot is free. The operator gives it a team-unique name in `status.name`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "agentteams.dev",
+    version = "v1alpha1",
+    kind = "Member",
+    namespaced,
+    status = "MemberStatus",
+    shortname = "mbr",
+    category = "agentteams",
+    selectable = ".spec.team",
+    printcolumn(name = "Team", type_ = "string", json_path = ".spec.team"),
+    printcolumn(name = "Name", type_ = "string", json_path = ".status.name"),
+    printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agent"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Exit", type_ = "integer", json_path = ".status.exitCode"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Name of the Team (in this namespace) the member belongs to. Immutable.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 40))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.team is immutable"))]
+    pub team: String,
+
+    /// Agent type of the member: one of the team's `spec.agents[].name`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 30))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.agent is immutable"))]
+    pub agent: String,
+
+    /// Lead or Specialist. The operator creates the lead's Member itself; users create Specialists.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.role is immutable"))]
+    pub role: MemberRole,
+
+    /// The task for the agent, passed to its pod as TEAM_PROMPT (after its memory when the agent
+    /// type has `memory: local`).
+    #[serde(default)]
+    #[schemars(length(max = 65536))]
+    pub prompt: String,
+
+    /// Model override for this member; defaults to the agent type's model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+
+    /// Additions to the agent type's pod template for this member only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+}
+
+/// Role of a member in its team.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MemberRole {
+    /// Orchestrates the team; its pod finishing disbands the team. Exempt from the slot caps.
+    Lead,
+    /// A specialist started by the lead or a person; waits for a slot.
+    #[default]
+    Specialist,
+}
+
+/// Per-member additions to the pod template.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Annotations added to the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Labels added to the pod (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Environment variables added to the agent container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// Observed state of a Member.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Team-unique agent name (`general`, `general-2`, ...), assigned by the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where the member is in its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<MemberPhase>,
+    /// The member's pod, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Machine-readable cause of the last transition (PodFailed, OOMKilled, Evicted, PodDeleted,
+    /// Unschedulable, TeamDisbanded, TeamNotFound, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail of the last transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Exit code of the agent container, once it terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// When the member got a slot and its pod was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the member reached Completed, Failed or Cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Latest observations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Lifecycle phase of a Member.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberPhase {
+    /// Waiting for a slot under the team's and the operator's caps.
+    Queued,
+    /// Its pod exists but does not run yet.
+    Starting,
+    /// Its pod runs.
+    Active,
+    /// Its pod runs and the agent is blocked waiting for messages.
+    Idle,
+    /// Its pod succeeded.
+    Completed,
+    /// Its pod failed, was evicted, deleted, or never scheduled; or its team does not exist.
+    Failed,
+    /// Its team disbanded before it finished.
+    Cancelled,
+}
+
+impl MemberPhase {
+    /// Completed, Failed and Cancelled are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl Member {
+    /// Current phase; a member the operator has not seen yet counts as Queued.
+    pub fn phase(&self) -> MemberPhase {
+        self.status.as_ref().and_then(|s| s.phase).unwrap_or(MemberPhase::Queued)
+    }
+
+    /// Team-unique agent name, once assigned.
+    pub fn agent_name(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.name.as_deref())
+    }
+
+    /// True for the team's lead.
+    pub fn is_lead(&self) -> bool {
+        self.spec.role == MemberRole::Lead
+    }
+}

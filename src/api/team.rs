@@ -1,0 +1,199 @@
+//! Team: a lead agent and the specialists it orchestrates, with the team's concurrency cap.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Default for `spec.memberTimeoutSeconds`: how long a member's wait for messages blocks.
+pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
+
+/// A team of AI agents: one lead that orchestrates, and members (specialists) that each run in
+/// their own pod, at most `maxAgents` at a time.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "agentteams.dev",
+    version = "v1alpha1",
+    kind = "Team",
+    namespaced,
+    status = "TeamStatus",
+    shortname = "tm",
+    category = "agentteams",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Active", type_ = "integer", json_path = ".status.active"),
+    printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queued"),
+    printcolumn(name = "Completed", type_ = "integer", json_path = ".status.completed"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: a Team name is at most 40 characters, so member pod names stay within 63"),
+)]
+#[x_kube(validation = Rule::new("self.agents.exists(a, a.name == self.lead.agent)").message("spec.lead.agent must name one of spec.agents").field_path(".lead.agent"))]
+#[serde(rename_all = "camelCase")]
+pub struct TeamSpec {
+    /// Most members of this team that hold a pod at the same time; the others wait as Queued,
+    /// first come first served. The operator-wide cap (`--max-agents`, default 10) also applies
+    /// across all teams. The lead does not count against either cap.
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_agents: i32,
+
+    /// How long, in seconds, a member's `wait_messages` blocks before it returns empty.
+    #[serde(default = "default_member_timeout")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub member_timeout_seconds: i64,
+
+    /// Who leads the team.
+    pub lead: LeadSpec,
+
+    /// The agent types members of this team can be: a pod template, a model and a memory mode
+    /// each. Member names are derived from these (`general`, `general-2`, ...).
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub agents: Vec<AgentType>,
+
+    /// Shared agent memory settings.
+    #[serde(default)]
+    pub memory: TeamMemory,
+}
+
+fn default_member_timeout() -> i64 {
+    DEFAULT_MEMBER_TIMEOUT_SECONDS
+}
+
+/// The lead of a team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadSpec {
+    /// Agent type of the lead; one of `spec.agents[].name`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 30))]
+    pub agent: String,
+
+    /// Instructions for the lead when the operator runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+
+    /// An existing Pod that is the lead (for example the agent that called team_create). The
+    /// operator then runs no lead pod of its own, the Team is owned by that Pod (deleting the Pod
+    /// deletes the Team), and the team disbands when that Pod finishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"), length(max = 253))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.lead.podName is immutable"))]
+    pub pod_name: Option<String>,
+}
+
+/// One agent type of a team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentType {
+    /// Name of the agent type; members of this type are named `<name>`, `<name>-2`, ...
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 30))]
+    pub name: String,
+
+    /// Model the agent runs with (passed to the pod as TEAM_MODEL); a Member may override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+
+    /// `local`: the member's prompt starts with the agent type's stored memory. `none`: no memory.
+    #[serde(default)]
+    pub memory: MemoryMode,
+
+    /// Pod template for members of this type. The first container is the agent; the operator
+    /// adds the team environment, the gateway token volume and the teamctl binary, and forces
+    /// restartPolicy Never.
+    #[schemars(schema_with = "preserve_unknown_object")]
+    pub template: PodTemplateSpec,
+}
+
+/// Whether an agent type keeps memory across members.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryMode {
+    /// No memory.
+    #[default]
+    None,
+    /// The member's prompt starts with its agent type's memory.
+    Local,
+}
+
+/// Memory settings shared by the team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamMemory {
+    /// Project the team's memory belongs to; teams of the same project share agent memory.
+    /// Defaults to the team name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub project: Option<String>,
+}
+
+/// Observed state of a Team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamStatus {
+    /// Active while the team runs; Disbanded once its lead finished or it was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<TeamPhase>,
+    /// Members waiting for a slot.
+    #[serde(default)]
+    pub queued: i32,
+    /// Members whose pod is starting.
+    #[serde(default)]
+    pub starting: i32,
+    /// Members whose pod runs (Active or Idle).
+    #[serde(default)]
+    pub active: i32,
+    /// Members that finished successfully.
+    #[serde(default)]
+    pub completed: i32,
+    /// Members that failed.
+    #[serde(default)]
+    pub failed: i32,
+    /// Members cancelled by the team's disbanding.
+    #[serde(default)]
+    pub cancelled: i32,
+    /// Agent name of the lead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_name: Option<String>,
+    /// Latest observations: Ready, Disbanded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Lifecycle phase of a Team.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeamPhase {
+    /// The team runs.
+    Active,
+    /// The team ended: members cancelled, open tasks failed, messages removed.
+    Disbanded,
+}
+
+impl Team {
+    /// True once the team has been disbanded (or is being deleted, which disbands it).
+    pub fn is_disbanded(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+            || self.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+    }
+
+    /// The agent type named `name`.
+    pub fn agent_type(&self, name: &str) -> Option<&AgentType> {
+        self.spec.agents.iter().find(|a| a.name == name)
+    }
+
+    /// Memory project of the team: `spec.memory.project`, else the team name.
+    pub fn memory_project(&self) -> String {
+        self.spec.memory.project.clone().or_else(|| self.metadata.name.clone()).unwrap_or_default()
+    }
+}
+
+/// Schema for embedded Kubernetes types whose full OpenAPI schema would bloat the CRD past what
+/// etcd and CEL cost budgets like: an object the API server keeps as given, typed in Rust.
+pub(crate) fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

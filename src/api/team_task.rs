@@ -1,0 +1,158 @@
+//! TeamTask: an entry of a team's shared task board.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A task on a team's board: who owns it, what it waits for, where it stands. Agents move it
+/// pending → in_progress → completed | failed; the operator fails it when its owner fails, when a
+/// dependency fails, or when the team disbands.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "agentteams.dev",
+    version = "v1alpha1",
+    kind = "TeamTask",
+    namespaced,
+    status = "TeamTaskStatus",
+    shortname = "ttask",
+    category = "agentteams",
+    selectable = ".spec.team",
+    printcolumn(name = "Team", type_ = "string", json_path = ".spec.team"),
+    printcolumn(name = "Subject", type_ = "string", json_path = ".spec.subject"),
+    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamTaskSpec {
+    /// Name of the Team (in this namespace) whose board holds the task. Immutable.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 40))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.team is immutable"))]
+    pub team: String,
+
+    /// One-line summary.
+    #[schemars(length(min = 1, max = 200))]
+    pub subject: String,
+
+    /// What is to be done.
+    #[serde(default)]
+    #[schemars(length(max = 16384))]
+    pub description: String,
+
+    /// Agent name of the member that owns the task (`general-2`); empty while unassigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 40))]
+    pub owner: Option<String>,
+
+    /// Names of TeamTasks of the same team that must complete before this one can start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub depends_on: Vec<String>,
+
+    /// Free-form key/value data for the agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Observed state of a TeamTask.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(oldSelf.state) || !(oldSelf.state in ['completed', 'failed']) || self.state == oldSelf.state").message("status.state: a completed or failed task is final").field_path(".state"))]
+#[serde(rename_all = "camelCase")]
+pub struct TeamTaskStatus {
+    /// pending, in_progress, completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+    /// Why the task is in its state (OwnerFailed, DependencyFailed, TeamDisbanded, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the owner reported when it finished the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub result: Option<String>,
+    /// When the task went in_progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the task completed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Blocked: True while a dependency has not completed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// State of a task.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Not started.
+    Pending,
+    /// Its owner works on it.
+    InProgress,
+    /// Done.
+    Completed,
+    /// Given up: by its owner, or because the owner failed, a dependency failed or the team
+    /// disbanded.
+    Failed,
+}
+
+impl TaskState {
+    /// Completed and failed are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+
+    /// The transitions agents may make: forward along pending → in_progress → completed|failed,
+    /// back from in_progress to pending (an owner hands the task back), never out of a final state.
+    pub fn can_become(self, next: TaskState) -> bool {
+        use TaskState::*;
+        match (self, next) {
+            (a, b) if a == b => true,
+            (Pending, InProgress | Completed | Failed) => true,
+            (InProgress, Pending | Completed | Failed) => true,
+            _ => false,
+        }
+    }
+
+    /// Wire name, as in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl TeamTask {
+    /// Current state; a task the operator has not seen yet is pending.
+    pub fn state(&self) -> TaskState {
+        self.status.as_ref().and_then(|s| s.state).unwrap_or(TaskState::Pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskState::*;
+
+    #[test]
+    fn final_states_are_final() {
+        for next in [Pending, InProgress, Completed] {
+            assert!(!Failed.can_become(next));
+        }
+        for next in [Pending, InProgress, Failed] {
+            assert!(!Completed.can_become(next));
+        }
+        assert!(Pending.can_become(InProgress));
+        assert!(InProgress.can_become(Completed));
+        assert!(InProgress.can_become(Pending));
+    }
+}

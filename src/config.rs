@@ -1,0 +1,53 @@
+//! Settings of the operator's processes, from flags or environment variables.
+
+use std::net::SocketAddr;
+
+use crate::controller::pod::PodSettings;
+
+/// Settings of `team-operator controller`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Operator-wide cap: specialist pods holding a slot across all teams.
+    #[arg(long, env = "TEAM_OPERATOR_MAX_AGENTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_agents: u32,
+    /// Redis URL (redis:// or rediss://, with user and password if needed).
+    #[arg(long, env = "TEAM_OPERATOR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Talk to a Redis Cluster instead of a single server.
+    #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// URL at which member pods reach the gateway.
+    #[arg(long, env = "TEAM_OPERATOR_GATEWAY_URL", default_value = "http://team-operator-gateway:8080")]
+    pub gateway_url: String,
+    /// Image with /teamctl, copied into each member pod by an init container; empty: none.
+    #[arg(long, env = "TEAM_OPERATOR_TEAMCTL_IMAGE")]
+    pub teamctl_image: Option<String>,
+    /// Seconds a member's pod may stay unschedulable before the member fails.
+    #[arg(long, env = "TEAM_OPERATOR_UNSCHEDULABLE_DEADLINE_SECONDS", default_value_t = 300)]
+    pub unschedulable_deadline_seconds: i64,
+    /// Address of /metrics, /readyz and /livez.
+    #[arg(long, env = "TEAM_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8081")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// The controller's settings as the reconcilers use them.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    pub max_agents: usize,
+    pub unschedulable_deadline_seconds: i64,
+    pub pod: PodSettings,
+}
+
+impl From<&ControllerArgs> for ControllerConfig {
+    fn from(a: &ControllerArgs) -> Self {
+        Self {
+            max_agents: a.max_agents as usize,
+            unschedulable_deadline_seconds: a.unschedulable_deadline_seconds,
+            pod: PodSettings {
+                gateway_url: a.gateway_url.clone(),
+                teamctl_image: a.teamctl_image.clone().filter(|s| !s.is_empty()),
+                token_expiration_seconds: 3600,
+            },
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The controller process: shared reflectors for Teams, Members, TeamTasks and member Pods, one
+//! kube-runtime `Controller` per kind on top of them, the admission task, and the metrics and
+//! health endpoints.
+
+pub mod admission;
+pub mod context;
+pub mod disband;
+pub mod error;
+pub mod member;
+pub mod member_status;
+pub mod pod;
+pub mod team;
+pub mod team_task;
+#[cfg(test)]
+pub mod fixtures;
+
+use std::future::ready;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+pub use error::{Error, Result};
+
+use crate::api::{labels, Member, Team, TeamTask};
+use crate::bus::{Bus, BusConfig};
+use crate::config::{ControllerArgs, ControllerConfig};
+use crate::metrics::{ErrorLabel, KindLabel, Metrics};
+use context::Context;
+
+/// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
+pub const MANAGER: &str = "team-operator";
+
+/// Runs the controller until the process gets SIGTERM or a component fails.
+pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    wait_for_crds(&client).await?;
+    let bus = Bus::connect(BusConfig { cluster: args.redis_cluster, ..BusConfig::from_url(args.redis_url.clone()) }).await?;
+    metrics.slots_cap.set(i64::from(args.max_agents));
+
+    let (mut teams, team_events) = shared::<Team>(Api::all(client.clone()), watcher::Config::default(), 1);
+    let (mut members, member_events) = shared::<Member>(Api::all(client.clone()), watcher::Config::default(), 3);
+    let (mut tasks, task_events) = shared::<TeamTask>(Api::all(client.clone()), watcher::Config::default(), 2);
+    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
+    let (mut pods, pod_events) = shared::<Pod>(Api::all(client.clone()), pod_filter, 1);
+
+    let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        bus,
+        config: ControllerConfig::from(&args),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        kick: admission::Kick::default(),
+        teams: teams.store.clone(),
+        members: members.store.clone(),
+        pods: pods.store.clone(),
+        tasks: tasks.store.clone(),
+    });
+
+    let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
+        .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
+        .shutdown_on_signal()
+        .run(timed(team::reconcile, "Team"), error_policy, ctx.clone())
+        .for_each(|_| ready(()));
+    let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
+        .owns_shared_stream(pods.subscribe()?)
+        .shutdown_on_signal()
+        .run(timed(member::reconcile, "Member"), error_policy, ctx.clone())
+        .for_each(|_| ready(()));
+    let tasks_for_owner = tasks.store.clone();
+    let tasks_for_deps = tasks.store.clone();
+    let task_ctl = Controller::for_shared_stream(tasks.subscribe()?, tasks.store.clone())
+        .watches_shared_stream(members.subscribe()?, move |m: Arc<Member>| {
+            // A member that ended wakes the tasks it owns.
+            let (ns, name) = (m.namespace(), m.agent_name().map(str::to_owned));
+            tasks_for_owner
+                .state_filter(|t| t.spec.team == m.spec.team && t.namespace() == ns && t.spec.owner.is_some() && t.spec.owner == name)
+                .into_iter()
+                .map(|t| ObjectRef::from_obj(t.as_ref()))
+        })
+        .watches_shared_stream(tasks.subscribe()?, move |t: Arc<TeamTask>| {
+            // A task that moved wakes the tasks that depend on it.
+            let (ns, name) = (t.namespace(), t.name_any());
+            tasks_for_deps
+                .state_filter(|d| d.namespace() == ns && d.spec.depends_on.contains(&name))
+                .into_iter()
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+        })
+        .shutdown_on_signal()
+        .run(timed(team_task::reconcile, "TeamTask"), error_policy, ctx.clone())
+        .for_each(|_| ready(()));
+
+    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), ctx.kick.clone());
+    info!(max_agents = args.max_agents, "controller started");
+    tokio::select! {
+        () = team_events => warn!("team watch ended"),
+        () = member_events => warn!("member watch ended"),
+        () = task_events => warn!("task watch ended"),
+        () = pod_events => warn!("pod watch ended"),
+        () = admit => warn!("admission ended"),
+        () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
+    }
+    Ok(())
+}
+
+/// A reflector store shared by several controllers, with one event subscription per consumer
+/// (every subscription must be consumed, or the watch stalls on backpressure).
+struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    subscriptions: Vec<reflector::ReflectHandle<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Shared<K> {
+    fn subscribe(&mut self) -> anyhow::Result<reflector::ReflectHandle<K>> {
+        self.subscriptions.pop().ok_or_else(|| anyhow::anyhow!("no subscription of {} left", K::kind(&())))
+    }
+}
+
+/// Starts a shared reflector with `consumers` subscriptions; the returned future drives the
+/// watch and must be polled.
+fn shared<K>(api: Api<K>, cfg: watcher::Config, consumers: usize) -> (Shared<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store_shared::<K>(1024);
+    let subscriptions = (0..consumers).filter_map(|_| writer.subscribe()).collect();
+    let stream = watcher(api, cfg.any_semantic()).default_backoff().reflect_shared(writer);
+    (Shared { store, subscriptions }, drive(stream))
+}
+
+async fn drive<S: Stream<Item = watcher::Result<E>>, E>(stream: S) {
+    stream
+        .for_each(|r| {
+            if let Err(e) = r {
+                warn!(error = %e, "watch error; retrying with backoff");
+            }
+            ready(())
+        })
+        .await;
+}
+
+/// Wraps a reconciler with its run count and duration metrics.
+fn timed<K, F, Fut>(f: F, kind: &'static str) -> impl Fn(Arc<K>, Arc<Context>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Action>> + Send>>
+where
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
+    K: Send + Sync + 'static,
+{
+    move |obj, ctx| {
+        let f = f.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let metrics = ctx.metrics.clone();
+            let out = f(obj, ctx).await;
+            metrics.reconciles.get_or_create(&KindLabel { kind }).inc();
+            metrics.reconcile_duration.get_or_create(&KindLabel { kind }).observe(start.elapsed().as_secs_f64());
+            if let Err(e) = &out {
+                metrics.reconcile_errors.get_or_create(&ErrorLabel { kind, category: e.category() }).inc();
+            }
+            out
+        })
+    }
+}
+
+/// Retries a failed reconcile after a short delay; conflicts and transient API or Redis errors
+/// clear up on their own, and the watch re-triggers sooner on any change.
+fn error_policy<K: Resource>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(error = %err, category = err.category(), "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Waits until the CRDs are installed and served (the chart or `kubectl apply -f crds/` installs
+/// them; the operator never does).
+async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let team = Api::<Team>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
+        let member = Api::<Member>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
+        let task = Api::<TeamTask>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
+        match (team, member, task) {
+            (Ok(_), Ok(_), Ok(_)) => return Ok(()),
+            (a, b, c) if Instant::now() > deadline => {
+                let e = a.err().or(b.err()).or(c.err()).map(|e| e.to_string()).unwrap_or_default();
+                anyhow::bail!("the agentteams.dev CRDs are not served ({e}); install them with `kubectl apply -f crds/` or the Helm chart");
+            }
+            _ => {
+                info!("waiting for the agentteams.dev CRDs");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}

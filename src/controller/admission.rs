@@ -1,0 +1,393 @@
+//! The single writer of member names and slots (rules 1 and 2).
+//!
+//! Names and slots are decisions that many reconciles could race on, so one task makes them all:
+//! it wakes on any Member or Pod change, plans from the reflector stores (pure [`plan`]), writes
+//! the names, and creates the pods of the members it admits. Like the Job controller, it records
+//! an *expectation* for every pod it creates and counts it as live until the pod store shows it,
+//! so a lagging store can never let a cap be exceeded. Nothing else is kept in memory: after a
+//! restart the stores' initial lists are the whole truth, so the caps hold across restarts too.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::ResourceExt;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::context::Context;
+use super::pod::{self, PodInputs, ROLE_LABEL};
+use crate::api::{labels, Member, MemberPhase, MemberRole, MemoryMode, Team};
+use crate::bus::{self, MemoryKey};
+
+/// (namespace, team name).
+pub type TeamId = (String, String);
+
+/// How long an unobserved pod creation is trusted before it stops counting (the Job controller
+/// uses the same five minutes): covers a create whose watch event was lost.
+const EXPECTATION_TTL: Duration = Duration::from_secs(300);
+/// Pod creations in flight at once.
+const CREATE_CONCURRENCY: usize = 32;
+/// Backstop period: plan even when nothing kicked.
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// What the planner needs to know of a team.
+#[derive(Clone, Debug)]
+pub struct TeamView {
+    /// Effective cap: min(spec.maxAgents, operator-wide cap) is applied by the planner.
+    pub max_agents: usize,
+    /// Disbanded or being deleted: nothing is named or admitted.
+    pub disbanded: bool,
+    /// Agent types of the team.
+    pub agents: BTreeSet<String>,
+}
+
+/// What the planner needs to know of a member.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    pub key: ObjectRef<Member>,
+    pub team: TeamId,
+    pub agent: String,
+    pub role: MemberRole,
+    pub uid: String,
+    pub created: Timestamp,
+    pub name: Option<String>,
+    pub phase: MemberPhase,
+    /// Its pod exists (in the store) or was created and not yet observed.
+    pub has_pod: bool,
+}
+
+/// Decisions of one planning round.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Names to give, in creation order.
+    pub names: Vec<(ObjectRef<Member>, String)>,
+    /// Members to start, first come first served; leads first.
+    pub admit: Vec<ObjectRef<Member>>,
+}
+
+/// Names unnamed members and admits queued ones under both caps. `live` counts specialist pods
+/// that hold a slot, per team.
+pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &HashMap<TeamId, usize>, global_cap: usize) -> Plan {
+    let mut order: Vec<&MemberView> = members.iter().collect();
+    // Leads first so the lead gets its agent type's bare name; then first come, first served.
+    order.sort_by(|a, b| (a.role != MemberRole::Lead, a.created, &a.uid).cmp(&(b.role != MemberRole::Lead, b.created, &b.uid)));
+
+    let mut taken: HashMap<&TeamId, BTreeSet<String>> = HashMap::new();
+    for m in members {
+        if let Some(n) = &m.name {
+            taken.entry(&m.team).or_default().insert(n.clone());
+        }
+    }
+
+    let mut out = Plan::default();
+    let mut team_live: HashMap<&TeamId, usize> = live.iter().map(|(k, v)| (k, *v)).collect();
+    let mut global_live: usize = live.values().sum();
+    for m in order {
+        let Some(team) = teams.get(&m.team) else { continue };
+        if team.disbanded || !team.agents.contains(&m.agent) || m.phase.is_terminal() {
+            continue;
+        }
+        if m.name.is_none() {
+            let used = taken.entry(&m.team).or_default();
+            let name = first_free_name(&m.agent, used);
+            used.insert(name.clone());
+            out.names.push((m.key.clone(), name));
+        }
+        if m.phase != MemberPhase::Queued || m.has_pod {
+            continue;
+        }
+        if m.role == MemberRole::Lead {
+            out.admit.push(m.key.clone());
+            continue;
+        }
+        let used = team_live.entry(&m.team).or_default();
+        if *used >= team.max_agents.min(global_cap) {
+            continue;
+        }
+        if global_live >= global_cap {
+            break;
+        }
+        *used += 1;
+        global_live += 1;
+        out.admit.push(m.key.clone());
+    }
+    out
+}
+
+/// `agent`, `agent-2`, `agent-3`, ...: the first not in `used`.
+pub fn first_free_name(agent: &str, used: &BTreeSet<String>) -> String {
+    if !used.contains(agent) {
+        return agent.to_owned();
+    }
+    (2..).map(|i| format!("{agent}-{i}")).find(|n| !used.contains(n)).unwrap_or_else(|| agent.to_owned())
+}
+
+/// Handle the reconcilers use to wake the admission task.
+#[derive(Clone, Default)]
+pub struct Kick(Arc<Notify>);
+
+impl Kick {
+    /// Asks for a planning round; rounds coalesce.
+    pub fn kick(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The admission task's memory of its own recent writes: a cache of what the stores will show,
+/// never a source of truth.
+#[derive(Default)]
+struct Pending {
+    /// Pods created but not yet seen in the pod store: pod name (ns/name) → team, created at.
+    pods: HashMap<(String, String), (TeamId, Instant)>,
+    /// Names written but not yet seen in the member store: member uid → name.
+    names: HashMap<String, String>,
+}
+
+/// Runs the admission loop until the process ends.
+pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, pods: Store<Pod>, kick: Kick) {
+    for ready in [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()] {
+        if !ready {
+            warn!("a reflector store was dropped before it was ready; admission stops");
+            return;
+        }
+    }
+    let mut pending = Pending::default();
+    loop {
+        round(&ctx, &teams, &members, &pods, &mut pending).await;
+        tokio::select! {
+            () = kick.0.notified() => {}
+            () = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+/// One planning round: snapshot, plan, write names, create pods.
+async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) {
+    let team_objs = teams.state();
+    let team_views: HashMap<TeamId, TeamView> = team_objs
+        .iter()
+        .filter_map(|t| {
+            let id = (t.namespace()?, t.name_any());
+            let view = TeamView {
+                max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
+                disbanded: t.is_disbanded(),
+                agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
+            };
+            Some((id, view))
+        })
+        .collect();
+
+    // Live specialist pods per team, and forget expectations the store has caught up with.
+    let mut live: HashMap<TeamId, usize> = HashMap::new();
+    let mut pod_names: BTreeSet<(String, String)> = BTreeSet::new();
+    for p in pods.state() {
+        let Some(ns) = p.namespace() else { continue };
+        pod_names.insert((ns.clone(), p.name_any()));
+        let labels = p.labels();
+        let terminal = matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+        if terminal || labels.get(ROLE_LABEL).map(String::as_str) != Some("specialist") {
+            continue;
+        }
+        if let Some(team) = labels.get(labels::TEAM) {
+            *live.entry((ns, team.clone())).or_default() += 1;
+        }
+    }
+    pending.pods.retain(|k, (_, at)| !pod_names.contains(k) && at.elapsed() < EXPECTATION_TTL);
+    for (team, _) in pending.pods.values() {
+        *live.entry(team.clone()).or_default() += 1;
+    }
+
+    let member_objs = members.state();
+    pending.names.retain(|uid, name| member_objs.iter().any(|m| m.metadata.uid.as_deref() == Some(uid) && m.agent_name() != Some(name.as_str())));
+    let views: Vec<MemberView> = member_objs
+        .iter()
+        .filter_map(|m| {
+            let ns = m.namespace()?;
+            let uid = m.metadata.uid.clone()?;
+            let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
+            let has_pod = name.as_ref().is_some_and(|n| {
+                let pn = (ns.clone(), pod::pod_name(&m.spec.team, n, &uid));
+                pod_names.contains(&pn) || pending.pods.contains_key(&pn)
+            });
+            Some(MemberView {
+                key: ObjectRef::from_obj(m.as_ref()),
+                team: (ns, m.spec.team.clone()),
+                agent: m.spec.agent.clone(),
+                role: m.spec.role,
+                uid,
+                created: m.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+                name,
+                phase: m.phase(),
+                has_pod,
+            })
+        })
+        .collect();
+
+    let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
+    if decided.names.is_empty() && decided.admit.is_empty() {
+        return;
+    }
+    debug!(names = decided.names.len(), admit = decided.admit.len(), "admission round");
+
+    for (key, name) in &decided.names {
+        let Some(ns) = key.namespace.as_deref() else { continue };
+        let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
+        let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued" } });
+        match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(m) => {
+                if let Some(uid) = m.metadata.uid.clone() {
+                    pending.names.insert(uid, name.clone());
+                }
+                info!(member = %key.name, namespace = ns, name, "named member");
+            }
+            Err(e) => warn!(member = %key.name, error = %e, "naming failed; next round retries"),
+        }
+    }
+
+    let mut creations = Vec::new();
+    for key in &decided.admit {
+        let Some(member) = members.get(key) else { continue };
+        let Some(uid) = member.metadata.uid.clone() else { continue };
+        let Some(name) = member.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned()) else { continue };
+        let Some(ns) = member.namespace() else { continue };
+        let Some(team) = teams.get(&ObjectRef::new(&member.spec.team).within(&ns)) else { continue };
+        let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid));
+        pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
+        creations.push((member, team, name, pod_key));
+    }
+    let failed: Vec<(String, String)> = futures::stream::iter(creations)
+        .map(|(member, team, name, pod_key)| async move {
+            match create_pod(ctx, &team, &member, &name).await {
+                Ok(()) => None,
+                Err(e) => {
+                    warn!(member = %member.name_any(), error = %e, "creating the member's pod failed; next round retries");
+                    Some(pod_key)
+                }
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .filter_map(|r| async move { r })
+        .collect()
+        .await;
+    for k in failed {
+        pending.pods.remove(&k);
+    }
+}
+
+/// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried
+/// round never makes a second pod.
+async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &str) -> Result<(), super::Error> {
+    let mut prompt = member.spec.prompt.clone();
+    if team.agent_type(&member.spec.agent).map(|a| a.memory) == Some(MemoryMode::Local) {
+        let key = MemoryKey { namespace: member.namespace().unwrap_or_default(), project: team.memory_project(), agent: member.spec.agent.clone() };
+        let memory = ctx.bus.memory().read(&key).await?;
+        prompt = format!("{}\n\n{prompt}", bus::prompt_block(memory.as_deref()));
+    }
+    let input = PodInputs { agent_name, prompt, settings: &ctx.config.pod };
+    let Some(pod) = pod::build(team, member, input) else {
+        return Err(super::Error::Invalid(format!("agent type {} is not in team {}", member.spec.agent, team.name_any())));
+    };
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    api.patch(&name, &PatchParams::apply(super::MANAGER).force(), &Patch::Apply(&pod)).await?;
+    ctx.metrics.pods_created.inc();
+    info!(pod = name, member = %member.name_any(), "admitted member");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::SignedDuration;
+
+    fn team(cap: usize) -> TeamView {
+        TeamView { max_agents: cap, disbanded: false, agents: ["general".to_owned(), "lead".to_owned()].into() }
+    }
+
+    fn mv(team: &str, i: i64, name: Option<&str>, phase: MemberPhase) -> MemberView {
+        MemberView {
+            key: ObjectRef::new(&format!("m{i}")).within("ns"),
+            team: ("ns".into(), team.into()),
+            agent: "general".into(),
+            role: MemberRole::Specialist,
+            uid: format!("u{i}"),
+            created: Timestamp::UNIX_EPOCH + SignedDuration::from_secs(i),
+            name: name.map(str::to_owned),
+            phase,
+            has_pod: false,
+        }
+    }
+
+    fn teams(list: &[(&str, usize)]) -> HashMap<TeamId, TeamView> {
+        list.iter().map(|(n, c)| (("ns".to_owned(), (*n).to_owned()), team(*c))).collect()
+    }
+
+    #[test]
+    fn names_are_first_free_in_creation_order_with_the_lead_counted() {
+        let mut lead = mv("a", 9, None, MemberPhase::Queued);
+        lead.role = MemberRole::Lead;
+        lead.agent = "general".into();
+        let members = vec![mv("a", 1, None, MemberPhase::Queued), mv("a", 2, Some("general-3"), MemberPhase::Completed), lead, mv("a", 3, None, MemberPhase::Queued)];
+        let p = plan(&teams(&[("a", 10)]), &members, &HashMap::new(), 10);
+        let names: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["general", "general-2", "general-4"]);
+        assert_eq!(p.names[0].0.name, "m9", "the lead is named first");
+    }
+
+    #[test]
+    fn fifty_at_once_get_fifty_distinct_names() {
+        let members: Vec<MemberView> = (0..50).map(|_| mv("a", 0, None, MemberPhase::Queued)).enumerate().map(|(i, mut m)| {
+            m.uid = format!("u{i:02}");
+            m.key = ObjectRef::new(&format!("m{i}")).within("ns");
+            m
+        }).collect();
+        let p = plan(&teams(&[("a", 5)]), &members, &HashMap::new(), 10);
+        let distinct: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).collect();
+        assert_eq!(distinct.len(), 50);
+        assert_eq!(p.admit.len(), 5);
+    }
+
+    #[test]
+    fn team_cap_counts_live_pods() {
+        let members: Vec<MemberView> = (0..6).map(|i| mv("a", i, Some(&format!("g{i}")), MemberPhase::Queued)).collect();
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 2)]);
+        let p = plan(&teams(&[("a", 3)]), &members, &live, 10);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0"]);
+    }
+
+    #[test]
+    fn global_cap_holds_across_teams_first_come_first_served() {
+        let mut members: Vec<MemberView> = (0..4).map(|i| mv("a", i * 2, Some(&format!("a{i}")), MemberPhase::Queued)).collect();
+        members.extend((0..4).map(|i| mv("b", i * 2 + 1, Some(&format!("b{i}")), MemberPhase::Queued)));
+        let p = plan(&teams(&[("a", 10), ("b", 10)]), &members, &HashMap::new(), 3);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+    }
+
+    #[test]
+    fn members_with_pods_or_of_disbanded_teams_are_not_admitted() {
+        let mut with_pod = mv("a", 1, Some("g1"), MemberPhase::Queued);
+        with_pod.has_pod = true;
+        let other = mv("gone", 2, Some("g2"), MemberPhase::Queued);
+        let mut ts = teams(&[("a", 5), ("gone", 5)]);
+        if let Some(t) = ts.get_mut(&("ns".to_owned(), "gone".to_owned())) {
+            t.disbanded = true;
+        }
+        let p = plan(&ts, &[with_pod, other], &HashMap::new(), 10);
+        assert!(p.admit.is_empty());
+    }
+
+    #[test]
+    fn leads_skip_the_caps() {
+        let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
+        lead.role = MemberRole::Lead;
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 1)]);
+        let p = plan(&teams(&[("a", 1)]), &[lead], &live, 1);
+        assert_eq!(p.admit.len(), 1);
+    }
+}

@@ -1,0 +1,46 @@
+//! What every reconciler shares: the client, the bus, the stores, the recorder, the metrics.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::Resource;
+
+use super::admission::Kick;
+use crate::api::{Member, Team, TeamTask};
+use crate::bus::Bus;
+use crate::config::ControllerConfig;
+use crate::metrics::Metrics;
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub bus: Bus,
+    pub config: ControllerConfig,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the admission task.
+    pub kick: Kick,
+    pub teams: Store<Team>,
+    pub members: Store<Member>,
+    pub pods: Store<Pod>,
+    pub tasks: Store<TeamTask>,
+}
+
+impl Context {
+    /// Publishes an Event on `obj`; a failure to record is logged, never fails the reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "recording an event failed");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Disbanding a team (rule 4): waiting members are woken with a notice, active and queued members
+//! are cancelled and their pods deleted, open tasks fail, the team's Redis keys are removed, and
+//! the Team's status says Disbanded. Every step is idempotent, so a disband interrupted by a
+//! restart is finished by the next reconcile.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::info;
+
+use super::context::Context;
+use super::{pod, team, Result};
+use crate::api::{condition, Member, MemberPhase, Team, TeamPhase, TeamTask};
+use crate::bus::TeamKey;
+
+/// Members of a team, from the store.
+pub fn members_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<Member>> {
+    ctx.members.state_filter(|m| m.spec.team == team && m.namespace().as_deref() == Some(ns))
+}
+
+/// Tasks of a team, from the store.
+pub fn tasks_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<TeamTask>> {
+    ctx.tasks.state_filter(|t| t.spec.team == team && t.namespace().as_deref() == Some(ns))
+}
+
+/// Disbands `team`; `reason` is a CamelCase cause (TeamDeleted, LeadCompleted, LeadFailed).
+pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<()> {
+    let ns = t.namespace().unwrap_or_default();
+    let name = t.name_any();
+    let key = TeamKey::new(ns.clone(), name.clone());
+    let members = members_of(ctx, &ns, &name);
+    let open: Vec<&Arc<Member>> = members.iter().filter(|m| !m.phase().is_terminal()).collect();
+    let notice = format!("[TEAM DISBANDED] team {name} disbanded: {why}. Stop working and exit.");
+    let uid = t.metadata.uid.clone().unwrap_or_default();
+
+    // Wake waiting members first, while their inboxes still exist.
+    for m in &open {
+        let Some(agent_name) = m.agent_name() else { continue };
+        match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
+            Ok(()) => {
+                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "team_disbanded" }).inc();
+            }
+            Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
+        }
+    }
+
+    let members_api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Time(Timestamp::now());
+    for m in &open {
+        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref()) {
+            if !(m.is_lead() && t.spec.lead.pod_name.is_some()) {
+                ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
+            }
+        }
+        let patch = json!({ "status": {
+            "phase": MemberPhase::Cancelled, "reason": "TeamDisbanded", "message": format!("team {name} disbanded: {why}"),
+            "completionTime": now,
+        }});
+        ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
+    }
+
+    let tasks_api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
+    for task in tasks_of(ctx, &ns, &name).iter().filter(|t| !t.state().is_terminal()) {
+        let patch = json!({ "status": { "state": "failed", "reason": "TeamDisbanded", "completedAt": now } });
+        ignore_not_found(tasks_api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
+    }
+
+    ctx.bus.mark_disbanded(&key).await?;
+    ctx.bus.teardown(&key).await?;
+
+    let already = t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded);
+    let old = t.status.clone().unwrap_or_default();
+    // Counts as they are now, with the members cancelled above counted cancelled.
+    let mut status = team::counts(&members);
+    status.cancelled += status.queued + status.starting + status.active;
+    status.queued = 0;
+    status.starting = 0;
+    status.active = 0;
+    status.phase = Some(TeamPhase::Disbanded);
+    status.lead_name = old.lead_name.clone();
+    status.observed_generation = t.metadata.generation;
+    status.conditions = old.conditions.clone();
+    if !already {
+        condition::set(&mut status.conditions, condition::new("Ready", false, "Disbanded", why, t.metadata.generation, now.clone()));
+        condition::set(&mut status.conditions, condition::new("Disbanded", true, reason, why, t.metadata.generation, now));
+    }
+    team::write_status(ctx, t, status).await?;
+    if !already {
+        info!(team = name, reason, "team disbanded");
+        ctx.event(t, false, "Disbanded", format!("team disbanded: {why}; {} members cancelled", open.len())).await;
+    }
+    ctx.kick.kick();
+    Ok(())
+}
+
+fn ignore_not_found(r: kube::Result<()>) -> kube::Result<()> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other,
+    }
+}

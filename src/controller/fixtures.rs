@@ -1,0 +1,43 @@
+//! Builders of test objects for the pure steps' unit tests.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use kube::api::ObjectMeta;
+
+use crate::api::{AgentType, LeadSpec, Member, MemberSpec, MemoryMode, Team, TeamSpec};
+
+/// A team with agent types `lead` and `general`.
+pub fn team(name: &str, max_agents: i32) -> Team {
+    let agent = |n: &str| AgentType {
+        name: n.into(),
+        model: Some("m".into()),
+        memory: MemoryMode::None,
+        template: PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec { containers: vec![Container { name: "agent".into(), image: Some("agent:1".into()), ..Default::default() }], ..Default::default() }),
+        },
+    };
+    let mut t = Team::new(name, TeamSpec {
+        max_agents,
+        member_timeout_seconds: 300,
+        lead: LeadSpec { agent: "lead".into(), ..Default::default() },
+        agents: vec![agent("lead"), agent("general")],
+        memory: Default::default(),
+    });
+    t.metadata.namespace = Some("ns".into());
+    t.metadata.uid = Some(format!("team-uid-{name}"));
+    t
+}
+
+/// A specialist of `team` with the given uid.
+pub fn member(team: &str, agent: &str, uid: &str) -> Member {
+    let mut m = Member::new(&format!("m-{uid}"), MemberSpec {
+        team: team.into(),
+        agent: agent.into(),
+        role: Default::default(),
+        prompt: String::new(),
+        model: None,
+        pod: None,
+    });
+    m.metadata = ObjectMeta { name: m.metadata.name.clone(), namespace: Some("ns".into()), uid: Some(uid.into()), ..Default::default() };
+    m
+}

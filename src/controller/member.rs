@@ -1,0 +1,238 @@
+//! The Member reconciler: derives a member's phase from its pod (rule 3), refuses members of a
+//! missing or disbanded team (rule 5), tells the lead when a member fails, and removes pods that
+//! outlived their member's run. Names and slots are the admission task's (see `admission`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::{info, instrument};
+
+use super::context::Context;
+use super::member_status::{self, Observed};
+use super::{Error, Result, pod};
+use crate::api::{condition, Member, MemberPhase, MemberStatus, Team};
+use crate::bus::TeamKey;
+
+/// Condition set once the lead was told of this member's failure.
+const LEAD_NOTIFIED: &str = "LeadNotified";
+
+/// Reconciles one Member.
+#[instrument(skip_all, fields(member = %member.name_any(), namespace = member.namespace().unwrap_or_default()))]
+pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = member.namespace().ok_or_else(|| Error::Invalid("member without namespace".into()))?;
+    let now = Timestamp::now();
+    let team = find_team(&ctx, &ns, &member.spec.team).await?;
+    let current = member.phase();
+
+    let Some(team) = team else {
+        if !current.is_terminal() {
+            let msg = format!("team {} does not exist in namespace {ns}; create the Team first", member.spec.team);
+            patch_status(&ctx, &member, (refused("TeamNotFound", msg.clone()), None), now).await?;
+            ctx.event(member.as_ref(), true, "TeamNotFound", msg).await;
+        }
+        return Ok(Action::await_change());
+    };
+    if team.agent_type(&member.spec.agent).is_none() && !current.is_terminal() {
+        let msg = format!("agent type {} is not one of team {}'s spec.agents", member.spec.agent, member.spec.team);
+        patch_status(&ctx, &member, (refused("UnknownAgent", msg.clone()), None), now).await?;
+        ctx.event(member.as_ref(), true, "UnknownAgent", msg).await;
+        return Ok(Action::await_change());
+    }
+
+    let Some(agent_name) = member.agent_name().map(str::to_owned) else {
+        // Unnamed: the admission task names it; a status change brings us back.
+        if team.is_disbanded() && !current.is_terminal() {
+            let msg = format!("team {} is disbanded; it takes no new members", member.spec.team);
+            patch_status(&ctx, &member, (refused("TeamDisbanded", msg), None), now).await?;
+        }
+        ctx.kick.kick();
+        return Ok(Action::await_change());
+    };
+    let uid = member.metadata.uid.clone().unwrap_or_default();
+    let pod_name = match (&team.spec.lead.pod_name, member.is_lead()) {
+        (Some(external), true) => external.clone(),
+        _ => pod::pod_name(&member.spec.team, &agent_name, &uid),
+    };
+    let pod = find_pod(&ctx, &ns, &pod_name, current).await?;
+
+    if current.is_terminal() {
+        // A pod that outlived its member (cancelled by a disband that raced an admission, or
+        // failed as unschedulable) is removed so it cannot hold a slot or keep working.
+        if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
+            delete_pod(&ctx, &ns, &p.name_any()).await?;
+        }
+        if current == MemberPhase::Failed {
+            let status = member.status.clone().unwrap_or_default();
+            let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
+            notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    if team.is_disbanded() {
+        // The team's disband cancels its members; this covers a member the disband missed.
+        let observed = Observed { phase: MemberPhase::Cancelled, reason: Some("TeamDisbanded".into()), message: Some(format!("team {} disbanded", member.spec.team)), exit_code: None };
+        if let Some(p) = &pod {
+            delete_pod(&ctx, &ns, &p.name_any()).await?;
+        }
+        patch_status(&ctx, &member, with_pod(observed, &pod_name), now).await?;
+        return Ok(Action::await_change());
+    }
+
+    let idle = current == MemberPhase::Idle;
+    let deadline = SignedDuration::from_secs(ctx.config.unschedulable_deadline_seconds);
+    let (observed, recheck) = match &pod {
+        Some(p) => member_status::from_pod(p, idle, now, deadline),
+        None if current == MemberPhase::Queued => (Observed { phase: MemberPhase::Queued, reason: None, message: None, exit_code: None }, None),
+        None => (member_status::pod_gone(&pod_name), None),
+    };
+
+    if observed.phase == MemberPhase::Failed {
+        if observed.reason.as_deref() == Some("Unschedulable") {
+            delete_pod(&ctx, &ns, &pod_name).await?;
+        }
+        notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
+    }
+    let changed = patch_status(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), now).await?;
+    if changed && observed.phase != current {
+        let warning = observed.phase == MemberPhase::Failed;
+        let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
+        ctx.event(member.as_ref(), warning, &format!("{:?}", observed.phase), note).await;
+        if observed.phase.is_terminal() {
+            ctx.kick.kick();
+        }
+    }
+    Ok(match (observed.phase, recheck) {
+        (_, Some(after)) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
+        (MemberPhase::Queued, _) => Action::requeue(Duration::from_secs(60)),
+        _ if member.is_lead() && team.spec.lead.pod_name.is_some() => Action::requeue(Duration::from_secs(15)),
+        _ => Action::await_change(),
+    })
+}
+
+/// The team from the store, or from the API when the store has not seen it yet (a Team and its
+/// Members applied together), so a member is never refused for a team that exists.
+async fn find_team(ctx: &Context, ns: &str, name: &str) -> Result<Option<Arc<Team>>> {
+    if let Some(t) = ctx.teams.get(&ObjectRef::new(name).within(ns)) {
+        return Ok(Some(t));
+    }
+    let api: Api<Team> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.get_opt(name).await?.map(Arc::new))
+}
+
+/// The member's pod from the store; for a member that had one, a miss is confirmed with the API
+/// before it counts as deleted (the store may not have seen a pod created a moment ago).
+async fn find_pod(ctx: &Context, ns: &str, name: &str, phase: MemberPhase) -> Result<Option<Pod>> {
+    if let Some(p) = ctx.pods.get(&ObjectRef::new(name).within(ns)) {
+        return Ok(Some(p.as_ref().clone()));
+    }
+    if phase == MemberPhase::Queued {
+        return Ok(None);
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.get_opt(name).await?)
+}
+
+fn is_running(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none() && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+async fn delete_pod(ctx: &Context, ns: &str, name: &str) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn refused(reason: &str, message: String) -> Observed {
+    Observed { phase: MemberPhase::Failed, reason: Some(reason.into()), message: Some(message), exit_code: None }
+}
+
+fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
+    (o, (!pod_name.is_empty()).then(|| pod_name.to_owned()))
+}
+
+/// Writes the pod-derived fields of the status when they differ; returns whether it wrote.
+async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Observed, Option<String>), now: Timestamp) -> Result<bool> {
+    let old = member.status.clone().unwrap_or_default();
+    let mut new = MemberStatus {
+        phase: Some(observed.phase),
+        pod_name: pod_name.or_else(|| old.pod_name.clone()),
+        reason: observed.reason,
+        message: observed.message,
+        exit_code: observed.exit_code,
+        observed_generation: member.metadata.generation,
+        ..old.clone()
+    };
+    if old.phase != Some(observed.phase) {
+        if matches!(observed.phase, MemberPhase::Starting | MemberPhase::Active) && old.start_time.is_none() {
+            new.start_time = Some(Time(now));
+        }
+        if observed.phase.is_terminal() {
+            new.completion_time = Some(Time(now));
+        }
+    }
+    if new == old {
+        return Ok(false);
+    }
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    // A merge patch of the fields this reconciler owns; status.name belongs to the admission task.
+    let patch = json!({ "status": {
+        "phase": new.phase, "podName": new.pod_name, "reason": new.reason, "message": new.message,
+        "exitCode": new.exit_code, "startTime": new.start_time, "completionTime": new.completion_time,
+        "observedGeneration": new.observed_generation,
+    }});
+    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(true)
+}
+
+/// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox once: the notice's idempotency key is
+/// the member's uid, and the LeadNotified condition records that it was written.
+async fn notify_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, failure: &Observed) -> Result<()> {
+    let status = member.status.clone().unwrap_or_default();
+    if condition::is_true(&status.conditions, LEAD_NOTIFIED) || member.is_lead() {
+        return Ok(());
+    }
+    let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(()) };
+    let ns = member.namespace().unwrap_or_default();
+    let body = failure_notice(agent_name, failure);
+    let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
+    match ctx.bus.system_notice(&TeamKey::new(ns.clone(), team.name_any()), &lead, body, key).await {
+        Ok(()) => {
+            ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
+        }
+        // A lead that already finished has no inbox to tell; the failure stays on the Member.
+        Err(e) if e.code() == "not_found" || e.code() == "team_disbanded" || e.code() == "gone" => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut conditions = status.conditions.clone();
+    condition::set(&mut conditions, condition::new(LEAD_NOTIFIED, true, "NoticeSent", format!("told {lead}"), member.metadata.generation, Time(Timestamp::now())));
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": { "conditions": conditions } }))).await?;
+    info!(member = agent_name, lead, "told the lead of a failure");
+    Ok(())
+}
+
+/// Text of the failure notice the lead reads.
+pub fn failure_notice(agent_name: &str, failure: &Observed) -> String {
+    let reason = failure.reason.as_deref().unwrap_or("Failed");
+    let mut body = format!("[AGENT FAILURE] @{agent_name} failed: {reason}");
+    if let Some(code) = failure.exit_code {
+        body.push_str(&format!(" (exit code {code})"));
+    }
+    if let Some(m) = &failure.message {
+        body.push_str(&format!(". {m}"));
+    }
+    body.push_str(". Its pending and in-progress tasks are marked failed.");
+    body
+}

@@ -1,0 +1,224 @@
+//! Building a member's pod from its team's agent type: pure, so every rule here is unit-tested
+//! without a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
+    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection, EmptyDirVolumeSource,
+};
+use kube::Resource;
+use kube::api::ObjectMeta;
+
+use crate::api::{Member, MemberRole, Team, labels};
+
+/// Audience of the projected ServiceAccount token a member presents to the gateway.
+pub const GATEWAY_AUDIENCE: &str = "team-operator-gateway";
+/// Where the token is mounted in every container of a member pod.
+pub const TOKEN_DIR: &str = "/var/run/secrets/agentteams.dev";
+/// Where the init container puts `teamctl` for the agent to call.
+pub const TOOLS_DIR: &str = "/opt/agentteams/bin";
+/// Label value of the role label for leads; leads are exempt from the slot caps.
+pub const ROLE_LABEL: &str = "agentteams.dev/role";
+/// Value of `app.kubernetes.io/managed-by` on everything this operator creates.
+pub const MANAGER: &str = "team-operator";
+
+/// Settings of the operator that end up in pods.
+#[derive(Clone, Debug)]
+pub struct PodSettings {
+    /// URL agents reach the gateway at.
+    pub gateway_url: String,
+    /// Image holding `teamctl`, copied into the pod by an init container; none: no init container.
+    pub teamctl_image: Option<String>,
+    /// Lifetime of the projected token.
+    pub token_expiration_seconds: i64,
+}
+
+/// Deterministic pod name of a member: team, agent name and a piece of the Member's uid, so a
+/// member re-created under the same agent name never collides with its predecessor's pod.
+pub fn pod_name(team: &str, agent_name: &str, member_uid: &str) -> String {
+    let suffix: String = member_uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+    format!("{team}-{agent_name}-{suffix}")
+}
+
+/// Inputs that are not in the Member or Team objects.
+pub struct PodInputs<'a> {
+    /// Team-unique agent name of the member.
+    pub agent_name: &'a str,
+    /// Prompt with the memory block in front when the agent type has `memory: local`.
+    pub prompt: String,
+    /// Operator settings.
+    pub settings: &'a PodSettings,
+}
+
+/// The pod for `member` of `team`, or None when its agent type is not in the team.
+pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> {
+    let agent = team.agent_type(&member.spec.agent)?;
+    let team_name = team.metadata.name.as_deref()?;
+    let uid = member.metadata.uid.as_deref()?;
+    let owner = member.controller_owner_ref(&())?;
+
+    let mut template = agent.template.clone();
+    let mut meta = template.metadata.take().unwrap_or_default();
+    let mut spec = template.spec.take().unwrap_or_default();
+
+    let mut pod_labels = meta.labels.take().unwrap_or_default();
+    let mut pod_annotations = meta.annotations.take().unwrap_or_default();
+    if let Some(o) = &member.spec.pod {
+        pod_labels.extend(o.labels.clone());
+        pod_annotations.extend(o.annotations.clone());
+    }
+    pod_labels.extend(operator_labels(team_name, input.agent_name, &member.spec.agent, member.spec.role));
+
+    let model = member.spec.model.clone().or_else(|| agent.model.clone()).unwrap_or_default();
+    let memory_mode = serde_json::to_value(agent.memory).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let mut env = vec![
+        env("TEAM", team_name),
+        env("TEAM_NAMESPACE", member.metadata.namespace.as_deref().unwrap_or_default()),
+        env("MEMBER", input.agent_name),
+        env("AGENT", &member.spec.agent),
+        env("TEAM_ROLE", if member.spec.role == MemberRole::Lead { "lead" } else { "specialist" }),
+        env("TEAM_MODEL", &model),
+        env("TEAM_MEMORY", &memory_mode),
+        env("TEAM_MEMBER_TIMEOUT_SECONDS", &team.spec.member_timeout_seconds.to_string()),
+        env("TEAM_GATEWAY_URL", &input.settings.gateway_url),
+        env("TEAM_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
+        env("TEAM_PROMPT", &input.prompt),
+    ];
+    if let Some(o) = &member.spec.pod {
+        env.extend(o.env.iter().cloned());
+    }
+
+    let token_mount = VolumeMount { name: "agentteams-token".into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() };
+    let tools_mount = VolumeMount { name: "agentteams-tools".into(), mount_path: TOOLS_DIR.into(), ..Default::default() };
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        c.volume_mounts.get_or_insert_with(Vec::new).push(token_mount.clone());
+        if input.settings.teamctl_image.is_some() {
+            c.volume_mounts.get_or_insert_with(Vec::new).push(tools_mount.clone());
+        }
+        c.security_context.get_or_insert_with(restricted_container);
+        if i == 0 {
+            // Our variables first so that a template's own definitions of the same name win:
+            // Kubernetes resolves duplicates to the last entry.
+            let mut all = env.clone();
+            all.extend(c.env.take().unwrap_or_default());
+            c.env = Some(all);
+        }
+    }
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.push(Volume {
+        name: "agentteams-token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some(GATEWAY_AUDIENCE.into()),
+                    expiration_seconds: Some(input.settings.token_expiration_seconds),
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    if let Some(image) = &input.settings.teamctl_image {
+        volumes.push(Volume { name: "agentteams-tools".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() });
+        spec.init_containers.get_or_insert_with(Vec::new).push(Container {
+            name: "teamctl".into(),
+            image: Some(image.clone()),
+            command: Some(vec!["/teamctl".into(), "install".into(), TOOLS_DIR.into()]),
+            volume_mounts: Some(vec![tools_mount]),
+            security_context: Some(restricted_container()),
+            ..Default::default()
+        });
+    }
+    spec.restart_policy = Some("Never".into());
+    spec.security_context.get_or_insert_with(|| PodSecurityContext {
+        run_as_non_root: Some(true),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    });
+
+    Some(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(team_name, input.agent_name, uid)),
+            namespace: member.metadata.namespace.clone(),
+            labels: Some(pod_labels),
+            annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec { ..spec }),
+        status: None,
+    })
+}
+
+/// The labels the operator owns on a member pod.
+pub fn operator_labels(team: &str, agent_name: &str, agent: &str, role: MemberRole) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::TEAM.to_owned(), team.to_owned()),
+        (labels::MEMBER.to_owned(), agent_name.to_owned()),
+        (labels::AGENT.to_owned(), agent.to_owned()),
+        (ROLE_LABEL.to_owned(), if role == MemberRole::Lead { "lead" } else { "specialist" }.to_owned()),
+        (labels::MANAGED_BY.to_owned(), MANAGER.to_owned()),
+    ])
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+/// The "restricted" Pod Security profile for a container, used unless the template sets its own.
+fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::{member, team};
+
+    fn settings() -> PodSettings {
+        PodSettings { gateway_url: "http://gw:8080".into(), teamctl_image: Some("img:1".into()), token_expiration_seconds: 3600 }
+    }
+
+    #[test]
+    fn pod_carries_identity_env_token_and_owner() {
+        let t = team("review", 3);
+        let m = member("review", "general", "uid-abcdef");
+        let pod = build(&t, &m, PodInputs { agent_name: "general-2", prompt: "do it".into(), settings: &settings() }).expect("pod");
+        assert_eq!(pod.metadata.name.as_deref(), Some("review-general-2-uidab"));
+        let l = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(l[labels::TEAM], "review");
+        assert_eq!(l[labels::MEMBER], "general-2");
+        assert_eq!(l[ROLE_LABEL], "specialist");
+        let spec = pod.spec.as_ref().expect("spec");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let env = spec.containers[0].env.as_ref().expect("env");
+        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        assert_eq!(get("MEMBER").as_deref(), Some("general-2"));
+        assert_eq!(get("TEAM_PROMPT").as_deref(), Some("do it"));
+        assert_eq!(get("TEAM_MEMBER_TIMEOUT_SECONDS").as_deref(), Some("300"));
+        assert!(spec.volumes.as_ref().expect("volumes").iter().any(|v| v.projected.is_some()));
+        assert_eq!(spec.init_containers.as_ref().map(Vec::len), Some(1));
+        let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(owner.kind, "Member");
+        assert_eq!(owner.controller, Some(true));
+        let sc = spec.containers[0].security_context.as_ref().expect("security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn unknown_agent_type_builds_nothing() {
+        let t = team("review", 3);
+        let m = member("review", "nope", "uid-1");
+        assert!(build(&t, &m, PodInputs { agent_name: "nope", prompt: String::new(), settings: &settings() }).is_none());
+    }
+}

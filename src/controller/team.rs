@@ -1,0 +1,145 @@
+//! The Team reconciler: keeps the lead's Member, projects the roster into Redis, counts members
+//! into the status, and disbands the team when its lead finishes or the Team is deleted (rule 4,
+//! through the finalizer helper so deletion waits for the disband).
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::instrument;
+
+use super::context::Context;
+use super::{disband, Error, Result, MANAGER};
+use crate::api::{condition, labels, Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus};
+use crate::bus::{RosterState, TeamKey};
+
+/// Finalizer that holds a deleted Team until it is disbanded.
+pub const FINALIZER: &str = "agentteams.dev/disband";
+
+/// Reconciles one Team.
+#[instrument(skip_all, fields(team = %team.name_any(), namespace = team.namespace().unwrap_or_default()))]
+pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = team.namespace().ok_or_else(|| Error::Invalid("team without namespace".into()))?;
+    let api: Api<Team> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, team, |event| async {
+        match event {
+            Finalizer::Apply(team) => apply(&ctx, &team).await,
+            Finalizer::Cleanup(team) => disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await.map(|()| Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Name of the lead's Member object.
+pub fn lead_member_name(team: &str) -> String {
+    format!("{team}-lead")
+}
+
+async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
+    let ns = team.namespace().unwrap_or_default();
+    let name = team.name_any();
+    if team.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded) {
+        // Idempotent: cancels whatever a raced admission started after the disband.
+        disband::disband(ctx, team, "Disbanded", "the team is disbanded").await?;
+        return Ok(Action::await_change());
+    }
+    ensure_lead(ctx, team).await?;
+
+    let members = disband::members_of(ctx, &ns, &name);
+    let lead = members.iter().find(|m| m.is_lead());
+    if let Some(lead) = lead.filter(|l| l.phase().is_terminal()) {
+        let (reason, why) = match lead.phase() {
+            MemberPhase::Completed => ("LeadCompleted", "the lead finished".to_owned()),
+            p => ("LeadFailed", format!("the lead ended {p:?}: {}", lead.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default())),
+        };
+        disband::disband(ctx, team, reason, &why).await?;
+        return Ok(Action::await_change());
+    }
+
+    let roster: Vec<(String, RosterState)> = members
+        .iter()
+        .filter_map(|m| {
+            let state = match m.phase() {
+                MemberPhase::Queued => RosterState::Queued,
+                p if p.is_terminal() => RosterState::Finished,
+                _ => RosterState::Active,
+            };
+            Some((m.agent_name()?.to_owned(), state))
+        })
+        .collect();
+    ctx.bus.sync_roster(&TeamKey::new(ns.clone(), name.clone()), &roster).await?;
+
+    let mut status = counts(&members);
+    status.phase = Some(TeamPhase::Active);
+    status.lead_name = lead.and_then(|l| l.agent_name().map(str::to_owned));
+    status.observed_generation = team.metadata.generation;
+    status.conditions = team.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let (ready, reason, msg) = match &status.lead_name {
+        Some(l) => (true, "LeadNamed", format!("lead {l} runs the team")),
+        None => (false, "LeadPending", "waiting for the lead to be named".to_owned()),
+    };
+    condition::set(&mut status.conditions, condition::new("Ready", ready, reason, msg, team.metadata.generation, Time(Timestamp::now())));
+    write_status(ctx, team, status).await?;
+    Ok(Action::await_change())
+}
+
+/// Member counts per phase.
+pub fn counts(members: &[Arc<Member>]) -> TeamStatus {
+    let mut s = TeamStatus::default();
+    for m in members.iter().filter(|m| !m.is_lead()) {
+        match m.phase() {
+            MemberPhase::Queued => s.queued += 1,
+            MemberPhase::Starting => s.starting += 1,
+            MemberPhase::Active | MemberPhase::Idle => s.active += 1,
+            MemberPhase::Completed => s.completed += 1,
+            MemberPhase::Failed => s.failed += 1,
+            MemberPhase::Cancelled => s.cancelled += 1,
+        }
+    }
+    s
+}
+
+/// Writes the status when it differs from what the Team has.
+pub async fn write_status(ctx: &Context, team: &Team, status: TeamStatus) -> Result<()> {
+    if team.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Team> = Api::namespaced(ctx.client.clone(), &team.namespace().unwrap_or_default());
+    api.patch_status(&team.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": status }))).await?;
+    Ok(())
+}
+
+/// Applies the lead's Member, owned by the Team.
+async fn ensure_lead(ctx: &Context, team: &Team) -> Result<()> {
+    let ns = team.namespace().unwrap_or_default();
+    let name = team.name_any();
+    let owner = team.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("team without uid".into()))?;
+    let mut lead = Member::new(&lead_member_name(&name), MemberSpec {
+        team: name.clone(),
+        agent: team.spec.lead.agent.clone(),
+        role: MemberRole::Lead,
+        prompt: team.spec.lead.prompt.clone().unwrap_or_default(),
+        model: None,
+        pod: None,
+    });
+    lead.metadata = ObjectMeta {
+        name: lead.metadata.name.clone(),
+        namespace: Some(ns.clone()),
+        owner_references: Some(vec![owner]),
+        labels: Some([(labels::TEAM.to_owned(), name.clone()), (labels::MANAGED_BY.to_owned(), MANAGER.to_owned())].into()),
+        ..Default::default()
+    };
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = ctx.members.get(&kube::runtime::reflector::ObjectRef::new(&lead_member_name(&name)).within(&ns));
+    if existing.is_some_and(|m| m.spec == lead.spec) {
+        return Ok(());
+    }
+    api.patch(&lead_member_name(&name), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lead)).await?;
+    Ok(())
+}

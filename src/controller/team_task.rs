@@ -1,0 +1,139 @@
+//! The TeamTask reconciler: keeps a task Blocked while its dependencies are open, fails it when a
+//! dependency fails, when its owner fails (rule 3) or when its team is missing or disbanded
+//! (rules 4 and 5). Agents move tasks forward through the gateway; this only ever fails them.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::instrument;
+
+use super::context::Context;
+use super::{Error, Result};
+use crate::api::{condition, MemberPhase, TaskState, Team, TeamTask, TeamTaskStatus};
+
+/// What the task's status should become, from its team, owner and dependencies.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Fail the task with a reason and message.
+    Fail(&'static str, String),
+    /// Leave the state; Blocked is true with this message, or false.
+    Blocked(Option<String>),
+}
+
+/// Decides a task's fate. `dep_state(name)` is the state of a dependency (None when missing);
+/// `owner_phase` the phase of its owner (None when unowned or unknown).
+pub fn judge(task: &TeamTask, team: Option<&Team>, owner_phase: Option<(MemberPhase, String)>, dep_state: impl Fn(&str) -> Option<TaskState>) -> Verdict {
+    let team_name = &task.spec.team;
+    let Some(team) = team else { return Verdict::Fail("TeamNotFound", format!("team {team_name} does not exist")) };
+    if team.is_disbanded() {
+        return Verdict::Fail("TeamDisbanded", format!("team {team_name} is disbanded"));
+    }
+    if let Some((phase, why)) = owner_phase.filter(|(p, _)| matches!(p, MemberPhase::Failed | MemberPhase::Cancelled)) {
+        let owner = task.spec.owner.clone().unwrap_or_default();
+        return Verdict::Fail("OwnerFailed", format!("owner {owner} is {phase:?}: {why}"));
+    }
+    let mut waiting = Vec::new();
+    for dep in &task.spec.depends_on {
+        match dep_state(dep) {
+            Some(TaskState::Failed) => return Verdict::Fail("DependencyFailed", format!("dependency {dep} failed")),
+            Some(TaskState::Completed) => {}
+            Some(_) => waiting.push(dep.clone()),
+            None => waiting.push(format!("{dep} (not found)")),
+        }
+    }
+    Verdict::Blocked((!waiting.is_empty()).then(|| format!("waiting for {}", waiting.join(", "))))
+}
+
+/// Reconciles one TeamTask.
+#[instrument(skip_all, fields(task = %task.name_any(), namespace = task.namespace().unwrap_or_default()))]
+pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = task.namespace().ok_or_else(|| Error::Invalid("task without namespace".into()))?;
+    let state = task.state();
+    if state.is_terminal() {
+        return Ok(Action::await_change());
+    }
+    let team = match ctx.teams.get(&ObjectRef::new(&task.spec.team).within(&ns)) {
+        Some(t) => Some(t),
+        None => Api::<Team>::namespaced(ctx.client.clone(), &ns).get_opt(&task.spec.team).await?.map(Arc::new),
+    };
+    let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
+        ctx.members
+            .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns.as_str()) && m.agent_name() == Some(owner.as_str()))
+            .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
+    });
+    let dep_state = |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(&ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
+    let verdict = judge(&task, team.as_deref(), owner_phase, dep_state);
+
+    let old = task.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let mut new = TeamTaskStatus { state: Some(state), observed_generation: task.metadata.generation, ..old.clone() };
+    match &verdict {
+        Verdict::Fail(reason, message) => {
+            new.state = Some(TaskState::Failed);
+            new.reason = Some((*reason).to_owned());
+            new.result = Some(message.clone());
+            new.completed_at = Some(now.clone());
+        }
+        Verdict::Blocked(waiting) => {
+            let (blocked, reason, msg) = match waiting {
+                Some(w) => (true, "DependenciesOpen", w.clone()),
+                None => (false, "DependenciesDone", "all dependencies completed".to_owned()),
+            };
+            condition::set(&mut new.conditions, condition::new("Blocked", blocked, reason, msg, task.metadata.generation, now));
+        }
+    }
+    if new != old {
+        let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": new }))).await?;
+        if let Verdict::Fail(reason, message) = verdict {
+            ctx.event(task.as_ref(), true, reason, message).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::TeamTaskSpec;
+    use crate::controller::fixtures::team;
+
+    fn task(deps: &[&str], owner: Option<&str>) -> TeamTask {
+        TeamTask::new("t", TeamTaskSpec {
+            team: "review".into(),
+            subject: "s".into(),
+            description: String::new(),
+            owner: owner.map(str::to_owned),
+            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+            metadata: Default::default(),
+        })
+    }
+
+    #[test]
+    fn missing_team_fails() {
+        assert!(matches!(judge(&task(&[], None), None, None, |_| None), Verdict::Fail("TeamNotFound", _)));
+    }
+
+    #[test]
+    fn open_dependencies_block_and_failed_ones_fail() {
+        let t = team("review", 3);
+        let v = judge(&task(&["a", "b"], None), Some(&t), None, |d| if d == "a" { Some(TaskState::Completed) } else { Some(TaskState::InProgress) });
+        assert_eq!(v, Verdict::Blocked(Some("waiting for b".into())));
+        let v = judge(&task(&["a"], None), Some(&t), None, |_| Some(TaskState::Failed));
+        assert!(matches!(v, Verdict::Fail("DependencyFailed", _)));
+        assert_eq!(judge(&task(&["a"], None), Some(&t), None, |_| Some(TaskState::Completed)), Verdict::Blocked(None));
+    }
+
+    #[test]
+    fn failed_owner_fails_the_task() {
+        let t = team("review", 3);
+        let v = judge(&task(&[], Some("general-2")), Some(&t), Some((MemberPhase::Failed, "OOMKilled".into())), |_| None);
+        assert!(matches!(v, Verdict::Fail("OwnerFailed", m) if m.contains("OOMKilled")));
+    }
+}

@@ -1,0 +1,93 @@
+//! Prometheus metrics of the controller and the gateway (prometheus-client). Labels are small
+//! closed sets (kind, phase, error category, tool, code), never object names.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of per-kind reconcile metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Label of reconcile failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub kind: &'static str,
+    pub category: &'static str,
+}
+
+/// Label of member counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabel {
+    pub phase: &'static str,
+}
+
+/// Label of notices written by the operator.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NoticeLabel {
+    pub notice: &'static str,
+}
+
+/// Label of gateway requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabel {
+    pub tool: &'static str,
+    pub code: &'static str,
+}
+
+/// Every metric the processes export.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<KindLabel, Counter>,
+    pub reconcile_errors: Family<ErrorLabel, Counter>,
+    pub reconcile_duration: Family<KindLabel, Histogram>,
+    pub members: Family<PhaseLabel, Gauge>,
+    pub slots_in_use: Gauge,
+    pub slots_cap: Gauge,
+    pub pods_created: Counter,
+    pub notices: Family<NoticeLabel, Counter>,
+    pub messages_sent: Counter,
+    pub gateway_requests: Family<RequestLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("team_operator");
+        let reconciles = Family::<KindLabel, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabel, Counter>::default();
+        let reconcile_duration = Family::<KindLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14)));
+        let members = Family::<PhaseLabel, Gauge>::default();
+        let slots_in_use = Gauge::default();
+        let slots_cap = Gauge::default();
+        let pods_created = Counter::default();
+        let notices = Family::<NoticeLabel, Counter>::default();
+        let messages_sent = Counter::default();
+        let gateway_requests = Family::<RequestLabel, Counter>::default();
+        registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, per kind and error category", reconcile_errors.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconciles, per kind", reconcile_duration.clone());
+        registry.register("members", "Members per phase, across the cluster", members.clone());
+        registry.register("slots_in_use", "Specialist pods holding a slot under the operator-wide cap", slots_in_use.clone());
+        registry.register("slots_cap", "The operator-wide cap on specialist pods", slots_cap.clone());
+        registry.register("pods_created", "Member pods created", pods_created.clone());
+        registry.register("notices", "System notices written to inboxes, per notice", notices.clone());
+        registry.register("messages_sent", "Messages sent through the gateway", messages_sent.clone());
+        registry.register("gateway_requests", "Gateway requests, per tool and result code", gateway_requests.clone());
+        Self { registry, reconciles, reconcile_errors, reconcile_duration, members, slots_in_use, slots_cap, pods_created, notices, messages_sent, gateway_requests }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
