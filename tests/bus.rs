@@ -20,10 +20,18 @@ fn redis_url() -> String {
     std::env::var("TEAM_OPERATOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
 }
 
+/// The bus config of the suite; TEAM_OPERATOR_REDIS_CLUSTER=1 runs it against a Redis Cluster
+/// (TEAM_OPERATOR_REDIS_URL then lists seed nodes, comma-separated).
+fn config() -> BusConfig {
+    let cluster = std::env::var("TEAM_OPERATOR_REDIS_CLUSTER").is_ok_and(|v| v == "1");
+    BusConfig {
+        cluster,
+        ..BusConfig::from_url(redis_url())
+    }
+}
+
 async fn bus() -> Bus {
-    Bus::connect(BusConfig::from_url(redis_url()))
-        .await
-        .expect("connect to redis")
+    Bus::connect(config()).await.expect("connect to redis")
 }
 
 fn unique_team() -> TeamKey {
@@ -61,21 +69,29 @@ fn bodies(messages: &[Message]) -> Vec<&str> {
     messages.iter().map(|m| m.body.as_str()).collect()
 }
 
-/// Every key of the team, straight from Redis.
+/// Every key of the team, straight from Redis (KEYS goes to every primary in cluster mode).
 async fn team_keys(team: &TeamKey) -> Vec<String> {
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
     let pattern = format!("team-operator:{{{}/{}}}:*", team.namespace, team.team);
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut conn)
-        .await
-        .expect("KEYS");
-    keys.sort();
-    keys
+    let mut keys = redis::cmd("KEYS");
+    keys.arg(pattern);
+    let mut found: Vec<String> = if config().cluster {
+        let client = redis::cluster::ClusterClient::new(redis_url().split(',').collect::<Vec<_>>())
+            .expect("cluster urls");
+        let mut conn = client
+            .get_async_connection()
+            .await
+            .expect("raw cluster connection");
+        keys.query_async(&mut conn).await.expect("KEYS")
+    } else {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        keys.query_async(&mut conn).await.expect("KEYS")
+    };
+    found.sort();
+    found
 }
 
 #[tokio::test]

@@ -10,8 +10,18 @@ fn redis_url() -> String {
     std::env::var("TEAM_OPERATOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
 }
 
+/// The bus config of the suite; TEAM_OPERATOR_REDIS_CLUSTER=1 runs it against a Redis Cluster
+/// (TEAM_OPERATOR_REDIS_URL then lists seed nodes, comma-separated).
+fn config() -> BusConfig {
+    let cluster = std::env::var("TEAM_OPERATOR_REDIS_CLUSTER").is_ok_and(|v| v == "1");
+    BusConfig {
+        cluster,
+        ..BusConfig::from_url(redis_url())
+    }
+}
+
 async fn memory() -> Memory {
-    Bus::connect(BusConfig::from_url(redis_url()))
+    Bus::connect(config())
         .await
         .expect("connect to redis")
         .memory()
@@ -24,20 +34,28 @@ fn unique_key() -> MemoryKey {
 
 /// The stored bytes as Redis has them, to check validity without the reader's lossy decoding.
 async fn raw(key: &MemoryKey) -> Vec<u8> {
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
     let redis_key = format!(
         "team-operator:memory:{{{}/{}}}:{}",
         key.namespace, key.project, key.agent
     );
-    let value: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(redis_key)
-        .query_async(&mut conn)
-        .await
-        .expect("GET");
+    let mut get = redis::cmd("GET");
+    get.arg(redis_key);
+    let value: Option<Vec<u8>> = if config().cluster {
+        let client = redis::cluster::ClusterClient::new(redis_url().split(',').collect::<Vec<_>>())
+            .expect("cluster urls");
+        let mut conn = client
+            .get_async_connection()
+            .await
+            .expect("raw cluster connection");
+        get.query_async(&mut conn).await.expect("GET")
+    } else {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        get.query_async(&mut conn).await.expect("GET")
+    };
     value.unwrap_or_default()
 }
 
