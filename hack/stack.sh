@@ -97,6 +97,26 @@ spawn() { # <name> <cmd…>
   echo $! >"$PIDS/$name.pid"
 }
 
+port_of() {
+  case $1 in
+    etcd) echo "$ETCD_PORT $ETCD_PEER_PORT" ;;
+    kube-apiserver) echo "$APISERVER_PORT" ;;
+    kube-controller-manager) echo "$KCM_PORT" ;;
+    kube-scheduler) echo "$SCHEDULER_PORT" ;;
+    kwok) echo "$KWOK_PORT" ;;
+    redis) echo "$REDIS_PORT" ;;
+  esac
+}
+
+# Fail early, and clearly, if another process holds one of the component's ports.
+port_free() { # <component>
+  local p holder
+  for p in $(port_of "$1"); do
+    holder=$(ss -Hltnp "sport = :$p" 2>/dev/null || true)
+    [[ -z $holder ]] || die "$1: port $p is already in use (${holder//$'\n'/ }); stop that process or override the port (see hack/lib.sh)"
+  done
+}
+
 require_binaries() {
   local missing=()
   for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok; do
@@ -184,6 +204,8 @@ start_etcd() {
     --unsafe-no-fsync=true --quota-backend-bytes=8589934592 --log-level=warn
 }
 
+# TaintNodesByCondition is off: it taints new Nodes node.kubernetes.io/not-ready and only the
+# node-lifecycle-controller (not run here) would lift it, so nothing would ever schedule.
 start_kube-apiserver() {
   spawn kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="$ETCD_URL" \
@@ -197,6 +219,7 @@ start_kube-apiserver() {
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
+    --disable-admission-plugins=TaintNodesByCondition \
     --profiling=false \
     --v=1
 }
@@ -285,11 +308,17 @@ up() {
   local started=0 t0=$SECONDS
   for c in "${COMPONENTS[@]}"; do
     if alive "$c" && healthy "$c"; then continue; fi
+    if ! alive "$c" && healthy "$c"; then
+      # e.g. a redis-server someone else started on our port: use it, never stop it.
+      log "$c: a healthy instance not started by this script answers on its port; using it (down leaves it alone)"
+      continue
+    fi
     if (( ! started )); then gen_pki; [[ -f $KUBECONFIG_PATH ]] || write_kubeconfig; fi
     started=1
     if alive "$c"; then
       log "$c is running but not healthy yet; waiting"
     else
+      port_free "$c"
       log "starting $c"
       "start_$c"
     fi
@@ -337,6 +366,8 @@ status() {
   for c in "${COMPONENTS[@]}"; do
     if alive "$c" && healthy "$c"; then
       printf '%-24s healthy (pid %s)\n' "$c" "$(pid_of "$c")"
+    elif healthy "$c"; then
+      printf '%-24s healthy (not started by this script)\n' "$c"
     elif alive "$c"; then
       printf '%-24s running, NOT healthy (pid %s, log %s)\n' "$c" "$(pid_of "$c")" "$LOGS/$c.log"; rc=1
     else
