@@ -30,6 +30,29 @@ pub struct ControllerArgs {
     pub metrics_addr: SocketAddr,
 }
 
+/// Settings of `team-operator gateway`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GatewayArgs {
+    /// Address of the JSON API, /mcp, /metrics, /readyz and /livez.
+    #[arg(long, env = "TEAM_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Redis URL (redis:// or rediss://, with user and password if needed).
+    #[arg(long, env = "TEAM_OPERATOR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Talk to a Redis Cluster instead of a single server.
+    #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TEAM_GATEWAY_MAX_BODY_BYTES", default_value_t = 262_144)]
+    pub max_body_bytes: usize,
+    /// Longest a wait_messages call blocks, whatever a team's memberTimeoutSeconds says.
+    #[arg(long, env = "TEAM_GATEWAY_MAX_WAIT_SECONDS", default_value_t = 3600)]
+    pub max_wait_seconds: u64,
+    /// How long an authenticated token's identity is cached, in seconds.
+    #[arg(long, env = "TEAM_GATEWAY_AUTH_CACHE_SECONDS", default_value_t = 30)]
+    pub auth_cache_seconds: u64,
+}
+
 /// The controller's settings as the reconcilers use them.
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {

@@ -8,7 +8,9 @@
 //! - [`controller`]: one reconciler per kind, the slot admission (names and caps, one writer) and
 //!   pod building.
 //! - [`bus`]: Redis inbox streams, the roster the operator projects into Redis, agent memory.
-//! - `gateway` (next): the agents' tools over HTTP and MCP, with TokenReview-based auth.
+//! - [`gateway`]: the agents' tools over a JSON API and MCP, with TokenReview-based auth, and the
+//!   client `teamctl` uses.
+//! - [`teamctl`]: the `teamctl` CLI (every tool as a subcommand, `teamctl mcp` over stdio).
 //! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,
 //!   the probe and metrics endpoints.
 //! - [`crd`]: writes `crds/` from the types.
@@ -18,6 +20,8 @@ pub mod bus;
 pub mod config;
 pub mod controller;
 pub mod crd;
+pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod teamctl;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use team_operator::config::ControllerArgs;
+use team_operator::config::{ControllerArgs, GatewayArgs};
 use team_operator::metrics::Metrics;
 use team_operator::telemetry::{self, LogFormat};
 
@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the controller (reconcilers, slot admission, metrics).
     Controller(ControllerArgs),
+    /// Run the agent gateway (the tools over a JSON API and MCP, /metrics on the same port).
+    Gateway(GatewayArgs),
     /// Write the CRDs as YAML, one file per kind.
     Crd {
         /// Directory to write into.
@@ -38,6 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out, check } => team_operator::crd::write_all(&out, check),
+        Command::Gateway(args) => {
+            telemetry::init(cli.log_format);
+            team_operator::gateway::run(args, Arc::new(Metrics::default())).await
+        }
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let metrics = Arc::new(Metrics::default());

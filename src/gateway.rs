@@ -1,0 +1,267 @@
+//! The agent gateway: the team tools over a JSON API, over MCP (streamable HTTP at `/mcp`), and
+//! through `teamctl`. Stateless: every replica reads Kubernetes and Redis, so several can run
+//! behind one Service.
+//!
+//! # JSON API
+//!
+//! - `POST /v1/tools/{tool}` with the tool's arguments as a JSON object → `200` and the result
+//!   object. Tools: send_message, wait_messages, team_task, agent_memory, spawn_member,
+//!   team_create, team_delete, get (see [`tools::TOOLS`] and the argument types in [`args`]).
+//! - `GET /v1/tools`: the catalog (names, descriptions, JSON schemas); no auth.
+//! - `GET /v1/teams`, `/v1/teams/{team}`, `/v1/teams/{team}/members[/{name}]`,
+//!   `/v1/teams/{team}/tasks[/{name}]`, each with an optional `?namespace=`: the `get` tool.
+//! - Errors: `{ "error": { "code", "message" } }` with a stable code and its HTTP status
+//!   ([`error::CODES`]): invalid_argument 400, unauthenticated 401, forbidden 403, not_found 404,
+//!   unknown_recipient 404, conflict 409, recipient_finished 409, team_disbanded 410,
+//!   too_large 413, unavailable 503.
+//! - `/metrics`, `/livez`, `/readyz` on the same port.
+//!
+//! # Layout
+//! - [`auth`]: TokenReview / SubjectAccessReview and the identity cache.
+//! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
+//! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
+
+pub mod args;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod mcp;
+pub mod tools;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kube::Client;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::bus::{Bus, BusConfig};
+use crate::config::GatewayArgs;
+use crate::metrics::Metrics;
+use auth::Authenticator;
+use error::ApiError;
+
+/// Limits and timings of the gateway.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest a wait_messages call blocks, whatever the team allows.
+    pub max_wait: Duration,
+    /// How long spawn_member waits for the operator to name the new member.
+    pub name_wait: Duration,
+    /// How long an authenticated identity is cached.
+    pub auth_cache_ttl: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            max_body_bytes: 256 * 1024,
+            max_wait: Duration::from_secs(3600),
+            name_wait: Duration::from_secs(5),
+            auth_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct GatewayState {
+    pub client: Client,
+    pub bus: Bus,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub settings: GatewaySettings,
+}
+
+impl GatewayState {
+    pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
+        let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl);
+        GatewayState { client, bus, auth, metrics, settings }
+    }
+}
+
+/// Runs `team-operator gateway` until the process ends.
+pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let bus = Bus::connect(BusConfig { cluster: args.redis_cluster, ..BusConfig::from_url(args.redis_url.clone()) }).await?;
+    let settings = GatewaySettings {
+        max_body_bytes: args.max_body_bytes,
+        max_wait: Duration::from_secs(args.max_wait_seconds),
+        auth_cache_ttl: Duration::from_secs(args.auth_cache_seconds),
+        ..GatewaySettings::default()
+    };
+    let state = Arc::new(GatewayState::new(client, bus, metrics, settings));
+    let listener = TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %args.listen, "gateway listening");
+    serve(listener, state).await
+}
+
+/// Serves the gateway on `listener` until the process ends (or SIGTERM).
+pub async fn serve(listener: TcpListener, state: Arc<GatewayState>) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The gateway's routes.
+pub fn router(state: Arc<GatewayState>) -> Router {
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .disable_allowed_hosts()
+        .with_max_request_body_bytes(state.settings.max_body_bytes);
+    let mcp_state = state.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(mcp::McpTools::new(mcp::Backend::Local(mcp_state.clone()))),
+        Arc::new(NeverSessionManager::default()),
+        mcp_config,
+    );
+    let mcp_routes = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate_mcp));
+    let api = Router::new()
+        .route("/v1/tools", get(catalog))
+        .route("/v1/tools/{tool}", post(call_tool))
+        .route("/v1/teams", get(list_teams))
+        .route("/v1/teams/{team}", get(get_team))
+        .route("/v1/teams/{team}/{kind}", get(list_in_team))
+        .route("/v1/teams/{team}/{kind}/{name}", get(get_in_team))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .with_state(state.clone());
+    api.merge(mcp_routes)
+        .merge(crate::health::router(state.metrics.clone()))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see GET /v1/tools, POST /v1/tools/{tool} and /mcp") })
+        .method_not_allowed_fallback(|| async { ApiError::new("method_not_allowed", "method not allowed on this endpoint") })
+}
+
+/// Authenticates an MCP request and hands the caller to the MCP handler; 401 without a token.
+async fn authenticate_mcp(State(state): State<Arc<GatewayState>>, mut req: Request, next: Next) -> Response {
+    match state.auth.authenticate(req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: "mcp", code: e.code }).inc();
+            e.into_response()
+        }
+    }
+}
+
+async fn catalog() -> Json<Value> {
+    let tools: Vec<Value> = tools::TOOLS
+        .iter()
+        .map(|t| json!({ "name": t.name, "description": t.description, "input_schema": (t.schema)() }))
+        .collect();
+    Json(json!({ "tools": tools }))
+}
+
+async fn call_tool(
+    State(state): State<Arc<GatewayState>>,
+    Path(tool): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let label = tools::tool_name(&tool).unwrap_or("unknown");
+    let count = |e: ApiError| {
+        state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code: e.code }).inc();
+        e
+    };
+    let caller = state.auth.authenticate(&headers).await.map_err(count)?;
+    let body = body.map_err(|r| count(body_rejection(r, state.settings.max_body_bytes)))?;
+    let args = args::parse_body(&body).map_err(count)?;
+    tools::call(&state, &caller, &tool, args).await.map(Json)
+}
+
+fn body_rejection(r: BytesRejection, max: usize) -> ApiError {
+    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new("too_large", format!("the request body is over the limit of {max} bytes"))
+    } else {
+        ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+    }
+}
+
+/// `?namespace=` of the GET routes.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NsQuery {
+    namespace: Option<String>,
+}
+
+fn query(q: Result<Query<NsQuery>, QueryRejection>) -> Result<Option<String>, ApiError> {
+    q.map(|Query(q)| q.namespace).map_err(|r| ApiError::invalid(format!("bad query string: {}", r.body_text())))
+}
+
+async fn get_via_tool(state: &GatewayState, headers: &HeaderMap, args: Value) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.authenticate(headers).await?;
+    tools::call(state, &caller, "get", args).await.map(Json)
+}
+
+async fn list_teams(State(state): State<Arc<GatewayState>>, headers: HeaderMap, q: Result<Query<NsQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+    let ns = query(q)?;
+    get_via_tool(&state, &headers, json!({ "kind": "teams", "namespace": ns })).await
+}
+
+async fn get_team(
+    State(state): State<Arc<GatewayState>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = query(q)?;
+    get_via_tool(&state, &headers, json!({ "kind": "teams", "name": team, "namespace": ns })).await
+}
+
+fn kind(kind: &str) -> Result<&'static str, ApiError> {
+    match kind {
+        "members" => Ok("members"),
+        "tasks" => Ok("tasks"),
+        other => Err(ApiError::not_found(format!("no collection {other:?} in a team; use members or tasks"))),
+    }
+}
+
+async fn list_in_team(
+    State(state): State<Arc<GatewayState>>,
+    Path((team, k)): Path<(String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = query(q)?;
+    get_via_tool(&state, &headers, json!({ "kind": kind(&k)?, "team": team, "namespace": ns })).await
+}
+
+async fn get_in_team(
+    State(state): State<Arc<GatewayState>>,
+    Path((team, k, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = query(q)?;
+    get_via_tool(&state, &headers, json!({ "kind": kind(&k)?, "team": team, "name": name, "namespace": ns })).await
+}

@@ -1,0 +1,117 @@
+//! The tools as an MCP server (rmcp): served statelessly over streamable HTTP at `/mcp` by the
+//! gateway, and over stdio by `teamctl mcp`, which forwards each call to the gateway's JSON API.
+//!
+//! A refused call is a tool result with `isError: true` whose text is the gateway's
+//! `{ "error": { "code", "message" } }`, so the model reads why and can fix its call.
+
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use super::GatewayState;
+use super::auth::Caller;
+use super::client::GatewayClient;
+use super::error::ApiError;
+use super::tools::TOOLS;
+
+/// What the tools run against.
+#[derive(Clone)]
+pub enum Backend {
+    /// In the gateway: the caller was authenticated by the HTTP layer.
+    Local(Arc<GatewayState>),
+    /// In `teamctl mcp`: forward to a gateway.
+    Remote(GatewayClient),
+}
+
+/// The MCP server of the tools.
+#[derive(Clone)]
+pub struct McpTools {
+    backend: Backend,
+    /// `namespace` and `team` added to calls that leave them out (teamctl's flags).
+    defaults: (Option<String>, Option<String>),
+}
+
+/// What the server tells a model when it connects.
+pub const INSTRUCTIONS: &str = "You are a member of an agent team on Kubernetes. Coordinate with your team through these tools: \
+wait_messages to receive messages (ack the stream_ids you handled in your next call), send_message to talk to a member or everyone (\"*\"), \
+team_task to share a task board, agent_memory to keep notes across runs, get to see your team. \
+The lead also has spawn_member and team_delete. Errors come back as {\"error\": {\"code\", \"message\"}}.";
+
+impl McpTools {
+    pub fn new(backend: Backend) -> Self {
+        McpTools { backend, defaults: (None, None) }
+    }
+
+    /// Adds `namespace` and `team` to calls that take them and leave them out.
+    pub fn with_defaults(mut self, namespace: Option<String>, team: Option<String>) -> Self {
+        self.defaults = (namespace, team);
+        self
+    }
+
+    fn fill_defaults(&self, tool: &str, args: &mut Value) {
+        let Some(def) = TOOLS.iter().find(|t| t.name == tool) else { return };
+        let schema = (def.schema)();
+        let takes = |k: &str| schema.get("properties").and_then(|p| p.get(k)).is_some();
+        let Value::Object(obj) = args else { return };
+        for (key, value) in [("namespace", &self.defaults.0), ("team", &self.defaults.1)] {
+            if let Some(v) = value
+                && takes(key)
+                && !obj.contains_key(key)
+            {
+                obj.insert(key.to_owned(), Value::String(v.clone()));
+            }
+        }
+    }
+
+    /// The tool list as MCP tools.
+    pub fn tools() -> Vec<Tool> {
+        TOOLS.iter().map(|t| Tool::new(t.name, t.description, Arc::new((t.schema)()))).collect()
+    }
+
+    async fn run(&self, name: &str, args: Value, context: &RequestContext<RoleServer>) -> Result<Value, ApiError> {
+        match &self.backend {
+            Backend::Local(state) => {
+                let caller = context
+                    .extensions
+                    .get::<axum::http::request::Parts>()
+                    .and_then(|parts| parts.extensions.get::<Caller>())
+                    .cloned()
+                    .ok_or_else(|| ApiError::unauthenticated("no authenticated caller on this MCP request"))?;
+                super::tools::call(state, &caller, name, args).await
+            }
+            Backend::Remote(client) => client.call(name, &args).await.map_err(|e| {
+                let body = e.body();
+                let code = super::error::CODES.iter().map(|(c, _)| *c).find(|c| *c == body.error.code).unwrap_or("unavailable");
+                ApiError::new(code, body.error.message)
+            }),
+        }
+    }
+}
+
+impl ServerHandler for McpTools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("team-operator", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(&self, _request: Option<PaginatedRequestParams>, _context: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(Self::tools()))
+    }
+
+    async fn call_tool(&self, request: CallToolRequestParams, context: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        let mut args = request.arguments.map(Value::Object).unwrap_or_else(|| Value::Object(Default::default()));
+        self.fill_defaults(&request.name, &mut args);
+        let result = match self.run(&request.name, args, &context).await {
+            Ok(value) => CallToolResult::structured(value),
+            Err(e) => CallToolResult::structured_error(serde_json::to_value(e.body()).unwrap_or(Value::Null)),
+        };
+        Ok(result.into())
+    }
+}
