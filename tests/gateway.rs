@@ -1,0 +1,344 @@
+//! The gateway's JSON API end to end on the local stack: real TokenReview and
+//! SubjectAccessReview, real projected tokens bound to real Pods, real Redis.
+mod support;
+#[path = "fixtures/gateway.rs"]
+mod fixture;
+
+use std::time::Duration;
+
+use fixture::*;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, ObjectMeta, PostParams};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use support::*;
+use team_operator::api::{Member, TeamTask};
+use team_operator::controller::pod::GATEWAY_AUDIENCE;
+use team_operator::gateway::args::{self, *};
+
+#[tokio::test]
+async fn members_message_each_other_and_broadcast() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-messages").await;
+    let gw = start_gateway(&s).await;
+    let team = team_with_members(&s, &ns, &gw.bus, "alpha", &["general", "general-2"]).await;
+    let (a, b) = (team.token("general"), team.token("general-2"));
+
+    // A sends to B; B's wait returns it, from A.
+    let sent = ok(call(&gw.url, Some(a), "send_message", json!({ "to": "general-2", "body": "hello B" })).await);
+    assert_eq!(sent["delivered"][0]["to"], "general-2", "{sent}");
+    let got = ok(call(&gw.url, Some(b), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+    let msgs = got["messages"].as_array().expect("messages");
+    assert_eq!(msgs.len(), 1, "{got}");
+    assert_eq!((msgs[0]["from"].as_str(), msgs[0]["body"].as_str()), (Some("general"), Some("hello B")));
+
+    // Unacked, it comes back; acked, the next wait times out empty.
+    let again = ok(call(&gw.url, Some(b), "wait_messages", json!({ "timeout_seconds": 1 })).await);
+    assert_eq!(again["messages"][0]["body"], "hello B", "{again}");
+    let stream_id = again["messages"][0]["stream_id"].clone();
+    let after = ok(call(&gw.url, Some(b), "wait_messages", json!({ "ack": [stream_id], "timeout_seconds": 1 })).await);
+    assert_eq!(after["acked"], 1, "{after}");
+    assert_eq!(after["messages"], json!([]), "{after}");
+    assert_eq!(after["timed_out"], true);
+
+    // A broadcast from the lead reaches every other member.
+    let sent = ok(call(&gw.url, Some(team.token("lead")), "send_message", json!({ "to": "*", "body": "all hands" })).await);
+    let mut to: Vec<&str> = sent["delivered"].as_array().unwrap().iter().filter_map(|d| d["to"].as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["general", "general-2"]);
+    for member in ["general", "general-2"] {
+        let got = ok(call(&gw.url, Some(team.token(member)), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+        assert_eq!(got["messages"][0]["body"], "all hands", "{member}: {got}");
+        assert_eq!(got["messages"][0]["from"], "lead");
+    }
+
+    // A wait blocks until a message arrives.
+    let waiter = {
+        let (url, token) = (gw.url.clone(), team.token("lead").to_owned());
+        tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "timeout_seconds": 5 })).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
+    let got = ok(waiter.await.unwrap());
+    assert_eq!(got["messages"][0]["body"], "done", "{got}");
+
+    // Unknown recipients are an error, not a silent drop.
+    let answer = call(&gw.url, Some(a), "send_message", json!({ "to": "nobody", "body": "x" })).await;
+    assert_error(&answer, 404, "unknown_recipient", "nobody");
+
+    // The metrics count the calls.
+    let (_, metrics) = get(&gw.url, None, "/metrics").await;
+    let text = metrics["raw"].as_str().unwrap_or_default();
+    assert!(text.contains("team_operator_gateway_requests_total{tool=\"send_message\",code=\"ok\"}"), "{text}");
+    assert!(text.contains("team_operator_messages_sent_total"), "{text}");
+
+    gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn tasks_and_memory() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-tasks").await;
+    let gw = start_gateway(&s).await;
+    let team = team_with_members(&s, &ns, &gw.bus, "beta", &["general"]).await;
+    let (lead, a) = (team.token("lead"), team.token("general"));
+
+    let first = ok(call(&gw.url, Some(lead), "team_task", json!({ "action": "create", "subject": "design", "owner": "general" })).await);
+    let first_name = first["name"].as_str().unwrap().to_owned();
+    assert!(first_name.starts_with("beta-task-"), "{first}");
+    assert_eq!(first["state"], "pending");
+    let second = ok(call(&gw.url, Some(lead), "team_task", json!({ "action": "create", "subject": "build", "depends_on": [first_name] })).await);
+    let second_name = second["name"].as_str().unwrap().to_owned();
+
+    // A task with an open dependency cannot start.
+    let answer = call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": second_name, "state": "in_progress" })).await;
+    assert_error(&answer, 409, "conflict", "blocked");
+
+    // The owner moves the first one through.
+    let t = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "in_progress" })).await);
+    assert_eq!(t["state"], "in_progress", "{t}");
+    let t = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "completed", "result": "done: v1" })).await);
+    assert_eq!((t["state"].as_str(), t["result"].as_str()), (Some("completed"), Some("done: v1")), "{t}");
+    let answer = call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "pending" })).await;
+    assert_error(&answer, 409, "conflict", "final");
+
+    // Now the second can start.
+    let t = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": second_name, "state": "in_progress" })).await);
+    assert_eq!(t["state"], "in_progress");
+    let stored: TeamTask = ns.api::<TeamTask>().get(&second_name).await.unwrap();
+    assert!(stored.status.as_ref().and_then(|s| s.started_at.as_ref()).is_some());
+
+    let list = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "list", "state": "completed" })).await);
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "{list}");
+    let got = ok(get(&gw.url, Some(a), &format!("/v1/teams/beta/tasks/{first_name}")).await);
+    assert_eq!(got["result"], "done: v1");
+
+    // Memory: own agent type only.
+    let w = ok(call(&gw.url, Some(a), "agent_memory", json!({ "action": "write", "text": "use cargo nextest" })).await);
+    assert_eq!(w["stored_bytes"], 17);
+    ok(call(&gw.url, Some(a), "agent_memory", json!({ "action": "append", "text": "\nkeep PRs small" })).await);
+    let r = ok(call(&gw.url, Some(a), "agent_memory", json!({ "action": "read" })).await);
+    assert_eq!(r["text"], "use cargo nextest\nkeep PRs small", "{r}");
+    assert_eq!((r["agent"].as_str(), r["project"].as_str()), (Some("general"), Some("beta")));
+    let answer = call(&gw.url, Some(a), "agent_memory", json!({ "action": "read", "agent": "lead" })).await;
+    assert_error(&answer, 403, "forbidden", "own agent type");
+    let r = ok(call(&gw.url, Some(lead), "agent_memory", json!({ "action": "read" })).await);
+    assert_eq!(r["text"], Value::Null, "the lead's agent type has its own memory: {r}");
+
+    // get members shows the team.
+    let members = ok(get(&gw.url, Some(a), "/v1/teams/beta/members").await);
+    assert_eq!(members["members"].as_array().unwrap().len(), 2, "{members}");
+
+    gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn authorization() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-auth").await;
+    let gw = start_gateway(&s).await;
+    let x = team_with_members(&s, &ns, &gw.bus, "team-x", &["general"]).await;
+    let y = team_with_members(&s, &ns, &gw.bus, "team-y", &["general"]).await;
+    let member_x = x.token("general");
+
+    // No token, a forged token, a token for another audience.
+    assert_error(&call(&gw.url, None, "send_message", json!({ "to": "lead", "body": "x" })).await, 401, "unauthenticated", "Authorization");
+    let forged = format!("{}x", &member_x[..member_x.len() - 1]);
+    assert_error(&call(&gw.url, Some(&forged), "get", json!({ "kind": "teams" })).await, 401, "unauthenticated", "not accepted");
+    assert_error(&call(&gw.url, Some("garbage"), "get", json!({ "kind": "teams" })).await, 401, "unauthenticated", "not accepted");
+    let (s_mcp, _) = raw(&gw.url, None, "/mcp", br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec()).await;
+    assert_eq!(s_mcp, 401);
+
+    // A member of team X acting in team Y.
+    for (tool, args) in [
+        ("send_message", json!({ "team": "team-y", "to": "lead", "body": "hi" })),
+        ("wait_messages", json!({ "team": "team-y", "timeout_seconds": 0 })),
+        ("team_task", json!({ "team": "team-y", "action": "list" })),
+        ("agent_memory", json!({ "team": "team-y", "action": "read" })),
+        ("get", json!({ "team": "team-y", "kind": "members" })),
+        ("team_delete", json!({ "team": "team-y" })),
+    ] {
+        assert_error(&call(&gw.url, Some(member_x), tool, args).await, 403, "forbidden", "team-y");
+    }
+    assert_error(&get(&gw.url, Some(member_x), "/v1/teams/team-y/tasks").await, 403, "forbidden", "team-y");
+    // ... or in another namespace, or as another member.
+    let answer = call(&gw.url, Some(member_x), "send_message", json!({ "namespace": "default", "to": "lead", "body": "x" })).await;
+    assert_error(&answer, 403, "forbidden", "own namespace");
+    let answer = call(&gw.url, Some(member_x), "send_message", json!({ "member": "lead", "to": "general", "body": "x" })).await;
+    assert_error(&answer, 403, "forbidden", "only as itself");
+
+    // Lead-only tools.
+    assert_error(&call(&gw.url, Some(member_x), "team_delete", json!({})).await, 403, "forbidden", "lead");
+    assert_error(&call(&gw.url, Some(member_x), "spawn_member", json!({ "agent": "general", "prompt": "p" })).await, 403, "forbidden", "lead");
+
+    // The lead spawns a member into its own team.
+    let spawned = ok(call(&gw.url, Some(x.token("lead")), "spawn_member", json!({ "agent": "general", "prompt": "review" })).await);
+    let object = spawned["object"].as_str().unwrap().to_owned();
+    assert!(object.starts_with("team-x-general-"), "{spawned}");
+    let m: Member = ns.api::<Member>().get(&object).await.unwrap();
+    assert_eq!((m.spec.team.as_str(), m.spec.prompt.as_str()), ("team-x", "review"));
+    assert_error(
+        &call(&gw.url, Some(x.token("lead")), "spawn_member", json!({ "agent": "nope", "prompt": "p" })).await,
+        400,
+        "invalid_argument",
+        "no agent type",
+    );
+
+    // A kube user: refused without RBAC, allowed with it, and acting as the lead.
+    let person = user_token(&s, &ns.name, "person").await;
+    let args = json!({ "namespace": ns.name, "team": "team-y", "agent": "general", "prompt": "from a person" });
+    assert_error(&call(&gw.url, Some(&person), "spawn_member", args.clone()).await, 403, "forbidden", "create members");
+    grant(&s, &ns.name, "person", &["members", "teams/messages", "teams"], &["create", "get", "list"]).await;
+    // RBAC is evaluated per call: no cache to wait for, but the RoleBinding may take a moment.
+    let spawned = eventually_ok(|| call(&gw.url, Some(&person), "spawn_member", args.clone())).await;
+    assert_eq!(spawned["team"], "team-y");
+    ok(call(&gw.url, Some(&person), "send_message", json!({ "namespace": ns.name, "team": "team-y", "to": "general", "body": "from a person" })).await);
+    let got = ok(call(&gw.url, Some(y.token("general")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+    assert_eq!((got["messages"][0]["from"].as_str(), got["messages"][0]["body"].as_str()), (Some("lead"), Some("from a person")));
+    assert_error(
+        &call(&gw.url, Some(&person), "team_delete", json!({ "namespace": ns.name, "team": "team-y" })).await,
+        403,
+        "forbidden",
+        "delete teams",
+    );
+    assert_error(&call(&gw.url, Some(&person), "get", json!({ "kind": "teams" })).await, 400, "invalid_argument", "namespace");
+
+    // A pod token for another audience is a kube credential of the pod's ServiceAccount, which
+    // RBAC does not allow anything here.
+    let pod = &x.pods["general"];
+    let other = fixture::pod_token(&s, &ns.name, pod, "https://kubernetes.default.svc").await;
+    let answer = call(&gw.url, Some(&other), "team_task", json!({ "namespace": ns.name, "team": "team-x", "action": "list" })).await;
+    assert!(matches!(answer.0, 401 | 403), "{answer:?}");
+    let _ = GATEWAY_AUDIENCE;
+
+    // The lead deletes its team.
+    ok(call(&gw.url, Some(x.token("lead")), "team_delete", json!({})).await);
+
+    gw.bus.teardown(&x.key(&ns.name)).await.unwrap();
+    gw.bus.teardown(&y.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_naming_the_problem() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-bad").await;
+    let settings = team_operator::gateway::GatewaySettings { max_body_bytes: 4096, ..Default::default() };
+    let gw = start_gateway_with(&s, settings).await;
+    let team = team_with_members(&s, &ns, &gw.bus, "gamma", &["general"]).await;
+    let t = Some(team.token("general"));
+
+    assert_error(&call(&gw.url, t, "send_message", json!({ "to": "lead", "body": "x", "bdy": 1 })).await, 400, "invalid_argument", "unknown field `bdy`");
+    assert_error(&call(&gw.url, t, "wait_messages", json!({ "timeout_seconds": "soon" })).await, 400, "invalid_argument", "timeout_seconds");
+    assert_error(&call(&gw.url, t, "team_task", json!({ "action": "explode" })).await, 400, "invalid_argument", "action");
+    assert_error(&call(&gw.url, t, "send_message", json!({ "to": "lead" })).await, 400, "invalid_argument", "missing field `body`");
+    assert_error(&call(&gw.url, t, "send_message", json!([1, 2])).await, 400, "invalid_argument", "JSON object");
+    assert_error(&call(&gw.url, t, "team_task", json!({ "action": "create" })).await, 400, "invalid_argument", "subject");
+    assert_error(&call(&gw.url, t, "no_such_tool", json!({})).await, 404, "not_found", "no tool named");
+    assert_error(&raw(&gw.url, t, "/v1/tools/send_message", b"{\"to\": \"lead\", \"body\": \"\xff\xfe\"}".to_vec()).await, 400, "invalid_argument", "UTF-8");
+    assert_error(&raw(&gw.url, t, "/v1/tools/send_message", b"{\"to\": ".to_vec()).await, 400, "invalid_argument", "not valid JSON");
+    let big = json!({ "to": "lead", "body": "x".repeat(10_000) });
+    assert_error(&call(&gw.url, t, "send_message", big).await, 413, "too_large", "4096 bytes");
+    assert_error(&get(&gw.url, t, "/v1/teams/gamma/tasks?color=red").await, 400, "invalid_argument", "color");
+    assert_error(&get(&gw.url, t, "/nowhere").await, 404, "not_found", "endpoint");
+
+    gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+/// Grants `sa` the verbs on the agentteams.dev resources in `ns`.
+async fn grant(s: &Stack, ns: &str, sa: &str, resources: &[&str], verbs: &[&str]) {
+    let roles: Api<Role> = Api::namespaced(s.client.clone(), ns);
+    let role = Role {
+        metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["agentteams.dev".into()]),
+            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..Default::default()
+        }]),
+    };
+    roles.create(&PostParams::default(), &role).await.expect("role");
+    let bindings: Api<RoleBinding> = Api::namespaced(s.client.clone(), ns);
+    let binding = RoleBinding {
+        metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() },
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: sa.into() },
+        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: sa.into(), namespace: Some(ns.into()), ..Default::default() }]),
+    };
+    bindings.create(&PostParams::default(), &binding).await.expect("rolebinding");
+}
+
+/// Retries a call while RBAC catches up with a new binding (the authorizer reads an informer).
+async fn eventually_ok<F, Fut>(f: F) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let answer = f().await;
+        if answer.0 == 200 || tokio::time::Instant::now() > deadline {
+            return ok(answer);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![Just("create"), Just("update"), Just("read"), Just("teams"), Just("*"), Just("in_progress")].prop_map(|s| json!(s)),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        let keys = prop_oneof![
+            Just("to".to_owned()), Just("body".to_owned()), Just("action".to_owned()), Just("name".to_owned()),
+            Just("state".to_owned()), Just("ack".to_owned()), Just("timeout_seconds".to_owned()), Just("agents".to_owned()),
+            Just("kind".to_owned()), Just("text".to_owned()), Just("template".to_owned()), "[a-z_]{1,8}",
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keys, inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn decode_all(v: &Value) {
+    let _ = args::decode::<SendMessageArgs>("send_message", v.clone());
+    let _ = args::decode::<WaitMessagesArgs>("wait_messages", v.clone());
+    let _ = args::decode::<TeamTaskArgs>("team_task", v.clone());
+    let _ = args::decode::<AgentMemoryArgs>("agent_memory", v.clone());
+    let _ = args::decode::<SpawnMemberArgs>("spawn_member", v.clone());
+    let _ = args::decode::<TeamCreateArgs>("team_create", v.clone());
+    let _ = args::decode::<TeamDeleteArgs>("team_delete", v.clone());
+    let _ = args::decode::<GetArgs>("get", v.clone());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// No byte string makes the body parser or any decoder panic.
+    #[test]
+    fn decoders_never_panic_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        if let Ok(v) = args::parse_body(&bytes) {
+            decode_all(&v);
+        }
+    }
+
+    /// Nor does any JSON value shaped like tool arguments.
+    #[test]
+    fn decoders_never_panic_on_json(v in json_value()) {
+        decode_all(&v);
+        let text = serde_json::to_vec(&v).unwrap();
+        prop_assert!(args::parse_body(&text).is_ok());
+    }
+}
