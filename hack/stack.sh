@@ -332,6 +332,9 @@ up() {
   fi
 }
 
+# Process state letter (R, S, Z…), empty once the process is gone. A zombie counts as exited.
+proc_state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true; }
+
 stop_one() { # <component>
   local name=$1 pid
   pid=$(pid_of "$name")
@@ -339,11 +342,13 @@ stop_one() { # <component>
   if alive "$name"; then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null; do
+    local deadline=$((SECONDS + 15)) killed=0 gone
+    while gone=$(proc_state "$pid"); [[ -n $gone && $gone != Z ]]; do
       if (( SECONDS >= deadline )); then
-        log "$name did not exit on TERM; sending KILL"
+        (( killed )) && die "$name (pid $pid) survives SIGKILL"
+        log "$name did not exit on TERM within 15s; sending KILL"
         kill -KILL "$pid" 2>/dev/null || true
+        killed=1; deadline=$((SECONDS + 5))
       fi
       sleep 0.1
     done
