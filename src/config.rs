@@ -25,6 +25,10 @@ pub struct ControllerArgs {
     /// Seconds a member's pod may stay unschedulable before the member fails.
     #[arg(long, env = "TEAM_OPERATOR_UNSCHEDULABLE_DEADLINE_SECONDS", default_value_t = 300)]
     pub unschedulable_deadline_seconds: i64,
+    /// Watch and manage this namespace only (the operator-wide cap then applies to it alone);
+    /// empty: every namespace.
+    #[arg(long, env = "TEAM_OPERATOR_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Address of /metrics, /readyz and /livez.
     #[arg(long, env = "TEAM_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8081")]
     pub metrics_addr: SocketAddr,

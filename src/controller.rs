@@ -43,15 +43,16 @@ pub const MANAGER: &str = "team-operator";
 /// Runs the controller until the process gets SIGTERM or a component fails.
 pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    wait_for_crds(&client).await?;
+    wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(BusConfig { cluster: args.redis_cluster, ..BusConfig::from_url(args.redis_url.clone()) }).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
 
-    let (mut teams, team_events) = shared::<Team>(Api::all(client.clone()), watcher::Config::default(), 1);
-    let (mut members, member_events) = shared::<Member>(Api::all(client.clone()), watcher::Config::default(), 3);
-    let (mut tasks, task_events) = shared::<TeamTask>(Api::all(client.clone()), watcher::Config::default(), 2);
+    let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
+    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 1);
+    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 3);
+    let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
     let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
-    let (mut pods, pod_events) = shared::<Pod>(Api::all(client.clone()), pod_filter, 1);
+    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 1);
 
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -111,6 +112,14 @@ pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<
         () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
     }
     Ok(())
+}
+
+/// The API of `K` in the watched namespace, or across the cluster.
+fn scoped<K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>>(client: &Client, ns: Option<&str>) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// A reflector store shared by several controllers, with one event subscription per consumer
@@ -181,12 +190,13 @@ fn error_policy<K: Resource>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> A
 
 /// Waits until the CRDs are installed and served (the chart or `kubectl apply -f crds/` installs
 /// them; the operator never does).
-async fn wait_for_crds(client: &Client) -> anyhow::Result<()> {
+async fn wait_for_crds(client: &Client, ns: Option<&str>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let one = kube::api::ListParams::default().limit(1);
     loop {
-        let team = Api::<Team>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
-        let member = Api::<Member>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
-        let task = Api::<TeamTask>::all(client.clone()).list(&kube::api::ListParams::default().limit(1)).await;
+        let team = scoped::<Team>(client, ns).list(&one).await;
+        let member = scoped::<Member>(client, ns).list(&one).await;
+        let task = scoped::<TeamTask>(client, ns).list(&one).await;
         match (team, member, task) {
             (Ok(_), Ok(_), Ok(_)) => return Ok(()),
             (a, b, c) if Instant::now() > deadline => {

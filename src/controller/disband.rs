@@ -53,16 +53,18 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Time(Timestamp::now());
     for m in &open {
-        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref()) {
-            if !(m.is_lead() && t.spec.lead.pod_name.is_some()) {
-                ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
-            }
-        }
+        // Cancelled first, then the pod goes: the other order would let the member reconciler see
+        // a vanished pod and call it a failure.
         let patch = json!({ "status": {
             "phase": MemberPhase::Cancelled, "reason": "TeamDisbanded", "message": format!("team {name} disbanded: {why}"),
             "completionTime": now,
         }});
         ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
+        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref()) {
+            if !(m.is_lead() && t.spec.lead.pod_name.is_some()) {
+                ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
+            }
+        }
     }
 
     let tasks_api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);

@@ -11,7 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
@@ -46,6 +46,8 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         ctx.event(member.as_ref(), true, "UnknownAgent", msg).await;
         return Ok(Action::await_change());
     }
+
+    adopt(&ctx, &team, &member).await?;
 
     let Some(agent_name) = member.agent_name().map(str::to_owned) else {
         // Unnamed: the admission task names it; a status change brings us back.
@@ -116,6 +118,23 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         _ if member.is_lead() && team.spec.lead.pod_name.is_some() => Action::requeue(Duration::from_secs(15)),
         _ => Action::await_change(),
     })
+}
+
+/// Makes the Team the member's controlling owner, so deleting the Team garbage-collects its
+/// Members (and, through them, their pods).
+async fn adopt(ctx: &Context, team: &Team, member: &Member) -> Result<()> {
+    let Some(owner) = team.controller_owner_ref(&()) else { return Ok(()) };
+    if member.owner_references().iter().any(|o| o.uid == owner.uid) {
+        return Ok(());
+    }
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "agentteams.dev/v1alpha1",
+        "kind": "Member",
+        "metadata": { "name": member.name_any(), "ownerReferences": [owner] },
+    });
+    api.patch(&member.name_any(), &PatchParams::apply(super::MANAGER), &Patch::Apply(&patch)).await?;
+    Ok(())
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its
@@ -212,7 +231,7 @@ async fn notify_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &s
             ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
         }
         // A lead that already finished has no inbox to tell; the failure stays on the Member.
-        Err(e) if e.code() == "not_found" || e.code() == "team_disbanded" || e.code() == "gone" => {}
+        Err(e) if matches!(e.code(), "not_found" | "team_disbanded" | "recipient_finished" | "unknown_recipient") => {}
         Err(e) => return Err(e.into()),
     }
     let mut conditions = status.conditions.clone();

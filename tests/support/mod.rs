@@ -501,3 +501,6 @@ where
         .controller_owner_ref(&())
         .unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
 }
+
+pub mod operator;
+pub mod teams;

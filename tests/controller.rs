@@ -1,0 +1,324 @@
+//! End-to-end tests of the controller against the real stack: every lifecycle rule of
+//! shared/DESIGN.md, with the operator running as its real binary scoped to the test namespace.
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, future};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use support::operator::Operator;
+use support::teams::{member, task, team};
+use support::*;
+use team_operator::api::{Member, MemberPhase, TaskState, Team, TeamPhase, TeamTask};
+use team_operator::bus::{Bus, BusConfig, TeamKey};
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn phase(m: &Member) -> MemberPhase {
+    m.phase()
+}
+
+/// Records, from a watch on the namespace's member pods, the most specialist pods ever live at
+/// once and every pod uid created per member.
+#[derive(Default)]
+struct PodLedger {
+    live: BTreeSet<String>,
+    max_live: usize,
+    uids_per_member: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn watch_pods(api: Api<Pod>) -> (Arc<Mutex<PodLedger>>, tokio::task::JoinHandle<()>) {
+    let ledger = Arc::new(Mutex::new(PodLedger::default()));
+    let l = ledger.clone();
+    let cfg = watcher::Config::default().labels("agentteams.dev/role=specialist");
+    let handle = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+        while let Some(ev) = events.next().await {
+            let Ok(ev) = ev else { continue };
+            let mut l = l.lock().expect("ledger");
+            let see = |p: &Pod, l: &mut PodLedger| {
+                let terminal = matches!(pod_phase(p), Some("Succeeded" | "Failed"));
+                let name = p.name_any();
+                if terminal { l.live.remove(&name); } else { l.live.insert(name); }
+                l.max_live = l.max_live.max(l.live.len());
+                let member = p.labels().get("agentteams.dev/member").cloned().unwrap_or_default();
+                l.uids_per_member.entry(member).or_default().insert(p.uid().unwrap_or_default());
+            };
+            match ev {
+                Event::Apply(p) | Event::InitApply(p) => see(&p, &mut l),
+                Event::Delete(p) => { l.live.remove(&p.name_any()); }
+                Event::Init | Event::InitDone => {}
+            }
+        }
+    });
+    (ledger, handle)
+}
+
+async fn create_all(api: &Api<Member>, members: Vec<Member>) {
+    let pp = PostParams::default();
+    future::try_join_all(members.iter().map(|m| api.create(&pp, m))).await.expect("create members");
+}
+
+async fn wait_members(api: &Api<Member>, names: &[String], timeout: Duration, what: &str, cond: impl Fn(&Member) -> bool + Copy) -> Vec<Member> {
+    future::join_all(names.iter().map(|n| wait_for(api, n, timeout, what, cond))).await
+}
+
+async fn setup(prefix: &str, max_agents: u32) -> (Stack, TestNamespace, Operator) {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, prefix).await;
+    let op = Operator::start(ns.name(), max_agents);
+    (s, ns, op)
+}
+
+async fn lead_running(ns: &TestNamespace, team_name: &str) -> Team {
+    let teams: Api<Team> = ns.api();
+    wait_for(&teams, team_name, TIMEOUT, "the team's lead to be named", |t| t.status.as_ref().is_some_and(|s| s.lead_name.is_some())).await
+}
+
+#[tokio::test]
+async fn fifty_members_created_at_once_get_fifty_distinct_names_lead_counted() {
+    let (_s, ns, _op) = setup("names", 10).await;
+    let mut t = team("alpha", 5);
+    t.spec.lead.agent = "general".into(); // the lead takes the bare name `general`
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    lead_running(&ns, "alpha").await;
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..50).map(|i| format!("m{i:02}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "alpha", None)).collect()).await;
+    let named = wait_members(&members, &names, LONG, "a team-unique name", |m| m.agent_name().is_some()).await;
+    let got: BTreeSet<String> = named.iter().filter_map(|m| m.agent_name().map(str::to_owned)).collect();
+    assert_eq!(got.len(), 50, "names must be distinct: {got:?}");
+    let expected: BTreeSet<String> = (2..=51).map(|i| format!("general-{i}")).collect();
+    assert_eq!(got, expected, "the lead holds `general`, specialists the next 50");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete() {
+    let (_s, ns, _op) = setup("cap", 10).await;
+    let (ledger, watch) = watch_pods(ns.api());
+    ns.api::<Team>().create(&PostParams::default(), &team("beta", 5)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..30).map(|i| format!("w{i:02}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "beta", Some((0, "1s")))).collect()).await;
+    wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
+    let max_live = ledger.lock().expect("ledger").max_live;
+    watch.abort();
+    assert!(max_live <= 5, "at most 5 pods may be live at once, saw {max_live}");
+    assert_eq!(max_live, 5, "the cap should be used fully");
+    let t = wait_for(&ns.api::<Team>(), "beta", TIMEOUT, "30 completed", |t| t.status.as_ref().is_some_and(|s| s.completed == 30)).await;
+    assert_eq!(t.status.map(|s| (s.queued, s.active, s.failed)), Some((0, 0, 0)));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn operator_wide_cap_holds_across_two_teams() {
+    let (_s, ns, _op) = setup("global", 3).await;
+    let (ledger, watch) = watch_pods(ns.api());
+    for name in ["east", "west"] {
+        ns.api::<Team>().create(&PostParams::default(), &team(name, 3)).await.expect("team");
+    }
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    create_all(&members, names.iter().enumerate().map(|(i, n)| member(n, if i % 2 == 0 { "east" } else { "west" }, Some((0, "1s")))).collect()).await;
+    wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
+    let max_live = ledger.lock().expect("ledger").max_live;
+    watch.abort();
+    assert!(max_live <= 3, "the operator-wide cap of 3 must hold across teams, saw {max_live}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
+    let (s, ns, _op) = setup("failure", 10).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("gamma", 3)).await.expect("team");
+    let lead = lead_running(&ns, "gamma").await.status.and_then(|s| s.lead_name).expect("lead name");
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("crasher", "gamma", None)).await.expect("member");
+    let named = wait_for(&members, "crasher", TIMEOUT, "a name", |m| m.agent_name().is_some()).await;
+    let agent_name = named.agent_name().expect("name").to_owned();
+
+    let tasks: Api<TeamTask> = ns.api();
+    for (name, state) in [("t-pending", None), ("t-progress", Some("in_progress")), ("t-done", Some("completed"))] {
+        tasks.create(&PostParams::default(), &task(name, "gamma", Some(&agent_name), &[])).await.expect("task");
+        if let Some(state) = state {
+            tasks.patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": state}}))).await.expect("task state");
+        }
+    }
+    // The agent is OOM-killed: kwok ends its pod Failed with exit code 137.
+    let pod_name = wait_for(&members, "crasher", TIMEOUT, "a pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some())).await.status.and_then(|s| s.pod_name).expect("pod");
+    set_sim_exit(&ns.api(), &pod_name, 137, None).await;
+
+    let failed = wait_for(&members, "crasher", TIMEOUT, "Failed", |m| phase(m) == MemberPhase::Failed).await;
+    let st = failed.status.expect("status");
+    assert_eq!(st.exit_code, Some(137));
+    assert_eq!(st.reason.as_deref(), Some("OOMKilled"));
+
+    for name in ["t-pending", "t-progress"] {
+        let t = wait_for(&tasks, name, TIMEOUT, "failed because its owner failed", |t| t.state() == TaskState::Failed).await;
+        assert_eq!(t.status.and_then(|s| s.reason).as_deref(), Some("OwnerFailed"));
+    }
+    assert_eq!(tasks.get("t-done").await.expect("task").state(), TaskState::Completed, "a completed task stays completed");
+
+    let bus = Bus::connect(BusConfig::from_url(s.redis_url.clone())).await.expect("redis");
+    let inbox = bus.wait(&TeamKey::new(ns.name(), "gamma"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
+    let notice = inbox.iter().find(|m| m.body.starts_with(&format!("[AGENT FAILURE] @{agent_name}"))).unwrap_or_else(|| panic!("no failure notice in {inbox:?}"));
+    assert!(notice.body.contains("OOMKilled") && notice.body.contains("137"), "{}", notice.body);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_keys() {
+    let (s, ns, _op) = setup("disband", 10).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("delta", 2)).await.expect("team");
+    lead_running(&ns, "delta").await;
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..4).map(|i| format!("d{i}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "delta", None)).collect()).await;
+    // Two run (forever), two wait for a slot.
+    wait_for(&ns.api::<Team>(), "delta", TIMEOUT, "two members running and two queued", |t| {
+        t.status.as_ref().is_some_and(|s| s.starting + s.active == 2 && s.queued == 2)
+    })
+    .await;
+    let tasks: Api<TeamTask> = ns.api();
+    tasks.create(&PostParams::default(), &task("open", "delta", None, &[])).await.expect("task");
+    wait_for(&tasks, "open", TIMEOUT, "pending", |t| t.status.as_ref().is_some_and(|s| s.state == Some(TaskState::Pending))).await;
+
+    // Watch the members' phases until they are gone with the Team.
+    let last_phase: Arc<Mutex<HashMap<String, MemberPhase>>> = Arc::default();
+    let lp = last_phase.clone();
+    let mwatch = tokio::spawn({
+        let members = members.clone();
+        async move {
+            let mut events = std::pin::pin!(watcher::watcher(members, watcher::Config::default()).default_backoff().applied_objects());
+            while let Some(Ok(m)) = events.next().await {
+                lp.lock().expect("phases").insert(m.name_any(), m.phase());
+            }
+        }
+    });
+    let ttask = tasks.clone();
+    let task_watch = tokio::spawn(async move { wait_for(&ttask, "open", LONG, "failed by the disband", |t| t.state() == TaskState::Failed).await });
+
+    let t = ns.api::<Team>().get("delta").await.expect("team");
+    ns.api::<Team>().delete("delta", &DeleteParams::background()).await.expect("delete team");
+    wait_deleted(&ns.api::<Team>(), "delta", t.uid().as_deref(), LONG, "the Team to go after disbanding").await;
+    let failed_task = task_watch.await.expect("task watch");
+    assert_eq!(failed_task.status.and_then(|s| s.reason).as_deref(), Some("TeamDisbanded"));
+
+    // GC removes the members and their pods once the Team is gone.
+    for n in &names {
+        wait_deleted(&members, n, None, LONG, "the member to be garbage-collected").await;
+    }
+    mwatch.abort();
+    let phases = last_phase.lock().expect("phases").clone();
+    for n in &names {
+        assert_eq!(phases.get(n), Some(&MemberPhase::Cancelled), "member {n} must end Cancelled; saw {phases:?}");
+    }
+    let pods: Api<Pod> = ns.api();
+    let left = pods.list(&ListParams::default().labels("agentteams.dev/team=delta")).await.expect("pods");
+    for p in left.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        panic!("pod {} survived the disband", p.name_any());
+    }
+    let mut redis = s.redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name())).query_async(&mut redis).await.expect("keys");
+    assert!(keys.is_empty(), "the team's Redis keys must be removed: {keys:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn lead_finishing_disbands_the_team_and_refuses_new_members() {
+    let (_s, ns, _op) = setup("leadend", 10).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("eps", 2)).await.expect("team");
+    lead_running(&ns, "eps").await;
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("worker", "eps", None)).await.expect("member");
+    let lead = wait_for(&members, "eps-lead", TIMEOUT, "the lead's pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some())).await;
+    wait_for(&members, "worker", TIMEOUT, "Active", |m| phase(m) == MemberPhase::Active).await;
+    set_sim_exit(&ns.api(), lead.status.and_then(|s| s.pod_name).as_deref().expect("pod"), 0, None).await;
+
+    let t = wait_for(&ns.api::<Team>(), "eps", TIMEOUT, "Disbanded", |t| t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)).await;
+    let cond = t.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Disbanded").expect("Disbanded condition");
+    assert_eq!(cond.reason, "LeadCompleted");
+    wait_for(&members, "worker", TIMEOUT, "Cancelled", |m| phase(m) == MemberPhase::Cancelled).await;
+
+    // Rule 5: a disbanded team takes no new members or tasks.
+    members.create(&PostParams::default(), &member("late", "eps", None)).await.expect("member");
+    let late = wait_for(&members, "late", TIMEOUT, "refused", |m| phase(m).is_terminal()).await;
+    assert_eq!(late.status.as_ref().and_then(|s| s.reason.as_deref()), Some("TeamDisbanded"), "{late:?}");
+    let tasks: Api<TeamTask> = ns.api();
+    tasks.create(&PostParams::default(), &task("late-task", "eps", None, &[])).await.expect("task");
+    let lt = wait_for(&tasks, "late-task", TIMEOUT, "refused", |t| t.state() == TaskState::Failed).await;
+    assert_eq!(lt.status.and_then(|s| s.reason).as_deref(), Some("TeamDisbanded"));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn members_and_tasks_of_a_missing_team_are_refused() {
+    let (_s, ns, _op) = setup("missing", 10).await;
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("orphan", "nosuchteam", None)).await.expect("member");
+    let m = wait_for(&members, "orphan", TIMEOUT, "Failed", |m| phase(m) == MemberPhase::Failed).await;
+    let st = m.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("TeamNotFound"));
+    assert!(st.message.unwrap_or_default().contains("nosuchteam"));
+    let tasks: Api<TeamTask> = ns.api();
+    tasks.create(&PostParams::default(), &task("orphan-task", "nosuchteam", None, &[])).await.expect("task");
+    let t = wait_for(&tasks, "orphan-task", TIMEOUT, "failed", |t| t.state() == TaskState::Failed).await;
+    assert_eq!(t.status.and_then(|s| s.reason).as_deref(), Some("TeamNotFound"));
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn task_dependencies_block_until_done_and_failure_propagates() {
+    let (_s, ns, _op) = setup("deps", 10).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("zeta", 2)).await.expect("team");
+    let tasks: Api<TeamTask> = ns.api();
+    for t in [task("a", "zeta", None, &[]), task("b", "zeta", None, &["a"]), task("c", "zeta", None, &["b"])] {
+        tasks.create(&PostParams::default(), &t).await.expect("task");
+    }
+    let blocked = |t: &TeamTask| t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Blocked" && c.status == "True"));
+    wait_for(&tasks, "b", TIMEOUT, "Blocked on a", blocked).await;
+    tasks.patch_status("a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "completed"}}))).await.expect("complete a");
+    wait_for(&tasks, "b", TIMEOUT, "unblocked", |t| !blocked(t) && t.status.is_some()).await;
+    tasks.patch_status("b", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "failed"}}))).await.expect("fail b");
+    let c = wait_for(&tasks, "c", TIMEOUT, "failed by its dependency", |t| t.state() == TaskState::Failed).await;
+    assert_eq!(c.status.and_then(|s| s.reason).as_deref(), Some("DependencyFailed"));
+    // A final state is final: the API server refuses moving it back.
+    let err = tasks.patch_status("c", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "pending"}}))).await.expect_err("final");
+    assert!(err.to_string().contains("status.state"), "{err}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn killed_operator_restarts_without_duplicate_pods_or_cap_breach() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "restart").await;
+    let (ledger, watch) = watch_pods(ns.api());
+    let mut first = Operator::start(ns.name(), 10);
+    ns.api::<Team>().create(&PostParams::default(), &team("eta", 4)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "eta", Some((0, "2s")))).collect()).await;
+    // Kill -9 once the first wave is running.
+    wait_for(&members, "r00", LONG, "Active", |m| matches!(phase(m), MemberPhase::Active | MemberPhase::Completed)).await;
+    first.kill().await;
+    let _second = Operator::start(ns.name(), 10);
+    wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
+    let l = ledger.lock().expect("ledger");
+    assert!(l.max_live <= 4, "cap of 4 breached across the restart: {}", l.max_live);
+    for (member, uids) in &l.uids_per_member {
+        assert_eq!(uids.len(), 1, "member {member} got {} pods", uids.len());
+    }
+    assert_eq!(l.uids_per_member.len(), 12);
+    drop(l);
+    watch.abort();
+    ns.cleanup().await;
+}

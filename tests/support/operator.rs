@@ -1,0 +1,49 @@
+//! The operator under test, run as its real binary (`team-operator controller`) scoped to the
+//! test's namespace, so suites run side by side and a test can kill -9 it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// A running `team-operator controller` process; killed when dropped.
+pub struct Operator {
+    child: Child,
+    /// Where its log goes (kept after the test for post-mortems).
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the controller for namespace `ns` with the operator-wide cap `max_agents`.
+    pub fn start(ns: &str, max_agents: u32) -> Self {
+        Self::start_with(ns, max_agents, &[])
+    }
+
+    /// Like [`Operator::start`], with extra flags.
+    pub fn start_with(ns: &str, max_agents: u32, extra: &[&str]) -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)));
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
+            .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string(), "--metrics-addr", "127.0.0.1:0"])
+            .args(["--unschedulable-deadline-seconds", "20"])
+            .args(extra)
+            .env("KUBECONFIG", super::kubeconfig_path())
+            .env("TEAM_OPERATOR_REDIS_URL", super::redis_url())
+            .env("RUST_LOG", "info,team_operator=debug,kube_runtime=warn")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap_or_else(|e| panic!("log file: {e}")))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting team-operator: {e}"));
+        Self { child, log }
+    }
+
+    /// kill -9, as a crash or a node loss would.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}

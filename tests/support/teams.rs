@@ -1,0 +1,70 @@
+//! Builders of Teams, Members and TeamTasks, so a test reads in a few lines.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Toleration};
+use team_operator::api::{AgentType, LeadSpec, Member, MemberSpec, PodOverrides, Team, TeamSpec, TeamTask, TeamTaskSpec};
+
+/// Tolerations that let pods onto the kwok nodes.
+fn kwok_tolerations() -> Vec<Toleration> {
+    vec![Toleration { key: Some("kwok.x-k8s.io/node".into()), operator: Some("Exists".into()), effect: Some("NoSchedule".into()), ..Default::default() }]
+}
+
+/// An agent type whose pods run on kwok nodes.
+pub fn agent_type(name: &str) -> AgentType {
+    AgentType {
+        name: name.into(),
+        model: Some("test-model".into()),
+        memory: Default::default(),
+        template: PodTemplateSpec {
+            metadata: None,
+            spec: Some(PodSpec {
+                containers: vec![Container { name: "agent".into(), image: Some("scripted-agent:test".into()), ..Default::default() }],
+                tolerations: Some(kwok_tolerations()),
+                node_selector: Some([("type".to_owned(), "kwok".to_owned())].into()),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+/// A team led by agent type `lead`, with specialists of type `general`.
+pub fn team(name: &str, max_agents: i32) -> Team {
+    Team::new(name, TeamSpec {
+        max_agents,
+        member_timeout_seconds: 30,
+        lead: LeadSpec { agent: "lead".into(), prompt: Some("lead the team".into()), pod_name: None },
+        agents: vec![agent_type("lead"), agent_type("general")],
+        memory: Default::default(),
+    })
+}
+
+/// A specialist of `team` whose simulated agent runs `duration` and exits with `exit_code`
+/// (None: runs until told otherwise).
+pub fn member(name: &str, team: &str, exit: Option<(i32, &str)>) -> Member {
+    let mut annotations = BTreeMap::new();
+    if let Some((code, duration)) = exit {
+        annotations.insert(super::SIM_EXIT_CODE.to_owned(), code.to_string());
+        annotations.insert(super::SIM_DURATION.to_owned(), duration.to_owned());
+    }
+    Member::new(name, MemberSpec {
+        team: team.into(),
+        agent: "general".into(),
+        role: Default::default(),
+        prompt: format!("work as {name}"),
+        model: None,
+        pod: Some(PodOverrides { annotations, ..Default::default() }),
+    })
+}
+
+/// A task of `team` owned by `owner`.
+pub fn task(name: &str, team: &str, owner: Option<&str>, depends_on: &[&str]) -> TeamTask {
+    TeamTask::new(name, TeamTaskSpec {
+        team: team.into(),
+        subject: format!("subject of {name}"),
+        description: String::new(),
+        owner: owner.map(str::to_owned),
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        metadata: Default::default(),
+    })
+}
