@@ -385,6 +385,8 @@ status() {
 env_lines() {
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
   echo "export TEAM_OPERATOR_REDIS_URL=$REDIS_URL"
+  # The built kubectl and helm first: the preinstalled kubectl is outside 1.36's version skew.
+  echo "export PATH=$BIN_DIR:\$PATH"
 }
 
 case ${1:-} in

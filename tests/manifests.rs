@@ -1,0 +1,105 @@
+//! What a user sees at `kubectl apply` time: the generated CRDs are current, the example applies,
+//! and invalid manifests are refused with a message naming the field and the rule.
+mod support;
+
+use std::process::Command;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::{json, Value};
+use support::*;
+
+#[test]
+fn committed_crds_match_the_types() {
+    let out = Command::new(env!("CARGO_BIN_EXE_team-operator"))
+        .args(["crd", "--check", "--out", concat!(env!("CARGO_MANIFEST_DIR"), "/crds")])
+        .output()
+        .expect("run team-operator crd");
+    assert!(out.status.success(), "crds/ is stale; run `cargo run -- crd`: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn api(client: &kube::Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("agentteams.dev", "v1alpha1", kind));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn team(spec: Value) -> Value {
+    json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Team", "metadata": { "name": "t" }, "spec": spec })
+}
+
+fn good_spec() -> Value {
+    json!({
+        "maxAgents": 2,
+        "lead": { "agent": "lead" },
+        "agents": [{ "name": "lead", "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } }],
+    })
+}
+
+/// Creates `obj` and returns the API server's refusal message.
+async fn refusal(api: &Api<DynamicObject>, obj: Value) -> String {
+    let obj: DynamicObject = serde_json::from_value(obj).expect("object");
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(o) => panic!("the API server accepted an invalid object: {o:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "manifests").await;
+    let teams = api(&s.client, ns.name(), "Team");
+    let members = api(&s.client, ns.name(), "Member");
+
+    let mut zero = good_spec();
+    zero["maxAgents"] = json!(0);
+    let msg = refusal(&teams, team(zero)).await;
+    assert!(msg.contains("spec.maxAgents") && msg.contains("greater than or equal to 1"), "{msg}");
+
+    let mut typo = good_spec();
+    typo["agents"][0]["memory"] = json!("locl");
+    let msg = refusal(&teams, team(typo)).await;
+    assert!(msg.contains("spec.agents[0].memory") && msg.contains("Unsupported value"), "{msg}");
+
+    let mut bad_lead = good_spec();
+    bad_lead["lead"]["agent"] = json!("boss");
+    let msg = refusal(&teams, team(bad_lead)).await;
+    assert!(msg.contains("spec.lead.agent must name one of spec.agents"), "{msg}");
+
+    let mut bad_name = good_spec();
+    bad_name["agents"][0]["name"] = json!("Lead_Agent");
+    let msg = refusal(&teams, team(bad_name)).await;
+    assert!(msg.contains("spec.agents[0].name") && msg.contains("should match"), "{msg}");
+
+    let no_team = json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "agent": "lead" } });
+    let msg = refusal(&members, no_team).await;
+    assert!(msg.contains("spec.team") && msg.contains("Required value"), "{msg}");
+
+    // spec.team is immutable once set.
+    let m = json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "team": "t", "agent": "lead" } });
+    members.create(&PostParams::default(), &serde_json::from_value(m).expect("member")).await.expect("valid member");
+    let err = members
+        .patch("m", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "team": "other" } })))
+        .await
+        .expect_err("team is immutable");
+    assert!(err.to_string().contains("spec.team is immutable"), "{err}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_spec_review_example_applies_with_kubectl() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "example").await;
+    let out = Command::new("kubectl")
+        .args(["apply", "-n", ns.name(), "-f", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spec-review.yaml")])
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .expect("run kubectl (the stack's, from `hack/stack.sh env`)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "kubectl apply failed: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("team.agentteams.dev/spec-review created"), "{stdout}");
+    assert_eq!(stdout.matches("member.agentteams.dev/").count(), 5, "{stdout}");
+    ns.cleanup().await;
+}
