@@ -32,6 +32,37 @@ pub struct ControllerArgs {
     /// Address of /metrics, /readyz and /livez.
     #[arg(long, env = "TEAM_OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8081")]
     pub metrics_addr: SocketAddr,
+    /// Reconcile only while holding the Lease, so several replicas can run.
+    #[arg(long, env = "TEAM_OPERATOR_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the Lease (defaults to POD_NAMESPACE, else `default`).
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_NAME", default_value = "team-operator-controller")]
+    pub lease_name: String,
+    /// Seconds a lease stays valid after its last renewal: how long a dead leader blocks others.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease (defaults to POD_NAME, else the host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl ControllerArgs {
+    /// The lease settings, when leader election is on.
+    pub fn lease(&self) -> Option<crate::controller::leader::LeaseSettings> {
+        self.leader_election.then(|| crate::controller::leader::LeaseSettings {
+            namespace: self.lease_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok()).unwrap_or_else(|| "default".into()),
+            name: self.lease_name.clone(),
+            identity: self.identity.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            }),
+            duration_seconds: self.lease_duration_seconds,
+            grace_seconds: (self.lease_duration_seconds / 3).max(1),
+        })
+    }
 }
 
 /// Settings of `team-operator gateway`.

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod context;
 pub mod disband;
 pub mod error;
+pub mod leader;
 pub mod member;
 pub mod member_status;
 pub mod pod;
@@ -40,9 +41,18 @@ use context::Context;
 /// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
 pub const MANAGER: &str = "team-operator";
 
-/// Runs the controller until the process gets SIGTERM or a component fails.
+/// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
+/// only while this process holds the Lease.
 pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    match args.lease() {
+        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics)).await,
+        None => reconcile_all(client, args, metrics).await,
+    }
+}
+
+/// Starts the watches, the reconcilers and the admission task.
+async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(BusConfig { cluster: args.redis_cluster, ..BusConfig::from_url(args.redis_url.clone()) }).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));

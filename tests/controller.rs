@@ -322,3 +322,42 @@ async fn killed_operator_restarts_without_duplicate_pods_or_cap_breach() {
     watch.abort();
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "leader").await;
+    let (ledger, watch) = watch_pods(ns.api());
+    let replica = |id: &str| {
+        Operator::start_with(ns.name(), 10, &["--leader-election", "--lease-namespace", ns.name(), "--lease-name", "ctl", "--identity", id, "--lease-duration-seconds", "6"])
+    };
+    let mut a = replica("replica-a");
+    let leases: Api<Lease> = ns.api();
+    let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    wait_for(&leases, "ctl", TIMEOUT, "replica-a to hold the lease", |l| holder(l).as_deref() == Some("replica-a")).await;
+    let b = replica("replica-b");
+
+    ns.api::<Team>().create(&PostParams::default(), &team("theta", 4)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..12).map(|i| format!("l{i:02}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "theta", Some((0, "2s")))).collect()).await;
+    wait_for(&members, "l00", LONG, "Active", |m| matches!(phase(m), MemberPhase::Active | MemberPhase::Completed)).await;
+    let follower_log = std::fs::read_to_string(&b.log).expect("follower log");
+    assert!(follower_log.contains("waiting for the lease") && !follower_log.contains("acquired the lease"), "the follower must not reconcile: {follower_log}");
+
+    // kill -9 the leader mid-run: the follower takes over once the lease expires.
+    a.kill().await;
+    let started = std::time::Instant::now();
+    wait_for(&leases, "ctl", Duration::from_secs(30), "replica-b to take the lease", |l| holder(l).as_deref() == Some("replica-b")).await;
+    let takeover = started.elapsed();
+    assert!(takeover <= Duration::from_secs(6 + 5), "takeover took {takeover:?}, lease is 6s");
+    wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
+    let l = ledger.lock().expect("ledger");
+    assert!(l.max_live <= 4, "cap of 4 breached across the failover: {}", l.max_live);
+    assert!(l.uids_per_member.values().all(|u| u.len() == 1), "a member got a second pod: {:?}", l.uids_per_member);
+    drop(l);
+    watch.abort();
+    ns.cleanup().await;
+}

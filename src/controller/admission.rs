@@ -229,6 +229,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
         })
         .collect();
 
+    record_gauges(ctx, &views, &live);
     let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
     if decided.names.is_empty() && decided.admit.is_empty() {
         return;
@@ -277,6 +278,32 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
         .await;
     for k in failed {
         pending.pods.remove(&k);
+    }
+}
+
+/// Members per phase and slots in use, as of this round.
+fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usize>) {
+    use crate::metrics::PhaseLabel;
+    let mut per_phase: HashMap<MemberPhase, i64> = HashMap::new();
+    for v in views {
+        *per_phase.entry(v.phase).or_default() += 1;
+    }
+    for phase in [MemberPhase::Queued, MemberPhase::Starting, MemberPhase::Active, MemberPhase::Idle, MemberPhase::Completed, MemberPhase::Failed, MemberPhase::Cancelled] {
+        let label = PhaseLabel { phase: phase_name(phase) };
+        ctx.metrics.members.get_or_create(&label).set(per_phase.get(&phase).copied().unwrap_or(0));
+    }
+    ctx.metrics.slots_in_use.set(i64::try_from(live.values().sum::<usize>()).unwrap_or(i64::MAX));
+}
+
+fn phase_name(p: MemberPhase) -> &'static str {
+    match p {
+        MemberPhase::Queued => "Queued",
+        MemberPhase::Starting => "Starting",
+        MemberPhase::Active => "Active",
+        MemberPhase::Idle => "Idle",
+        MemberPhase::Completed => "Completed",
+        MemberPhase::Failed => "Failed",
+        MemberPhase::Cancelled => "Cancelled",
     }
 }
 
