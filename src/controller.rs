@@ -76,6 +76,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         members: members.store.clone(),
         pods: pods.store.clone(),
         tasks: tasks.store.clone(),
+        failures: Default::default(),
     });
 
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
@@ -173,14 +174,18 @@ fn timed<K, F, Fut>(f: F, kind: &'static str) -> impl Fn(Arc<K>, Arc<Context>) -
 where
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,
-    K: Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
 {
     move |obj, ctx| {
         let f = f.clone();
         Box::pin(async move {
             let start = Instant::now();
             let metrics = ctx.metrics.clone();
-            let out = f(obj, ctx).await;
+            let key = backoff_key(obj.as_ref());
+            let out = f(obj, ctx.clone()).await;
+            if out.is_ok() {
+                ctx.reset_backoff(&key);
+            }
             metrics.reconciles.get_or_create(&KindLabel { kind }).inc();
             metrics.reconcile_duration.get_or_create(&KindLabel { kind }).observe(start.elapsed().as_secs_f64());
             if let Err(e) = &out {
@@ -191,11 +196,16 @@ where
     }
 }
 
-/// Retries a failed reconcile after a short delay; conflicts and transient API or Redis errors
-/// clear up on their own, and the watch re-triggers sooner on any change.
-fn error_policy<K: Resource>(_obj: Arc<K>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(error = %err, category = err.category(), "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// Retries a failed reconcile with a per-object exponential backoff (1 s doubling to 5 min);
+/// a change to the object retries it sooner, and a success resets the backoff.
+fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(backoff_key(obj.as_ref()));
+    warn!(error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }
 
 /// Waits until the CRDs are installed and served (the chart or `kubectl apply -f crds/` installs

@@ -27,9 +27,25 @@ pub struct Context {
     pub members: Store<Member>,
     pub pods: Store<Pod>,
     pub tasks: Store<TeamTask>,
+    /// Consecutive failures per object, for the error policy's backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
+    /// Delay before retrying `key` after another failure: 1 s doubling up to 5 min.
+    pub fn backoff(&self, key: String) -> std::time::Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = failures.entry(key).or_default();
+        *n = n.saturating_add(1);
+        std::time::Duration::from_secs((1u64 << (*n - 1).min(9)).min(300))
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.remove(key);
+    }
+
     /// Publishes an Event on `obj`; a failure to record is logged, never fails the reconcile.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
         let ev = Event {
