@@ -22,3 +22,9 @@ stack-status: ## health of each stack component
 
 test: ## all cargo tests against the local stack (starts/stops it if it was not up)
 	hack/test.sh
+
+# --- benchmarks ------------------------------------------------------------------------------
+
+.PHONY: bench
+bench: ## P1–P4 benchmarks on the running stack; table + bench/results/latest.json (BENCH_ARGS=--quick)
+	cargo bench --bench fleet -- $(BENCH_ARGS)

@@ -6,6 +6,8 @@
 #   hack/stack.sh down     stop the processes this script recorded, wipe etcd and redis data
 #   hack/stack.sh status   health of each component (exit 1 if any is down)
 #   hack/stack.sh env      print `export KUBECONFIG=… TEAM_OPERATOR_REDIS_URL=…` lines
+#   hack/stack.sh restart-kcm  restart only kube-controller-manager, with KCM_KUBE_API_QPS /
+#                          KCM_KUBE_API_BURST from the environment (the benchmarks use it)
 #
 # State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
 # Tunables (env): KWOK_NODES, *_PORT, KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
@@ -389,10 +391,23 @@ env_lines() {
   echo "export PATH=$BIN_DIR:\$PATH"
 }
 
+# Restarts kube-controller-manager alone (e.g. with other client rate limits); the rest of the
+# stack and its data stay.
+restart_kcm() {
+  require_binaries
+  stop_one kube-controller-manager
+  port_free kube-controller-manager
+  log "starting kube-controller-manager (kube-api-qps $KCM_KUBE_API_QPS, burst $KCM_KUBE_API_BURST)"
+  start_kube-controller-manager
+  wait_healthy kube-controller-manager
+  log "kube-controller-manager healthy"
+}
+
 case ${1:-} in
   up) up ;;
+  restart-kcm) restart_kcm ;;
   down) down ;;
   status) status ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart-kcm" >&2; exit 2 ;;
 esac
