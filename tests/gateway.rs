@@ -148,7 +148,11 @@ async fn authorization() {
 
     // No token, a forged token, a token for another audience.
     assert_error(&call(&gw.url, None, "send_message", json!({ "to": "lead", "body": "x" })).await, 401, "unauthenticated", "Authorization");
-    let forged = format!("{}x", &member_x[..member_x.len() - 1]);
+    // A forged signature: the real one reversed (changing only its last character may not change
+    // the decoded bytes, since base64's last character carries padding bits).
+    let (signed, signature) = member_x.rsplit_once('.').expect("a JWT");
+    let forged = format!("{signed}.{}", signature.chars().rev().collect::<String>());
+    assert_ne!(forged, member_x);
     assert_error(&call(&gw.url, Some(&forged), "get", json!({ "kind": "teams" })).await, 401, "unauthenticated", "not accepted");
     assert_error(&call(&gw.url, Some("garbage"), "get", json!({ "kind": "teams" })).await, 401, "unauthenticated", "not accepted");
     let (s_mcp, _) = raw(&gw.url, None, "/mcp", br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec()).await;

@@ -535,7 +535,7 @@ async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTaskArgs) -> Re
             let subject = a.subject.filter(|s| !s.trim().is_empty()).ok_or_else(|| ApiError::invalid("team_task: `subject` is required for create"))?;
             for dep in &a.depends_on {
                 let found = api.get_opt(dep).await.map_err(|e| ApiError::from_kube(e, "reading a dependency"))?;
-                if !found.is_some_and(|d| d.spec.team == team) {
+                if found.is_none_or(|d| d.spec.team != team) {
                     return Err(ApiError::invalid(format!("team_task: dependency {dep} is not a task of team {team}")));
                 }
             }
