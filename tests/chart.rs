@@ -1,0 +1,591 @@
+//! The Helm chart (charts/team-operator) against the real stack: it lints clean, renders to
+//! objects the API server accepts (under the restricted Pod Security level), installs, refuses bad
+//! values naming the key, and its RBAC is enough for the controller and the gateway — proven by
+//! impersonating the chart's ServiceAccounts, including a real controller run — and no more.
+//!
+//! Needs `helm` and `kubectl` on PATH: `eval "$(hack/stack.sh env)"`.
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event as EventV1;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+use support::*;
+use team_operator::api::{Member, Team, TeamPhase};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/team-operator");
+
+// --- tools -------------------------------------------------------------------------------------
+
+/// Runs `tool args…` (with `stdin` piped in if given) against the stack's kubeconfig.
+fn run(tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut cmd = Command::new(tool);
+    cmd.args(args)
+        .env("KUBECONFIG", kubeconfig_path())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "`{tool}` is not on PATH: run `eval \"$(hack/stack.sh env)\"` (it puts the stack's kubectl and helm there)"
+        ),
+        Err(e) => panic!("cannot run {tool}: {e}"),
+    };
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).unwrap_or_else(|e| panic!("writing to {tool}: {e}"));
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {tool}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `run` that must succeed.
+fn ok(tool: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let out = run(tool, args, stdin);
+    assert!(out.status.success(), "`{tool} {}` failed:\n{}", args.join(" "), text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The chart's base name for a release (see `team-operator.fullname`).
+fn fullname(release: &str) -> String {
+    if release.contains("team-operator") { release.to_owned() } else { format!("{release}-team-operator") }
+}
+
+/// A Helm release in its own test namespace, uninstalled by [`Release::uninstall`], or on drop if
+/// the test fails first (the chart makes cluster-scoped objects, which deleting the namespace
+/// would leave behind).
+struct Release {
+    ns: Option<TestNamespace>,
+    name: String,
+}
+
+impl Release {
+    async fn install(client: &Client, prefix: &str, set: &[&str]) -> Self {
+        let ns = TestNamespace::new(client, prefix).await;
+        let name = ns.name().to_owned();
+        let mut args = vec!["install", &name, CHART, "--namespace", ns.name()];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        let out = ok("helm", &args, None);
+        assert!(out.contains("STATUS: deployed"), "helm install did not deploy:\n{out}");
+        Release { ns: Some(ns), name }
+    }
+
+    fn ns(&self) -> &str {
+        self.ns.as_ref().map(|n| n.name()).unwrap_or_default()
+    }
+
+    fn fullname(&self) -> String {
+        fullname(&self.name)
+    }
+
+    fn service_account(&self, component: &str) -> String {
+        format!("system:serviceaccount:{}:{}-{component}", self.ns(), self.fullname())
+    }
+
+    async fn uninstall(mut self) {
+        ok("helm", &["uninstall", &self.name, "--namespace", self.ns()], None);
+        if let Some(ns) = self.ns.take() {
+            ns.cleanup().await;
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.ns.is_some() {
+            let _ = run("helm", &["uninstall", &self.name, "--namespace", self.ns()], None);
+        }
+    }
+}
+
+/// A client of the stack's API server acting as `user` (impersonation).
+async fn impersonating(user: &str) -> Client {
+    let path = kubeconfig_path();
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
+    config.auth_info.impersonate = Some(user.to_owned());
+    Client::try_from(config).expect("impersonating client")
+}
+
+/// One access check: verb, API group, resource (`pods`, `members/status`), namespace, name.
+type Access<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>);
+
+/// Asks the API server (SelfSubjectAccessReview, as the impersonated user) whether each access is
+/// allowed; fails listing every answer that is not `expect`.
+async fn assert_access(client: &Client, who: &str, expect: bool, checks: &[Access<'_>]) {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut wrong = Vec::new();
+    for (verb, group, resource, namespace, name) in checks {
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, s)) => (r, Some(s.to_string())),
+            None => (*resource, None),
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_string()),
+                    group: Some(group.to_string()),
+                    resource: Some(resource.to_string()),
+                    subresource: subresource.clone(),
+                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                    name: name.map(str::to_owned),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let done = api.create(&PostParams::default(), &review).await.unwrap_or_else(|e| panic!("SelfSubjectAccessReview as {who}: {e}"));
+        let allowed = done.status.as_ref().is_some_and(|s| s.allowed);
+        if allowed != expect {
+            let sub = subresource.map(|s| format!("/{s}")).unwrap_or_default();
+            wrong.push(format!("{verb} {resource}{sub}.{group} in {namespace:?} name {name:?}: allowed={allowed}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{who}: expected allowed={expect}, but:\n  {}", wrong.join("\n  "));
+}
+
+fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>, what: &str) {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+fn agentteams(client: &Client, ns: &str, kind: &str) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("agentteams.dev", "v1alpha1", kind));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+fn team(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "agentteams.dev/v1alpha1",
+        "kind": "Team",
+        "metadata": { "name": name },
+        "spec": {
+            "maxAgents": 2,
+            "lead": { "agent": "lead" },
+            "agents": [{ "name": "lead", "template": { "spec": {
+                "nodeSelector": { "type": "kwok" },
+                "tolerations": [{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }],
+                "containers": [{ "name": "agent", "image": "agentteams.dev/sim-agent:latest" }],
+            } } }],
+        },
+    }))
+    .expect("team")
+}
+
+// --- tests without the stack --------------------------------------------------------------------
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let list = |dir: PathBuf| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .map(|p| (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), std::fs::read(&p).unwrap_or_default()))
+            .collect();
+        files.sort();
+        files
+    };
+    let top = list(root.join("crds"));
+    let chart = list(root.join("charts/team-operator/crds"));
+    let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&chart), names(&top), "charts/team-operator/crds/ must hold the same files as crds/: run `cp crds/*.yaml charts/team-operator/crds/`");
+    for ((name, a), (_, b)) in top.iter().zip(&chart) {
+        assert!(a == b, "charts/team-operator/crds/{name} differs from crds/{name}: run `cp crds/*.yaml charts/team-operator/crds/`");
+    }
+}
+
+#[test]
+fn helm_lint_is_clean() {
+    for set in [
+        vec![],
+        vec!["redis.bundled=false", "redis.url=redis://:pw@redis.example:6379"],
+        vec!["redis.bundled=false", "redis.existingSecret=my-redis", "redis.cluster=true", "watchNamespace=teams"],
+        vec!["controller.leaderElection.enabled=false", "controller.replicas=1", "gateway.podDisruptionBudget.enabled=false", "networkPolicy.enabled=false"],
+    ] {
+        let mut args = vec!["lint", "--strict", CHART];
+        for s in &set {
+            args.extend(["--set", s]);
+        }
+        let out = ok("helm", &args, None);
+        assert!(!out.contains("[WARNING]") && !out.contains("[ERROR]"), "helm lint {set:?}:\n{out}");
+    }
+}
+
+#[test]
+fn bad_values_are_refused_naming_the_key() {
+    for (set, key) in [
+        ("controller.maxAgents=0", "/controller/maxAgents"),
+        ("unknownKey=1", "unknownKey"),
+        ("controller.maxAgent=3", "maxAgent"),
+        ("gateway.service.typ=NodePort", "typ"),
+        ("redis.persistence.sise=2Gi", "sise"),
+        ("gateway.port=0", "/gateway/port"),
+        ("logFormat=yaml", "/logFormat"),
+        ("redis.bundled=false", "/redis/url"),
+        ("redis.url=http://redis:6379", "/redis/url"),
+    ] {
+        let out = run("helm", &["template", "t", CHART, "--set", set], None);
+        let msg = text(&out);
+        assert!(!out.status.success(), "helm template --set {set} was accepted");
+        assert!(msg.contains("values don't meet the specifications of the schema"), "--set {set}: not refused by the schema:\n{msg}");
+        assert!(msg.contains(key), "--set {set}: the refusal does not name {key}:\n{msg}");
+    }
+}
+
+// --- tests on the stack -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rendered_chart_passes_server_dry_run_under_restricted_pod_security() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "chart-dry-run").await;
+    let labels = json!({ "metadata": { "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/warn": "restricted",
+    } } });
+    Api::<Namespace>::all(s.client.clone()).patch(ns.name(), &PatchParams::default(), &Patch::Merge(&labels)).await.expect("label namespace");
+
+    for set in [
+        vec![],
+        vec!["redis.bundled=false", "redis.url=redis://redis.example:6379"],
+        vec!["watchNamespace=NS", "redis.bundled=false", "redis.existingSecret=r", "gateway.service.type=NodePort"],
+    ] {
+        let set: Vec<String> = set.iter().map(|s| s.replace("NS", ns.name())).collect();
+        let mut args = vec!["template", "dry", CHART, "--namespace", ns.name()];
+        for s in &set {
+            args.extend(["--set", s]);
+        }
+        let manifest = ok("helm", &args, None);
+        let out = run("kubectl", &["apply", "--dry-run=server", "--namespace", ns.name(), "-f", "-"], Some(manifest.as_bytes()));
+        let msg = text(&out);
+        assert!(out.status.success(), "kubectl apply --dry-run=server of the chart ({set:?}) failed:\n{msg}");
+        assert!(!msg.contains("Warning"), "the chart ({set:?}) draws warnings (Pod Security restricted?):\n{msg}");
+        for kind in ["deployment.apps/dry-team-operator-controller", "deployment.apps/dry-team-operator-gateway", "service/dry-team-operator-gateway"] {
+            assert!(msg.contains(&format!("{kind} created (server dry run)")), "{kind} missing ({set:?}):\n{msg}");
+        }
+    }
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn helm_install_deploys_the_release() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-install", &[]).await;
+    let (ns, full) = (r.ns().to_owned(), r.fullname());
+    let c = &s.client;
+
+    let controller = Api::<Deployment>::namespaced(c.clone(), &ns).get(&format!("{full}-controller")).await.expect("controller Deployment");
+    assert_eq!(controller.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let pod = controller.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("controller pod spec");
+    let env: Vec<&str> = pod.containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
+    for var in ["POD_NAME", "POD_NAMESPACE", "TEAM_OPERATOR_LEADER_ELECTION", "TEAM_OPERATOR_LEASE_NAMESPACE", "TEAM_OPERATOR_REDIS_URL", "TEAM_OPERATOR_MAX_AGENTS", "TEAM_OPERATOR_GATEWAY_URL", "TEAM_OPERATOR_TEAMCTL_IMAGE"] {
+        assert!(env.contains(&var), "controller env lacks {var}: {env:?}");
+    }
+    assert_eq!(pod.service_account_name.as_deref(), Some(format!("{full}-controller").as_str()));
+    let sc = pod.containers[0].security_context.as_ref().expect("container securityContext");
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation, sc.run_as_non_root), (Some(true), Some(false), Some(true)));
+
+    Api::<Deployment>::namespaced(c.clone(), &ns).get(&format!("{full}-gateway")).await.expect("gateway Deployment");
+    let svc = Api::<Service>::namespaced(c.clone(), &ns).get(&format!("{full}-gateway")).await.expect("gateway Service");
+    assert_eq!(svc.spec.and_then(|s| s.ports).map(|p| p[0].port), Some(8080));
+    Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns).get(&format!("{full}-gateway")).await.expect("gateway PDB");
+    Api::<StatefulSet>::namespaced(c.clone(), &ns).get(&format!("{full}-redis")).await.expect("redis StatefulSet");
+    for sa in [format!("{full}-controller"), format!("{full}-gateway"), "team-operator-agent".into()] {
+        Api::<ServiceAccount>::namespaced(c.clone(), &ns).get(&sa).await.unwrap_or_else(|e| panic!("ServiceAccount {sa}: {e}"));
+    }
+    for name in [format!("{full}-controller"), format!("{full}-gateway"), format!("{full}-gateway-auth")] {
+        Api::<ClusterRole>::all(c.clone()).get(&name).await.unwrap_or_else(|e| panic!("ClusterRole {name}: {e}"));
+        Api::<ClusterRoleBinding>::all(c.clone()).get(&name).await.unwrap_or_else(|e| panic!("ClusterRoleBinding {name}: {e}"));
+    }
+    Api::<Role>::namespaced(c.clone(), &ns).get(&format!("{full}-controller-lease")).await.expect("lease Role");
+    Api::<RoleBinding>::namespaced(c.clone(), &ns).get(&format!("{full}-controller-lease")).await.expect("lease RoleBinding");
+
+    // The generated Redis password survives an upgrade (the pods' URL depends on it).
+    let secrets = Api::<Secret>::namespaced(c.clone(), &ns);
+    let password = |s: Secret| s.data.and_then(|d| d.get("redis-password").cloned()).map(|b| b.0).unwrap_or_default();
+    let before = password(secrets.get(&format!("{full}-redis")).await.expect("redis Secret"));
+    assert_eq!(before.len(), 32, "generated password");
+    ok("helm", &["upgrade", &r.name, CHART, "--namespace", &ns, "--set", "controller.maxAgents=5"], None);
+    let after = password(secrets.get(&format!("{full}-redis")).await.expect("redis Secret"));
+    assert_eq!(before, after, "helm upgrade changed the Redis password");
+
+    r.uninstall().await;
+}
+
+#[tokio::test]
+async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-rbac-ctl", &[]).await;
+    let teams_ns = TestNamespace::new(&s.client, "chart-rbac-teams").await;
+    let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
+    let lease = format!("{full}-controller");
+    let who = r.service_account("controller");
+    let ctl = impersonating(&who).await;
+
+    let g = "agentteams.dev";
+    assert_access(&ctl, &who, true, &[
+        ("list", g, "teams", "", None),
+        ("watch", g, "teams", "", None),
+        ("get", g, "teams", &tns, None),
+        ("patch", g, "teams", &tns, None),
+        ("patch", g, "teams/status", &tns, None),
+        ("list", g, "members", "", None),
+        ("watch", g, "members", "", None),
+        ("create", g, "members", &tns, None),
+        ("patch", g, "members", &tns, None),
+        ("patch", g, "members/status", &tns, None),
+        ("list", g, "teamtasks", "", None),
+        ("watch", g, "teamtasks", "", None),
+        ("patch", g, "teamtasks/status", &tns, None),
+        ("list", "", "pods", "", None),
+        ("watch", "", "pods", "", None),
+        ("get", "", "pods", &tns, None),
+        ("create", "", "pods", &tns, None),
+        ("patch", "", "pods", &tns, None),
+        ("delete", "", "pods", &tns, None),
+        ("create", "events.k8s.io", "events", &tns, None),
+        ("patch", "events.k8s.io", "events", &tns, None),
+        ("create", "coordination.k8s.io", "leases", &rel, None),
+        ("get", "coordination.k8s.io", "leases", &rel, Some(&lease)),
+        ("patch", "coordination.k8s.io", "leases", &rel, Some(&lease)),
+    ]).await;
+    assert_access(&ctl, &who, false, &[
+        ("create", g, "teams", &tns, None),
+        ("delete", g, "teams", &tns, None),
+        ("update", g, "teams", &tns, None),
+        ("delete", g, "members", &tns, None),
+        ("create", g, "teamtasks", &tns, None),
+        ("patch", g, "teamtasks", &tns, None),
+        ("update", "", "pods", &tns, None),
+        ("create", "", "pods/exec", &tns, None),
+        ("get", "", "secrets", &tns, None),
+        ("list", "", "secrets", "", None),
+        ("create", "apps", "deployments", &tns, None),
+        ("create", "", "serviceaccounts/token", &tns, None),
+        ("create", "", "events", &tns, None),
+        ("get", "coordination.k8s.io", "leases", &rel, Some("kube-scheduler")),
+        ("patch", "coordination.k8s.io", "leases", &tns, Some(&lease)),
+        ("create", "coordination.k8s.io", "leases", &tns, None),
+        ("create", "authentication.k8s.io", "tokenreviews", "", None),
+    ]).await;
+
+    // The calls themselves, as the controller makes them.
+    let teams_admin = agentteams(&s.client, &tns, "Team");
+    teams_admin.create(&PostParams::default(), &team("t")).await.expect("create Team as admin");
+    let teams = agentteams(&ctl, &tns, "Team");
+    let all_teams = Api::<Team>::all(ctl.clone()).list(&ListParams::default()).await.expect("list Teams cluster-wide");
+    assert!(all_teams.items.iter().any(|t| t.namespace().as_deref() == Some(tns.as_str())), "the Team is not in the cluster-wide list");
+    teams.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": ["agentteams.dev/disband"] } }))).await.expect("add the finalizer");
+    teams.patch_status("t", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Active" } }))).await.expect("patch Team status");
+    let members = agentteams(&ctl, &tns, "Member");
+    let lead = json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "t-lead" }, "spec": { "team": "t", "agent": "lead", "role": "Lead" } });
+    members.patch("t-lead", &PatchParams::apply("team-operator").force(), &Patch::Apply(&lead)).await.expect("server-side apply the lead Member");
+    members.patch_status("t-lead", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Queued" } }))).await.expect("patch Member status");
+    let pods: Api<Pod> = Api::namespaced(ctl.clone(), &tns);
+    let pod = kwok_pod("t-lead-x").label("app.kubernetes.io/managed-by", "team-operator").build();
+    pods.patch("t-lead-x", &PatchParams::apply("team-operator").force(), &Patch::Apply(&pod)).await.expect("server-side apply a member pod");
+    pods.get("t-lead-x").await.expect("get the pod");
+    pods.delete("t-lead-x", &DeleteParams::background()).await.expect("delete the pod");
+    let event: EventV1 = serde_json::from_value(json!({
+        "metadata": { "name": "t.rbac-check" },
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "team-operator", "reportingInstance": "test",
+        "action": "Check", "reason": "Check", "type": "Normal", "note": "rbac check",
+        "regarding": { "apiVersion": "agentteams.dev/v1alpha1", "kind": "Team", "namespace": tns, "name": "t" },
+    }))
+    .expect("event");
+    Api::<EventV1>::namespaced(ctl.clone(), &tns).create(&PostParams::default(), &event).await.expect("create an Event");
+    let leases: Api<Lease> = Api::namespaced(ctl.clone(), &rel);
+    let l: Lease = serde_json::from_value(json!({ "metadata": { "name": lease }, "spec": { "holderIdentity": "test" } })).expect("lease");
+    leases.create(&PostParams::default(), &l).await.expect("create the Lease");
+    leases.patch(&lease, &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "holderIdentity": "other" } }))).await.expect("patch the Lease");
+
+    // What the chart does not grant is refused.
+    let admin_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &tns);
+    let secret: Secret = serde_json::from_value(json!({ "metadata": { "name": "keep" }, "stringData": { "k": "v" } })).expect("secret");
+    admin_secrets.create(&PostParams::default(), &secret).await.expect("create a Secret as admin");
+    forbidden(Api::<Secret>::namespaced(ctl.clone(), &tns).delete("keep", &DeleteParams::default()).await, "controller deletes a Secret");
+    forbidden(Api::<Secret>::namespaced(ctl.clone(), &tns).get("keep").await, "controller reads a Secret");
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "d" },
+        "spec": { "selector": { "matchLabels": { "a": "b" } }, "template": { "metadata": { "labels": { "a": "b" } }, "spec": { "containers": [{ "name": "c", "image": "x" }] } } },
+    }))
+    .expect("deployment");
+    forbidden(Api::<Deployment>::namespaced(ctl.clone(), &tns).create(&PostParams::default(), &deploy).await, "controller creates a Deployment");
+    forbidden(teams.delete("t", &DeleteParams::default()).await, "controller deletes a Team");
+
+    teams_admin.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await.expect("drop the finalizer");
+    teams_ns.cleanup().await;
+    r.uninstall().await;
+}
+
+#[tokio::test]
+async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-rbac-gw", &[]).await;
+    let teams_ns = TestNamespace::new(&s.client, "chart-rbac-gw-teams").await;
+    let (rel, tns) = (r.ns().to_owned(), teams_ns.name().to_owned());
+    let who = r.service_account("gateway");
+    let gw = impersonating(&who).await;
+
+    let g = "agentteams.dev";
+    assert_access(&gw, &who, true, &[
+        ("create", "authentication.k8s.io", "tokenreviews", "", None),
+        ("create", "authorization.k8s.io", "subjectaccessreviews", "", None),
+        ("get", g, "teams", &tns, None),
+        ("list", g, "teams", &tns, None),
+        ("create", g, "teams", &tns, None),
+        ("delete", g, "teams", &tns, None),
+        ("create", g, "members", &tns, None),
+        ("list", g, "members", &tns, None),
+        ("watch", g, "members", &tns, None),
+        ("get", g, "teamtasks", &tns, None),
+        ("list", g, "teamtasks", &tns, None),
+        ("create", g, "teamtasks", &tns, None),
+        ("patch", g, "teamtasks", &tns, None),
+        ("patch", g, "teamtasks/status", &tns, None),
+        ("get", "", "pods", &tns, None),
+    ]).await;
+    assert_access(&gw, &who, false, &[
+        ("patch", g, "teams", &tns, None),
+        ("patch", g, "teams/status", &tns, None),
+        ("patch", g, "members", &tns, None),
+        ("patch", g, "members/status", &tns, None),
+        ("delete", g, "members", &tns, None),
+        ("delete", g, "teamtasks", &tns, None),
+        ("list", "", "pods", &tns, None),
+        ("create", "", "pods", &tns, None),
+        ("delete", "", "pods", &tns, None),
+        ("get", "", "secrets", &tns, None),
+        ("create", "events.k8s.io", "events", &tns, None),
+        ("create", "coordination.k8s.io", "leases", &rel, None),
+        ("create", "", "serviceaccounts/token", &tns, None),
+    ]).await;
+
+    // Calls as the gateway makes them: a TokenReview, a team_create, a spawn_member.
+    let review: k8s_openapi::api::authentication::v1::TokenReview =
+        serde_json::from_value(json!({ "spec": { "token": "not-a-token", "audiences": ["team-operator-gateway"] } })).expect("review");
+    let done = Api::all(gw.clone()).create(&PostParams::default(), &review).await.expect("create a TokenReview");
+    assert!(!done.status.is_some_and(|s| s.authenticated == Some(true)), "a junk token authenticated");
+    agentteams(&gw, &tns, "Team").create(&PostParams::default(), &team("t")).await.expect("create a Team");
+    let member: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member",
+        "metadata": { "generateName": "t-lead-" }, "spec": { "team": "t", "agent": "lead" },
+    }))
+    .expect("member");
+    agentteams(&gw, &tns, "Member").create(&PostParams::default(), &member).await.expect("create a Member");
+    forbidden(Api::<Pod>::namespaced(gw.clone(), &tns).create(&PostParams::default(), &kwok_pod("p").build()).await, "gateway creates a pod");
+    forbidden(Api::<Secret>::namespaced(gw.clone(), &tns).list(&ListParams::default()).await, "gateway lists Secrets");
+
+    // The member pods' ServiceAccount has no API access at all.
+    let agent = format!("system:serviceaccount:{rel}:team-operator-agent");
+    let ag = impersonating(&agent).await;
+    assert_access(&ag, &agent, false, &[
+        ("get", g, "teams", &rel, None),
+        ("list", g, "members", &rel, None),
+        ("get", "", "pods", &rel, None),
+        ("create", "authentication.k8s.io", "tokenreviews", "", None),
+    ]).await;
+
+    teams_ns.cleanup().await;
+    r.uninstall().await;
+}
+
+/// The real controller, authenticating as the chart's controller ServiceAccount, with leader
+/// election in the release namespace: it takes the Lease, finalizes the Team, applies the lead's
+/// Member and pod, and writes status — all within the chart's RBAC.
+#[tokio::test]
+async fn the_controller_runs_on_the_chart_rbac() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-run", &[]).await;
+    let teams_ns = TestNamespace::new(&s.client, "chart-run-teams").await;
+    let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
+
+    // A kubeconfig like the admin one, impersonating the controller's ServiceAccount.
+    let path = kubeconfig_path();
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("kubeconfig")).expect("kubeconfig YAML");
+    for user in kc["users"].as_sequence_mut().expect("users") {
+        user["user"]["as"] = serde_yaml::Value::from(r.service_account("controller"));
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let kubeconfig = dir.join(format!("{rel}.kubeconfig"));
+    std::fs::write(&kubeconfig, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
+    let log = dir.join(format!("{rel}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
+        .args(["controller", "--namespace", &tns, "--metrics-addr", "127.0.0.1:0", "--leader-election"])
+        .args(["--lease-namespace", &rel, "--lease-name", &format!("{full}-controller")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "chart-run-0")
+        .env("TEAM_OPERATOR_REDIS_URL", redis_url())
+        .env("RUST_LOG", "info,kube_runtime=warn")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start team-operator controller");
+
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &rel);
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let lease = tokio::time::timeout(TIMEOUT, wait_for(&leases, &format!("{full}-controller"), TIMEOUT, "the controller to take the Lease", |l: &Lease| {
+        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("chart-run-0")
+    }))
+    .await
+    .unwrap_or_else(|_| panic!("no lease; controller log:\n{}", show_log()));
+    assert_eq!(lease.name_any(), format!("{full}-controller"));
+
+    agentteams(&s.client, &tns, "Team").create(&PostParams::default(), &team("t")).await.expect("create Team");
+    let teams: Api<Team> = Api::namespaced(s.client.clone(), &tns);
+    let members: Api<Member> = Api::namespaced(s.client.clone(), &tns);
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &tns);
+    let long = Duration::from_secs(60);
+    wait_for(&teams, "t", long, "the Team to be finalized and Active", |t: &Team| {
+        t.finalizers().iter().any(|f| f == "agentteams.dev/disband") && t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Active)
+    })
+    .await;
+    let lead = wait_for(&members, "t-lead", long, "the lead Member to get a pod", |m: &Member| {
+        m.status.as_ref().is_some_and(|s| s.pod_name.is_some())
+    })
+    .await;
+    let pod_name = lead.status.and_then(|s| s.pod_name).unwrap_or_default();
+    wait_for(&pods, &pod_name, long, "the lead's pod", |_| true).await;
+    let events = Api::<EventV1>::namespaced(s.client.clone(), &tns).list(&ListParams::default()).await.expect("events");
+    assert!(events.items.iter().any(|e| e.reporting_controller.as_deref() == Some("team-operator")), "no Event from the controller");
+    let log_text = show_log();
+    assert!(!log_text.contains("forbidden") && !log_text.contains("Forbidden"), "the controller was refused something:\n{log_text}");
+
+    child.kill().await.expect("kill the controller");
+    teams.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await.expect("drop the finalizer");
+    teams_ns.cleanup().await;
+    r.uninstall().await;
+}
