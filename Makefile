@@ -28,3 +28,9 @@ test: ## all cargo tests against the local stack (starts/stops it if it was not 
 .PHONY: bench
 bench: ## P1–P4 benchmarks on the running stack; table + bench/results/latest.json (BENCH_ARGS=--quick)
 	cargo bench --bench fleet -- $(BENCH_ARGS)
+
+# --- Helm chart ------------------------------------------------------------------------------
+
+.PHONY: chart-test
+chart-test: ## lint, dry-run, install and RBAC tests of charts/team-operator on the running stack
+	eval "$$(hack/stack.sh env)" && cargo test --test chart
