@@ -14,6 +14,7 @@
 //! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,
 //!   the probe and metrics endpoints.
 //! - [`crd`]: writes `crds/` from the types.
+//! - [`watch`]: `teamctl watch`, the live view of teams (ratatui) and its `--once` snapshot.
 
 pub mod api;
 pub mod bus;
@@ -25,3 +26,4 @@ pub mod health;
 pub mod metrics;
 pub mod teamctl;
 pub mod telemetry;
+pub mod watch;

@@ -132,6 +132,8 @@ pub enum Command {
     Mcp,
     /// Copy this binary into DIR (used by member pods' init container).
     Install { dir: PathBuf },
+    /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
+    Watch(crate::watch::WatchArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -239,6 +241,9 @@ pub async fn main() -> u8 {
 
 /// Runs a parsed command line; the process exit code.
 pub async fn run(cli: Cli) -> u8 {
+    if let Command::Watch(args) = &cli.command {
+        return crate::watch::run(cli.namespace.as_deref(), cli.team.as_deref(), args).await;
+    }
     let token = match (&cli.token, &cli.token_file) {
         (Some(t), _) => Token::Literal(t.clone()),
         (None, Some(f)) => Token::File(f.clone()),
@@ -430,7 +435,7 @@ fn request(cli: &Cli) -> Result<(&'static str, Value), String> {
             let tool = crate::gateway::tools::tool_name(tool).ok_or_else(|| format!("no tool named {tool:?}"))?;
             return Ok((tool, v));
         }
-        Command::Mcp | Command::Install { .. } => return Err("not a tool".into()),
+        Command::Mcp | Command::Install { .. } | Command::Watch(_) => return Err("not a tool".into()),
     };
     Ok((tool, Value::Object(a)))
 }
