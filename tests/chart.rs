@@ -164,6 +164,37 @@ async fn assert_access(client: &Client, who: &str, expect: bool, checks: &[Acces
     assert!(wrong.is_empty(), "{who}: expected allowed={expect}, but:\n  {}", wrong.join("\n  "));
 }
 
+/// A kubeconfig file like the stack's admin one, impersonating `user` (the `as` field).
+fn impersonating_kubeconfig(user: &str, tag: &str) -> PathBuf {
+    let path = kubeconfig_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    for entry in kc["users"].as_sequence_mut().expect("kubeconfig users") {
+        entry["user"]["as"] = serde_yaml::Value::from(user);
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let file = dir.join(format!("{tag}.kubeconfig"));
+    std::fs::write(&file, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
+    file
+}
+
+/// Deletes Team `name` and drops its finalizer (no operator is left to disband it), so the test
+/// namespace can go. Deleting first means no controller can add the finalizer back.
+async fn remove_team(client: &Client, ns: &str, name: &str) {
+    let teams: Api<Team> = Api::namespaced(client.clone(), ns);
+    match teams.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return,
+        Err(e) => panic!("deleting Team {ns}/{name}: {e}"),
+    }
+    match teams.patch(name, &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("dropping the finalizer of Team {ns}/{name}: {e}"),
+    }
+}
+
 fn forbidden<T: std::fmt::Debug>(r: kube::Result<T>, what: &str) {
     match r {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
@@ -440,7 +471,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     forbidden(Api::<Deployment>::namespaced(ctl.clone(), &tns).create(&PostParams::default(), &deploy).await, "controller creates a Deployment");
     forbidden(teams.delete("t", &DeleteParams::default()).await, "controller deletes a Team");
 
-    teams_admin.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await.expect("drop the finalizer");
+    remove_team(&s.client, &tns, "t").await;
     teams_ns.cleanup().await;
     r.uninstall().await;
 }
@@ -529,16 +560,8 @@ async fn the_controller_runs_on_the_chart_rbac() {
     let teams_ns = TestNamespace::new(&s.client, "chart-run-teams").await;
     let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
 
-    // A kubeconfig like the admin one, impersonating the controller's ServiceAccount.
-    let path = kubeconfig_path();
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).expect("kubeconfig")).expect("kubeconfig YAML");
-    for user in kc["users"].as_sequence_mut().expect("users") {
-        user["user"]["as"] = serde_yaml::Value::from(r.service_account("controller"));
-    }
+    let kubeconfig = impersonating_kubeconfig(&r.service_account("controller"), &rel);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let kubeconfig = dir.join(format!("{rel}.kubeconfig"));
-    std::fs::write(&kubeconfig, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
     let log = dir.join(format!("{rel}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
@@ -585,7 +608,81 @@ async fn the_controller_runs_on_the_chart_rbac() {
     assert!(!log_text.contains("forbidden") && !log_text.contains("Forbidden"), "the controller was refused something:\n{log_text}");
 
     child.kill().await.expect("kill the controller");
-    teams.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": null } }))).await.expect("drop the finalizer");
+    remove_team(&s.client, &tns, "t").await;
+    teams_ns.cleanup().await;
+    r.uninstall().await;
+}
+
+/// The real gateway, authenticating as the chart's gateway ServiceAccount: a kube user's call is
+/// reviewed (TokenReview, SubjectAccessReview) and carried out (team_create, get) within the
+/// chart's RBAC, and refused where the user's own RBAC says no.
+#[tokio::test]
+async fn the_gateway_runs_on_the_chart_rbac() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-gw-run", &[]).await;
+    let teams_ns = TestNamespace::new(&s.client, "chart-gw-run-teams").await;
+    let (rel, tns) = (r.ns().to_owned(), teams_ns.name().to_owned());
+
+    // alice may create and read Teams in the team namespace, nothing else.
+    ok("kubectl", &["-n", &tns, "create", "serviceaccount", "alice"], None);
+    ok("kubectl", &["-n", &tns, "create", "role", "alice", "--verb=create,get,list", "--resource=teams.agentteams.dev"], None);
+    ok("kubectl", &["-n", &tns, "create", "rolebinding", "alice", "--role=alice", &format!("--serviceaccount={tns}:alice")], None);
+    let token = ok("kubectl", &["-n", &tns, "create", "token", "alice"], None).trim().to_owned();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let kubeconfig = impersonating_kubeconfig(&r.service_account("gateway"), &format!("{rel}-gateway"));
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart").join(format!("{rel}-gateway.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
+        .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("TEAM_OPERATOR_REDIS_URL", redis_url())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start team-operator gateway");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(tokio::time::Instant::now() < deadline, "the gateway did not get ready; log:\n{}", show_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let call = |tool: &str, args: serde_json::Value| {
+        http.post(format!("{base}/v1/tools/{tool}")).bearer_auth(&token).json(&args).send()
+    };
+
+    let created = call("team_create", json!({
+        "name": "t", "namespace": tns, "agents": [{ "name": "lead", "image": "agentteams.dev/sim-agent:latest" }],
+    }))
+    .await
+    .expect("team_create");
+    let status = created.status();
+    let body = created.text().await.unwrap_or_default();
+    assert!(status.is_success(), "team_create as alice through the gateway: {status} {body}\ngateway log:\n{}", show_log());
+    Api::<Team>::namespaced(s.client.clone(), &tns).get("t").await.expect("the Team the gateway created");
+
+    let listed = http.get(format!("{base}/v1/teams?namespace={tns}")).bearer_auth(&token).send().await.expect("get teams");
+    let body = listed.text().await.unwrap_or_default();
+    assert!(body.contains("\"t\""), "alice's team list lacks t: {body}");
+
+    // alice may not delete teams: the gateway's SubjectAccessReview refuses, naming the verb.
+    let refused = call("team_delete", json!({ "team": "t", "namespace": tns })).await.expect("team_delete");
+    let status = refused.status();
+    let body = refused.text().await.unwrap_or_default();
+    assert_eq!(status.as_u16(), 403, "team_delete as alice: {body}");
+    assert!(body.contains("delete"), "{body}");
+    let log_text = show_log();
+    assert!(!log_text.contains("is forbidden: User \"system:serviceaccount"), "the gateway itself was refused:\n{log_text}");
+
+    child.kill().await.expect("kill the gateway");
+    remove_team(&s.client, &tns, "t").await;
     teams_ns.cleanup().await;
     r.uninstall().await;
 }
