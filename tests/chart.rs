@@ -564,13 +564,27 @@ async fn the_controller_runs_on_the_chart_rbac() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
     let log = dir.join(format!("{rel}.log"));
     let file = std::fs::File::create(&log).expect("log file");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
-        .args(["controller", "--namespace", &tns, "--metrics-addr", "127.0.0.1:0", "--leader-election"])
-        .args(["--lease-namespace", &rel, "--lease-name", &format!("{full}-controller")])
-        .env("KUBECONFIG", &kubeconfig)
+    // The process gets the chart's own settings: the Deployment's literal env, plus what the
+    // kubelet would fill in (downward API) and what differs off-cluster (Redis, metrics port);
+    // it manages the team namespace only, so it leaves other tests' teams alone.
+    let deployment = Api::<Deployment>::namespaced(s.client.clone(), &rel).get(&format!("{full}-controller")).await.expect("controller Deployment");
+    let container = deployment.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].clone()).expect("controller container");
+    assert_eq!(container.args.as_deref(), Some(&["controller".to_string()][..]));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"));
+    cmd.arg("controller").env_clear();
+    for e in container.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            cmd.env(&e.name, v);
+        }
+    }
+    let mut child = cmd
         .env("POD_NAME", "chart-run-0")
+        .env("POD_NAMESPACE", &rel)
         .env("TEAM_OPERATOR_REDIS_URL", redis_url())
-        .env("RUST_LOG", "info,kube_runtime=warn")
+        .env("TEAM_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
+        .env("TEAM_OPERATOR_WATCH_NAMESPACE", &tns)
+        .env("TEAM_OPERATOR_LOG_FORMAT", "text")
+        .env("KUBECONFIG", &kubeconfig)
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log"))
         .stderr(file)

@@ -59,7 +59,9 @@ seccompProfile:
     secretKeyRef:
       name: {{ default (printf "%s-redis-url" $fullname) .Values.redis.existingSecret }}
       key: {{ if .Values.redis.existingSecret }}{{ .Values.redis.existingSecretKey }}{{ else }}redis-url{{ end }}
+{{- if .Values.redis.cluster }}
 - name: TEAM_OPERATOR_REDIS_CLUSTER
-  value: {{ .Values.redis.cluster | quote }}
+  value: "true"
+{{- end }}
 {{- end }}
 {{- end -}}
