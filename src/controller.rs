@@ -59,10 +59,13 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 1);
-    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 3);
+    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 2);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
-    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
-    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 1);
+    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY)).any_semantic();
+    // Member pods: one watch feeds the store and, after the store is updated, triggers the pods'
+    // Members (deletions included), so a reconcile never reads a store older than its trigger.
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let pod_events = watcher(scoped::<Pod>(&client, ns), pod_filter).default_backoff().reflect(pod_writer).touched_objects();
 
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -74,18 +77,23 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         kick: admission::Kick::default(),
         teams: teams.store.clone(),
         members: members.store.clone(),
-        pods: pods.store.clone(),
+        pods: pod_store.clone(),
         tasks: tasks.store.clone(),
         failures: Default::default(),
     });
 
+    // Shared streams do not pass deletions on (the subscriber looks the object up in the store,
+    // where it is gone), so the relations whose deletions matter — a member leaving its team, a
+    // pod deleted from outside — use watches of their own.
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
-        .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
+        .watches(scoped::<Member>(&client, ns), watcher::Config::default().any_semantic(), |m: Member| {
+            Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?))
+        })
         .shutdown_on_signal()
         .run(timed(team::reconcile, "Team"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
-        .owns_shared_stream(pods.subscribe()?)
+        .owns_stream(pod_events)
         .shutdown_on_signal()
         .run(timed(member::reconcile, "Member"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
@@ -112,13 +120,12 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team_task::reconcile, "TeamTask"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
-    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), ctx.kick.clone());
+    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pod_store, ctx.kick.clone());
     info!(max_agents = args.max_agents, "controller started");
     tokio::select! {
         () = team_events => warn!("team watch ended"),
         () = member_events => warn!("member watch ended"),
         () = task_events => warn!("task watch ended"),
-        () = pod_events => warn!("pod watch ended"),
         () = admit => warn!("admission ended"),
         () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
     }

@@ -361,3 +361,34 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     watch.abort();
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn pods_deleted_from_outside_or_unschedulable_fail_their_members() {
+    let (_s, ns, _op) = setup("podloss", 10).await;
+    let mut t = team("iota", 3);
+    let mut nowhere = support::teams::agent_type("nowhere");
+    if let Some(spec) = nowhere.template.spec.as_mut() {
+        spec.node_selector = Some([("type".to_owned(), "no-such-node".to_owned())].into());
+    }
+    t.spec.agents.push(nowhere);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("victim", "iota", None)).await.expect("member");
+    let mut stuck = member("stuck", "iota", None);
+    stuck.spec.agent = "nowhere".into();
+    members.create(&PostParams::default(), &stuck).await.expect("member");
+
+    let active = wait_for(&members, "victim", TIMEOUT, "Active", |m| phase(m) == MemberPhase::Active).await;
+    let pod = active.status.and_then(|s| s.pod_name).expect("pod");
+    ns.api::<Pod>().delete(&pod, &DeleteParams::default()).await.expect("delete pod");
+    let gone = wait_for(&members, "victim", TIMEOUT, "Failed", |m| phase(m) == MemberPhase::Failed).await;
+    assert_eq!(gone.status.and_then(|s| s.reason).as_deref(), Some("PodDeleted"));
+
+    // The test operator's unschedulable deadline is 20 s.
+    let stuck = wait_for(&members, "stuck", Duration::from_secs(60), "Failed as unschedulable", |m| phase(m) == MemberPhase::Failed).await;
+    let st = stuck.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("Unschedulable"), "{st:?}");
+    let pod = st.pod_name.expect("pod");
+    wait_deleted(&ns.api::<Pod>(), &pod, None, TIMEOUT, "the unschedulable pod to be removed").await;
+    ns.cleanup().await;
+}

@@ -97,6 +97,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         None => (member_status::pod_gone(&pod_name), None),
     };
 
+    tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
     if observed.phase == MemberPhase::Failed {
         if observed.reason.as_deref() == Some("Unschedulable") {
             delete_pod(&ctx, &ns, &pod_name).await?;

@@ -89,8 +89,26 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
         }
     }
     if new != old {
+        // Only the fields this reconciler owns: agents move `state` through the gateway, and a
+        // stale cache must never write an old state back.
+        let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
+        if old.state.is_none() || matches!(verdict, Verdict::Fail(..)) {
+            patch["state"] = json!(new.state);
+        }
+        if let Verdict::Fail(..) = verdict {
+            patch["reason"] = json!(new.reason);
+            patch["result"] = json!(new.result);
+            patch["completedAt"] = json!(new.completed_at);
+        }
+        // Writing `state` is conditional on the version judged, so it cannot undo a move the
+        // gateway made meanwhile (a conflict retries with fresh data).
+        let body = if patch.get("state").is_some() {
+            json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch })
+        } else {
+            json!({ "status": patch })
+        };
         let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": new }))).await?;
+        api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
         if let Verdict::Fail(reason, message) = verdict {
             ctx.event(task.as_ref(), true, reason, message).await;
         }

@@ -192,14 +192,26 @@ impl TestNamespace {
         if keep_namespaces() {
             return;
         }
-        match Api::<Namespace>::all(self.client.clone())
-            .delete(&self.name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => panic!("cannot delete test namespace {}: {e}", self.name),
+        if let Err(e) = delete_namespace(&self.client, &self.name).await {
+            panic!("cannot delete test namespace {}: {e}", self.name);
         }
+    }
+}
+
+/// Deletes a test namespace. The test's operator is gone by then, so nothing would release the
+/// Teams' disband finalizers and the namespace would hang in Terminating: drop them first.
+async fn delete_namespace(client: &Client, name: &str) -> kube::Result<()> {
+    let teams: Api<team_operator::api::Team> = Api::namespaced(client.clone(), name);
+    if let Ok(list) = teams.list(&Default::default()).await {
+        let patch = Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } }));
+        for t in list.items.iter().filter(|t| !t.finalizers().is_empty()) {
+            let _ = teams.patch(&t.name_any(), &PatchParams::default(), &patch).await;
+        }
+    }
+    match Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -222,12 +234,7 @@ impl Drop for TestNamespace {
             };
             rt.block_on(async move {
                 let Ok(client) = Client::try_from(config) else { return };
-                let api = Api::<Namespace>::all(client);
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    api.delete(&name, &DeleteParams::background()),
-                )
-                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete_namespace(&client, &name)).await;
             });
         });
         let _ = handle.join();
