@@ -34,3 +34,13 @@ bench: ## P1–P4 benchmarks on the running stack; table + bench/results/latest.
 .PHONY: chart-test
 chart-test: ## lint, dry-run, install and RBAC tests of charts/team-operator on the running stack
 	eval "$$(hack/stack.sh env)" && cargo test --test chart
+
+# --- demo ------------------------------------------------------------------------------------
+
+.PHONY: demo demo-down
+
+demo: ## a spec-review team at work on the local stack (agents run as local processes; see README)
+	hack/demo.sh
+
+demo-down: ## stop the local processes a demo started (operator, gateway, agents; not the stack)
+	hack/demo.sh down

@@ -151,7 +151,7 @@ fn id_of<K: kube::Resource>(o: &K) -> (String, String) {
 
 /// Builds the screen from the objects (in any order) and the messages read per team. Teams are
 /// sorted by namespace and name; members lead first, then by creation time and name; tasks by
-/// creation time and name. `team` keeps only the team of that name.
+/// creation time, then dependency depth, owner and name. `team` keeps only the team of that name.
 pub fn build(
     namespace: Option<&str>,
     team: Option<&str>,
@@ -190,9 +190,10 @@ pub fn build(
                 .iter()
                 .filter(|k| k.spec.team == name && k.metadata.namespace.as_deref() == Some(ns.as_str()))
                 .collect();
-            ts.sort_by(|a, b| {
-                (a.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), &a.metadata.name)
-                    .cmp(&(b.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), &b.metadata.name))
+            let depth = depths(&ts);
+            ts.sort_by_cached_key(|k| {
+                let name = k.metadata.name.clone().unwrap_or_default();
+                (k.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), depth.get(&name).copied().unwrap_or(0), k.spec.owner.clone(), name)
             });
             let tasks = ts.into_iter().map(task_view).collect();
             let messages = messages.get(&(ns.clone(), name.clone())).cloned().unwrap_or(Messages::Loaded(Vec::new()));
@@ -253,6 +254,22 @@ fn task_view(t: &TeamTask) -> TaskView {
         depends_on: t.spec.depends_on.clone(),
         result: s.result,
     }
+}
+
+/// How many dependency levels lie under each task (0: none); a cycle counts as no deeper.
+fn depths(tasks: &[&TeamTask]) -> BTreeMap<String, usize> {
+    let deps: BTreeMap<String, &[String]> =
+        tasks.iter().map(|t| (t.metadata.name.clone().unwrap_or_default(), t.spec.depends_on.as_slice())).collect();
+    fn depth(name: &str, deps: &BTreeMap<String, &[String]>, seen: &mut Vec<String>) -> usize {
+        if seen.iter().any(|s| s == name) {
+            return 0;
+        }
+        seen.push(name.to_owned());
+        let d = deps.get(name).map_or(0, |ds| ds.iter().map(|d| 1 + depth(d, deps, seen)).max().unwrap_or(0));
+        seen.pop();
+        d
+    }
+    deps.keys().map(|n| (n.clone(), depth(n, &deps, &mut Vec::new()))).collect()
 }
 
 /// Keeps the newest `n` messages (by stream id) of several inboxes, oldest first.

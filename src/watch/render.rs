@@ -29,7 +29,7 @@ fn line(tone: Tone, text: impl Into<String>) -> Line {
 pub const LEGEND: &str = "◌ queued  ◔ starting  ● active  ○ idle  ✔ completed  ✖ failed  ⊘ cancelled";
 
 /// Most characters of a message body or a result shown on one line.
-const BODY_WIDTH: usize = 96;
+const BODY_WIDTH: usize = 80;
 
 /// Shortens `s` to its first line and at most `n` characters (with `…`).
 pub fn clip(s: &str, n: usize) -> String {
@@ -171,7 +171,7 @@ pub fn tasks(t: &TeamView) -> Vec<Line> {
                 extra.push(format!("after {}", k.depends_on.join(", ")));
             }
             if let Some(r) = k.result.as_deref().filter(|r| !r.is_empty()) {
-                extra.push(format!("→ {}", clip(r, 60)));
+                extra.push(format!("→ {}", clip(r, 48)));
             }
             vec![
                 format!("  {}", task_indicator(k.state, k.blocked)),
