@@ -6,6 +6,8 @@
 # --- build ---------------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# Smaller binaries: no debug symbols in the image.
+ENV CARGO_PROFILE_RELEASE_STRIP=symbols
 # Manifests first, with stub sources, so the dependency layer is reused while only src/ changes.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin \
