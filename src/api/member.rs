@@ -147,6 +147,22 @@ impl MemberPhase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
+
+    /// Every phase, in lifecycle order.
+    pub const ALL: [MemberPhase; 7] = [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::Completed, Self::Failed, Self::Cancelled];
+
+    /// Name of the phase as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "Queued",
+            Self::Starting => "Starting",
+            Self::Active => "Active",
+            Self::Idle => "Idle",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
 }
 
 impl Member {

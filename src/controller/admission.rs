@@ -288,23 +288,11 @@ fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usi
     for v in views {
         *per_phase.entry(v.phase).or_default() += 1;
     }
-    for phase in [MemberPhase::Queued, MemberPhase::Starting, MemberPhase::Active, MemberPhase::Idle, MemberPhase::Completed, MemberPhase::Failed, MemberPhase::Cancelled] {
-        let label = PhaseLabel { phase: phase_name(phase) };
+    for phase in MemberPhase::ALL {
+        let label = PhaseLabel { phase: phase.as_str() };
         ctx.metrics.members.get_or_create(&label).set(per_phase.get(&phase).copied().unwrap_or(0));
     }
     ctx.metrics.slots_in_use.set(i64::try_from(live.values().sum::<usize>()).unwrap_or(i64::MAX));
-}
-
-fn phase_name(p: MemberPhase) -> &'static str {
-    match p {
-        MemberPhase::Queued => "Queued",
-        MemberPhase::Starting => "Starting",
-        MemberPhase::Active => "Active",
-        MemberPhase::Idle => "Idle",
-        MemberPhase::Completed => "Completed",
-        MemberPhase::Failed => "Failed",
-        MemberPhase::Cancelled => "Cancelled",
-    }
 }
 
 /// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried

@@ -108,7 +108,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     if changed && observed.phase != current {
         let warning = observed.phase == MemberPhase::Failed;
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
-        ctx.event(member.as_ref(), warning, &format!("{:?}", observed.phase), note).await;
+        ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
         if observed.phase.is_terminal() {
             ctx.kick.kick();
         }
