@@ -102,7 +102,7 @@ async fn fifty_members_created_at_once_get_fifty_distinct_names_lead_counted() {
 
 #[tokio::test]
 async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete() {
-    let (_s, ns, _op) = setup("cap", 10).await;
+    let (_s, ns, op) = setup("cap", 10).await;
     let (ledger, watch) = watch_pods(ns.api());
     ns.api::<Team>().create(&PostParams::default(), &team("beta", 5)).await.expect("team");
     let members: Api<Member> = ns.api();
@@ -115,6 +115,16 @@ async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete
     assert_eq!(max_live, 5, "the cap should be used fully");
     let t = wait_for(&ns.api::<Team>(), "beta", TIMEOUT, "30 completed", |t| t.status.as_ref().is_some_and(|s| s.completed == 30)).await;
     assert_eq!(t.status.map(|s| (s.queued, s.active, s.failed)), Some((0, 0, 0)));
+
+    // The operator's metrics tell the same story.
+    let metrics = op.metrics().await;
+    let value = |line: &str| -> f64 {
+        metrics.lines().find(|l| l.starts_with(line)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no `{line}` in\n{metrics}"))
+    };
+    assert_eq!(value("team_operator_pods_created_total "), 31.0, "30 specialists and the lead");
+    assert_eq!(value("team_operator_slots_cap "), 10.0);
+    assert!(value("team_operator_reconciles_total{kind=\"Member\"} ") >= 60.0);
+    assert!(metrics.contains("team_operator_reconcile_duration_seconds_bucket{"), "{metrics}");
     ns.cleanup().await;
 }
 

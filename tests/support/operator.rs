@@ -11,6 +11,8 @@ pub struct Operator {
     child: Child,
     /// Where its log goes (kept after the test for post-mortems).
     pub log: PathBuf,
+    /// Port of its /metrics, /livez and /readyz on 127.0.0.1.
+    pub metrics_port: u16,
 }
 
 impl Operator {
@@ -25,8 +27,10 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)));
         let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        // A free port, released just before the operator binds it.
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free port: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
-            .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string(), "--metrics-addr", "127.0.0.1:0"])
+            .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string(), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--unschedulable-deadline-seconds", "20"])
             .args(extra)
             .env("KUBECONFIG", super::kubeconfig_path())
@@ -38,7 +42,14 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("starting team-operator: {e}"));
-        Self { child, log }
+        Self { child, log, metrics_port }
+    }
+
+    /// The Prometheus text of its /metrics.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let resp = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        resp.text().await.unwrap_or_else(|e| panic!("reading {url}: {e}"))
     }
 
     /// kill -9, as a crash or a node loss would.
