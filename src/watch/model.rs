@@ -132,19 +132,6 @@ pub fn task_indicator(state: TaskState, blocked: bool) -> &'static str {
     }
 }
 
-/// Name of a member phase as the API spells it.
-pub fn phase_name(phase: MemberPhase) -> &'static str {
-    match phase {
-        MemberPhase::Queued => "Queued",
-        MemberPhase::Starting => "Starting",
-        MemberPhase::Active => "Active",
-        MemberPhase::Idle => "Idle",
-        MemberPhase::Completed => "Completed",
-        MemberPhase::Failed => "Failed",
-        MemberPhase::Cancelled => "Cancelled",
-    }
-}
-
 fn id_of<K: kube::Resource>(o: &K) -> (String, String) {
     (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
 }

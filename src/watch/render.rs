@@ -1,6 +1,6 @@
 //! The screen as lines of text: `--once` prints them, the TUI colours them by [`Tone`].
 
-use super::model::{Messages, Screen, TeamView, indicator, phase_name, task_indicator};
+use super::model::{Messages, Screen, TeamView, indicator, task_indicator};
 use crate::api::{MemberPhase, TaskState};
 
 /// How a line should be coloured in the TUI; the plain renderer ignores it.
@@ -140,7 +140,7 @@ pub fn members(t: &TeamView) -> Vec<Line> {
                 format!("  {}", indicator(m.phase)),
                 m.name.clone(),
                 m.agent.clone(),
-                phase_name(m.phase).to_owned(),
+                m.phase.as_str().to_owned(),
                 m.exit_code.map(|c| format!("exit {c}")).unwrap_or_default(),
                 m.ran_seconds.map(|s| format!("{s}s")).unwrap_or_default(),
                 reason,
