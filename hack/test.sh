@@ -21,6 +21,6 @@ log "KUBECONFIG=$KUBECONFIG TEAM_OPERATOR_REDIS_URL=$TEAM_OPERATOR_REDIS_URL"
 
 cd "$REPO_DIR"
 rc=0
-cargo test --all-targets -- --test-threads=4 || rc=$?
+cargo test --lib --bins --tests -- --test-threads=4 || rc=$?
 if ((brought_up)); then log "stopping the stack this run started"; fi
 exit $rc

@@ -111,7 +111,8 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             continue;
         }
         if global_live >= global_cap {
-            break;
+            // Keep going: later members still get their names while they wait.
+            continue;
         }
         *used += 1;
         global_live += 1;
@@ -382,6 +383,14 @@ mod tests {
         members.extend((0..4).map(|i| mv("b", i * 2 + 1, Some(&format!("b{i}")), MemberPhase::Queued)));
         let p = plan(&teams(&[("a", 10), ("b", 10)]), &members, &HashMap::new(), 3);
         assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+    }
+
+    #[test]
+    fn members_past_a_full_global_cap_are_still_named() {
+        let members: Vec<MemberView> = (0..5).map(|i| mv("a", i, None, MemberPhase::Queued)).collect();
+        let p = plan(&teams(&[("a", 10)]), &members, &HashMap::new(), 2);
+        assert_eq!(p.names.len(), 5);
+        assert_eq!(p.admit.len(), 2);
     }
 
     #[test]
