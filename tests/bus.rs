@@ -16,19 +16,9 @@ use RosterState::{Active, Finished, Queued};
 const LONG: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_millis(200);
 
-fn redis_url() -> String {
-    std::env::var("TEAM_OPERATOR_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".into())
-}
+mod support;
 
-/// The bus config of the suite; TEAM_OPERATOR_REDIS_CLUSTER=1 runs it against a Redis Cluster
-/// (TEAM_OPERATOR_REDIS_URL then lists seed nodes, comma-separated).
-fn config() -> BusConfig {
-    let cluster = std::env::var("TEAM_OPERATOR_REDIS_CLUSTER").is_ok_and(|v| v == "1");
-    BusConfig {
-        cluster,
-        ..BusConfig::from_url(redis_url())
-    }
-}
+use support::{bus_config as config, redis_url};
 
 async fn bus() -> Bus {
     Bus::connect(config()).await.expect("connect to redis")

@@ -95,6 +95,13 @@ pub fn redis_url() -> String {
     })
 }
 
+/// Bus settings of the suites; TEAM_OPERATOR_REDIS_CLUSTER=1 runs them against a Redis Cluster
+/// (TEAM_OPERATOR_REDIS_URL then lists seed nodes, comma-separated).
+pub fn bus_config() -> team_operator::bus::BusConfig {
+    let cluster = std::env::var("TEAM_OPERATOR_REDIS_CLUSTER").is_ok_and(|v| v == "1");
+    team_operator::bus::BusConfig { cluster, ..team_operator::bus::BusConfig::from_url(redis_url()) }
+}
+
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 async fn kube_config() -> Config {
