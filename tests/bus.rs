@@ -18,7 +18,7 @@ const SHORT: Duration = Duration::from_millis(200);
 
 mod support;
 
-use support::{bus_config as config, redis_url};
+use support::bus_config as config;
 
 async fn bus() -> Bus {
     Bus::connect(config()).await.expect("connect to redis")
@@ -64,22 +64,7 @@ async fn team_keys(team: &TeamKey) -> Vec<String> {
     let pattern = format!("team-operator:{{{}/{}}}:*", team.namespace, team.team);
     let mut keys = redis::cmd("KEYS");
     keys.arg(pattern);
-    let mut found: Vec<String> = if config().cluster {
-        let client = redis::cluster::ClusterClient::new(redis_url().split(',').collect::<Vec<_>>())
-            .expect("cluster urls");
-        let mut conn = client
-            .get_async_connection()
-            .await
-            .expect("raw cluster connection");
-        keys.query_async(&mut conn).await.expect("KEYS")
-    } else {
-        let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection");
-        keys.query_async(&mut conn).await.expect("KEYS")
-    };
+    let mut found: Vec<String> = support::raw_redis(&keys).await;
     found.sort();
     found
 }

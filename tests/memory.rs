@@ -8,7 +8,7 @@ use team_operator::bus::{
 
 mod support;
 
-use support::{bus_config as config, redis_url};
+use support::bus_config as config;
 
 async fn memory() -> Memory {
     Bus::connect(config())
@@ -30,22 +30,7 @@ async fn raw(key: &MemoryKey) -> Vec<u8> {
     );
     let mut get = redis::cmd("GET");
     get.arg(redis_key);
-    let value: Option<Vec<u8>> = if config().cluster {
-        let client = redis::cluster::ClusterClient::new(redis_url().split(',').collect::<Vec<_>>())
-            .expect("cluster urls");
-        let mut conn = client
-            .get_async_connection()
-            .await
-            .expect("raw cluster connection");
-        get.query_async(&mut conn).await.expect("GET")
-    } else {
-        let client = redis::Client::open(redis_url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection");
-        get.query_async(&mut conn).await.expect("GET")
-    };
+    let value: Option<Vec<u8>> = support::raw_redis(&get).await;
     value.unwrap_or_default()
 }
 

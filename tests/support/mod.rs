@@ -102,6 +102,21 @@ pub fn bus_config() -> team_operator::bus::BusConfig {
     team_operator::bus::BusConfig { cluster, ..team_operator::bus::BusConfig::from_url(redis_url()) }
 }
 
+/// Runs one command on Redis directly, outside the bus (against the cluster when
+/// [`bus_config`] says so): how the suites look at what the bus really stored.
+pub async fn raw_redis<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
+    let url = redis_url();
+    if bus_config().cluster {
+        let client = redis::cluster::ClusterClient::new(url.split(',').collect::<Vec<_>>()).expect("cluster urls");
+        let mut conn = client.get_async_connection().await.expect("raw cluster connection");
+        cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("raw Redis command: {e}"))
+    } else {
+        let client = redis::Client::open(url).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("raw connection");
+        cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("raw Redis command: {e}"))
+    }
+}
+
 static CONFIG: OnceLock<Config> = OnceLock::new();
 
 async fn kube_config() -> Config {
