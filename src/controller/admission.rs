@@ -205,7 +205,9 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     }
 
     let member_objs = members.state();
-    pending.names.retain(|uid, name| member_objs.iter().any(|m| m.metadata.uid.as_deref() == Some(uid) && m.agent_name() != Some(name.as_str())));
+    // Forget names the store now shows, and names of members that are gone.
+    let stored: HashMap<&str, Option<&str>> = member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
+    pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
     let views: Vec<MemberView> = member_objs
         .iter()
         .filter_map(|m| {

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::context::Context;
+use super::error::ignore_not_found;
 use super::{pod, team, Result};
 use crate::api::{condition, Member, MemberPhase, Team, TeamPhase, TeamTask};
 use crate::bus::TeamKey;
@@ -99,11 +100,4 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     }
     ctx.kick.kick();
     Ok(())
-}
-
-fn ignore_not_found(r: kube::Result<()>) -> kube::Result<()> {
-    match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other,
-    }
 }

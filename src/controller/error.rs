@@ -35,3 +35,11 @@ impl Error {
 
 /// Result of reconcile steps.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Treats 404 Not Found as done: deleting or patching what is already gone is success.
+pub fn ignore_not_found(r: kube::Result<()>) -> kube::Result<()> {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other,
+    }
+}

@@ -167,11 +167,7 @@ fn is_running(p: &Pod) -> bool {
 
 async fn delete_pod(ctx: &Context, ns: &str, name: &str) -> Result<()> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(super::error::ignore_not_found(api.delete(name, &DeleteParams::background()).await.map(|_| ()))?)
 }
 
 fn refused(reason: &str, message: String) -> Observed {
