@@ -10,6 +10,7 @@ pub mod leader;
 pub mod member;
 pub mod member_status;
 pub mod pod;
+pub mod shared;
 pub mod team;
 pub mod team_task;
 #[cfg(test)]
@@ -19,15 +20,14 @@ use std::future::ready;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
@@ -37,6 +37,7 @@ use crate::bus::{Bus, BusConfig};
 use crate::config::{ControllerArgs, ControllerConfig};
 use crate::metrics::{ErrorLabel, KindLabel, Metrics};
 use context::Context;
+use shared::shared;
 
 /// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
 pub const MANAGER: &str = "team-operator";
@@ -59,13 +60,10 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 1);
-    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 2);
+    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 3);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
-    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY)).any_semantic();
-    // Member pods: one watch feeds the store and, after the store is updated, triggers the pods'
-    // Members (deletions included), so a reconcile never reads a store older than its trigger.
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let pod_events = watcher(scoped::<Pod>(&client, ns), pod_filter).default_backoff().reflect(pod_writer).touched_objects();
+    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
+    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 1);
 
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -77,23 +75,18 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         kick: admission::Kick::default(),
         teams: teams.store.clone(),
         members: members.store.clone(),
-        pods: pod_store.clone(),
+        pods: pods.store.clone(),
         tasks: tasks.store.clone(),
         failures: Default::default(),
     });
 
-    // Shared streams do not pass deletions on (the subscriber looks the object up in the store,
-    // where it is gone), so the relations whose deletions matter — a member leaving its team, a
-    // pod deleted from outside — use watches of their own.
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
-        .watches(scoped::<Member>(&client, ns), watcher::Config::default().any_semantic(), |m: Member| {
-            Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?))
-        })
+        .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
         .shutdown_on_signal()
         .run(timed(team::reconcile, "Team"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
-        .owns_stream(pod_events)
+        .owns_shared_stream(pods.subscribe()?)
         .shutdown_on_signal()
         .run(timed(member::reconcile, "Member"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
@@ -120,12 +113,13 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team_task::reconcile, "TeamTask"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
-    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pod_store, ctx.kick.clone());
+    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), ctx.kick.clone());
     info!(max_agents = args.max_agents, "controller started");
     tokio::select! {
         () = team_events => warn!("team watch ended"),
         () = member_events => warn!("member watch ended"),
         () = task_events => warn!("task watch ended"),
+        () = pod_events => warn!("pod watch ended"),
         () = admit => warn!("admission ended"),
         () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
     }
@@ -138,42 +132,6 @@ fn scoped<K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceSco
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
-}
-
-/// A reflector store shared by several controllers, with one event subscription per consumer
-/// (every subscription must be consumed, or the watch stalls on backpressure).
-struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
-    store: Store<K>,
-    subscriptions: Vec<reflector::ReflectHandle<K>>,
-}
-
-impl<K: Resource<DynamicType = ()> + Clone + 'static> Shared<K> {
-    fn subscribe(&mut self) -> anyhow::Result<reflector::ReflectHandle<K>> {
-        self.subscriptions.pop().ok_or_else(|| anyhow::anyhow!("no subscription of {} left", K::kind(&())))
-    }
-}
-
-/// Starts a shared reflector with `consumers` subscriptions; the returned future drives the
-/// watch and must be polled.
-fn shared<K>(api: Api<K>, cfg: watcher::Config, consumers: usize) -> (Shared<K>, impl std::future::Future<Output = ()>)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store_shared::<K>(1024);
-    let subscriptions = (0..consumers).filter_map(|_| writer.subscribe()).collect();
-    let stream = watcher(api, cfg.any_semantic()).default_backoff().reflect_shared(writer);
-    (Shared { store, subscriptions }, drive(stream))
-}
-
-async fn drive<S: Stream<Item = watcher::Result<E>>, E>(stream: S) {
-    stream
-        .for_each(|r| {
-            if let Err(e) = r {
-                warn!(error = %e, "watch error; retrying with backoff");
-            }
-            ready(())
-        })
-        .await;
 }
 
 /// Wraps a reconciler with its run count and duration metrics.
