@@ -6,9 +6,8 @@
 //! Needs `helm` and `kubectl` on PATH: `eval "$(hack/stack.sh env)"`.
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -19,54 +18,12 @@ use k8s_openapi::api::events::v1::Event as EventV1;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::identity::{CHART, fullname, impersonating, impersonating_kubeconfig, ok, run, text};
 use support::*;
 use team_operator::api::{Member, Team, TeamPhase};
-
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/team-operator");
-
-// --- tools -------------------------------------------------------------------------------------
-
-/// Runs `tool args…` (with `stdin` piped in if given) against the stack's kubeconfig.
-fn run(tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(tool);
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{tool}` is not on PATH: run `eval \"$(hack/stack.sh env)\"` (it puts the stack's kubectl and helm there)"
-        ),
-        Err(e) => panic!("cannot run {tool}: {e}"),
-    };
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(input).unwrap_or_else(|e| panic!("writing to {tool}: {e}"));
-    }
-    child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {tool}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// `run` that must succeed.
-fn ok(tool: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
-    let out = run(tool, args, stdin);
-    assert!(out.status.success(), "`{tool} {}` failed:\n{}", args.join(" "), text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The chart's base name for a release (see `team-operator.fullname`).
-fn fullname(release: &str) -> String {
-    if release.contains("team-operator") { release.to_owned() } else { format!("{release}-team-operator") }
-}
 
 /// A Helm release in its own test namespace, uninstalled by [`Release::uninstall`], or on drop if
 /// the test fails first (the chart makes cluster-scoped objects, which deleting the namespace
@@ -117,15 +74,6 @@ impl Drop for Release {
     }
 }
 
-/// A client of the stack's API server acting as `user` (impersonation).
-async fn impersonating(user: &str) -> Client {
-    let path = kubeconfig_path();
-    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("kube config");
-    config.auth_info.impersonate = Some(user.to_owned());
-    Client::try_from(config).expect("impersonating client")
-}
-
 /// One access check: verb, API group, resource (`pods`, `members/status`), namespace, name.
 type Access<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>);
 
@@ -162,21 +110,6 @@ async fn assert_access(client: &Client, who: &str, expect: bool, checks: &[Acces
         }
     }
     assert!(wrong.is_empty(), "{who}: expected allowed={expect}, but:\n  {}", wrong.join("\n  "));
-}
-
-/// A kubeconfig file like the stack's admin one, impersonating `user` (the `as` field).
-fn impersonating_kubeconfig(user: &str, tag: &str) -> PathBuf {
-    let path = kubeconfig_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let mut kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
-    for entry in kc["users"].as_sequence_mut().expect("kubeconfig users") {
-        entry["user"]["as"] = serde_yaml::Value::from(user);
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let file = dir.join(format!("{tag}.kubeconfig"));
-    std::fs::write(&file, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
-    file
 }
 
 /// Deletes Team `name` and drops its finalizer (no operator is left to disband it), so the test

@@ -340,13 +340,16 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     install_crds(&s.client).await;
     let ns = TestNamespace::new(&s.client, "leader").await;
     let (ledger, watch) = watch_pods(ns.api());
+    // The one Lease the chart's RBAC lets its controller hold; a previous run's is let go first.
+    let (lease_ns, lease) = support::identity::chart_lease();
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
+    let _ = leases.delete(&lease, &Default::default()).await;
     let replica = |id: &str| {
-        Operator::start_with(ns.name(), 10, &["--leader-election", "--lease-namespace", ns.name(), "--lease-name", "ctl", "--identity", id, "--lease-duration-seconds", "6"])
+        Operator::start_with(ns.name(), 10, &["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", id, "--lease-duration-seconds", "6"])
     };
     let mut a = replica("replica-a");
-    let leases: Api<Lease> = ns.api();
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
-    wait_for(&leases, "ctl", TIMEOUT, "replica-a to hold the lease", |l| holder(l).as_deref() == Some("replica-a")).await;
+    wait_for(&leases, &lease, TIMEOUT, "replica-a to hold the lease", |l| holder(l).as_deref() == Some("replica-a")).await;
     let b = replica("replica-b");
 
     ns.api::<Team>().create(&PostParams::default(), &team("theta", 4)).await.expect("team");
@@ -360,7 +363,7 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     // kill -9 the leader mid-run: the follower takes over once the lease expires.
     a.kill().await;
     let started = std::time::Instant::now();
-    wait_for(&leases, "ctl", Duration::from_secs(30), "replica-b to take the lease", |l| holder(l).as_deref() == Some("replica-b")).await;
+    wait_for(&leases, &lease, Duration::from_secs(30), "replica-b to take the lease", |l| holder(l).as_deref() == Some("replica-b")).await;
     let takeover = started.elapsed();
     assert!(takeover <= Duration::from_secs(6 + 5), "takeover took {takeover:?}, lease is 6s");
     wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
@@ -400,5 +403,32 @@ async fn pods_deleted_from_outside_or_unschedulable_fail_their_members() {
     assert_eq!(st.reason.as_deref(), Some("Unschedulable"), "{st:?}");
     let pod = st.pod_name.expect("pod");
     wait_deleted(&ns.api::<Pod>(), &pod, None, TIMEOUT, "the unschedulable pod to be removed").await;
+    ns.cleanup().await;
+}
+
+/// Every operator these suites start authenticates as the chart's controller ServiceAccount, and
+/// so is held to the chart's RBAC: the API server says who it is and refuses what the chart does
+/// not grant.
+#[tokio::test]
+async fn the_operator_under_test_is_the_charts_controller_account() {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "identity").await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(support::operator::controller_kubeconfig()).expect("operator kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+    let operator = kube::Client::try_from(config).expect("client");
+
+    let review: SelfSubjectReview = serde_json::from_value(serde_json::json!({ "metadata": {} })).expect("review");
+    let me = Api::<SelfSubjectReview>::all(operator.clone()).create(&PostParams::default(), &review).await.expect("SelfSubjectReview");
+    let user = me.status.and_then(|s| s.user_info).and_then(|u| u.username);
+    assert_eq!(user, Some(support::identity::chart_user("controller")));
+
+    ns.api::<Team>().create(&PostParams::default(), &team("iota", 2)).await.expect("team");
+    Api::<Team>::namespaced(operator.clone(), ns.name()).get("iota").await.expect("the chart lets the controller read Teams");
+    match Api::<Team>::namespaced(operator, ns.name()).delete("iota", &DeleteParams::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => {}
+        other => panic!("deleting a Team is not the controller's to do, yet got {other:?}"),
+    }
     ns.cleanup().await;
 }

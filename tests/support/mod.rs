@@ -531,5 +531,6 @@ where
         .unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
 }
 
+pub mod identity;
 pub mod operator;
 pub mod teams;

@@ -1,8 +1,10 @@
 //! The operator under test, run as its real binary (`team-operator controller`) scoped to the
-//! test's namespace, so suites run side by side and a test can kill -9 it.
+//! test's namespace, so suites run side by side and a test can kill -9 it. It authenticates as
+//! the Helm chart's controller ServiceAccount (see [`super::identity`]).
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use tokio::process::{Child, Command};
 
@@ -33,7 +35,7 @@ impl Operator {
             .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string(), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--unschedulable-deadline-seconds", "20"])
             .args(extra)
-            .env("KUBECONFIG", super::kubeconfig_path())
+            .env("KUBECONFIG", controller_kubeconfig())
             .env("TEAM_OPERATOR_REDIS_URL", super::redis_url())
             .env("RUST_LOG", "info,team_operator=debug,kube_runtime=warn")
             .stdin(Stdio::null())
@@ -57,4 +59,11 @@ impl Operator {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
     }
+}
+
+/// The stack's kubeconfig acting as the chart's controller ServiceAccount, written once per
+/// process.
+pub fn controller_kubeconfig() -> &'static PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| super::identity::impersonating_kubeconfig(&super::identity::chart_user("controller"), &format!("controller-{}", std::process::id())))
 }
