@@ -117,13 +117,13 @@ async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete
     assert_eq!(t.status.map(|s| (s.queued, s.active, s.failed)), Some((0, 0, 0)));
 
     // The operator's metrics tell the same story.
+    op.wait_metric("team_operator_members{phase=\"Completed\"}", 30.0, TIMEOUT).await;
+    op.wait_metric("team_operator_members{phase=\"Queued\"}", 0.0, TIMEOUT).await;
+    op.wait_metric("team_operator_slots_in_use", 0.0, TIMEOUT).await;
+    assert_eq!(op.metric("team_operator_pods_created_total").await, Some(31.0), "30 specialists and the lead");
+    assert_eq!(op.metric("team_operator_slots_cap").await, Some(10.0));
+    assert!(op.metric("team_operator_reconciles_total{kind=\"Member\"}").await.is_some_and(|n| n >= 60.0));
     let metrics = op.metrics().await;
-    let value = |line: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(line)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no `{line}` in\n{metrics}"))
-    };
-    assert_eq!(value("team_operator_pods_created_total "), 31.0, "30 specialists and the lead");
-    assert_eq!(value("team_operator_slots_cap "), 10.0);
-    assert!(value("team_operator_reconciles_total{kind=\"Member\"} ") >= 60.0);
     assert!(metrics.contains("team_operator_reconcile_duration_seconds_bucket{"), "{metrics}");
     ns.cleanup().await;
 }
@@ -147,7 +147,7 @@ async fn operator_wide_cap_holds_across_two_teams() {
 
 #[tokio::test]
 async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
-    let (s, ns, _op) = setup("failure", 10).await;
+    let (s, ns, op) = setup("failure", 10).await;
     ns.api::<Team>().create(&PostParams::default(), &team("gamma", 3)).await.expect("team");
     let lead = lead_running(&ns, "gamma").await.status.and_then(|s| s.lead_name).expect("lead name");
     let members: Api<Member> = ns.api();
@@ -181,6 +181,8 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     let inbox = bus.wait(&TeamKey::new(ns.name(), "gamma"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
     let notice = inbox.iter().find(|m| m.body.starts_with(&format!("[AGENT FAILURE] @{agent_name}"))).unwrap_or_else(|| panic!("no failure notice in {inbox:?}"));
     assert!(notice.body.contains("OOMKilled") && notice.body.contains("137"), "{}", notice.body);
+    assert_eq!(op.metric("team_operator_notices_total{notice=\"agent_failure\"}").await, Some(1.0));
+    op.wait_metric("team_operator_members{phase=\"Failed\"}", 1.0, TIMEOUT).await;
     ns.cleanup().await;
 }
 

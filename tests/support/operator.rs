@@ -54,6 +54,26 @@ impl Operator {
         resp.text().await.unwrap_or_else(|e| panic!("reading {url}: {e}"))
     }
 
+    /// The value of one series of its /metrics (`name{labels}` exactly as exposed), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Waits until series `series` of its /metrics is `want`. Gauges follow the cluster a moment
+    /// behind it, so this re-reads the endpoint (every 100 ms) until they agree or `timeout`.
+    pub async fn wait_metric(&self, series: &str, want: f64, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = self.metric(series).await;
+            if got == Some(want) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{series}: wanted {want}, still {got:?} after {timeout:?}\n{}", self.metrics().await);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// kill -9, as a crash or a node loss would.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();
