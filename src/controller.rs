@@ -59,11 +59,11 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     metrics.slots_cap.set(i64::from(args.max_agents));
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
-    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 1);
-    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 3);
+    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
+    let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
     let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
-    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 1);
+    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 2);
 
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -72,7 +72,6 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         config: ControllerConfig::from(&args),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
-        kick: admission::Kick::default(),
         teams: teams.store.clone(),
         members: members.store.clone(),
         pods: pods.store.clone(),
@@ -113,7 +112,13 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team_task::reconcile, "TeamTask"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
-    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), ctx.kick.clone());
+    // Admission plans again on every change of what it plans from.
+    let changes = futures::stream::select_all([
+        teams.subscribe()?.map(|_| ()).boxed(),
+        members.subscribe()?.map(|_| ()).boxed(),
+        pods.subscribe()?.map(|_| ()).boxed(),
+    ]);
+    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), changes);
     info!(max_agents = args.max_agents, "controller started");
     tokio::select! {
         () = team_events => warn!("team watch ended"),

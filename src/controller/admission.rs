@@ -1,8 +1,9 @@
 //! The single writer of member names and slots (rules 1 and 2).
 //!
 //! Names and slots are decisions that many reconciles could race on, so one task makes them all:
-//! it wakes on any Member or Pod change, plans from the reflector stores (pure [`plan`]), writes
-//! the names, and creates the pods of the members it admits. Like the Job controller, it records
+//! it wakes on any Team, Member or Pod change (straight from the watches, so a finished pod frees
+//! its slot without waiting for its Member's reconcile), plans from the reflector stores (pure
+//! [`plan`]), writes the names, and creates the pods of the members it admits. Like the Job controller, it records
 //! an *expectation* for every pod it creates and counts it as live until the pod store shows it,
 //! so a lagging store can never let a cap be exceeded. Nothing else is kept in memory: after a
 //! restart the stores' initial lists are the whole truth, so the caps hold across restarts too.
@@ -11,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -31,10 +32,12 @@ pub type TeamId = (String, String);
 /// How long an unobserved pod creation is trusted before it stops counting (the Job controller
 /// uses the same five minutes): covers a create whose watch event was lost.
 const EXPECTATION_TTL: Duration = Duration::from_secs(300);
-/// Pod creations in flight at once.
-const CREATE_CONCURRENCY: usize = 32;
-/// Backstop period: plan even when nothing kicked.
-const RESYNC: Duration = Duration::from_secs(5);
+/// Name patches and pod creations in flight at once.
+const WRITE_CONCURRENCY: usize = 32;
+/// Backstop period: plan even when nothing changed (every change already triggers a round).
+const RESYNC: Duration = Duration::from_secs(60);
+/// Next round after one whose writes did not all succeed.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// What the planner needs to know of a team.
 #[derive(Clone, Debug)]
@@ -129,17 +132,6 @@ pub fn first_free_name(agent: &str, used: &BTreeSet<String>) -> String {
     (2..).map(|i| format!("{agent}-{i}")).find(|n| !used.contains(n)).unwrap_or_else(|| agent.to_owned())
 }
 
-/// Handle the reconcilers use to wake the admission task.
-#[derive(Clone, Default)]
-pub struct Kick(Arc<Notify>);
-
-impl Kick {
-    /// Asks for a planning round; rounds coalesce.
-    pub fn kick(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// The admission task's memory of its own recent writes: a cache of what the stores will show,
 /// never a source of truth.
 #[derive(Default)]
@@ -150,26 +142,43 @@ struct Pending {
     names: HashMap<String, String>,
 }
 
-/// Runs the admission loop until the process ends.
-pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, pods: Store<Pod>, kick: Kick) {
-    for ready in [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()] {
-        if !ready {
-            warn!("a reflector store was dropped before it was ready; admission stops");
-            return;
+/// Runs the admission loop until the process ends: a round after every burst of `changes`
+/// (one item per watched change), and at least every [`RESYNC`].
+pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, pods: Store<Pod>, changes: impl Stream<Item = ()>) {
+    // The watches must never wait for a round to finish, so changes are drained as they come and
+    // coalesce into one wake-up.
+    let wake = Notify::new();
+    let drain = async {
+        let mut changes = std::pin::pin!(changes);
+        while changes.next().await.is_some() {
+            wake.notify_one();
         }
-    }
-    let mut pending = Pending::default();
-    loop {
-        round(&ctx, &teams, &members, &pods, &mut pending).await;
-        tokio::select! {
-            () = kick.0.notified() => {}
-            () = tokio::time::sleep(RESYNC) => {}
+    };
+    let rounds = async {
+        for ready in [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()] {
+            if !ready {
+                warn!("a reflector store was dropped before it was ready; admission stops");
+                return;
+            }
         }
+        let mut pending = Pending::default();
+        loop {
+            let complete = round(&ctx, &teams, &members, &pods, &mut pending).await;
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(if complete { RESYNC } else { RETRY }) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = drain => warn!("the watches feeding admission ended"),
+        () = rounds => {}
     }
 }
 
-/// One planning round: snapshot, plan, write names, create pods.
-async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) {
+/// One planning round: snapshot, plan, write names, create pods. False if a write failed (the
+/// next round, soon, retries it).
+async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> bool {
     let team_objs = teams.state();
     let team_views: HashMap<TeamId, TeamView> = team_objs
         .iter()
@@ -235,24 +244,15 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     record_gauges(ctx, &views, &live);
     let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
     if decided.names.is_empty() && decided.admit.is_empty() {
-        return;
+        return true;
     }
     debug!(names = decided.names.len(), admit = decided.admit.len(), "admission round");
 
-    for (key, name) in &decided.names {
-        let Some(ns) = key.namespace.as_deref() else { continue };
-        let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
-        let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued" } });
-        match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(m) => {
-                if let Some(uid) = m.metadata.uid.clone() {
-                    pending.names.insert(uid, name.clone());
-                }
-                info!(member = %key.name, namespace = ns, name, "named member");
-            }
-            Err(e) => warn!(member = %key.name, error = %e, "naming failed; next round retries"),
-        }
-    }
+    // The names of members admitted now come first: their pods wait for them. The other names
+    // are written while those pods are created.
+    let admitted: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().collect();
+    let (now, later): (Vec<_>, Vec<_>) = decided.names.iter().partition(|(key, _)| admitted.contains(key));
+    let mut complete = write_names(ctx, now, pending).await;
 
     let mut creations = Vec::new();
     for key in &decided.admit {
@@ -265,7 +265,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
         pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
         creations.push((member, team, name, pod_key));
     }
-    let failed: Vec<(String, String)> = futures::stream::iter(creations)
+    let create = futures::stream::iter(creations)
         .map(|(member, team, name, pod_key)| async move {
             match create_pod(ctx, &team, &member, &name).await {
                 Ok(()) => None,
@@ -275,13 +275,52 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 }
             }
         })
-        .buffer_unordered(CREATE_CONCURRENCY)
+        .buffer_unordered(WRITE_CONCURRENCY)
         .filter_map(|r| async move { r })
-        .collect()
-        .await;
+        .collect::<Vec<_>>();
+    let (failed, named) = futures::join!(create, patch_names(ctx, later));
+    complete &= remember_names(named, pending) && failed.is_empty();
     for k in failed {
         pending.pods.remove(&k);
     }
+    complete
+}
+
+/// Writes `names` (concurrently) and remembers them until the store shows them; false if one
+/// failed.
+async fn write_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>, pending: &mut Pending) -> bool {
+    let written = patch_names(ctx, names).await;
+    remember_names(written, pending)
+}
+
+fn remember_names(written: Vec<Option<(String, String)>>, pending: &mut Pending) -> bool {
+    let complete = written.iter().all(Option::is_some);
+    pending.names.extend(written.into_iter().flatten());
+    complete
+}
+
+/// Sets each member's name (and phase Queued); per name, the member's uid and name, or None if
+/// the write failed.
+async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) -> Vec<Option<(String, String)>> {
+    futures::stream::iter(names)
+        .map(|(key, name)| async move {
+            let ns = key.namespace.as_deref()?;
+            let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
+            let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued" } });
+            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(m) => {
+                    info!(member = %key.name, namespace = ns, name, "named member");
+                    Some((m.metadata.uid?, name.clone()))
+                }
+                Err(e) => {
+                    warn!(member = %key.name, error = %e, "naming failed; next round retries");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Members per phase and slots in use, as of this round.

@@ -8,7 +8,6 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::Resource;
 
-use super::admission::Kick;
 use crate::api::{Member, Team, TeamTask};
 use crate::bus::Bus;
 use crate::config::ControllerConfig;
@@ -21,8 +20,6 @@ pub struct Context {
     pub config: ControllerConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    /// Wakes the admission task.
-    pub kick: Kick,
     pub teams: Store<Team>,
     pub members: Store<Member>,
     pub pods: Store<Pod>,

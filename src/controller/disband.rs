@@ -98,6 +98,5 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         info!(team = name, reason, "team disbanded");
         ctx.event(t, false, "Disbanded", format!("team disbanded: {why}; {} members cancelled", open.len())).await;
     }
-    ctx.kick.kick();
     Ok(())
 }

@@ -55,7 +55,6 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
             let msg = format!("team {} is disbanded; it takes no new members", member.spec.team);
             patch_status(&ctx, &member, (refused("TeamDisbanded", msg), None), now).await?;
         }
-        ctx.kick.kick();
         return Ok(Action::await_change());
     };
     let uid = member.metadata.uid.clone().unwrap_or_default();
@@ -109,13 +108,9 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         let warning = observed.phase == MemberPhase::Failed;
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
         ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
-        if observed.phase.is_terminal() {
-            ctx.kick.kick();
-        }
     }
     Ok(match (observed.phase, recheck) {
         (_, Some(after)) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
-        (MemberPhase::Queued, _) => Action::requeue(Duration::from_secs(60)),
         _ if member.is_lead() && team.spec.lead.pod_name.is_some() => Action::requeue(Duration::from_secs(15)),
         _ => Action::await_change(),
     })

@@ -50,8 +50,6 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::await_change());
     }
     ensure_lead(ctx, team).await?;
-    // A member that left (deleted) frees its slot; admission plans again.
-    ctx.kick.kick();
 
     let members = disband::members_of(ctx, &ns, &name);
     let lead = members.iter().find(|m| m.is_lead());
