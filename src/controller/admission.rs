@@ -38,6 +38,20 @@ const WRITE_CONCURRENCY: usize = 32;
 const RESYNC: Duration = Duration::from_secs(60);
 /// Next round after one whose writes did not all succeed.
 const RETRY: Duration = Duration::from_secs(1);
+/// Names of members not admitted yet written per round: a backlog of a thousand new members is
+/// named over several short rounds, so a slot freed meanwhile is refilled within one of them.
+const NAME_BATCH: usize = 64;
+
+/// How a round ended, which decides when the next one runs.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Everything planned was written: wait for a change.
+    Done,
+    /// Names are left for the next round: run it at once.
+    More,
+    /// A write failed: retry after [`RETRY`].
+    Failed,
+}
 
 /// What the planner needs to know of a team.
 #[derive(Clone, Debug)]
@@ -163,10 +177,14 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
         }
         let mut pending = Pending::default();
         loop {
-            let complete = round(&ctx, &teams, &members, &pods, &mut pending).await;
+            let next = match round(&ctx, &teams, &members, &pods, &mut pending).await {
+                Outcome::Done => RESYNC,
+                Outcome::More => continue,
+                Outcome::Failed => RETRY,
+            };
             tokio::select! {
                 () = wake.notified() => {}
-                () = tokio::time::sleep(if complete { RESYNC } else { RETRY }) => {}
+                () = tokio::time::sleep(next) => {}
             }
         }
     };
@@ -176,9 +194,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
     }
 }
 
-/// One planning round: snapshot, plan, write names, create pods. False if a write failed (the
-/// next round, soon, retries it).
-async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> bool {
+/// One planning round: snapshot, plan, write names, create pods.
+async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> Outcome {
     let team_objs = teams.state();
     let team_views: HashMap<TeamId, TeamView> = team_objs
         .iter()
@@ -244,14 +261,16 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     record_gauges(ctx, &views, &live);
     let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
     if decided.names.is_empty() && decided.admit.is_empty() {
-        return true;
+        return Outcome::Done;
     }
     debug!(names = decided.names.len(), admit = decided.admit.len(), "admission round");
 
     // The names of members admitted now come first: their pods wait for them. The other names
     // are written while those pods are created.
     let admitted: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().collect();
-    let (now, later): (Vec<_>, Vec<_>) = decided.names.iter().partition(|(key, _)| admitted.contains(key));
+    let (now, mut later): (Vec<_>, Vec<_>) = decided.names.iter().partition(|(key, _)| admitted.contains(key));
+    let more = later.len() > NAME_BATCH;
+    later.truncate(NAME_BATCH);
     let mut complete = write_names(ctx, now, pending).await;
 
     let mut creations = Vec::new();
@@ -283,7 +302,11 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     for k in failed {
         pending.pods.remove(&k);
     }
-    complete
+    match (complete, more) {
+        (false, _) => Outcome::Failed,
+        (true, true) => Outcome::More,
+        (true, false) => Outcome::Done,
+    }
 }
 
 /// Writes `names` (concurrently) and remembers them until the store shows them; false if one

@@ -26,6 +26,8 @@ pub struct Context {
     pub tasks: Store<TeamTask>,
     /// Consecutive failures per object, for the error policy's backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// When each Team's member counts were last written (see `team::COUNTS_INTERVAL`).
+    pub counts_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -41,6 +43,25 @@ impl Context {
     pub fn reset_backoff(&self, key: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.remove(key);
+    }
+
+    /// None if `key` may write now (and records that it does), else how long until it may: at
+    /// most one write per `interval`. A rate limit, not state: a restart merely allows one more.
+    pub fn write_delay(&self, key: &str, interval: std::time::Duration) -> Option<std::time::Duration> {
+        let mut written = self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        match written.get(key) {
+            Some(at) if now.duration_since(*at) < interval => Some(interval - now.duration_since(*at)),
+            _ => {
+                written.insert(key.to_owned(), now);
+                None
+            }
+        }
+    }
+
+    /// Drops the write times of `key` (its object is gone).
+    pub fn forget_writes(&self, key: &str) {
+        self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 
     /// Publishes an Event on `obj`; a failure to record is logged, never fails the reconcile.

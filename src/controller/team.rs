@@ -3,6 +3,7 @@
 //! through the finalizer helper so deletion waits for the disband).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -21,6 +22,11 @@ use crate::bus::{RosterState, TeamKey};
 /// Finalizer that holds a deleted Team until it is disbanded.
 pub const FINALIZER: &str = "agentteams.dev/disband";
 
+/// A Team's status is written at most this often when only its member counts changed: a fleet of
+/// a thousand members changes them hundreds of times a second, and every write is an API call the
+/// whole cluster pays for. Phase, lead and conditions are written at once.
+const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Reconciles one Team.
 #[instrument(skip_all, fields(team = %team.name_any(), namespace = team.namespace().unwrap_or_default()))]
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
@@ -29,7 +35,11 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     finalizer(&api, FINALIZER, team, |event| async {
         match event {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
-            Finalizer::Cleanup(team) => disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await.map(|()| Action::await_change()),
+            Finalizer::Cleanup(team) => {
+                disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await?;
+                ctx.forget_writes(&format!("{}/{}", ns, team.name_any()));
+                Ok(Action::await_change())
+            }
         }
     })
     .await
@@ -85,8 +95,23 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         None => (false, "LeadPending", "waiting for the lead to be named".to_owned()),
     };
     condition::set(&mut status.conditions, condition::new("Ready", ready, reason, msg, team.metadata.generation, Time(Timestamp::now())));
+    if team.status.as_ref() == Some(&status) {
+        return Ok(Action::await_change());
+    }
+    if only_counts_differ(team.status.as_ref(), &status)
+        && let Some(wait) = ctx.write_delay(&format!("{ns}/{name}"), COUNTS_INTERVAL)
+    {
+        return Ok(Action::requeue(wait));
+    }
     write_status(ctx, team, status).await?;
     Ok(Action::await_change())
+}
+
+/// Whether `new` differs from `old` in member counts alone.
+fn only_counts_differ(old: Option<&TeamStatus>, new: &TeamStatus) -> bool {
+    old.is_some_and(|old| {
+        (&old.phase, &old.lead_name, &old.conditions, old.observed_generation) == (&new.phase, &new.lead_name, &new.conditions, new.observed_generation)
+    })
 }
 
 /// Member counts per phase.
