@@ -1,6 +1,7 @@
 //! The agent gateway: the team tools over a JSON API, over MCP (streamable HTTP at `/mcp`), and
 //! through `teamctl`. Stateless: every replica reads Kubernetes and Redis, so several can run
-//! behind one Service.
+//! behind one Service. Each replica keeps a watch cache of the Teams (all namespaces), so the
+//! message tools do not read the API server on every call.
 //!
 //! # JSON API
 //!
@@ -39,13 +40,19 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kube::Client;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
+use crate::api::Team;
 use crate::bus::{Bus, BusConfig};
 use crate::config::GatewayArgs;
 use crate::metrics::Metrics;
@@ -83,13 +90,42 @@ pub struct GatewayState {
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub settings: GatewaySettings,
+    /// Every Team, from one watch: where the tools look up the caller's team (`tools::lookup_team`).
+    teams: Store<Team>,
+    /// Drives that watch; aborted with the state.
+    watch: JoinHandle<()>,
 }
 
 impl GatewayState {
+    /// Must be called inside a tokio runtime: it starts the watch of Teams.
     pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl);
-        GatewayState { client, bus, auth, metrics, settings }
+        let (teams, watch) = watch_teams(client.clone());
+        GatewayState { client, bus, auth, metrics, settings, teams, watch }
     }
+}
+
+impl Drop for GatewayState {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+/// Starts one watch of the Teams of all namespaces feeding a store. Serving does not wait for it:
+/// until it has listed, lookups miss and fall back to a GET.
+fn watch_teams(client: Client) -> (Store<Team>, JoinHandle<()>) {
+    let (store, writer) = reflector::store();
+    let events = watcher(Api::<Team>::all(client), watcher::Config::default().any_semantic())
+        .default_backoff()
+        // Nothing reads managedFields; they would only take memory for every team of the cluster.
+        .modify(|t| t.managed_fields_mut().clear())
+        .reflect(writer);
+    let watch = tokio::spawn(events.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watch of Teams failed; retrying with backoff, teams are read from the API meanwhile");
+        }
+    }));
+    (store, watch)
 }
 
 /// Runs `team-operator gateway` until the process ends.

@@ -425,6 +425,10 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
         ("create", "authorization.k8s.io", "subjectaccessreviews", "", None),
         ("get", g, "teams", &tns, None),
         ("list", g, "teams", &tns, None),
+        ("watch", g, "teams", &tns, None),
+        // The gateway's watch cache of Teams spans all namespaces.
+        ("list", g, "teams", "", None),
+        ("watch", g, "teams", "", None),
         ("create", g, "teams", &tns, None),
         ("delete", g, "teams", &tns, None),
         ("create", g, "members", &tns, None),

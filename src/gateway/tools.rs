@@ -23,12 +23,14 @@
 //! | get teams / members / tasks | list or get | teams / members / teamtasks |
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use schemars::JsonSchema;
 use serde_json::{Value, json};
@@ -153,7 +155,7 @@ enum Role {
 /// The caller inside one team.
 struct Actor {
     namespace: String,
-    team: Team,
+    team: Arc<Team>,
     /// Agent name the caller acts as (None while the operator has not named it).
     name: Option<String>,
     /// Agent type of the caller.
@@ -220,15 +222,30 @@ fn namespace_of(caller: &Caller, requested: Option<&str>) -> Result<String, ApiE
     }
 }
 
-async fn fetch_team(state: &GatewayState, ns: &str, name: &str) -> Result<Team, ApiError> {
+/// The team `name` in `ns`, if there is one.
+///
+/// Read from the gateway's watch of Teams, so send_message and wait_messages cost the API server
+/// nothing. The watch may lag the API by a moment; that is acceptable because the bus refuses
+/// sends into a disbanded or removed team from its own state in Redis, whatever the Team read
+/// here says, and a Member or TeamTask created in a team disbanded a moment ago is owned by it,
+/// so it goes with the team. A miss (a team created a moment ago, or the watch not listed yet)
+/// asks the API server once, so a new team works at once.
+async fn lookup_team(state: &GatewayState, ns: &str, name: &str) -> Result<Option<Arc<Team>>, ApiError> {
+    if let Some(t) = state.teams.get(&ObjectRef::new(name).within(ns)) {
+        return Ok(Some(t));
+    }
+    let t = Api::<Team>::namespaced(state.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ApiError::from_kube(e, &format!("reading team {name}")))?;
+    Ok(t.map(Arc::new))
+}
+
+async fn fetch_team(state: &GatewayState, ns: &str, name: &str) -> Result<Arc<Team>, ApiError> {
     if name.is_empty() {
         return Err(ApiError::invalid("`team` is empty"));
     }
-    Api::<Team>::namespaced(state.client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| ApiError::from_kube(e, &format!("reading team {name}")))?
-        .ok_or_else(|| ApiError::not_found(format!("team {name} not found in namespace {ns}")))
+    lookup_team(state, ns, name).await?.ok_or_else(|| ApiError::not_found(format!("team {name} not found in namespace {ns}")))
 }
 
 /// Resolves who the caller is inside the team it asked for, and checks it may act there.
@@ -244,11 +261,7 @@ async fn actor(state: &GatewayState, caller: &Caller, ns: Option<&str>, team: Op
                 let role = if p.lead { Role::Lead } else { Role::Specialist };
                 return Ok(Actor { namespace, team: t, name: p.member.clone(), agent: p.agent.clone(), role });
             }
-            let t = Api::<Team>::namespaced(state.client.clone(), &namespace)
-                .get_opt(team_name)
-                .await
-                .map_err(|e| ApiError::from_kube(e, &format!("reading team {team_name}")))?;
-            match t {
+            match lookup_team(state, &namespace, team_name).await? {
                 Some(t) if t.spec.lead.pod_name.as_deref() == Some(p.pod.as_str()) => {
                     let name = t.status.as_ref().and_then(|s| s.lead_name.clone());
                     let agent = Some(t.spec.lead.agent.clone());
