@@ -86,6 +86,10 @@ pub struct GatewayArgs {
     /// How long an authenticated token's identity is cached, in seconds.
     #[arg(long, env = "TEAM_GATEWAY_AUTH_CACHE_SECONDS", default_value_t = 30)]
     pub auth_cache_seconds: u64,
+    /// Cache the Teams of this namespace only (set with the operator's; the chart's gateway role
+    /// is then namespaced); empty: every namespace.
+    #[arg(long, env = "TEAM_OPERATOR_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// The controller's settings as the reconcilers use them.

@@ -70,6 +70,8 @@ pub struct GatewaySettings {
     pub name_wait: Duration,
     /// How long an authenticated identity is cached.
     pub auth_cache_ttl: Duration,
+    /// The namespace whose Teams are cached (the others are read with a GET); None: all.
+    pub namespace: Option<String>,
 }
 
 impl Default for GatewaySettings {
@@ -79,6 +81,7 @@ impl Default for GatewaySettings {
             max_wait: Duration::from_secs(3600),
             name_wait: Duration::from_secs(5),
             auth_cache_ttl: Duration::from_secs(30),
+            namespace: None,
         }
     }
 }
@@ -100,7 +103,7 @@ impl GatewayState {
     /// Must be called inside a tokio runtime: it starts the watch of Teams.
     pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl);
-        let (teams, watch) = watch_teams(client.clone());
+        let (teams, watch) = watch_teams(client.clone(), settings.namespace.as_deref());
         GatewayState { client, bus, auth, metrics, settings, teams, watch }
     }
 }
@@ -111,11 +114,15 @@ impl Drop for GatewayState {
     }
 }
 
-/// Starts one watch of the Teams of all namespaces feeding a store. Serving does not wait for it:
-/// until it has listed, lookups miss and fall back to a GET.
-fn watch_teams(client: Client) -> (Store<Team>, JoinHandle<()>) {
+/// Starts one watch of the Teams of `namespace` (or all namespaces) feeding a store. Serving does
+/// not wait for it: until it has listed, lookups miss and fall back to a GET.
+fn watch_teams(client: Client, namespace: Option<&str>) -> (Store<Team>, JoinHandle<()>) {
     let (store, writer) = reflector::store();
-    let events = watcher(Api::<Team>::all(client), watcher::Config::default().any_semantic())
+    let api = match namespace.filter(|n| !n.is_empty()) {
+        Some(ns) => Api::<Team>::namespaced(client, ns),
+        None => Api::<Team>::all(client),
+    };
+    let events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         // Nothing reads managedFields; they would only take memory for every team of the cluster.
         .modify(|t| t.managed_fields_mut().clear())
@@ -136,6 +143,7 @@ pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()>
         max_body_bytes: args.max_body_bytes,
         max_wait: Duration::from_secs(args.max_wait_seconds),
         auth_cache_ttl: Duration::from_secs(args.auth_cache_seconds),
+        namespace: args.namespace.clone(),
         ..GatewaySettings::default()
     };
     let state = Arc::new(GatewayState::new(client, bus, metrics, settings));
