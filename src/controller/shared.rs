@@ -15,7 +15,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -46,7 +46,11 @@ where
 {
     let (store, writer) = reflector::store::<K>();
     let (senders, subscriptions): (Vec<_>, Vec<_>) = (0..consumers).map(|_| mpsc::channel(BUFFER)).unzip();
-    let events = watcher::watcher(api, cfg.any_semantic()).default_backoff().reflect(writer);
+    let events = watcher::watcher(api, cfg.any_semantic())
+        .default_backoff()
+        // Nothing reads managedFields; at fleet sizes they are a good part of the stores' memory.
+        .modify(|k| k.managed_fields_mut().clear())
+        .reflect(writer);
     let reader = store.clone();
     let drive = async move {
         let mut events = std::pin::pin!(events);
