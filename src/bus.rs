@@ -49,7 +49,7 @@ pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage,
 pub use roster::RosterState;
 pub use send::OPERATOR_SENDER;
 
-use conn::{Conn, Connector, retrying};
+use conn::{BlockingPool, Conn, Connector, retrying};
 
 /// How to reach Redis and how big things may get.
 #[derive(Clone, Debug)]
@@ -77,11 +77,12 @@ impl BusConfig {
     }
 }
 
-/// A handle on the bus; cheap to clone, all clones share one reconnecting connection.
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one pool
+/// of connections for blocking waits.
 #[derive(Clone)]
 pub struct Bus {
     conn: Conn,
-    connector: Connector,
+    blocking: Arc<BlockingPool>,
     cfg: Arc<BusConfig>,
 }
 
@@ -93,7 +94,7 @@ impl Bus {
         let conn = connector.shared().await?;
         Ok(Bus {
             conn,
-            connector,
+            blocking: Arc::new(BlockingPool::new(connector)),
             cfg: Arc::new(cfg),
         })
     }

@@ -1,9 +1,12 @@
-//! Connections to Redis: one shared, reconnecting connection for ordinary commands, and a fresh
-//! connection per blocking wait.
+//! Connections to Redis: one shared, reconnecting connection for ordinary commands, and a pool
+//! of connections for blocking waits.
 //!
 //! A blocked `XREADGROUP` holds its whole connection on the server, so waits must not share the
-//! multiplexed connection every other call goes through: one wait would stall every send.
+//! multiplexed connection every other call goes through: one wait would stall every send. Opening
+//! a connection per wait costs a TCP (and TLS) and RESP handshake, more than the read itself, so
+//! a wait borrows one from [`BlockingPool`] and gives it back when its read completed.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{
@@ -22,6 +25,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking connection never times out by itself: the wait bounds it with its own deadline.
 const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Idle blocking connections kept for reuse. Each concurrent wait needs one of its own anyway, so
+/// this only bounds what stays open between waits; a burst over it reconnects, nothing more.
+const MAX_IDLE_BLOCKING: usize = 64;
 /// Attempts for an idempotent call while Redis restarts, with the delay doubling from the first.
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -124,7 +130,7 @@ impl Connector {
         }
     }
 
-    /// A connection of its own for one blocking read.
+    /// A new connection for blocking reads; [`BlockingPool`] reuses it.
     pub(crate) async fn blocking(&self) -> Result<Conn, BusError> {
         match self {
             Connector::Single(client) => {
@@ -141,6 +147,56 @@ impl Connector {
                 Ok(Conn::Cluster(blocking.get_async_connection().await?))
             }
         }
+    }
+}
+
+/// Connections for blocking reads, reused across waits. A connection goes back only after its
+/// read completed: one whose wait was cancelled, timed out client-side or failed may still be
+/// blocked on the server (or broken), so it is dropped, which closes it.
+///
+/// Cluster connections are pooled the same way: each [`ClusterConnection`] from
+/// [`Connector::blocking`] owns its node connections, so a borrowed one is not shared with any
+/// other wait, and dropping it closes them.
+pub(crate) struct BlockingPool {
+    connector: Connector,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl BlockingPool {
+    pub(crate) fn new(connector: Connector) -> Self {
+        BlockingPool {
+            connector,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An idle connection, or a new one when none is idle.
+    pub(crate) async fn take(&self) -> Result<Conn, BusError> {
+        // Bound to a local so the lock is released before connecting.
+        let idle = self.idle().pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.connector.blocking().await,
+        }
+    }
+
+    /// Returns a connection whose last read completed, keeping at most [`MAX_IDLE_BLOCKING`].
+    pub(crate) fn give_back(&self, conn: Conn) {
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE_BLOCKING {
+            idle.push(conn);
+        }
+    }
+
+    /// Drops every idle connection: after Redis went away they are all broken, and each would
+    /// otherwise fail one wait.
+    pub(crate) fn clear(&self) {
+        self.idle().clear();
+    }
+
+    /// The idle list; a panic elsewhere while it was locked leaves a list that is still valid.
+    fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

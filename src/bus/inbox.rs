@@ -1,20 +1,23 @@
 //! Reading an inbox: wait (consumer-group reads), ack and counts.
 //!
 //! Each inbox has one consumer group; the consumer is the member's name. Delivery is at least
-//! once: a wait first returns what this member was given but never acked (read from id `0`),
-//! and only then blocks for new entries (`>`). An entry added at any moment before the blocking
-//! read is after the group's last-delivered id, so `>` returns it at once: no window is lost.
+//! once: a wait first returns what this member was given but never acked (read from id `0`), else
+//! what is new (`>`), both read by one script that also checks the team and the member. Only when
+//! there is nothing does the wait block for new entries (`>`), on a connection of its own. An
+//! entry added at any moment before the blocking read is after the group's last-delivered id, so
+//! `>` returns it at once: no window is lost.
 
 use std::time::Duration;
 
-use redis::{Value, aio::ConnectionLike};
+use redis::Value;
 use tokio::time::Instant;
 
 use super::Bus;
+use super::conn::Conn;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
-use super::message::{InboxCounts, Message, ReadEntries, parse_read_reply};
-use super::scripts::{ACK, INBOX_COUNTS};
+use super::message::{InboxCounts, Message, parse_entries, parse_read_reply};
+use super::scripts::{ACK, INBOX_COUNTS, WAIT_READY};
 
 /// Most entries one wait returns; the rest come with the next wait.
 const WAIT_BATCH: usize = 100;
@@ -23,11 +26,14 @@ const CLIENT_GRACE: Duration = Duration::from_secs(2);
 /// Pause before retrying a wait whose connection dropped (a Redis restart).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
-/// The team state a wait needs to know about.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum TeamState {
-    Active,
-    Disbanded,
+/// What the wait script found before any blocking.
+enum Ready {
+    /// Entries to return: pending ones, else new ones.
+    Messages(Vec<Message>),
+    /// A whole batch of pending entries had been trimmed (now acked); more may be pending.
+    Again,
+    /// Nothing yet: block for new entries.
+    Block,
 }
 
 impl Bus {
@@ -59,50 +65,64 @@ impl Bus {
         }
     }
 
-    /// One pass of [`Bus::wait`]; `Ok(None)` asks for another pass (stale entries were cleared).
+    /// One pass of [`Bus::wait`]; `Ok(None)` asks for another pass.
     async fn wait_once(
         &self,
         team: &TeamKey,
         member: &str,
         deadline: Instant,
     ) -> Result<Option<Vec<Message>>, BusError> {
-        let state = self.team_state(team, member).await?;
-        let mut conn = self.conn();
-        let pending = read_group(&mut conn, team, member, "0", None).await?;
-        if !pending.messages.is_empty() {
-            return Ok(Some(pending.messages));
-        }
-        if !pending.trimmed.is_empty() {
-            self.clear_trimmed(team, member, &pending).await?;
-            return Ok(None);
-        }
-        if state == TeamState::Disbanded {
-            let fresh = read_group(&mut conn, team, member, ">", None).await?;
-            return match fresh.messages.is_empty() {
-                true => Err(BusError::TeamDisbanded {
-                    team: team.to_string(),
-                }),
-                false => Ok(Some(fresh.messages)),
-            };
+        match self.wait_ready(team, member).await? {
+            Ready::Messages(messages) => return Ok(Some(messages)),
+            Ready::Again => return Ok(None),
+            Ready::Block => {}
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut blocking = self.connector.blocking().await?;
-        let read = read_group(&mut blocking, team, member, ">", Some(remaining));
-        match tokio::time::timeout(remaining + CLIENT_GRACE, read).await {
+        // Only a completed read gives the connection back. On every other way out, this future
+        // being dropped included, it is dropped: the server may still hold its BLOCK.
+        let mut conn = self.blocking.take().await?;
+        let read = read_new(&mut conn, team, member, remaining);
+        let result = tokio::time::timeout(remaining + CLIENT_GRACE, read).await;
+        match result {
             // The server never answered: treat like a timeout; anything it delivered stays
             // pending and comes back with the next wait.
             Err(_) => Ok(Some(Vec::new())),
-            Ok(Ok(fresh)) => Ok(Some(fresh.messages)),
-            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => {
-                // The inbox was deleted under the blocked read (teardown): say why.
-                match self.team_state(team, member).await? {
-                    TeamState::Disbanded => Err(BusError::TeamDisbanded {
-                        team: team.to_string(),
-                    }),
-                    TeamState::Active => Err(BusError::Redis(err)),
-                }
+            Ok(Ok(messages)) => {
+                self.blocking.give_back(conn);
+                Ok(Some(messages))
             }
-            Ok(Err(e)) => Err(e),
+            // The inbox was deleted under the blocked read (teardown): the next pass says why.
+            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => Ok(None),
+            Ok(Err(err)) => {
+                if matches!(err, BusError::Unavailable(_)) {
+                    self.blocking.clear();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Everything before the blocking read, in one round trip (see `wait_ready.lua`). Not
+    /// retried here: [`Bus::wait`] retries until its own deadline.
+    async fn wait_ready(&self, team: &TeamKey, member: &str) -> Result<Ready, BusError> {
+        let mut invocation = WAIT_READY.prepare_invoke();
+        invocation
+            .key(team.meta())
+            .key(team.roster())
+            .key(team.inbox(member))
+            .arg(INBOX_GROUP)
+            .arg(member)
+            .arg(WAIT_BATCH);
+        let (outcome, trimmed, entries): (String, usize, Value) =
+            invocation.invoke_async(&mut self.conn()).await?;
+        if trimmed > 0 {
+            tracing::warn!(team = %team, member, count = trimmed, "pending messages were trimmed before delivery");
+        }
+        match outcome.as_str() {
+            "ready" => parse_entries(entries).map(Ready::Messages),
+            "again" => Ok(Ready::Again),
+            "block" => Ok(Ready::Block),
+            other => Err(refusal(team, member, other)),
         }
     }
 
@@ -128,7 +148,10 @@ impl Bus {
             invocation.arg(id);
         }
         let (outcome, acked): (String, usize) = self.run_script(&invocation).await?;
-        self.check_outcome(team, member, &outcome).map(|()| acked)
+        match outcome.as_str() {
+            "ok" => Ok(acked),
+            other => Err(refusal(team, member, other)),
+        }
     }
 
     /// How many entries are pending (delivered, not acked) and undelivered in a member's inbox.
@@ -146,90 +169,54 @@ impl Bus {
             .arg(member);
         let (outcome, pending, undelivered): (String, u64, u64) =
             self.run_script(&invocation).await?;
-        self.check_outcome(team, member, &outcome)
-            .map(|()| InboxCounts {
+        match outcome.as_str() {
+            "ok" => Ok(InboxCounts {
                 pending,
                 undelivered,
-            })
-    }
-
-    /// Maps the status word of the ack and count scripts.
-    fn check_outcome(&self, team: &TeamKey, member: &str, outcome: &str) -> Result<(), BusError> {
-        match outcome {
-            "ok" => Ok(()),
-            "team_not_found" => Err(BusError::TeamNotFound {
-                team: team.to_string(),
             }),
-            "member_not_in_team" => Err(BusError::MemberNotInTeam {
-                team: team.to_string(),
-                member: member.to_string(),
-            }),
-            other => Err(BusError::Protocol(format!(
-                "inbox script replied {other:?}"
-            ))),
+            other => Err(refusal(team, member, other)),
         }
-    }
-
-    /// Team state and roster membership, read together.
-    async fn team_state(&self, team: &TeamKey, member: &str) -> Result<TeamState, BusError> {
-        let (state, membership): (Option<String>, Option<String>) = redis::pipe()
-            .hget(team.meta(), "state")
-            .hget(team.roster(), member)
-            .query_async(&mut self.conn())
-            .await?;
-        let state = match state.as_deref() {
-            None => {
-                return Err(BusError::TeamNotFound {
-                    team: team.to_string(),
-                });
-            }
-            Some("disbanded") => TeamState::Disbanded,
-            Some(_) => TeamState::Active,
-        };
-        match membership {
-            Some(_) => Ok(state),
-            None => Err(BusError::MemberNotInTeam {
-                team: team.to_string(),
-                member: member.to_string(),
-            }),
-        }
-    }
-
-    /// Acks pending entries whose content was trimmed away by `MAXLEN`: they can never be
-    /// delivered, and left pending they would be offered on every wait.
-    async fn clear_trimmed(
-        &self,
-        team: &TeamKey,
-        member: &str,
-        read: &ReadEntries,
-    ) -> Result<(), BusError> {
-        tracing::warn!(team = %team, member, count = read.trimmed.len(), "pending messages were trimmed before delivery");
-        self.ack(team, member, &read.trimmed).await.map(drop)
     }
 }
 
-/// One `XREADGROUP` on a member's inbox from `id` (`0`: own pending, `>`: new), blocking up to
-/// `block` when given.
-async fn read_group(
-    conn: &mut impl ConnectionLike,
+/// The error a status word of the inbox scripts stands for.
+fn refusal(team: &TeamKey, member: &str, outcome: &str) -> BusError {
+    match outcome {
+        "team_not_found" => BusError::TeamNotFound {
+            team: team.to_string(),
+        },
+        "team_disbanded" => BusError::TeamDisbanded {
+            team: team.to_string(),
+        },
+        "member_not_in_team" => BusError::MemberNotInTeam {
+            team: team.to_string(),
+            member: member.to_string(),
+        },
+        other => BusError::Protocol(format!("inbox script replied {other:?}")),
+    }
+}
+
+/// A blocking `XREADGROUP` of new entries (`>`) in a member's inbox, for up to `block`.
+async fn read_new(
+    conn: &mut Conn,
     team: &TeamKey,
     member: &str,
-    id: &str,
-    block: Option<Duration>,
-) -> Result<ReadEntries, BusError> {
-    let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
+    block: Duration,
+) -> Result<Vec<Message>, BusError> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
         .arg(INBOX_GROUP)
         .arg(member)
         .arg("COUNT")
-        .arg(WAIT_BATCH);
-    if let Some(block) = block {
+        .arg(WAIT_BATCH)
         // BLOCK 0 would mean forever; a zero timeout is a poll.
-        cmd.arg("BLOCK")
-            .arg(block.as_millis().clamp(1, u64::MAX as u128) as u64);
-    }
-    cmd.arg("STREAMS").arg(team.inbox(member)).arg(id);
-    let reply: Value = cmd.query_async(conn).await?;
+        .arg("BLOCK")
+        .arg(block.as_millis().clamp(1, u64::MAX as u128) as u64)
+        .arg("STREAMS")
+        .arg(team.inbox(member))
+        .arg(">")
+        .query_async(conn)
+        .await?;
     parse_read_reply(reply)
 }
 

@@ -88,20 +88,11 @@ pub struct InboxCounts {
     pub undelivered: u64,
 }
 
-/// Entries of one stream from an `XREADGROUP` reply (RESP2 arrays or RESP3 maps). Entries whose
-/// fields are gone (trimmed by `MAXLEN` while pending) come back as their id alone in `trimmed`.
-pub(crate) struct ReadEntries {
-    pub messages: Vec<Message>,
-    pub trimmed: Vec<String>,
-}
-
-pub(crate) fn parse_read_reply(reply: Value) -> Result<ReadEntries, BusError> {
-    let mut out = ReadEntries {
-        messages: Vec::new(),
-        trimmed: Vec::new(),
-    };
+/// The messages of a blocking `XREADGROUP` reply (RESP2 arrays or RESP3 maps); nil means the
+/// block timed out.
+pub(crate) fn parse_read_reply(reply: Value) -> Result<Vec<Message>, BusError> {
     let streams: Vec<Value> = match reply {
-        Value::Nil => return Ok(out),
+        Value::Nil => return Ok(Vec::new()),
         Value::Array(items) => items
             .into_iter()
             .filter_map(|s| match s {
@@ -112,11 +103,22 @@ pub(crate) fn parse_read_reply(reply: Value) -> Result<ReadEntries, BusError> {
         Value::Map(pairs) => pairs.into_iter().map(|(_, entries)| entries).collect(),
         other => return Err(protocol("XREADGROUP reply", &other)),
     };
+    let mut messages = Vec::new();
     for entries in streams {
-        let Value::Array(entries) = entries else {
-            return Err(protocol("stream entries", &entries));
-        };
-        for entry in entries {
+        messages.extend(parse_entries(entries)?);
+    }
+    Ok(messages)
+}
+
+/// The entries of one stream, `[[id, [field, value, …]], …]`, as messages. Every entry has its
+/// fields: new entries always do, and the wait script acks pending ones that lost theirs.
+pub(crate) fn parse_entries(entries: Value) -> Result<Vec<Message>, BusError> {
+    let Value::Array(entries) = entries else {
+        return Err(protocol("stream entries", &entries));
+    };
+    entries
+        .into_iter()
+        .map(|entry| {
             let Value::Array(mut pair) = entry else {
                 return Err(protocol("stream entry", &entry));
             };
@@ -125,13 +127,9 @@ pub(crate) fn parse_read_reply(reply: Value) -> Result<ReadEntries, BusError> {
                 Some(v) => text(v).ok_or_else(|| BusError::Protocol("entry without id".into()))?,
                 None => return Err(BusError::Protocol("empty stream entry".into())),
             };
-            match fields {
-                Value::Nil => out.trimmed.push(stream_id),
-                fields => out.messages.push(decode(stream_id, fields)?),
-            }
-        }
-    }
-    Ok(out)
+            decode(stream_id, fields)
+        })
+        .collect()
 }
 
 /// Builds a [`Message`] from the field list of an entry.
@@ -204,7 +202,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_entries_and_trimmed_ids() {
+    fn parses_entries() {
         let fields = [
             "id",
             "m1",
@@ -219,19 +217,14 @@ mod tests {
             "ts",
             "1700000000123",
         ];
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("inbox"),
-            Value::Array(vec![
-                Value::Array(vec![
-                    bulk("1-0"),
-                    Value::Array(fields.iter().map(|f| bulk(f)).collect()),
-                ]),
-                Value::Array(vec![bulk("2-0"), Value::Nil]),
-            ]),
+        let entries = Value::Array(vec![Value::Array(vec![
+            bulk("1-0"),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
         ])]);
-        let read = parse_read_reply(reply).expect("valid reply");
-        assert_eq!(read.trimmed, vec!["2-0".to_string()]);
-        let m = &read.messages[0];
+        let reply = Value::Array(vec![Value::Array(vec![bulk("inbox"), entries.clone()])]);
+        let messages = parse_read_reply(reply).expect("valid reply");
+        assert_eq!(messages, parse_entries(entries).expect("valid entries"));
+        let m = &messages[0];
         assert_eq!(
             (m.id.as_str(), m.stream_id.as_str(), m.body.as_str()),
             ("m1", "1-0", "hé")
@@ -241,9 +234,15 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_without_fields_is_refused() {
+        let entries = Value::Array(vec![Value::Array(vec![bulk("2-0"), Value::Nil])]);
+        assert!(matches!(parse_entries(entries), Err(BusError::Protocol(_))));
+    }
+
+    #[test]
     fn nil_reply_is_a_timeout() {
-        let read = parse_read_reply(Value::Nil).expect("nil is valid");
-        assert!(read.messages.is_empty() && read.trimmed.is_empty());
+        let messages = parse_read_reply(Value::Nil).expect("nil is valid");
+        assert!(messages.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ script!(SYNC_ROSTER, "sync_roster.lua");
 script!(MARK_DISBANDED, "mark_disbanded.lua");
 script!(TEARDOWN, "teardown.lua");
 script!(SEND, "send.lua");
+script!(WAIT_READY, "wait_ready.lua");
 script!(ACK, "ack.lua");
 script!(INBOX_COUNTS, "inbox_counts.lua");
 script!(MEMORY_APPEND, "memory_append.lua");

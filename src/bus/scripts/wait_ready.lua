@@ -1,0 +1,50 @@
+-- Everything a wait does before it blocks, in one round trip: checks the team and the member,
+-- then returns what the member was given but never acked (id 0) and, when there is none, what is
+-- new (>), without blocking. Only the 'block' reply sends the caller to a blocking read.
+-- Pending entries whose content MAXLEN trimmed away can never be delivered, so they are acked
+-- here (their count is replied for a warning); left pending they would be offered on every wait.
+--
+-- KEYS: meta, roster, inbox.  ARGV: group, member, batch size.
+-- Reply: {outcome, trimmed count, entries}; outcome is 'ready' (entries to return), 'again' (a
+-- full batch was all trimmed, more may be pending), 'block', 'team_disbanded' (drained),
+-- 'team_not_found' or 'member_not_in_team'.
+local group, member, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
+
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return { 'team_not_found', 0, {} }
+end
+if redis.call('HEXISTS', KEYS[2], member) == 0 then
+  return { 'member_not_in_team', 0, {} }
+end
+
+local pending = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
+  'STREAMS', KEYS[3], '0')[1][2]
+local live, trimmed = {}, {}
+for _, entry in ipairs(pending) do
+  if entry[2] then
+    table.insert(live, entry)
+  else
+    table.insert(trimmed, entry[1])
+  end
+end
+if #trimmed > 0 then
+  redis.call('XACK', KEYS[3], group, unpack(trimmed))
+end
+if #live > 0 then
+  return { 'ready', #trimmed, live }
+end
+if #pending == batch then
+  return { 'again', #trimmed, {} }
+end
+
+-- A new entry cannot be trimmed: it is read from the stream itself.
+local fresh = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
+  'STREAMS', KEYS[3], '>')
+if fresh then
+  return { 'ready', #trimmed, fresh[1][2] }
+end
+if state == 'disbanded' then
+  return { 'team_disbanded', #trimmed, {} }
+end
+return { 'block', #trimmed, {} }
