@@ -354,6 +354,12 @@ stop_one() { # <component>
       fi
       sleep 0.1
     done
+    # A Go process's main thread shows Z while its other threads still close their sockets: wait
+    # for the ports too, so a restart can bind them.
+    local until=$((SECONDS + 10)) p
+    for p in $(port_of "$name"); do
+      while [[ -n $(ss -Hltn "sport = :$p" 2>/dev/null) ]] && ((SECONDS < until)); do sleep 0.1; done
+    done
   fi
   rm -f "$PIDS/$name.pid"
 }
