@@ -38,6 +38,10 @@ const WRITE_CONCURRENCY: usize = 32;
 const RESYNC: Duration = Duration::from_secs(60);
 /// Next round after one whose writes did not all succeed.
 const RETRY: Duration = Duration::from_secs(1);
+/// Changes arriving this soon after the one that woke admission join its round (the Job
+/// controller batches its syncs the same way, for a second): a fleet's burst of watch events
+/// makes a few rounds instead of one per event, each a plan over every member.
+const BATCH: Duration = Duration::from_millis(20);
 /// Names of members not admitted yet written per round: a backlog of a thousand new members is
 /// named over several short rounds, so a slot freed meanwhile is refilled within one of them.
 const NAME_BATCH: usize = 64;
@@ -183,7 +187,7 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
                 Outcome::Failed => RETRY,
             };
             tokio::select! {
-                () = wake.notified() => {}
+                () = wake.notified() => tokio::time::sleep(BATCH).await,
                 () = tokio::time::sleep(next) => {}
             }
         }
@@ -232,8 +236,10 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
 
     let member_objs = members.state();
     // Forget names the store now shows, and names of members that are gone.
-    let stored: HashMap<&str, Option<&str>> = member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
-    pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
+    if !pending.names.is_empty() {
+        let stored: HashMap<&str, Option<&str>> = member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
+        pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
+    }
     let views: Vec<MemberView> = member_objs
         .iter()
         .filter_map(|m| {
@@ -329,7 +335,10 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .map(|(key, name)| async move {
             let ns = key.namespace.as_deref()?;
             let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
-            let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued" } });
+            // A queued member's status is complete with its name: observedGeneration goes in the
+            // same write, or the member's reconciler would spend one more on it.
+            let generation = ctx.members.get(key).and_then(|m| m.metadata.generation);
+            let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued", "observedGeneration": generation } });
             match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(m) => {
                     info!(member = %key.name, namespace = ns, name, "named member");

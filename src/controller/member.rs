@@ -104,7 +104,9 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
     }
     let changed = patch_status(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), now).await?;
-    if changed && observed.phase != current {
+    // Every phase a person follows gets an Event but Starting: it lasts as long as the pod is
+    // Pending, and each Event is one more API write per member of a fleet.
+    if changed && observed.phase != current && observed.phase != MemberPhase::Starting {
         let warning = observed.phase == MemberPhase::Failed;
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
         ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
