@@ -553,8 +553,8 @@ async fn the_controller_runs_on_the_chart_rbac() {
     .await;
     let pod_name = lead.status.and_then(|s| s.pod_name).unwrap_or_default();
     wait_for(&pods, &pod_name, long, "the lead's pod", |_| true).await;
-    let events = Api::<EventV1>::namespaced(s.client.clone(), &tns).list(&ListParams::default()).await.expect("events");
-    assert!(events.items.iter().any(|e| e.reporting_controller.as_deref() == Some("team-operator")), "no Event from the controller");
+    let events = Api::<EventV1>::namespaced(s.client.clone(), &tns);
+    wait_for_any(&events, long, "an Event from the controller", |e: &EventV1| e.reporting_controller.as_deref() == Some("team-operator")).await;
     let log_text = show_log();
     assert!(!log_text.contains("forbidden") && !log_text.contains("Forbidden"), "the controller was refused something:\n{log_text}");
 

@@ -394,6 +394,28 @@ where
     }
 }
 
+/// Waits on a watch of every object of `api` until one satisfies `cond`, and returns it. Fails
+/// after `timeout` naming `what` and how many objects were seen.
+pub async fn wait_for_any<K, F>(api: &Api<K>, timeout: Duration, what: &str, cond: F) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    <K as Resource>::DynamicType: Default,
+    F: Fn(&K) -> bool,
+{
+    let mut objects = pin!(watcher::watcher(api.clone(), watcher::Config::default()).default_backoff().touched_objects());
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, objects.next()).await {
+            Ok(Some(Ok(obj))) if cond(&obj) => return obj,
+            Ok(Some(Ok(_))) => seen += 1,
+            Ok(Some(Err(_))) => {}
+            Ok(None) => panic!("watch of {} ended while waiting for {what}", K::kind(&Default::default())),
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}; {seen} other {} seen", K::plural(&Default::default())),
+        }
+    }
+}
+
 /// Waits on a watch until the object `name` is gone (absent, or replaced by one with a new uid
 /// if `uid` is given). Fails after `timeout` naming `what` and the last state seen.
 pub async fn wait_deleted<K>(api: &Api<K>, name: &str, uid: Option<&str>, timeout: Duration, what: &str)
