@@ -231,31 +231,43 @@ pub async fn restart_kcm(qps: u32, burst: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one variant and adds the API writes it cost (its namespace's teardown included: creates
+/// and updates only, deletions are not counted) in total and per member.
+async fn counted(client: &Client, s: &Sizes, run: impl Future<Output = anyhow::Result<Value>>) -> anyhow::Result<Value> {
+    let before = api_writes(client).await;
+    let mut v = run.await?;
+    let writes = writes_between(&before, &api_writes(client).await);
+    let total: u64 = writes.values().sum();
+    v["api_writes_per_member"] = json!(round3(total as f64 / s.n as f64));
+    v["api_writes"] = json!(writes);
+    Ok(v)
+}
+
 pub async fn run(client: &Client, args: &Args, s: &Sizes) -> Value {
     let mut out = BTreeMap::new();
     let record = |r: anyhow::Result<Value>| r.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
     eprintln!("P1: operator, {} members, maxAgents {}", s.n, s.p);
     let (c, sz) = (client.clone(), s.clone());
-    out.insert("operator", record(crate::guard(async move { operator(&c, &sz).await }).await));
+    out.insert("operator", record(crate::guard(async move { counted(&c, &sz, operator(&c, &sz)).await }).await));
     eprintln!("P1: bare loop");
     let (c, sz) = (client.clone(), s.clone());
-    out.insert("bare_loop", record(crate::guard(async move { bare(&c, &sz).await }).await));
+    out.insert("bare_loop", record(crate::guard(async move { counted(&c, &sz, bare(&c, &sz)).await }).await));
     let before = kcm_limits();
     if args.no_kcm_restart {
         let lim = before.unwrap_or((0, 0));
         eprintln!("P1: Job at the controller-manager's current limits {lim:?}");
-        out.insert("job_default_limits", record({ let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { job(&c, &sz, lim).await }).await }));
+        out.insert("job_default_limits", record({ let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, lim)).await }).await }));
     } else {
         eprintln!("P1: Job at the default limits 20/30");
         let r = match restart_kcm(20, 30).await {
-            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { job(&c, &sz, (20, 30)).await }).await }
+            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, (20, 30))).await }).await }
             Err(e) => Err(e),
         };
         out.insert("job_default_limits", record(r));
         let (q, b) = (args.high_qps, args.high_burst);
         eprintln!("P1: Job at high limits {q}/{b}");
         let r = match restart_kcm(q, b).await {
-            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { job(&c, &sz, (q, b)).await }).await }
+            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, (q, b))).await }).await }
             Err(e) => Err(e),
         };
         out.insert("job_high_limits", record(r));

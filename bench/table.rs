@@ -64,6 +64,11 @@ pub fn rows(r: &Value, s: &p1::Sizes) -> Vec<Row> {
             let ratio = op.zip(other).map(|(a, b)| a / b);
             row(&mut rows, part, format!("operator / {k}"), fmt(ratio, "×"), goal, ratio.map(|x| x <= max));
         }
+        for k in ["operator", "job_default_limits", "job_high_limits", "bare_loop"] {
+            if let Some(v) = num(&runs[k]["api_writes_per_member"]) {
+                row(&mut rows, part, format!("{k}: API writes per member (every client's creates, updates, patches)"), fmt(Some(v), ""), "", None);
+            }
+        }
         let live = num(&runs["operator"]["max_live_pods"]);
         row(&mut rows, part, "operator: most live member pods seen at once", fmt(live, ""), &format!("= {} (never above)", s.p), live.map(|x| x as usize == s.p));
         for k in ["job_default_limits", "job_high_limits", "bare_loop"] {

@@ -1,7 +1,7 @@
 //! Shared pieces of the benchmarks: the operator process, pod and member watches, statistics,
 //! namespace teardown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -391,4 +391,35 @@ pub async fn redis_cleanup(ns: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes (create, update, patch, apply) the API server has served since it started, per
+/// resource (`members/status`, `pods`, …), from its own `apiserver_request_total`: what a run
+/// costs the control plane, whoever made the calls.
+pub async fn api_writes(client: &Client) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(req) = http::Request::get("/metrics").body(Vec::new()) else { return out };
+    let Ok(text) = client.request_text(req).await else { return out };
+    let label = |line: &str, name: &str| -> Option<String> {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(line[start..].split('"').next()?.to_owned())
+    };
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let verb = label(line, "verb").unwrap_or_default();
+        if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY") {
+            continue;
+        }
+        let (Some(resource), Some(count)) = (label(line, "resource"), line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())) else { continue };
+        let key = match label(line, "subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        *out.entry(key).or_default() += count as u64;
+    }
+    out
+}
+
+/// `after - before`, per resource, leaving out what did not grow.
+pub fn writes_between(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.iter().filter_map(|(k, v)| Some((k.clone(), v.checked_sub(*before.get(k).unwrap_or(&0)).filter(|d| *d > 0)?))).collect()
 }
