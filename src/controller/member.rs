@@ -200,13 +200,25 @@ async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Obs
     }
     let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     // A merge patch of the fields this reconciler owns; status.name belongs to the admission task.
-    let patch = json!({ "status": {
-        "phase": new.phase, "podName": new.pod_name, "reason": new.reason, "message": new.message,
-        "exitCode": new.exit_code, "startTime": new.start_time, "completionTime": new.completion_time,
-        "observedGeneration": new.observed_generation,
-    }});
-    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(true)
+    // It is conditional on the version judged: a reconcile that read a Member older than the one
+    // stored (its own last write not in the cache yet) must not write the same transition, and
+    // its Event, a second time. The newer version triggers another reconcile anyway.
+    let patch = json!({
+        "metadata": { "resourceVersion": member.resource_version() },
+        "status": {
+            "phase": new.phase, "podName": new.pod_name, "reason": new.reason, "message": new.message,
+            "exitCode": new.exit_code, "startTime": new.start_time, "completionTime": new.completion_time,
+            "observedGeneration": new.observed_generation,
+        },
+    });
+    match api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("member changed since it was read; its newer version is reconciled next");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox once: the notice's idempotency key is
