@@ -97,13 +97,15 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     };
 
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
-    if observed.phase == MemberPhase::Failed {
+    let changed = patch_status(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), now).await?;
+    // After the status says why, so a pod deleted here is not read as deleted from outside. A
+    // failure of either step retries through the terminal branch above.
+    if changed && observed.phase == MemberPhase::Failed {
         if observed.reason.as_deref() == Some("Unschedulable") {
             delete_pod(&ctx, &ns, &pod_name).await?;
         }
         notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
     }
-    let changed = patch_status(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), now).await?;
     // Every phase a person follows gets an Event but Starting: it lasts as long as the pod is
     // Pending, and each Event is one more API write per member of a fleet.
     if changed && observed.phase != current && observed.phase != MemberPhase::Starting {
