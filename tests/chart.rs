@@ -498,8 +498,7 @@ async fn the_controller_runs_on_the_chart_rbac() {
     let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
 
     let kubeconfig = impersonating_kubeconfig(&r.service_account("controller"), &rel);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart");
-    let log = dir.join(format!("{rel}.log"));
+    let log = scratch_dir("chart").join(format!("{rel}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     // The process gets the chart's own settings: the Deployment's literal env, plus what the
     // kubelet would fill in (downward API) and what differs off-cluster (Redis, metrics port);
@@ -583,7 +582,7 @@ async fn the_gateway_runs_on_the_chart_rbac() {
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let kubeconfig = impersonating_kubeconfig(&r.service_account("gateway"), &format!("{rel}-gateway"));
-    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chart").join(format!("{rel}-gateway.log"));
+    let log = scratch_dir("chart").join(format!("{rel}-gateway.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
         .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])

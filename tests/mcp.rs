@@ -197,8 +197,7 @@ async fn teamctl_commands_and_exit_codes() {
     let ns = TestNamespace::new(&s.client, "teamctl").await;
     let gw = start_gateway_with(&s, quick_gateway()).await;
     let team = team_with_members(&s, &ns, &gw.bus, "zeta", &["general"]).await;
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("teamctl-{}", ns.name));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir(&format!("teamctl-{}", ns.name));
     let token_file = dir.join("token");
     std::fs::write(&token_file, team.token("general")).unwrap();
 

@@ -73,8 +73,7 @@ pub fn impersonating_kubeconfig(user: &str, tag: &str) -> PathBuf {
     for entry in kc["users"].as_sequence_mut().expect("kubeconfig users") {
         entry["user"]["as"] = serde_yaml::Value::from(user);
     }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeconfigs");
-    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let dir = super::scratch_dir("kubeconfigs");
     let file = dir.join(format!("{tag}.kubeconfig"));
     std::fs::write(&file, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
     file

@@ -79,6 +79,14 @@ pub fn stack_dir() -> PathBuf {
     cache.join("stack")
 }
 
+/// A directory for a test's files (logs, kubeconfigs, tokens) under cargo's per-target scratch
+/// space, created if missing: on a fresh checkout nothing under it exists yet.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
 /// Kubeconfig used by the tests: `$KUBECONFIG`, else the stack's admin kubeconfig.
 pub fn kubeconfig_path() -> PathBuf {
     match std::env::var_os("KUBECONFIG") {

@@ -25,8 +25,7 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra flags.
     pub fn start_with(ns: &str, max_agents: u32, extra: &[&str]) -> Self {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let dir = super::scratch_dir("operator-logs");
         let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)));
         let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         // A free port, released just before the operator binds it.
