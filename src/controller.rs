@@ -152,7 +152,7 @@ where
         Box::pin(async move {
             let start = Instant::now();
             let metrics = ctx.metrics.clone();
-            let key = backoff_key(obj.as_ref());
+            let key = context::object_key(obj.as_ref());
             let out = f(obj, ctx.clone()).await;
             if out.is_ok() {
                 ctx.reset_backoff(&key);
@@ -170,13 +170,9 @@ where
 /// Retries a failed reconcile with a per-object exponential backoff (1 s doubling to 5 min);
 /// a change to the object retries it sooner, and a success resets the backoff.
 fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(backoff_key(obj.as_ref()));
+    let delay = ctx.backoff(context::object_key(obj.as_ref()));
     warn!(error = %err, category = err.category(), retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
-}
-
-fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }
 
 /// Waits until the CRDs are installed and served (the chart or `kubectl apply -f crds/` installs

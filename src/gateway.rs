@@ -21,11 +21,13 @@
 //! - [`auth`]: TokenReview / SubjectAccessReview and the identity cache.
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
+//! - [`idle`]: a member blocked in `wait_messages` reads Idle.
 
 pub mod args;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod idle;
 pub mod mcp;
 pub mod tools;
 

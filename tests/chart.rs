@@ -439,13 +439,14 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
         ("create", g, "teamtasks", &tns, None),
         ("patch", g, "teamtasks", &tns, None),
         ("patch", g, "teamtasks/status", &tns, None),
+        ("patch", g, "members/status", &tns, None),
         ("get", "", "pods", &tns, None),
     ]).await;
     assert_access(&gw, &who, false, &[
         ("patch", g, "teams", &tns, None),
         ("patch", g, "teams/status", &tns, None),
         ("patch", g, "members", &tns, None),
-        ("patch", g, "members/status", &tns, None),
+        ("update", g, "members/status", &tns, None),
         ("delete", g, "members", &tns, None),
         ("delete", g, "teamtasks", &tns, None),
         ("list", "", "pods", &tns, None),

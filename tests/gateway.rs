@@ -12,7 +12,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
-use team_operator::api::{Member, TeamTask};
+use team_operator::api::{Member, MemberPhase, TeamTask};
 use team_operator::controller::pod::GATEWAY_AUDIENCE;
 use team_operator::gateway::args::{self, *};
 
@@ -53,15 +53,26 @@ async fn members_message_each_other_and_broadcast() {
         assert_eq!(got["messages"][0]["from"], "lead");
     }
 
-    // A wait blocks until a message arrives.
-    let waiter = {
-        let (url, token) = (gw.url.clone(), team.token("lead").to_owned());
-        tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "timeout_seconds": 5 })).await })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A wait blocks until a message arrives; while it blocks, its member reads Idle, and Active
+    // again once it returns.
+    let members: Api<Member> = ns.api();
+    let phase_is = |want: MemberPhase| move |m: &Member| m.phase() == want;
+    let lead_member = format!("{}-lead", team.name);
+    let waiter = spawn_wait(&gw.url, team.token("lead"));
+    wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Idle", phase_is(MemberPhase::Idle)).await;
     ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
     let got = ok(waiter.await.unwrap());
     assert_eq!(got["messages"][0]["body"], "done", "{got}");
+    assert_eq!(members.get(&lead_member).await.unwrap().phase(), MemberPhase::Active, "restored before the wait answered");
+
+    // A phase the controller moved on while the member waited is left alone.
+    let waiter = spawn_wait(&gw.url, a);
+    let general = format!("{}-general", team.name);
+    wait_for(&members, &general, Duration::from_secs(10), "the waiting general to read Idle", phase_is(MemberPhase::Idle)).await;
+    members.patch_status(&general, &Default::default(), &kube::api::Patch::Merge(json!({ "status": { "phase": "Completed" } }))).await.unwrap();
+    let got = ok(waiter.await.unwrap());
+    assert_eq!(got["timed_out"], true, "{got}");
+    assert_eq!(members.get(&general).await.unwrap().phase(), MemberPhase::Completed);
 
     // Unknown recipients are an error, not a silent drop.
     let answer = call(&gw.url, Some(a), "send_message", json!({ "to": "nobody", "body": "x" })).await;
@@ -257,6 +268,12 @@ async fn bad_requests_get_4xx_naming_the_problem() {
 }
 
 /// Grants `sa` the verbs on the agentteams.dev resources in `ns`.
+/// A `wait_messages` of the member holding `token`, running until a message comes or 5 s pass.
+fn spawn_wait(url: &str, token: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (url, token) = (url.to_owned(), token.to_owned());
+    tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "timeout_seconds": 5 })).await })
+}
+
 async fn grant(s: &Stack, ns: &str, sa: &str, resources: &[&str], verbs: &[&str]) {
     let roles: Api<Role> = Api::namespaced(s.client.clone(), ns);
     let role = Role {

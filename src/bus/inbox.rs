@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use redis::Value;
+use redis::{Script, ScriptInvocation, Value};
 use tokio::time::Instant;
 
 use super::Bus;
@@ -105,14 +105,8 @@ impl Bus {
     /// Everything before the blocking read, in one round trip (see `wait_ready.lua`). Not
     /// retried here: [`Bus::wait`] retries until its own deadline.
     async fn wait_ready(&self, team: &TeamKey, member: &str) -> Result<Ready, BusError> {
-        let mut invocation = WAIT_READY.prepare_invoke();
-        invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.inbox(member))
-            .arg(INBOX_GROUP)
-            .arg(member)
-            .arg(WAIT_BATCH);
+        let mut invocation = inbox_invocation(&WAIT_READY, team, member);
+        invocation.arg(WAIT_BATCH);
         let (outcome, trimmed, entries): (String, usize, Value) =
             invocation.invoke_async(&mut self.conn()).await?;
         if trimmed > 0 {
@@ -137,13 +131,7 @@ impl Bus {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut invocation = ACK.prepare_invoke();
-        invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.inbox(member))
-            .arg(INBOX_GROUP)
-            .arg(member);
+        let mut invocation = inbox_invocation(&ACK, team, member);
         for id in ids {
             invocation.arg(id);
         }
@@ -160,13 +148,7 @@ impl Bus {
         team: &TeamKey,
         member: &str,
     ) -> Result<InboxCounts, BusError> {
-        let mut invocation = INBOX_COUNTS.prepare_invoke();
-        invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.inbox(member))
-            .arg(INBOX_GROUP)
-            .arg(member);
+        let invocation = inbox_invocation(&INBOX_COUNTS, team, member);
         let (outcome, pending, undelivered): (String, u64, u64) =
             self.run_script(&invocation).await?;
         match outcome.as_str() {
@@ -177,6 +159,19 @@ impl Bus {
             other => Err(refusal(team, member, other)),
         }
     }
+}
+
+/// The keys and leading arguments every inbox script takes: the team's meta and roster (to
+/// refuse a disbanded team or a finished member), the member's inbox, its group and consumer.
+fn inbox_invocation<'a>(script: &'a Script, team: &TeamKey, member: &str) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(team.meta())
+        .key(team.roster())
+        .key(team.inbox(member))
+        .arg(INBOX_GROUP)
+        .arg(member);
+    invocation
 }
 
 /// The error a status word of the inbox scripts stands for.

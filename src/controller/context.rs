@@ -45,23 +45,24 @@ impl Context {
         failures.remove(key);
     }
 
-    /// None if `key` may write now (and records that it does), else how long until it may: at
+    /// None if `obj` may be written now (and records that it is), else how long until it may: at
     /// most one write per `interval`. A rate limit, not state: a restart merely allows one more.
-    pub fn write_delay(&self, key: &str, interval: std::time::Duration) -> Option<std::time::Duration> {
+    pub fn write_delay<K: Resource<DynamicType = ()>>(&self, obj: &K, interval: std::time::Duration) -> Option<std::time::Duration> {
+        let key = object_key(obj);
         let mut written = self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
-        match written.get(key) {
+        match written.get(&key) {
             Some(at) if now.duration_since(*at) < interval => Some(interval - now.duration_since(*at)),
             _ => {
-                written.insert(key.to_owned(), now);
+                written.insert(key, now);
                 None
             }
         }
     }
 
-    /// Drops the write times of `key` (its object is gone).
-    pub fn forget_writes(&self, key: &str) {
-        self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    /// Drops the write times of `obj` (it is gone).
+    pub fn forget_writes<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&object_key(obj));
     }
 
     /// Publishes an Event on `obj`; a failure to record is logged, never fails the reconcile.
@@ -77,4 +78,9 @@ impl Context {
             tracing::warn!(error = %e, reason, "recording an event failed");
         }
     }
+}
+
+/// `Kind/namespace/name`: the key of an object in the context's per-object tables.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
 }

@@ -37,7 +37,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
             Finalizer::Cleanup(team) => {
                 disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await?;
-                ctx.forget_writes(&format!("{}/{}", ns, team.name_any()));
+                ctx.forget_writes(team.as_ref());
                 Ok(Action::await_change())
             }
         }
@@ -99,7 +99,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::await_change());
     }
     if only_counts_differ(team.status.as_ref(), &status)
-        && let Some(wait) = ctx.write_delay(&format!("{ns}/{name}"), COUNTS_INTERVAL)
+        && let Some(wait) = ctx.write_delay(team, COUNTS_INTERVAL)
     {
         return Ok(Action::requeue(wait));
     }

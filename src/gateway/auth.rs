@@ -58,6 +58,9 @@ pub struct PodCaller {
     pub agent: Option<String>,
     /// `agentteams.dev/role` is `lead`.
     pub lead: bool,
+    /// Name of the Member that controls the pod (its controlling owner reference), whose phase
+    /// shows the member's waits (see [`super::idle`]).
+    pub member_object: Option<String>,
 }
 
 /// A Kubernetes user, as the API server knows it.
@@ -174,6 +177,13 @@ impl Authenticator {
         if sa != service_account {
             return Err(ApiError::unauthenticated(format!("pod {namespace}/{pod_name} runs as {sa}, not {service_account}")));
         }
+        let member_object = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "Member" && o.api_version.starts_with(&format!("{GROUP}/")))
+            .map(|o| o.name.clone());
         let labels = pod.metadata.labels.unwrap_or_default();
         Ok(Caller::Pod(PodCaller {
             namespace: namespace.to_owned(),
@@ -183,6 +193,7 @@ impl Authenticator {
             member: labels.get(labels::MEMBER).cloned(),
             agent: labels.get(labels::AGENT).cloned(),
             lead: labels.get(ROLE_LABEL).is_some_and(|r| r == "lead"),
+            member_object,
         }))
     }
 

@@ -37,7 +37,8 @@ use serde_json::{Value, json};
 
 use super::GatewayState;
 use super::args::*;
-use super::auth::{Caller, UserCaller};
+use super::auth::{Caller, PodCaller, UserCaller};
+use super::idle;
 use super::error::ApiError;
 use crate::api::{
     AgentType, LeadSpec, Member, MemberRole, MemberSpec, TaskState, Team, TeamMemory, TeamSpec, TeamTask, TeamTaskSpec,
@@ -330,7 +331,12 @@ async fn wait_messages(state: &GatewayState, caller: &Caller, a: WaitMessagesArg
     }
     let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
     let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
-    let messages = state.bus.wait(&key, &me, Duration::from_secs(seconds)).await?;
+    let wait = state.bus.wait(&key, &me, Duration::from_secs(seconds));
+    let messages = match caller {
+        // A member's own wait shows in its phase; a person acting as a member leaves it alone.
+        Caller::Pod(PodCaller { member_object: Some(member), .. }) => idle::while_waiting(&state.client, &actor.namespace, member, wait).await?,
+        _ => wait.await?,
+    };
     let timed_out = messages.is_empty();
     Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out }))
 }
