@@ -2,7 +2,8 @@
 //! XADD → XREADGROUP with the same redis client, at several numbers of concurrent pairs.
 //!
 //! Each pair runs a closed loop: the sender sends, the receiver's wait returns it (the latency),
-//! the receiver acks, and only then the sender sends the next. Throughput is delivered messages
+//! the receiver acks (raw: XACK; bus and gateway: with its next wait, one round trip), and only
+//! then the sender sends the next. Throughput is delivered messages
 //! per second over all pairs.
 
 use std::sync::Arc;
@@ -166,7 +167,7 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                         out
                     }
                     Mode::Bus => {
-                        let msgs = setup.bus.wait(&setup.key, &to, Duration::from_secs(5)).await?;
+                        let (_, msgs) = setup.bus.ack_and_wait(&setup.key, &to, &std::mem::take(&mut acks), Duration::from_secs(5)).await?;
                         msgs.into_iter().map(|m| (m.stream_id, m.body)).collect()
                     }
                     Mode::Gateway => {
@@ -193,16 +194,20 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                         let c = conn.as_mut().expect("conn");
                         let _: usize = redis::cmd("XACK").arg(&stream).arg("g").arg(&ids).query_async(c).await?;
                     }
-                    Mode::Bus => {
-                        setup.bus.ack(&setup.key, &to, &ids).await?;
-                    }
-                    Mode::Gateway => acks = ids,
+                    // The bus and the gateway hand acks back with the next wait, as agents do.
+                    Mode::Bus | Mode::Gateway => acks = ids,
                     _ => {}
                 }
                 if stop {
-                    if mode == Mode::Gateway && !acks.is_empty() {
-                        let body = json!({ "ack": acks, "receive": false });
-                        let _ = setup.http.post(format!("{}/v1/tools/wait_messages", setup.gateway)).bearer_auth(&to_token).json(&body).send().await;
+                    match mode {
+                        Mode::Bus => {
+                            setup.bus.ack(&setup.key, &to, &acks).await?;
+                        }
+                        Mode::Gateway if !acks.is_empty() => {
+                            let body = json!({ "ack": acks, "receive": false });
+                            let _ = setup.http.post(format!("{}/v1/tools/wait_messages", setup.gateway)).bearer_auth(&to_token).json(&body).send().await;
+                        }
+                        _ => {}
                     }
                     return anyhow::Ok(());
                 }

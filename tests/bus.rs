@@ -172,6 +172,26 @@ async fn unacked_messages_are_redelivered_until_acked() {
     );
 }
 
+/// An agent's loop hands back what it handled and asks for more in one call; a bad id refuses
+/// the whole call and delivers nothing.
+#[tokio::test]
+async fn ack_and_wait_acks_then_delivers_the_next() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    bus.send(&team, msg("lead", "dev", "one")).await.expect("send");
+    let first = bus.wait(&team, "dev", LONG).await.expect("wait");
+    let handled: Vec<String> = first.iter().map(|m| m.stream_id.clone()).collect();
+    bus.send(&team, msg("lead", "dev", "two")).await.expect("send");
+
+    let bad = bus.ack_and_wait(&team, "dev", &["not-an-id".into()], SHORT).await;
+    assert!(matches!(bad, Err(BusError::InvalidArgument(_))), "{bad:?}");
+    assert_eq!(bus.inbox_counts(&team, "dev").await.expect("counts"), InboxCounts { pending: 1, undelivered: 1 });
+
+    let (acked, next) = bus.ack_and_wait(&team, "dev", &handled, LONG).await.expect("ack and wait");
+    assert_eq!((acked, bodies(&next)), (1, vec!["two"]));
+    assert_eq!(bus.inbox_counts(&team, "dev").await.expect("counts"), InboxCounts { pending: 1, undelivered: 0 });
+}
+
 #[tokio::test]
 async fn a_retried_send_with_the_same_id_is_delivered_once() {
     let bus = bus().await;

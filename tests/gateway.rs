@@ -47,10 +47,12 @@ async fn members_message_each_other_and_broadcast() {
     let mut to: Vec<&str> = sent["delivered"].as_array().unwrap().iter().filter_map(|d| d["to"].as_str()).collect();
     to.sort();
     assert_eq!(to, ["general", "general-2"]);
+    let mut handled = Vec::new();
     for member in ["general", "general-2"] {
         let got = ok(call(&gw.url, Some(team.token(member)), "wait_messages", json!({ "timeout_seconds": 5 })).await);
         assert_eq!(got["messages"][0]["body"], "all hands", "{member}: {got}");
         assert_eq!(got["messages"][0]["from"], "lead");
+        handled.push(got["messages"][0]["stream_id"].clone());
     }
 
     // A wait blocks until a message arrives; while it blocks, its member reads Idle, and Active
@@ -58,20 +60,21 @@ async fn members_message_each_other_and_broadcast() {
     let members: Api<Member> = ns.api();
     let phase_is = |want: MemberPhase| move |m: &Member| m.phase() == want;
     let lead_member = format!("{}-lead", team.name);
-    let waiter = spawn_wait(&gw.url, team.token("lead"));
+    let waiter = spawn_wait(&gw.url, team.token("lead"), json!([]));
     wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Idle", phase_is(MemberPhase::Idle)).await;
     ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
     let got = ok(waiter.await.unwrap());
     assert_eq!(got["messages"][0]["body"], "done", "{got}");
     assert_eq!(members.get(&lead_member).await.unwrap().phase(), MemberPhase::Active, "restored before the wait answered");
 
-    // A phase the controller moved on while the member waited is left alone.
-    let waiter = spawn_wait(&gw.url, a);
+    // A phase the controller moved on while the member waited is left alone. (The wait hands back
+    // the broadcast, else its redelivery would return at once.)
+    let waiter = spawn_wait(&gw.url, a, json!([handled[0]]));
     let general = format!("{}-general", team.name);
     wait_for(&members, &general, Duration::from_secs(10), "the waiting general to read Idle", phase_is(MemberPhase::Idle)).await;
     members.patch_status(&general, &Default::default(), &kube::api::Patch::Merge(json!({ "status": { "phase": "Completed" } }))).await.unwrap();
     let got = ok(waiter.await.unwrap());
-    assert_eq!(got["timed_out"], true, "{got}");
+    assert_eq!((got["acked"].as_u64(), got["timed_out"].as_bool()), (Some(1), Some(true)), "{got}");
     assert_eq!(members.get(&general).await.unwrap().phase(), MemberPhase::Completed);
 
     // Unknown recipients are an error, not a silent drop.
@@ -268,10 +271,11 @@ async fn bad_requests_get_4xx_naming_the_problem() {
 }
 
 /// Grants `sa` the verbs on the agentteams.dev resources in `ns`.
-/// A `wait_messages` of the member holding `token`, running until a message comes or 5 s pass.
-fn spawn_wait(url: &str, token: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+/// A `wait_messages` of the member holding `token` acking `ack`, running until a message comes or
+/// 5 s pass.
+fn spawn_wait(url: &str, token: &str, ack: Value) -> tokio::task::JoinHandle<(u16, Value)> {
     let (url, token) = (url.to_owned(), token.to_owned());
-    tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "timeout_seconds": 5 })).await })
+    tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "ack": ack, "timeout_seconds": 5 })).await })
 }
 
 async fn grant(s: &Stack, ns: &str, sa: &str, resources: &[&str], verbs: &[&str]) {

@@ -26,6 +26,12 @@ const CLIENT_GRACE: Duration = Duration::from_secs(2);
 /// Pause before retrying a wait whose connection dropped (a Redis restart).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
+/// What one pass of a wait did: how many acks it applied, and the messages (None: pass again).
+struct Pass {
+    acked: usize,
+    messages: Option<Vec<Message>>,
+}
+
 /// What the wait script found before any blocking.
 enum Ready {
     /// Entries to return: pending ones, else new ones.
@@ -51,30 +57,53 @@ impl Bus {
         member: &str,
         timeout: Duration,
     ) -> Result<Vec<Message>, BusError> {
+        Ok(self.ack_and_wait(team, member, &[], timeout).await?.1)
+    }
+
+    /// [`Bus::ack`] then [`Bus::wait`] in the round trip the wait makes anyway: an agent's loop
+    /// hands back what it handled and asks for more in one call. Returns how many of `ack` were
+    /// pending, and the messages.
+    pub async fn ack_and_wait(
+        &self,
+        team: &TeamKey,
+        member: &str,
+        ack: &[String],
+        timeout: Duration,
+    ) -> Result<(usize, Vec<Message>), BusError> {
         let deadline = Instant::now() + timeout;
+        // Acked by the first pass that reached Redis; later passes hand back nothing.
+        let (mut ack, mut acked) = (ack, 0);
         loop {
-            match self.wait_once(team, member, deadline).await {
+            match self.wait_once(team, member, ack, deadline).await {
                 Err(BusError::Unavailable(err)) if Instant::now() + RECONNECT_PAUSE < deadline => {
                     tracing::debug!(team = %team, member, error = %err, "wait lost redis, retrying");
                     tokio::time::sleep(RECONNECT_PAUSE).await;
                 }
-                Ok(None) => continue,
-                Ok(Some(messages)) => return Ok(messages),
                 Err(e) => return Err(e),
+                Ok(pass) => {
+                    acked += pass.acked;
+                    ack = &[];
+                    if let Some(messages) = pass.messages {
+                        return Ok((acked, messages));
+                    }
+                }
             }
         }
     }
 
-    /// One pass of [`Bus::wait`]; `Ok(None)` asks for another pass.
+    /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass.
     async fn wait_once(
         &self,
         team: &TeamKey,
         member: &str,
+        ack: &[String],
         deadline: Instant,
-    ) -> Result<Option<Vec<Message>>, BusError> {
-        match self.wait_ready(team, member).await? {
-            Ready::Messages(messages) => return Ok(Some(messages)),
-            Ready::Again => return Ok(None),
+    ) -> Result<Pass, BusError> {
+        let (acked, ready) = self.wait_ready(team, member, ack).await?;
+        let pass = |messages| Pass { acked, messages };
+        match ready {
+            Ready::Messages(messages) => return Ok(pass(Some(messages))),
+            Ready::Again => return Ok(pass(None)),
             Ready::Block => {}
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -86,13 +115,13 @@ impl Bus {
         match result {
             // The server never answered: treat like a timeout; anything it delivered stays
             // pending and comes back with the next wait.
-            Err(_) => Ok(Some(Vec::new())),
+            Err(_) => Ok(pass(Some(Vec::new()))),
             Ok(Ok(messages)) => {
                 self.blocking.give_back(conn);
-                Ok(Some(messages))
+                Ok(pass(Some(messages)))
             }
             // The inbox was deleted under the blocked read (teardown): the next pass says why.
-            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => Ok(None),
+            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => Ok(pass(None)),
             Ok(Err(err)) => {
                 if matches!(err, BusError::Unavailable(_)) {
                     self.blocking.clear();
@@ -102,22 +131,27 @@ impl Bus {
         }
     }
 
-    /// Everything before the blocking read, in one round trip (see `wait_ready.lua`). Not
-    /// retried here: [`Bus::wait`] retries until its own deadline.
-    async fn wait_ready(&self, team: &TeamKey, member: &str) -> Result<Ready, BusError> {
+    /// Everything before the blocking read, acks included, in one round trip (see
+    /// `wait_ready.lua`); how many of `ack` were pending, and what it found. Not retried here:
+    /// [`Bus::ack_and_wait`] retries until its own deadline.
+    async fn wait_ready(&self, team: &TeamKey, member: &str, ack: &[String]) -> Result<(usize, Ready), BusError> {
         let mut invocation = inbox_invocation(&WAIT_READY, team, member);
         invocation.arg(WAIT_BATCH);
-        let (outcome, trimmed, entries): (String, usize, Value) =
+        for id in ack {
+            invocation.arg(id);
+        }
+        let (outcome, trimmed, entries, acked): (String, usize, Value, usize) =
             invocation.invoke_async(&mut self.conn()).await?;
         if trimmed > 0 {
             tracing::warn!(team = %team, member, count = trimmed, "pending messages were trimmed before delivery");
         }
-        match outcome.as_str() {
-            "ready" => parse_entries(entries).map(Ready::Messages),
-            "again" => Ok(Ready::Again),
-            "block" => Ok(Ready::Block),
-            other => Err(refusal(team, member, other)),
-        }
+        let ready = match outcome.as_str() {
+            "ready" => Ready::Messages(parse_entries(entries)?),
+            "again" => Ready::Again,
+            "block" => Ready::Block,
+            other => return Err(refusal(team, member, other)),
+        };
+        Ok((acked, ready))
     }
 
     /// Acknowledges entries by their `stream_id`; returns how many were pending. Acking an

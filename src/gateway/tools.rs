@@ -325,14 +325,14 @@ async fn wait_messages(state: &GatewayState, caller: &Caller, a: WaitMessagesArg
     act_as(&mut actor, a.member)?;
     let me = actor.own_name()?;
     let key = actor.key();
-    let acked = state.bus.ack(&key, &me, &a.ack).await?;
     if a.receive == Some(false) {
+        let acked = state.bus.ack(&key, &me, &a.ack).await?;
         return Ok(json!({ "acked": acked, "messages": [] }));
     }
     let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
     let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
-    let wait = state.bus.wait(&key, &me, Duration::from_secs(seconds));
-    let messages = match caller {
+    let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
+    let (acked, messages) = match caller {
         // A member's own wait shows in its phase; a person acting as a member leaves it alone.
         Caller::Pod(PodCaller { member_object: Some(member), .. }) => idle::while_waiting(&state.client, &actor.namespace, member, wait).await?,
         _ => wait.await?,

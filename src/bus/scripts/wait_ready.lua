@@ -1,21 +1,27 @@
 -- Everything a wait does before it blocks, in one round trip: checks the team and the member,
+-- acknowledges what the caller hands back (ids after the batch size; acking twice is harmless),
 -- then returns what the member was given but never acked (id 0) and, when there is none, what is
 -- new (>), without blocking. Only the 'block' reply sends the caller to a blocking read.
 -- Pending entries whose content MAXLEN trimmed away can never be delivered, so they are acked
 -- here (their count is replied for a warning); left pending they would be offered on every wait.
 --
--- KEYS: meta, roster, inbox.  ARGV: group, member, batch size.
--- Reply: {outcome, trimmed count, entries}; outcome is 'ready' (entries to return), 'again' (a
+-- KEYS: meta, roster, inbox.  ARGV: group, member, batch size, stream ids to ack...
+-- Reply: {outcome, trimmed count, entries, acked count}; outcome is 'ready' (entries to return), 'again' (a
 -- full batch was all trimmed, more may be pending), 'block', 'team_disbanded' (drained),
 -- 'team_not_found' or 'member_not_in_team'.
 local group, member, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
-  return { 'team_not_found', 0, {} }
+  return { 'team_not_found', 0, {}, 0 }
 end
 if redis.call('HEXISTS', KEYS[2], member) == 0 then
-  return { 'member_not_in_team', 0, {} }
+  return { 'member_not_in_team', 0, {}, 0 }
+end
+-- An invalid id fails the whole script here, before anything is delivered.
+local acked = 0
+if #ARGV > 3 then
+  acked = redis.call('XACK', KEYS[3], group, unpack(ARGV, 4))
 end
 
 local pending = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
@@ -32,19 +38,19 @@ if #trimmed > 0 then
   redis.call('XACK', KEYS[3], group, unpack(trimmed))
 end
 if #live > 0 then
-  return { 'ready', #trimmed, live }
+  return { 'ready', #trimmed, live, acked }
 end
 if #pending == batch then
-  return { 'again', #trimmed, {} }
+  return { 'again', #trimmed, {}, acked }
 end
 
 -- A new entry cannot be trimmed: it is read from the stream itself.
 local fresh = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
   'STREAMS', KEYS[3], '>')
 if fresh then
-  return { 'ready', #trimmed, fresh[1][2] }
+  return { 'ready', #trimmed, fresh[1][2], acked }
 end
 if state == 'disbanded' then
-  return { 'team_disbanded', #trimmed, {} }
+  return { 'team_disbanded', #trimmed, {}, acked }
 end
-return { 'block', #trimmed, {} }
+return { 'block', #trimmed, {}, acked }
