@@ -553,8 +553,15 @@ async fn the_controller_runs_on_the_chart_rbac() {
     .await;
     let pod_name = lead.status.and_then(|s| s.pod_name).unwrap_or_default();
     wait_for(&pods, &pod_name, long, "the lead's pod", |_| true).await;
+    // The lead finishes: its Member's Completed Event, and the Team's disband (Member status,
+    // Team status, an Event), all under the chart's RBAC.
+    set_sim_exit(&pods, &pod_name, 0, None).await;
+    wait_for(&teams, "t", long, "the Team to disband when its lead finished", |t: &Team| t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)).await;
     let events = Api::<EventV1>::namespaced(s.client.clone(), &tns);
-    wait_for_any(&events, long, "an Event from the controller", |e: &EventV1| e.reporting_controller.as_deref() == Some("team-operator")).await;
+    wait_for_any(&events, long, "the lead's Completed Event", |e: &EventV1| {
+        e.reporting_controller.as_deref() == Some("team-operator") && e.reason.as_deref() == Some("Completed")
+    })
+    .await;
     let log_text = show_log();
     assert!(!log_text.contains("forbidden") && !log_text.contains("Forbidden"), "the controller was refused something:\n{log_text}");
 

@@ -170,6 +170,9 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     let st = failed.status.expect("status");
     assert_eq!(st.exit_code, Some(137));
     assert_eq!(st.reason.as_deref(), Some("OOMKilled"));
+    // The notice went out before the failure was written, and the same write records it.
+    let notified = st.conditions.iter().find(|c| c.type_ == "LeadNotified").unwrap_or_else(|| panic!("no LeadNotified in {:?}", st.conditions));
+    assert_eq!((notified.status.as_str(), notified.reason.as_str()), ("True", "NoticeSent"));
 
     for name in ["t-pending", "t-progress"] {
         let t = wait_for(&tasks, name, TIMEOUT, "failed because its owner failed", |t| t.state() == TaskState::Failed).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -35,14 +35,14 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     let Some(team) = team else {
         if !current.is_terminal() {
             let msg = format!("team {} does not exist in namespace {ns}; create the Team first", member.spec.team);
-            patch_status(&ctx, &member, (refused("TeamNotFound", msg.clone()), None), now).await?;
+            patch_status(&ctx, &member, (refused("TeamNotFound", msg.clone()), None), None, now).await?;
             ctx.event(member.as_ref(), true, "TeamNotFound", msg).await;
         }
         return Ok(Action::await_change());
     };
     if team.agent_type(&member.spec.agent).is_none() && !current.is_terminal() {
         let msg = format!("agent type {} is not one of team {}'s spec.agents", member.spec.agent, member.spec.team);
-        patch_status(&ctx, &member, (refused("UnknownAgent", msg.clone()), None), now).await?;
+        patch_status(&ctx, &member, (refused("UnknownAgent", msg.clone()), None), None, now).await?;
         ctx.event(member.as_ref(), true, "UnknownAgent", msg).await;
         return Ok(Action::await_change());
     }
@@ -53,7 +53,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         // Unnamed: the admission task names it; a status change brings us back.
         if team.is_disbanded() && !current.is_terminal() {
             let msg = format!("team {} is disbanded; it takes no new members", member.spec.team);
-            patch_status(&ctx, &member, (refused("TeamDisbanded", msg), None), now).await?;
+            patch_status(&ctx, &member, (refused("TeamDisbanded", msg), None), None, now).await?;
         }
         return Ok(Action::await_change());
     };
@@ -71,9 +71,11 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
             delete_pod(&ctx, &ns, &p.name_any()).await?;
         }
         if current == MemberPhase::Failed {
+            // The lead was not known, or the write of the failure lost a race: tell it now.
             let status = member.status.clone().unwrap_or_default();
             let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
-            notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
+            let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
+            record_told(&ctx, &member, (observed, None), told, now).await?;
         }
         return Ok(Action::await_change());
     }
@@ -84,7 +86,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         if let Some(p) = &pod {
             delete_pod(&ctx, &ns, &p.name_any()).await?;
         }
-        patch_status(&ctx, &member, with_pod(observed, &pod_name), now).await?;
+        patch_status(&ctx, &member, with_pod(observed, &pod_name), None, now).await?;
         return Ok(Action::await_change());
     }
 
@@ -97,18 +99,23 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     };
 
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
-    let changed = patch_status(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), now).await?;
+    // The lead is told before the failure is written: the notice is what the lead waits on, and
+    // its idempotency key makes a repeat after a lost write harmless. That it was told is
+    // recorded in the same write as the failure.
+    let told = match observed.phase {
+        MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
+        _ => None,
+    };
+    let changed = record_told(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), told, now).await?;
     // After the status says why, so a pod deleted here is not read as deleted from outside. A
-    // failure of either step retries through the terminal branch above.
-    if changed && observed.phase == MemberPhase::Failed {
-        if observed.reason.as_deref() == Some("Unschedulable") {
-            delete_pod(&ctx, &ns, &pod_name).await?;
-        }
-        notify_lead(&ctx, &team, &member, &agent_name, &observed).await?;
+    // failure here retries through the terminal branch above.
+    if changed && observed.reason.as_deref() == Some("Unschedulable") {
+        delete_pod(&ctx, &ns, &pod_name).await?;
     }
-    // Every phase a person follows gets an Event but Starting: it lasts as long as the pod is
-    // Pending, and each Event is one more API write per member of a fleet.
-    if changed && observed.phase != current && observed.phase != MemberPhase::Starting {
+    // Completed and Failed get an Event. Starting and Active get none: the pod's own Events
+    // (Scheduled, Started) and status.startTime tell that, and in a fleet each Event is one more
+    // API write per member.
+    if changed && observed.phase != current && observed.phase.is_terminal() {
         let warning = observed.phase == MemberPhase::Failed;
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
         ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
@@ -178,7 +185,9 @@ fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
 }
 
 /// Writes the pod-derived fields of the status when they differ; returns whether it wrote.
-async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Observed, Option<String>), now: Timestamp) -> Result<bool> {
+/// Writes the observed phase (and `conditions`, when given) if anything changed; whether it
+/// wrote.
+async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Observed, Option<String>), conditions: Option<Vec<Condition>>, now: Timestamp) -> Result<bool> {
     let old = member.status.clone().unwrap_or_default();
     let mut new = MemberStatus {
         phase: Some(observed.phase),
@@ -187,6 +196,7 @@ async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Obs
         message: observed.message,
         exit_code: observed.exit_code,
         observed_generation: member.metadata.generation,
+        conditions: conditions.unwrap_or_else(|| old.conditions.clone()),
         ..old.clone()
     };
     if old.phase != Some(observed.phase) {
@@ -210,7 +220,7 @@ async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Obs
         "status": {
             "phase": new.phase, "podName": new.pod_name, "reason": new.reason, "message": new.message,
             "exitCode": new.exit_code, "startTime": new.start_time, "completionTime": new.completion_time,
-            "observedGeneration": new.observed_generation,
+            "observedGeneration": new.observed_generation, "conditions": new.conditions,
         },
     });
     match api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
@@ -223,31 +233,52 @@ async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Obs
     }
 }
 
-/// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox once: the notice's idempotency key is
-/// the member's uid, and the LeadNotified condition records that it was written.
-async fn notify_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, failure: &Observed) -> Result<()> {
+/// A failure notice sent (or found undeliverable), to be recorded on the Member.
+struct Told {
+    /// The member's conditions with LeadNotified set.
+    conditions: Vec<Condition>,
+    /// Whether the lead's inbox got it (rather than the lead being gone).
+    sent: bool,
+}
+
+/// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
+/// counted here, where the conditional write makes it once per member, not where it was sent
+/// (a resend after a lost write is deduplicated by the bus, not by the counter).
+async fn record_told(ctx: &Context, member: &Member, observed: (Observed, Option<String>), told: Option<Told>, now: Timestamp) -> Result<bool> {
+    let sent = told.as_ref().is_some_and(|t| t.sent);
+    let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
+    if changed && sent {
+        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
+    }
+    Ok(changed)
+}
+
+/// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox, at most once: the notice's idempotency
+/// key is the member's uid, and the LeadNotified condition records that it was written. None
+/// when there is nothing to do (told before, the member is the lead, the team has no lead yet).
+async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, failure: &Observed) -> Result<Option<Told>> {
     let status = member.status.clone().unwrap_or_default();
     if condition::is_true(&status.conditions, LEAD_NOTIFIED) || member.is_lead() {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(()) };
+    let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(None) };
     let ns = member.namespace().unwrap_or_default();
     let body = failure_notice(agent_name, failure);
     let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
-    match ctx.bus.system_notice(&TeamKey::new(ns.clone(), team.name_any()), &lead, body, key).await {
+    let (reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
         Ok(()) => {
-            ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
+            info!(member = agent_name, lead, "told the lead of a failure");
+            ("NoticeSent", format!("told {lead}"))
         }
         // A lead that already finished has no inbox to tell; the failure stays on the Member.
-        Err(e) if matches!(e.code(), "not_found" | "team_disbanded" | "recipient_finished" | "unknown_recipient") => {}
+        Err(e) if matches!(e.code(), "not_found" | "team_disbanded" | "recipient_finished" | "unknown_recipient") => {
+            ("LeadGone", format!("{lead} can no longer be told: {e}"))
+        }
         Err(e) => return Err(e.into()),
-    }
-    let mut conditions = status.conditions.clone();
-    condition::set(&mut conditions, condition::new(LEAD_NOTIFIED, true, "NoticeSent", format!("told {lead}"), member.metadata.generation, Time(Timestamp::now())));
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": { "conditions": conditions } }))).await?;
-    info!(member = agent_name, lead, "told the lead of a failure");
-    Ok(())
+    };
+    let mut conditions = status.conditions;
+    condition::set(&mut conditions, condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())));
+    Ok(Some(Told { conditions, sent: reason == "NoticeSent" }))
 }
 
 /// Text of the failure notice the lead reads.
