@@ -55,6 +55,16 @@ fn broadcast(from: &str, body: &str) -> OutgoingMessage {
     }
 }
 
+/// Until `n` waits of `bus` are in their blocking read: the moment a test means by "while a wait
+/// is blocked".
+async fn until_blocked(bus: &Bus, n: usize) {
+    let deadline = Instant::now() + LONG;
+    while bus.blocked_waits() < n {
+        assert!(Instant::now() < deadline, "{} of {n} waits got to their blocking read", bus.blocked_waits());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn bodies(messages: &[Message]) -> Vec<&str> {
     messages.iter().map(|m| m.body.as_str()).collect()
 }
@@ -77,7 +87,6 @@ async fn message_sent_just_before_and_during_a_wait_are_both_received() {
     bus.send(&team, msg("lead", "dev", "before"))
         .await
         .expect("send before");
-    tokio::time::sleep(Duration::from_millis(1)).await;
     let first = bus.wait(&team, "dev", LONG).await.expect("first wait");
     assert_eq!(bodies(&first), ["before"]);
     let first_ids: Vec<String> = first.iter().map(|m| m.stream_id.clone()).collect();
@@ -90,7 +99,7 @@ async fn message_sent_just_before_and_during_a_wait_are_both_received() {
             (bus.wait(&team, "dev", LONG).await, started.elapsed())
         }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_blocked(&bus, 1).await;
     bus.send(&team, msg("lead", "dev", "during"))
         .await
         .expect("send during");
@@ -405,7 +414,7 @@ async fn disbanding_wakes_a_waiting_member_and_teardown_ends_its_waits() {
         let (bus, team) = (bus.clone(), team.clone());
         async move { bus.wait(&team, "dev", LONG).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    until_blocked(&bus, 1).await;
     bus.mark_disbanded(&team).await.expect("disband");
     bus.system_notice(&team, "dev", "team disbanded".into(), "disband".into())
         .await
@@ -453,7 +462,7 @@ async fn a_wait_blocked_during_teardown_returns_promptly() {
             (bus.wait(&team, "lead", LONG).await, started.elapsed())
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_blocked(&bus, 1).await;
     bus.teardown(&team).await.expect("teardown");
     let (result, elapsed) = waiter.await.expect("waiter task");
     assert!(
@@ -592,7 +601,7 @@ async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works()
         let (bus, team) = (bus.clone(), team.clone());
         async move { bus.wait(&team, "dev", LONG).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_blocked(&bus, 1).await;
     redis.restart();
     redis.wait_for_ping().await;
 

@@ -6,6 +6,7 @@
 //! a connection per wait costs a TCP (and TLS) and RESP handshake, more than the read itself, so
 //! a wait borrows one from [`BlockingPool`] and gives it back when its read completed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -160,6 +161,17 @@ impl Connector {
 pub(crate) struct BlockingPool {
     connector: Connector,
     idle: Mutex<Vec<Conn>>,
+    /// Waits in their blocking read now (see [`BlockingPool::reading`]).
+    reading: AtomicUsize,
+}
+
+/// One wait in its blocking read, counted until dropped.
+pub(crate) struct Reading<'a>(&'a BlockingPool);
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.reading.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl BlockingPool {
@@ -167,7 +179,19 @@ impl BlockingPool {
         BlockingPool {
             connector,
             idle: Mutex::new(Vec::new()),
+            reading: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a wait as blocked in its read for as long as the returned guard lives.
+    pub(crate) fn reading(&self) -> Reading<'_> {
+        self.reading.fetch_add(1, Ordering::Relaxed);
+        Reading(self)
+    }
+
+    /// How many waits are in their blocking read now.
+    pub(crate) fn readers(&self) -> usize {
+        self.reading.load(Ordering::Relaxed)
     }
 
     /// An idle connection, or a new one when none is idle.

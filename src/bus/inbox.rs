@@ -110,6 +110,7 @@ impl Bus {
         // Only a completed read gives the connection back. On every other way out, this future
         // being dropped included, it is dropped: the server may still hold its BLOCK.
         let mut conn = self.blocking.take().await?;
+        let _reading = self.blocking.reading();
         let read = read_new(&mut conn, team, member, remaining);
         let result = tokio::time::timeout(remaining + CLIENT_GRACE, read).await;
         match result {
@@ -152,6 +153,12 @@ impl Bus {
             other => return Err(refusal(team, member, other)),
         };
         Ok((acked, ready))
+    }
+
+    /// How many waits of this bus (and its clones) are in their blocking read now: waits that
+    /// found nothing to return and are holding a connection for new entries.
+    pub fn blocked_waits(&self) -> usize {
+        self.blocking.readers()
     }
 
     /// Acknowledges entries by their `stream_id`; returns how many were pending. Acking an
