@@ -53,6 +53,7 @@ pub struct Metrics {
     pub notices: Family<NoticeLabel, Counter>,
     pub messages_sent: Counter,
     pub gateway_requests: Family<RequestLabel, Counter>,
+    pub gateway_waits: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +69,7 @@ impl Default for Metrics {
         let notices = Family::<NoticeLabel, Counter>::default();
         let messages_sent = Counter::default();
         let gateway_requests = Family::<RequestLabel, Counter>::default();
+        let gateway_waits = Gauge::default();
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, per kind and error category", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Duration of reconciles, per kind", reconcile_duration.clone());
@@ -78,7 +80,25 @@ impl Default for Metrics {
         registry.register("notices", "System notices written to inboxes, per notice", notices.clone());
         registry.register("messages_sent", "Messages sent through the gateway", messages_sent.clone());
         registry.register("gateway_requests", "Gateway requests, per tool and result code", gateway_requests.clone());
-        Self { registry, reconciles, reconcile_errors, reconcile_duration, members, slots_in_use, slots_cap, pods_created, notices, messages_sent, gateway_requests }
+        registry.register("gateway_waits", "wait_messages calls in progress in this gateway: agents waiting for a message", gateway_waits.clone());
+        Self { registry, reconciles, reconcile_errors, reconcile_duration, members, slots_in_use, slots_cap, pods_created, notices, messages_sent, gateway_requests, gateway_waits }
+    }
+}
+
+/// One in a gauge for as long as it lives: a call in progress, uncounted also when its future is
+/// dropped (a client that went away).
+pub struct InProgress(Gauge);
+
+impl InProgress {
+    pub fn count(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InProgress(gauge.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

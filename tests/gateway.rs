@@ -62,6 +62,8 @@ async fn members_message_each_other_and_broadcast() {
     let lead_member = format!("{}-lead", team.name);
     let waiter = spawn_wait(&gw.url, team.token("lead"), json!([]));
     wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Idle", phase_is(MemberPhase::Idle)).await;
+    let (_, metrics) = get(&gw.url, None, "/metrics").await;
+    assert!(metrics["raw"].as_str().unwrap_or_default().lines().any(|l| l == "team_operator_gateway_waits 1"), "one wait in progress: {metrics}");
     ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
     let got = ok(waiter.await.unwrap());
     assert_eq!(got["messages"][0]["body"], "done", "{got}");

@@ -331,6 +331,7 @@ async fn wait_messages(state: &GatewayState, caller: &Caller, a: WaitMessagesArg
     }
     let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
     let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
+    let _counted = crate::metrics::InProgress::count(&state.metrics.gateway_waits);
     let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
     let (acked, messages) = match caller {
         // A member's own wait shows in its phase; a person acting as a member leaves it alone.
