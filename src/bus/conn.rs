@@ -6,10 +6,10 @@
 //! a connection per wait costs a TCP (and TLS) and RESP handshake, more than the read itself, so
 //! a wait borrows one from [`BlockingPool`] and gives it back when its read completed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
@@ -19,6 +19,7 @@ use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use super::BusConfig;
 use super::error::BusError;
+use crate::metrics::InProgress;
 
 /// Time to establish a TCP (and TLS) connection before calling Redis unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -162,16 +163,7 @@ pub(crate) struct BlockingPool {
     connector: Connector,
     idle: Mutex<Vec<Conn>>,
     /// Waits in their blocking read now (see [`BlockingPool::reading`]).
-    reading: AtomicUsize,
-}
-
-/// One wait in its blocking read, counted until dropped.
-pub(crate) struct Reading<'a>(&'a BlockingPool);
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        self.0.reading.fetch_sub(1, Ordering::Relaxed);
-    }
+    reading: Gauge,
 }
 
 impl BlockingPool {
@@ -179,19 +171,18 @@ impl BlockingPool {
         BlockingPool {
             connector,
             idle: Mutex::new(Vec::new()),
-            reading: AtomicUsize::new(0),
+            reading: Gauge::default(),
         }
     }
 
     /// Counts a wait as blocked in its read for as long as the returned guard lives.
-    pub(crate) fn reading(&self) -> Reading<'_> {
-        self.reading.fetch_add(1, Ordering::Relaxed);
-        Reading(self)
+    pub(crate) fn reading(&self) -> InProgress {
+        InProgress::count(&self.reading)
     }
 
     /// How many waits are in their blocking read now.
     pub(crate) fn readers(&self) -> usize {
-        self.reading.load(Ordering::Relaxed)
+        usize::try_from(self.reading.get()).unwrap_or(0)
     }
 
     /// An idle connection, or a new one when none is idle.

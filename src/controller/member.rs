@@ -184,9 +184,8 @@ fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
     (o, (!pod_name.is_empty()).then(|| pod_name.to_owned()))
 }
 
-/// Writes the pod-derived fields of the status when they differ; returns whether it wrote.
-/// Writes the observed phase (and `conditions`, when given) if anything changed; whether it
-/// wrote.
+/// Writes the pod-derived fields of the status (and `conditions`, when given) when they differ;
+/// returns whether it wrote.
 async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Observed, Option<String>), conditions: Option<Vec<Condition>>, now: Timestamp) -> Result<bool> {
     let old = member.status.clone().unwrap_or_default();
     let mut new = MemberStatus {
@@ -265,20 +264,20 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
     let ns = member.namespace().unwrap_or_default();
     let body = failure_notice(agent_name, failure);
     let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
-    let (reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
+    let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
         Ok(()) => {
             info!(member = agent_name, lead, "told the lead of a failure");
-            ("NoticeSent", format!("told {lead}"))
+            (true, "NoticeSent", format!("told {lead}"))
         }
         // A lead that already finished has no inbox to tell; the failure stays on the Member.
         Err(e) if matches!(e.code(), "not_found" | "team_disbanded" | "recipient_finished" | "unknown_recipient") => {
-            ("LeadGone", format!("{lead} can no longer be told: {e}"))
+            (false, "LeadGone", format!("{lead} can no longer be told: {e}"))
         }
         Err(e) => return Err(e.into()),
     };
     let mut conditions = status.conditions;
     condition::set(&mut conditions, condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())));
-    Ok(Some(Told { conditions, sent: reason == "NoticeSent" }))
+    Ok(Some(Told { conditions, sent }))
 }
 
 /// Text of the failure notice the lead reads.

@@ -38,8 +38,8 @@ use serde_json::{Value, json};
 use super::GatewayState;
 use super::args::*;
 use super::auth::{Caller, PodCaller, UserCaller};
-use super::idle;
 use super::error::ApiError;
+use super::idle;
 use crate::api::{
     AgentType, LeadSpec, Member, MemberRole, MemberSpec, TaskState, Team, TeamMemory, TeamSpec, TeamTask, TeamTaskSpec,
     condition, labels,

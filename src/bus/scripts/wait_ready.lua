@@ -6,9 +6,9 @@
 -- here (their count is replied for a warning); left pending they would be offered on every wait.
 --
 -- KEYS: meta, roster, inbox.  ARGV: group, member, batch size, stream ids to ack...
--- Reply: {outcome, trimmed count, entries, acked count}; outcome is 'ready' (entries to return), 'again' (a
--- full batch was all trimmed, more may be pending), 'block', 'team_disbanded' (drained),
--- 'team_not_found' or 'member_not_in_team'.
+-- Reply: {outcome, trimmed count, entries, acked count}; outcome is 'ready' (entries to
+-- return), 'again' (a full batch was all trimmed, more may be pending), 'block',
+-- 'team_disbanded' (drained), 'team_not_found' or 'member_not_in_team'.
 local group, member, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local state = redis.call('HGET', KEYS[1], 'state')
