@@ -1,12 +1,15 @@
 # team-operator developer entry points. Keep targets grouped by area; see README.md.
 SHELL := /bin/bash
 
-.PHONY: help binaries stack-up stack-down stack-status test
+.PHONY: help setup binaries stack-up stack-down stack-status test
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 # --- local stack and tests -------------------------------------------------------------------
+
+setup: ## install what the stack and the tests need (apt, pip, npm; idempotent, fast when done)
+	hack/setup.sh
 
 binaries: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached)
 	hack/build-binaries.sh

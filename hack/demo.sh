@@ -68,6 +68,9 @@ wait_http() { # url what
   die "$2 did not become ready at $1 (log: $DEMO_DIR/logs/)"
 }
 
+say "machine set-up (apt, pip; fast when done before)"
+"$HACK_DIR/setup.sh"
+
 say "building team-operator and teamctl (debug)"
 (cd "$REPO_DIR" && cargo build --bins)
 

@@ -5,6 +5,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
+"$HACK_DIR/setup.sh"
 "$HACK_DIR/build-binaries.sh"
 
 brought_up=0
