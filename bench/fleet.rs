@@ -14,14 +14,14 @@
 //! kube-controller-manager (hack/stack.sh restart-kcm) to change its limits, then restores them;
 //! `--no-kcm-restart` skips that.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
 #[path = "../tests/fixtures/gateway.rs"]
 mod fixture;
 mod p1;
 mod p2;
 mod p3;
 mod p4;
+#[path = "../tests/support/mod.rs"]
+mod support;
 mod util;
 
 use std::path::PathBuf;
@@ -121,7 +121,12 @@ async fn environment(client: &kube::Client) -> (Value, Value) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_owned();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let machine = json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": model,

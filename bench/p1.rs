@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use team_operator::api::{Member, Team};
 
-use crate::support::{self, TestNamespace, SIM_DURATION, SIM_EXIT_CODE};
-use crate::util::*;
 use crate::Args;
+use crate::support::{self, SIM_DURATION, SIM_EXIT_CODE, TestNamespace};
+use crate::util::*;
 
 #[derive(Clone)]
 pub struct Sizes {
@@ -117,9 +117,9 @@ pub async fn job(client: &Client, s: &Sizes, kcm: (u32, u32)) -> anyhow::Result<
                 support::wait_for(&jobs, "fleet", timeout, "the Job to complete", move |j: &Job| {
                     let st = j.status.as_ref();
                     st.and_then(|s| s.succeeded).unwrap_or(0) >= n
-                        && st.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
-                            c.iter().any(|c| c.type_ == "Complete" && c.status == "True")
-                        })
+                        && st
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"))
                 })
                 .await;
                 Instant::now()
@@ -256,18 +256,30 @@ pub async fn run(client: &Client, args: &Args, s: &Sizes) -> Value {
     if args.no_kcm_restart {
         let lim = before.unwrap_or((0, 0));
         eprintln!("P1: Job at the controller-manager's current limits {lim:?}");
-        out.insert("job_default_limits", record({ let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, lim)).await }).await }));
+        out.insert(
+            "job_default_limits",
+            record({
+                let (c, sz) = (client.clone(), s.clone());
+                crate::guard(async move { counted(&c, &sz, job(&c, &sz, lim)).await }).await
+            }),
+        );
     } else {
         eprintln!("P1: Job at the default limits 20/30");
         let r = match restart_kcm(20, 30).await {
-            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, (20, 30))).await }).await }
+            Ok(()) => {
+                let (c, sz) = (client.clone(), s.clone());
+                crate::guard(async move { counted(&c, &sz, job(&c, &sz, (20, 30))).await }).await
+            }
             Err(e) => Err(e),
         };
         out.insert("job_default_limits", record(r));
         let (q, b) = (args.high_qps, args.high_burst);
         eprintln!("P1: Job at high limits {q}/{b}");
         let r = match restart_kcm(q, b).await {
-            Ok(()) => { let (c, sz) = (client.clone(), s.clone()); crate::guard(async move { counted(&c, &sz, job(&c, &sz, (q, b))).await }).await }
+            Ok(()) => {
+                let (c, sz) = (client.clone(), s.clone());
+                crate::guard(async move { counted(&c, &sz, job(&c, &sz, (q, b))).await }).await
+            }
             Err(e) => Err(e),
         };
         out.insert("job_high_limits", record(r));

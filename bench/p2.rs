@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use team_operator::api::{Member, Team};
 use team_operator::bus::{Bus, BusConfig, TeamKey};
 use tokio::sync::oneshot;
 
-use crate::support::{self, TestNamespace, SIM_EXIT_CODE};
+use crate::support::{self, SIM_EXIT_CODE, TestNamespace};
 use crate::util::*;
 
 /// Failures in flight at once (each waits for its notice before the next).

@@ -143,7 +143,10 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
         tokio::spawn(async move {
             let mut conn = match mode {
                 Mode::Raw => Some(
-                    setup.redis.get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None)).await?,
+                    setup
+                        .redis
+                        .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None))
+                        .await?,
                 ),
                 _ => None,
             };
@@ -153,8 +156,16 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                     Mode::Raw => {
                         let c = conn.as_mut().expect("conn");
                         let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                            .arg("GROUP").arg("g").arg("c").arg("COUNT").arg(100).arg("BLOCK").arg(5000)
-                            .arg("STREAMS").arg(&stream).arg(">")
+                            .arg("GROUP")
+                            .arg("g")
+                            .arg("c")
+                            .arg("COUNT")
+                            .arg(100)
+                            .arg("BLOCK")
+                            .arg(5000)
+                            .arg("STREAMS")
+                            .arg(&stream)
+                            .arg(">")
                             .query_async(c)
                             .await?;
                         let mut out = Vec::new();
@@ -172,10 +183,28 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                     }
                     Mode::Gateway => {
                         let body = json!({ "ack": std::mem::take(&mut acks), "timeout_seconds": 5 });
-                        let resp: Value = setup.http.post(format!("{}/v1/tools/wait_messages", setup.gateway)).bearer_auth(&to_token).json(&body).send().await?.error_for_status()?.json().await?;
+                        let resp: Value = setup
+                            .http
+                            .post(format!("{}/v1/tools/wait_messages", setup.gateway))
+                            .bearer_auth(&to_token)
+                            .json(&body)
+                            .send()
+                            .await?
+                            .error_for_status()?
+                            .json()
+                            .await?;
                         resp["messages"]
                             .as_array()
-                            .map(|a| a.iter().map(|m| (m["stream_id"].as_str().unwrap_or_default().to_owned(), m["body"].as_str().unwrap_or_default().to_owned())).collect())
+                            .map(|a| {
+                                a.iter()
+                                    .map(|m| {
+                                        (
+                                            m["stream_id"].as_str().unwrap_or_default().to_owned(),
+                                            m["body"].as_str().unwrap_or_default().to_owned(),
+                                        )
+                                    })
+                                    .collect()
+                            })
                             .unwrap_or_default()
                     }
                 };
@@ -205,7 +234,13 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                         }
                         Mode::Gateway if !acks.is_empty() => {
                             let body = json!({ "ack": acks, "receive": false });
-                            let _ = setup.http.post(format!("{}/v1/tools/wait_messages", setup.gateway)).bearer_auth(&to_token).json(&body).send().await;
+                            let _ = setup
+                                .http
+                                .post(format!("{}/v1/tools/wait_messages", setup.gateway))
+                                .bearer_auth(&to_token)
+                                .json(&body)
+                                .send()
+                                .await;
                         }
                         _ => {}
                     }
@@ -222,13 +257,35 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
             match mode {
                 Mode::Raw => {
                     let mut c = setup.shared.clone();
-                    let _: String = redis::cmd("XADD").arg(&stream).arg("MAXLEN").arg("~").arg(10_000).arg("*").arg("body").arg(&seq).query_async(&mut c).await?;
+                    let _: String = redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(10_000)
+                        .arg("*")
+                        .arg("body")
+                        .arg(&seq)
+                        .query_async(&mut c)
+                        .await?;
                 }
                 Mode::Bus => {
-                    setup.bus.send(&setup.key, OutgoingMessage { from, to: Recipient::Member(to), body: seq, kind: MessageKind::Message, id: None }).await?;
+                    setup
+                        .bus
+                        .send(
+                            &setup.key,
+                            OutgoingMessage { from, to: Recipient::Member(to), body: seq, kind: MessageKind::Message, id: None },
+                        )
+                        .await?;
                 }
                 Mode::Gateway => {
-                    setup.http.post(format!("{}/v1/tools/send_message", setup.gateway)).bearer_auth(&from_token).json(&json!({ "to": to, "body": seq })).send().await?.error_for_status()?;
+                    setup
+                        .http
+                        .post(format!("{}/v1/tools/send_message", setup.gateway))
+                        .bearer_auth(&from_token)
+                        .json(&json!({ "to": to, "body": seq }))
+                        .send()
+                        .await?
+                        .error_for_status()?;
                 }
             }
             anyhow::Ok(())

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use team_operator::api::{Member, Team};
 use team_operator::bus::{Bus, BusConfig, MemoryKey};
@@ -53,7 +53,8 @@ async fn measure(client: &Client, ns: &TestNamespace, s: &Sizes, pid: u32) -> an
     let member_errors = futures::stream::iter(0..total)
         .map(|i| {
             let api = member_api.clone();
-            let m = support::teams::member(&format!("t{:04}-m{:02}", i / s.per_team, i % s.per_team), &format!("t{:04}", i / s.per_team), None);
+            let m =
+                support::teams::member(&format!("t{:04}-m{:02}", i / s.per_team, i % s.per_team), &format!("t{:04}", i / s.per_team), None);
             async move { api.create(&PostParams::default(), &m).await.is_err() }
         })
         .buffer_unordered(48)

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use team_operator::api::{Member, MemberPhase, MemberRole, Team};
@@ -69,13 +69,7 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// A `VmRSS:`-style line of /proc/<pid>/status, in KiB.
 pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 pub fn clock_ticks() -> u64 {
@@ -163,7 +157,6 @@ impl PodWatch {
         let _ = tokio::time::timeout(Duration::from_secs(30), ready_rx).await;
         PodWatch { state, terminal: rx, task }
     }
-
 }
 
 fn apply_pod(st: &Mutex<PodState>, tx: &mpsc::UnboundedSender<Terminal>, p: Pod, now: Instant) {
@@ -375,15 +368,8 @@ pub async fn redis_cleanup(ns: &str) -> anyhow::Result<()> {
     let mut conn = client.get_multiplexed_async_connection().await?;
     for pattern in [format!("team-operator:{{{ns}/*"), format!("team-operator:memory:{{{ns}/*"), format!("bench-raw:{ns}:*")] {
         let keys: Vec<String> = {
-            let iter: redis::AsyncIter<String> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter_async(&mut conn)
-                .await?;
+            let iter: redis::AsyncIter<String> =
+                redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).clone().iter_async(&mut conn).await?;
             iter.try_collect().await?
         };
         for chunk in keys.chunks(500) {
@@ -409,7 +395,9 @@ pub async fn api_writes(client: &Client) -> BTreeMap<String, u64> {
         if !matches!(verb.as_str(), "POST" | "PUT" | "PATCH" | "APPLY") {
             continue;
         }
-        let (Some(resource), Some(count)) = (label(line, "resource"), line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())) else { continue };
+        let (Some(resource), Some(count)) = (label(line, "resource"), line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())) else {
+            continue;
+        };
         let key = match label(line, "subresource").filter(|s| !s.is_empty()) {
             Some(sub) => format!("{resource}/{sub}"),
             None => resource,

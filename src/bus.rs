@@ -42,9 +42,7 @@ use std::sync::Arc;
 
 pub use error::BusError;
 pub use keys::TeamKey;
-pub use memory::{
-    MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block,
-};
+pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block};
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
 pub use roster::RosterState;
 pub use send::OPERATOR_SENDER;
@@ -68,12 +66,7 @@ pub struct BusConfig {
 impl BusConfig {
     /// A single-server config with the default limits (10,000 entries per inbox, 64 KiB bodies).
     pub fn from_url(url: impl Into<String>) -> Self {
-        BusConfig {
-            url: url.into(),
-            cluster: false,
-            stream_maxlen: 10_000,
-            max_body_bytes: 65_536,
-        }
+        BusConfig { url: url.into(), cluster: false, stream_maxlen: 10_000, max_body_bytes: 65_536 }
     }
 }
 
@@ -92,11 +85,7 @@ impl Bus {
     pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
         let connector = Connector::new(&cfg)?;
         let conn = connector.shared().await?;
-        Ok(Bus {
-            conn,
-            blocking: Arc::new(BlockingPool::new(connector)),
-            cfg: Arc::new(cfg),
-        })
+        Ok(Bus { conn, blocking: Arc::new(BlockingPool::new(connector)), cfg: Arc::new(cfg) })
     }
 
     /// Agent memory over the same connection.
@@ -106,10 +95,7 @@ impl Bus {
 
     /// Runs a script on the shared connection, again while Redis is briefly away. Every bus
     /// script is safe to repeat (send is deduplicated by message id).
-    async fn run_script<T: redis::FromRedisValue>(
-        &self,
-        invocation: &redis::ScriptInvocation<'_>,
-    ) -> Result<T, BusError> {
+    async fn run_script<T: redis::FromRedisValue>(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<T, BusError> {
         retrying(|| {
             let mut conn = self.conn();
             async move { Ok(invocation.invoke_async(&mut conn).await?) }

@@ -6,6 +6,8 @@ pub mod admission;
 pub mod context;
 pub mod disband;
 pub mod error;
+#[cfg(test)]
+pub mod fixtures;
 pub mod leader;
 pub mod member;
 pub mod member_status;
@@ -13,8 +15,6 @@ pub mod pod;
 pub mod shared;
 pub mod team;
 pub mod team_task;
-#[cfg(test)]
-pub mod fixtures;
 
 use std::future::ready;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 
-use crate::api::{labels, Member, Team, TeamTask};
+use crate::api::{Member, Team, TeamTask, labels};
 use crate::bus::{Bus, BusConfig};
 use crate::config::{ControllerArgs, ControllerConfig};
 use crate::metrics::{ErrorLabel, KindLabel, Metrics};
@@ -140,8 +140,11 @@ fn scoped<K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceSco
     }
 }
 
+/// A boxed reconcile future, as `Controller::run` takes it from [`timed`].
+type ReconcileFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Action>> + Send>>;
+
 /// Wraps a reconciler with its run count and duration metrics.
-fn timed<K, F, Fut>(f: F, kind: &'static str) -> impl Fn(Arc<K>, Arc<Context>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Action>> + Send>>
+fn timed<K, F, Fut>(f: F, kind: &'static str) -> impl Fn(Arc<K>, Arc<Context>) -> ReconcileFuture
 where
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<Action>> + Send + 'static,

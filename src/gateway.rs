@@ -188,9 +188,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         Arc::new(NeverSessionManager::default()),
         mcp_config,
     );
-    let mcp_routes = Router::new()
-        .route_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate_mcp));
+    let mcp_routes = Router::new().route_service("/mcp", mcp).layer(middleware::from_fn_with_state(state.clone(), authenticate_mcp));
     let api = Router::new()
         .route("/v1/tools", get(catalog))
         .route("/v1/tools/{tool}", post(call_tool))
@@ -221,10 +219,8 @@ async fn authenticate_mcp(State(state): State<Arc<GatewayState>>, mut req: Reque
 }
 
 async fn catalog() -> Json<Value> {
-    let tools: Vec<Value> = tools::TOOLS
-        .iter()
-        .map(|t| json!({ "name": t.name, "description": t.description, "input_schema": (t.schema)() }))
-        .collect();
+    let tools: Vec<Value> =
+        tools::TOOLS.iter().map(|t| json!({ "name": t.name, "description": t.description, "input_schema": (t.schema)() })).collect();
     Json(json!({ "tools": tools }))
 }
 
@@ -269,7 +265,11 @@ async fn get_via_tool(state: &GatewayState, headers: &HeaderMap, args: Value) ->
     tools::call(state, &caller, "get", args).await.map(Json)
 }
 
-async fn list_teams(State(state): State<Arc<GatewayState>>, headers: HeaderMap, q: Result<Query<NsQuery>, QueryRejection>) -> Result<Json<Value>, ApiError> {
+async fn list_teams(
+    State(state): State<Arc<GatewayState>>,
+    headers: HeaderMap,
+    q: Result<Query<NsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     let ns = query(q)?;
     get_via_tool(&state, &headers, json!({ "kind": "teams", "namespace": ns })).await
 }

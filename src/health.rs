@@ -20,7 +20,13 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
 /// The endpoints as a router, for processes that serve them beside their own routes.
 pub fn router<S: Clone + Send + Sync + 'static>(metrics: Arc<Metrics>) -> Router<S> {
     Router::new()
-        .route("/metrics", get(move || { let m = metrics.clone(); async move { m.encode() } }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.encode() }
+            }),
+        )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
 }

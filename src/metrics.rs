@@ -61,7 +61,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("team_operator");
         let reconciles = Family::<KindLabel, Counter>::default();
         let reconcile_errors = Family::<ErrorLabel, Counter>::default();
-        let reconcile_duration = Family::<KindLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14)));
+        let reconcile_duration =
+            Family::<KindLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 14)));
         let members = Family::<PhaseLabel, Gauge>::default();
         let slots_in_use = Gauge::default();
         let slots_cap = Gauge::default();
@@ -80,8 +81,25 @@ impl Default for Metrics {
         registry.register("notices", "System notices written to inboxes, per notice", notices.clone());
         registry.register("messages_sent", "Messages sent through the gateway", messages_sent.clone());
         registry.register("gateway_requests", "Gateway requests, per tool and result code", gateway_requests.clone());
-        registry.register("gateway_waits", "wait_messages calls in progress in this gateway: agents waiting for a message", gateway_waits.clone());
-        Self { registry, reconciles, reconcile_errors, reconcile_duration, members, slots_in_use, slots_cap, pods_created, notices, messages_sent, gateway_requests, gateway_waits }
+        registry.register(
+            "gateway_waits",
+            "wait_messages calls in progress in this gateway: agents waiting for a message",
+            gateway_waits.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            members,
+            slots_in_use,
+            slots_cap,
+            pods_created,
+            notices,
+            messages_sent,
+            gateway_requests,
+            gateway_waits,
+        }
     }
 }
 

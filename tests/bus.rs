@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use team_operator::bus::{
-    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER,
-    OutgoingMessage, Recipient, RosterState, TeamKey,
+    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage, Recipient, RosterState,
+    TeamKey,
 };
 
 use RosterState::{Active, Finished, Queued};
@@ -32,27 +32,17 @@ fn unique_team() -> TeamKey {
 /// A synced team with the given roster.
 async fn team(bus: &Bus, roster: &[(&str, RosterState)]) -> TeamKey {
     let team = unique_team();
-    let roster: Vec<(String, RosterState)> =
-        roster.iter().map(|(n, s)| (n.to_string(), *s)).collect();
+    let roster: Vec<(String, RosterState)> = roster.iter().map(|(n, s)| (n.to_string(), *s)).collect();
     bus.sync_roster(&team, &roster).await.expect("sync roster");
     team
 }
 
 fn msg(from: &str, to: &str, body: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        from: from.into(),
-        to: Recipient::Member(to.into()),
-        body: body.into(),
-        kind: MessageKind::Message,
-        id: None,
-    }
+    OutgoingMessage { from: from.into(), to: Recipient::Member(to.into()), body: body.into(), kind: MessageKind::Message, id: None }
 }
 
 fn broadcast(from: &str, body: &str) -> OutgoingMessage {
-    OutgoingMessage {
-        to: Recipient::Broadcast,
-        ..msg(from, "", body)
-    }
+    OutgoingMessage { to: Recipient::Broadcast, ..msg(from, "", body) }
 }
 
 /// Until `n` waits of `bus` are in their blocking read: the moment a test means by "while a wait
@@ -84,9 +74,7 @@ async fn message_sent_just_before_and_during_a_wait_are_both_received() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
 
-    bus.send(&team, msg("lead", "dev", "before"))
-        .await
-        .expect("send before");
+    bus.send(&team, msg("lead", "dev", "before")).await.expect("send before");
     let first = bus.wait(&team, "dev", LONG).await.expect("first wait");
     assert_eq!(bodies(&first), ["before"]);
     let first_ids: Vec<String> = first.iter().map(|m| m.stream_id.clone()).collect();
@@ -100,21 +88,13 @@ async fn message_sent_just_before_and_during_a_wait_are_both_received() {
         }
     });
     until_blocked(&bus, 1).await;
-    bus.send(&team, msg("lead", "dev", "during"))
-        .await
-        .expect("send during");
+    bus.send(&team, msg("lead", "dev", "during")).await.expect("send during");
     let (during, elapsed) = waiter.await.expect("waiter task");
     let during = during.expect("second wait");
     assert_eq!(bodies(&during), ["during"]);
-    assert!(
-        elapsed < LONG,
-        "the wait returned on the message, not the timeout"
-    );
+    assert!(elapsed < LONG, "the wait returned on the message, not the timeout");
     let m = &during[0];
-    assert_eq!(
-        (m.from.as_str(), m.to.as_str(), m.kind),
-        ("lead", "dev", MessageKind::Message)
-    );
+    assert_eq!((m.from.as_str(), m.to.as_str(), m.kind), ("lead", "dev", MessageKind::Message));
 }
 
 #[tokio::test]
@@ -131,54 +111,25 @@ async fn a_wait_times_out_empty() {
 async fn unacked_messages_are_redelivered_until_acked() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
-    let sent = bus
-        .send(&team, msg("lead", "dev", "do it"))
-        .await
-        .expect("send");
-    assert_eq!(
-        bus.inbox_counts(&team, "dev").await.expect("counts"),
-        InboxCounts {
-            pending: 0,
-            undelivered: 1
-        }
-    );
+    let sent = bus.send(&team, msg("lead", "dev", "do it")).await.expect("send");
+    assert_eq!(bus.inbox_counts(&team, "dev").await.expect("counts"), InboxCounts { pending: 0, undelivered: 1 });
 
     let read = bus.wait(&team, "dev", LONG).await.expect("wait");
     assert_eq!(read.len(), 1);
-    assert_eq!(
-        (read[0].id.as_str(), read[0].stream_id.as_str()),
-        (sent[0].id.as_str(), sent[0].stream_id.as_str())
-    );
-    assert_eq!(
-        bus.inbox_counts(&team, "dev").await.expect("counts"),
-        InboxCounts {
-            pending: 1,
-            undelivered: 0
-        }
-    );
+    assert_eq!((read[0].id.as_str(), read[0].stream_id.as_str()), (sent[0].id.as_str(), sent[0].stream_id.as_str()));
+    assert_eq!(bus.inbox_counts(&team, "dev").await.expect("counts"), InboxCounts { pending: 1, undelivered: 0 });
 
     // The consumer dies before acking; its replacement (a new connection) gets it again.
     drop(bus);
     let bus = self::bus().await;
-    let again = bus
-        .wait(&team, "dev", LONG)
-        .await
-        .expect("wait after restart");
+    let again = bus.wait(&team, "dev", LONG).await.expect("wait after restart");
     assert_eq!(again, read);
 
     let ids = vec![again[0].stream_id.clone()];
     assert_eq!(bus.ack(&team, "dev", &ids).await.expect("ack"), 1);
     assert_eq!(bus.ack(&team, "dev", &ids).await.expect("second ack"), 0);
-    assert_eq!(
-        bus.inbox_counts(&team, "dev").await.expect("counts"),
-        InboxCounts::default()
-    );
-    assert!(
-        bus.wait(&team, "dev", SHORT)
-            .await
-            .expect("wait after ack")
-            .is_empty()
-    );
+    assert_eq!(bus.inbox_counts(&team, "dev").await.expect("counts"), InboxCounts::default());
+    assert!(bus.wait(&team, "dev", SHORT).await.expect("wait after ack").is_empty());
 }
 
 /// An agent's loop hands back what it handled and asks for more in one call; a bad id refuses
@@ -205,67 +156,36 @@ async fn ack_and_wait_acks_then_delivers_the_next() {
 async fn a_retried_send_with_the_same_id_is_delivered_once() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Active)]).await;
-    let once = OutgoingMessage {
-        id: Some("req-1".into()),
-        ..msg("lead", "dev", "hello")
-    };
+    let once = OutgoingMessage { id: Some("req-1".into()), ..msg("lead", "dev", "hello") };
     let first = bus.send(&team, once.clone()).await.expect("send");
     let retry = bus.send(&team, once).await.expect("retry");
     assert_eq!(first, retry);
 
-    let all = OutgoingMessage {
-        id: Some("req-2".into()),
-        ..broadcast("lead", "all")
-    };
+    let all = OutgoingMessage { id: Some("req-2".into()), ..broadcast("lead", "all") };
     let first = bus.send(&team, all.clone()).await.expect("broadcast");
     assert_eq!(bus.send(&team, all).await.expect("broadcast retry"), first);
 
-    assert_eq!(
-        bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")),
-        ["hello", "all"]
-    );
-    assert_eq!(
-        bodies(&bus.wait(&team, "qa", LONG).await.expect("wait")),
-        ["all"]
-    );
+    assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["hello", "all"]);
+    assert_eq!(bodies(&bus.wait(&team, "qa", LONG).await.expect("wait")), ["all"]);
 }
 
 #[tokio::test]
 async fn broadcast_reaches_unfinished_members_but_not_the_sender() {
     let bus = bus().await;
-    let roster = [
-        ("lead", Active),
-        ("a", Active),
-        ("b", Active),
-        ("q", Queued),
-        ("done", Finished),
-    ];
+    let roster = [("lead", Active), ("a", Active), ("b", Active), ("q", Queued), ("done", Finished)];
     let team = team(&bus, &roster).await;
-    let delivered = bus
-        .send(&team, broadcast("lead", "standup"))
-        .await
-        .expect("broadcast");
-    let mut to: Vec<&str> = delivered
-        .iter()
-        .map(|d: &Delivered| d.to.as_str())
-        .collect();
+    let delivered = bus.send(&team, broadcast("lead", "standup")).await.expect("broadcast");
+    let mut to: Vec<&str> = delivered.iter().map(|d: &Delivered| d.to.as_str()).collect();
     to.sort();
     assert_eq!(to, ["a", "b", "q"]);
-    assert!(
-        delivered.iter().all(|d| d.id == delivered[0].id),
-        "one message id for all copies"
-    );
+    assert!(delivered.iter().all(|d| d.id == delivered[0].id), "one message id for all copies");
     for member in ["a", "b", "q"] {
         let got = bus.wait(&team, member, LONG).await.expect("wait");
         assert_eq!(bodies(&got), ["standup"], "{member}");
         assert_eq!(got[0].to, member);
     }
     for member in ["lead", "done"] {
-        assert_eq!(
-            bus.inbox_counts(&team, member).await.expect("counts"),
-            InboxCounts::default(),
-            "{member}"
-        );
+        assert_eq!(bus.inbox_counts(&team, member).await.expect("counts"), InboxCounts::default(), "{member}");
     }
 }
 
@@ -275,66 +195,28 @@ async fn sends_are_refused_with_typed_errors() {
     let team = team(&bus, &[("lead", Active), ("done", Finished)]).await;
 
     let missing = bus.send(&unique_team(), msg("lead", "dev", "x")).await;
-    assert!(
-        matches!(missing, Err(BusError::TeamNotFound { .. })),
-        "{missing:?}"
-    );
+    assert!(matches!(missing, Err(BusError::TeamNotFound { .. })), "{missing:?}");
     let outsider = bus.send(&team, msg("mallory", "lead", "x")).await;
-    assert!(
-        matches!(outsider, Err(BusError::SenderNotInTeam { .. })),
-        "{outsider:?}"
-    );
+    assert!(matches!(outsider, Err(BusError::SenderNotInTeam { .. })), "{outsider:?}");
     let unknown = bus.send(&team, msg("lead", "ghost", "x")).await;
-    assert!(
-        matches!(&unknown, Err(BusError::UnknownRecipient { member, .. }) if member == "ghost"),
-        "{unknown:?}"
-    );
+    assert!(matches!(&unknown, Err(BusError::UnknownRecipient { member, .. }) if member == "ghost"), "{unknown:?}");
     let finished = bus.send(&team, msg("lead", "done", "x")).await;
-    assert!(
-        matches!(&finished, Err(BusError::RecipientFinished { member, .. }) if member == "done"),
-        "{finished:?}"
-    );
+    assert!(matches!(&finished, Err(BusError::RecipientFinished { member, .. }) if member == "done"), "{finished:?}");
     for empty in ["", " \n\t"] {
         let refused = bus.send(&team, msg("lead", "lead", empty)).await;
         assert!(matches!(refused, Err(BusError::EmptyBody)), "{refused:?}");
     }
     let big = "x".repeat(65_537);
     let refused = bus.send(&team, msg("lead", "lead", &big)).await;
-    assert!(
-        matches!(
-            refused,
-            Err(BusError::TooLarge {
-                size: 65_537,
-                max: 65_536
-            })
-        ),
-        "{refused:?}"
-    );
-    bus.send(&team, msg("lead", "lead", &big[1..]))
-        .await
-        .expect("a body of exactly the cap is fine");
+    assert!(matches!(refused, Err(BusError::TooLarge { size: 65_537, max: 65_536 })), "{refused:?}");
+    bus.send(&team, msg("lead", "lead", &big[1..])).await.expect("a body of exactly the cap is fine");
 
     bus.mark_disbanded(&team).await.expect("disband");
     let disbanded = bus.send(&team, msg("lead", "lead", "x")).await;
-    assert!(
-        matches!(disbanded, Err(BusError::TeamDisbanded { .. })),
-        "{disbanded:?}"
-    );
-    let codes: Vec<&str> = [missing, outsider, unknown, finished, refused, disbanded]
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(BusError::code))
-        .collect();
-    assert_eq!(
-        codes,
-        [
-            "not_found",
-            "forbidden",
-            "unknown_recipient",
-            "recipient_finished",
-            "too_large",
-            "team_disbanded"
-        ]
-    );
+    assert!(matches!(disbanded, Err(BusError::TeamDisbanded { .. })), "{disbanded:?}");
+    let codes: Vec<&str> =
+        [missing, outsider, unknown, finished, refused, disbanded].iter().filter_map(|r| r.as_ref().err().map(BusError::code)).collect();
+    assert_eq!(codes, ["not_found", "forbidden", "unknown_recipient", "recipient_finished", "too_large", "team_disbanded"]);
 }
 
 #[tokio::test]
@@ -342,15 +224,9 @@ async fn inbox_calls_for_strangers_are_refused() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active)]).await;
     let wait = bus.wait(&team, "mallory", SHORT).await;
-    assert!(
-        matches!(wait, Err(BusError::MemberNotInTeam { .. })),
-        "{wait:?}"
-    );
+    assert!(matches!(wait, Err(BusError::MemberNotInTeam { .. })), "{wait:?}");
     let counts = bus.inbox_counts(&team, "mallory").await;
-    assert!(
-        matches!(counts, Err(BusError::MemberNotInTeam { .. })),
-        "{counts:?}"
-    );
+    assert!(matches!(counts, Err(BusError::MemberNotInTeam { .. })), "{counts:?}");
     let ack = bus.ack(&unique_team(), "lead", &["1-0".into()]).await;
     assert!(matches!(ack, Err(BusError::TeamNotFound { .. })), "{ack:?}");
     let bad = bus.ack(&team, "lead", &["not-an-id".into()]).await;
@@ -363,47 +239,18 @@ async fn system_notices_reach_unfinished_members_once() {
     let team = team(&bus, &[("lead", Active), ("q", Queued), ("done", Finished)]).await;
     for to in ["lead", "q"] {
         for _ in 0..2 {
-            bus.system_notice(
-                &team,
-                to,
-                "[AGENT FAILURE] @dev exited 1".into(),
-                format!("fail-dev-{to}"),
-            )
-            .await
-            .expect("notice");
+            bus.system_notice(&team, to, "[AGENT FAILURE] @dev exited 1".into(), format!("fail-dev-{to}")).await.expect("notice");
         }
         let got = bus.wait(&team, to, LONG).await.expect("wait");
-        assert_eq!(
-            bodies(&got),
-            ["[AGENT FAILURE] @dev exited 1"],
-            "written once to {to}"
-        );
-        assert_eq!(
-            (got[0].kind, got[0].from.as_str()),
-            (MessageKind::System, OPERATOR_SENDER)
-        );
+        assert_eq!(bodies(&got), ["[AGENT FAILURE] @dev exited 1"], "written once to {to}");
+        assert_eq!((got[0].kind, got[0].from.as_str()), (MessageKind::System, OPERATOR_SENDER));
     }
-    let finished = bus
-        .system_notice(&team, "done", "x".into(), "k1".into())
-        .await;
-    assert!(
-        matches!(finished, Err(BusError::RecipientFinished { .. })),
-        "{finished:?}"
-    );
-    let unknown = bus
-        .system_notice(&team, "ghost", "x".into(), "k2".into())
-        .await;
-    assert!(
-        matches!(unknown, Err(BusError::UnknownRecipient { .. })),
-        "{unknown:?}"
-    );
-    let missing = bus
-        .system_notice(&unique_team(), "lead", "x".into(), "k3".into())
-        .await;
-    assert!(
-        matches!(missing, Err(BusError::TeamNotFound { .. })),
-        "{missing:?}"
-    );
+    let finished = bus.system_notice(&team, "done", "x".into(), "k1".into()).await;
+    assert!(matches!(finished, Err(BusError::RecipientFinished { .. })), "{finished:?}");
+    let unknown = bus.system_notice(&team, "ghost", "x".into(), "k2".into()).await;
+    assert!(matches!(unknown, Err(BusError::UnknownRecipient { .. })), "{unknown:?}");
+    let missing = bus.system_notice(&unique_team(), "lead", "x".into(), "k3".into()).await;
+    assert!(matches!(missing, Err(BusError::TeamNotFound { .. })), "{missing:?}");
 }
 
 #[tokio::test]
@@ -416,38 +263,23 @@ async fn disbanding_wakes_a_waiting_member_and_teardown_ends_its_waits() {
     });
     until_blocked(&bus, 1).await;
     bus.mark_disbanded(&team).await.expect("disband");
-    bus.system_notice(&team, "dev", "team disbanded".into(), "disband".into())
-        .await
-        .expect("notice");
+    bus.system_notice(&team, "dev", "team disbanded".into(), "disband".into()).await.expect("notice");
     let woken = waiter.await.expect("waiter task").expect("wait");
     assert_eq!(bodies(&woken), ["team disbanded"]);
 
     let ids: Vec<String> = woken.iter().map(|m| m.stream_id.clone()).collect();
     bus.ack(&team, "dev", &ids).await.expect("ack");
     let drained = bus.wait(&team, "dev", LONG).await;
-    assert!(
-        matches!(drained, Err(BusError::TeamDisbanded { .. })),
-        "{drained:?}"
-    );
+    assert!(matches!(drained, Err(BusError::TeamDisbanded { .. })), "{drained:?}");
     let revived = bus.sync_roster(&team, &[("dev".into(), Active)]).await;
-    assert!(
-        matches!(revived, Err(BusError::TeamDisbanded { .. })),
-        "{revived:?}"
-    );
+    assert!(matches!(revived, Err(BusError::TeamDisbanded { .. })), "{revived:?}");
 
     bus.teardown(&team).await.expect("teardown");
     assert!(team_keys(&team).await.is_empty());
     let gone = bus.wait(&team, "dev", LONG).await;
-    assert!(
-        matches!(gone, Err(BusError::TeamNotFound { .. })),
-        "{gone:?}"
-    );
-    bus.mark_disbanded(&team)
-        .await
-        .expect("disband again is a no-op");
-    bus.teardown(&team)
-        .await
-        .expect("teardown again is a no-op");
+    assert!(matches!(gone, Err(BusError::TeamNotFound { .. })), "{gone:?}");
+    bus.mark_disbanded(&team).await.expect("disband again is a no-op");
+    bus.teardown(&team).await.expect("teardown again is a no-op");
     assert!(team_keys(&team).await.is_empty());
 }
 
@@ -465,10 +297,7 @@ async fn a_wait_blocked_during_teardown_returns_promptly() {
     until_blocked(&bus, 1).await;
     bus.teardown(&team).await.expect("teardown");
     let (result, elapsed) = waiter.await.expect("waiter task");
-    assert!(
-        matches!(result, Err(BusError::TeamNotFound { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(BusError::TeamNotFound { .. })), "{result:?}");
     assert!(elapsed < LONG, "returned on teardown, not the timeout");
 }
 
@@ -476,30 +305,14 @@ async fn a_wait_blocked_during_teardown_returns_promptly() {
 async fn roster_sync_replaces_the_roster_and_teardown_removes_every_key() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Queued)]).await;
-    bus.send(&team, msg("lead", "dev", "hi"))
-        .await
-        .expect("send");
-    bus.sync_roster(&team, &[("lead".into(), Active), ("qa".into(), Active)])
-        .await
-        .expect("resync");
+    bus.send(&team, msg("lead", "dev", "hi")).await.expect("send");
+    bus.sync_roster(&team, &[("lead".into(), Active), ("qa".into(), Active)]).await.expect("resync");
     let dropped = bus.send(&team, msg("lead", "dev", "hi")).await;
-    assert!(
-        matches!(dropped, Err(BusError::UnknownRecipient { .. })),
-        "{dropped:?}"
-    );
+    assert!(matches!(dropped, Err(BusError::UnknownRecipient { .. })), "{dropped:?}");
 
     let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
-    let expected: Vec<String> = [
-        "inbox:lead",
-        "inbox:qa",
-        "meta",
-        "roster",
-        "sent",
-        "sent-at",
-    ]
-    .iter()
-    .map(|k| format!("{base}{k}"))
-    .collect();
+    let expected: Vec<String> =
+        ["inbox:lead", "inbox:qa", "meta", "roster", "sent", "sent-at"].iter().map(|k| format!("{base}{k}")).collect();
     assert_eq!(team_keys(&team).await, expected, "dev's inbox went with it");
     bus.teardown(&team).await.expect("teardown");
     assert!(team_keys(&team).await.is_empty());
@@ -514,14 +327,8 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "bus-test-redis-{port}-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let dir = std::env::temp_dir().join(format!("bus-test-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("data dir");
         let child = Self::spawn(port, &dir);
         PrivateRedis { port, dir, child }
@@ -530,14 +337,7 @@ impl PrivateRedis {
     /// Append-only file with fsync on every write, so the data survives a kill -9.
     fn spawn(port: u16, dir: &PathBuf) -> Child {
         Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(dir)
@@ -561,11 +361,7 @@ impl PrivateRedis {
             if pong.await.is_ok() {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis on port {} did not answer PING",
-                self.port
-            );
+            assert!(Instant::now() < deadline, "redis on port {} did not answer PING", self.port);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -589,13 +385,9 @@ impl Drop for PrivateRedis {
 async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works() {
     let mut redis = PrivateRedis::start();
     redis.wait_for_ping().await;
-    let bus = Bus::connect(BusConfig::from_url(redis.url()))
-        .await
-        .expect("connect");
+    let bus = Bus::connect(BusConfig::from_url(redis.url())).await.expect("connect");
     let team = TeamKey::new("restart", "team");
-    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active)])
-        .await
-        .expect("sync");
+    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active)]).await.expect("sync");
 
     let waiter = tokio::spawn({
         let (bus, team) = (bus.clone(), team.clone());
@@ -605,19 +397,10 @@ async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works()
     redis.restart();
     redis.wait_for_ping().await;
 
-    bus.send(&team, msg("lead", "dev", "after restart"))
-        .await
-        .expect("send after restart");
+    bus.send(&team, msg("lead", "dev", "after restart")).await.expect("send after restart");
     // The wait reconnected and kept waiting, so it sees the message sent after the restart.
-    let got = waiter
-        .await
-        .expect("waiter task did not panic")
-        .expect("wait completes");
+    let got = waiter.await.expect("waiter task did not panic").expect("wait completes");
     assert_eq!(bodies(&got), ["after restart"]);
     let next = bus.wait(&team, "dev", LONG).await.expect("next wait");
-    assert_eq!(
-        bodies(&next),
-        ["after restart"],
-        "unacked, so delivered again"
-    );
+    assert_eq!(bodies(&next), ["after restart"], "unacked, so delivered again");
 }

@@ -176,7 +176,11 @@ fn chart_crds_are_the_generated_crds() {
     let top = list(root.join("crds"));
     let chart = list(root.join("charts/team-operator/crds"));
     let names = |f: &[(String, Vec<u8>)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&chart), names(&top), "charts/team-operator/crds/ must hold the same files as crds/: run `cp crds/*.yaml charts/team-operator/crds/`");
+    assert_eq!(
+        names(&chart),
+        names(&top),
+        "charts/team-operator/crds/ must hold the same files as crds/: run `cp crds/*.yaml charts/team-operator/crds/`"
+    );
     for ((name, a), (_, b)) in top.iter().zip(&chart) {
         assert!(a == b, "charts/team-operator/crds/{name} differs from crds/{name}: run `cp crds/*.yaml charts/team-operator/crds/`");
     }
@@ -188,7 +192,12 @@ fn helm_lint_is_clean() {
         vec![],
         vec!["redis.bundled=false", "redis.url=redis://:pw@redis.example:6379"],
         vec!["redis.bundled=false", "redis.existingSecret=my-redis", "redis.cluster=true", "watchNamespace=teams"],
-        vec!["controller.leaderElection.enabled=false", "controller.replicas=1", "gateway.podDisruptionBudget.enabled=false", "networkPolicy.enabled=false"],
+        vec![
+            "controller.leaderElection.enabled=false",
+            "controller.replicas=1",
+            "gateway.podDisruptionBudget.enabled=false",
+            "networkPolicy.enabled=false",
+        ],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         for s in &set {
@@ -231,7 +240,10 @@ async fn rendered_chart_passes_server_dry_run_under_restricted_pod_security() {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/warn": "restricted",
     } } });
-    Api::<Namespace>::all(s.client.clone()).patch(ns.name(), &PatchParams::default(), &Patch::Merge(&labels)).await.expect("label namespace");
+    Api::<Namespace>::all(s.client.clone())
+        .patch(ns.name(), &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .expect("label namespace");
 
     for set in [
         vec![],
@@ -248,7 +260,11 @@ async fn rendered_chart_passes_server_dry_run_under_restricted_pod_security() {
         let msg = text(&out);
         assert!(out.status.success(), "kubectl apply --dry-run=server of the chart ({set:?}) failed:\n{msg}");
         assert!(!msg.contains("Warning"), "the chart ({set:?}) draws warnings (Pod Security restricted?):\n{msg}");
-        for kind in ["deployment.apps/dry-team-operator-controller", "deployment.apps/dry-team-operator-gateway", "service/dry-team-operator-gateway"] {
+        for kind in [
+            "deployment.apps/dry-team-operator-controller",
+            "deployment.apps/dry-team-operator-gateway",
+            "service/dry-team-operator-gateway",
+        ] {
             assert!(msg.contains(&format!("{kind} created (server dry run)")), "{kind} missing ({set:?}):\n{msg}");
         }
     }
@@ -267,7 +283,16 @@ async fn helm_install_deploys_the_release() {
     assert_eq!(controller.spec.as_ref().and_then(|s| s.replicas), Some(2));
     let pod = controller.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("controller pod spec");
     let env: Vec<&str> = pod.containers[0].env.iter().flatten().map(|e| e.name.as_str()).collect();
-    for var in ["POD_NAME", "POD_NAMESPACE", "TEAM_OPERATOR_LEADER_ELECTION", "TEAM_OPERATOR_LEASE_NAMESPACE", "TEAM_OPERATOR_REDIS_URL", "TEAM_OPERATOR_MAX_AGENTS", "TEAM_OPERATOR_GATEWAY_URL", "TEAM_OPERATOR_TEAMCTL_IMAGE"] {
+    for var in [
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "TEAM_OPERATOR_LEADER_ELECTION",
+        "TEAM_OPERATOR_LEASE_NAMESPACE",
+        "TEAM_OPERATOR_REDIS_URL",
+        "TEAM_OPERATOR_MAX_AGENTS",
+        "TEAM_OPERATOR_GATEWAY_URL",
+        "TEAM_OPERATOR_TEAMCTL_IMAGE",
+    ] {
         assert!(env.contains(&var), "controller env lacks {var}: {env:?}");
     }
     assert_eq!(pod.service_account_name.as_deref(), Some(format!("{full}-controller").as_str()));
@@ -313,51 +338,63 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     let ctl = impersonating(&who).await;
 
     let g = "agentteams.dev";
-    assert_access(&ctl, &who, true, &[
-        ("list", g, "teams", "", None),
-        ("watch", g, "teams", "", None),
-        ("get", g, "teams", &tns, None),
-        ("patch", g, "teams", &tns, None),
-        ("patch", g, "teams/status", &tns, None),
-        ("list", g, "members", "", None),
-        ("watch", g, "members", "", None),
-        ("create", g, "members", &tns, None),
-        ("patch", g, "members", &tns, None),
-        ("patch", g, "members/status", &tns, None),
-        ("list", g, "teamtasks", "", None),
-        ("watch", g, "teamtasks", "", None),
-        ("patch", g, "teamtasks/status", &tns, None),
-        ("list", "", "pods", "", None),
-        ("watch", "", "pods", "", None),
-        ("get", "", "pods", &tns, None),
-        ("create", "", "pods", &tns, None),
-        ("patch", "", "pods", &tns, None),
-        ("delete", "", "pods", &tns, None),
-        ("create", "events.k8s.io", "events", &tns, None),
-        ("patch", "events.k8s.io", "events", &tns, None),
-        ("create", "coordination.k8s.io", "leases", &rel, None),
-        ("get", "coordination.k8s.io", "leases", &rel, Some(&lease)),
-        ("patch", "coordination.k8s.io", "leases", &rel, Some(&lease)),
-    ]).await;
-    assert_access(&ctl, &who, false, &[
-        ("create", g, "teams", &tns, None),
-        ("delete", g, "teams", &tns, None),
-        ("update", g, "teams", &tns, None),
-        ("delete", g, "members", &tns, None),
-        ("create", g, "teamtasks", &tns, None),
-        ("patch", g, "teamtasks", &tns, None),
-        ("update", "", "pods", &tns, None),
-        ("create", "", "pods/exec", &tns, None),
-        ("get", "", "secrets", &tns, None),
-        ("list", "", "secrets", "", None),
-        ("create", "apps", "deployments", &tns, None),
-        ("create", "", "serviceaccounts/token", &tns, None),
-        ("create", "", "events", &tns, None),
-        ("get", "coordination.k8s.io", "leases", &rel, Some("kube-scheduler")),
-        ("patch", "coordination.k8s.io", "leases", &tns, Some(&lease)),
-        ("create", "coordination.k8s.io", "leases", &tns, None),
-        ("create", "authentication.k8s.io", "tokenreviews", "", None),
-    ]).await;
+    assert_access(
+        &ctl,
+        &who,
+        true,
+        &[
+            ("list", g, "teams", "", None),
+            ("watch", g, "teams", "", None),
+            ("get", g, "teams", &tns, None),
+            ("patch", g, "teams", &tns, None),
+            ("patch", g, "teams/status", &tns, None),
+            ("list", g, "members", "", None),
+            ("watch", g, "members", "", None),
+            ("create", g, "members", &tns, None),
+            ("patch", g, "members", &tns, None),
+            ("patch", g, "members/status", &tns, None),
+            ("list", g, "teamtasks", "", None),
+            ("watch", g, "teamtasks", "", None),
+            ("patch", g, "teamtasks/status", &tns, None),
+            ("list", "", "pods", "", None),
+            ("watch", "", "pods", "", None),
+            ("get", "", "pods", &tns, None),
+            ("create", "", "pods", &tns, None),
+            ("patch", "", "pods", &tns, None),
+            ("delete", "", "pods", &tns, None),
+            ("create", "events.k8s.io", "events", &tns, None),
+            ("patch", "events.k8s.io", "events", &tns, None),
+            ("create", "coordination.k8s.io", "leases", &rel, None),
+            ("get", "coordination.k8s.io", "leases", &rel, Some(&lease)),
+            ("patch", "coordination.k8s.io", "leases", &rel, Some(&lease)),
+        ],
+    )
+    .await;
+    assert_access(
+        &ctl,
+        &who,
+        false,
+        &[
+            ("create", g, "teams", &tns, None),
+            ("delete", g, "teams", &tns, None),
+            ("update", g, "teams", &tns, None),
+            ("delete", g, "members", &tns, None),
+            ("create", g, "teamtasks", &tns, None),
+            ("patch", g, "teamtasks", &tns, None),
+            ("update", "", "pods", &tns, None),
+            ("create", "", "pods/exec", &tns, None),
+            ("get", "", "secrets", &tns, None),
+            ("list", "", "secrets", "", None),
+            ("create", "apps", "deployments", &tns, None),
+            ("create", "", "serviceaccounts/token", &tns, None),
+            ("create", "", "events", &tns, None),
+            ("get", "coordination.k8s.io", "leases", &rel, Some("kube-scheduler")),
+            ("patch", "coordination.k8s.io", "leases", &tns, Some(&lease)),
+            ("create", "coordination.k8s.io", "leases", &tns, None),
+            ("create", "authentication.k8s.io", "tokenreviews", "", None),
+        ],
+    )
+    .await;
 
     // The calls themselves, as the controller makes them.
     let teams_admin = agentteams(&s.client, &tns, "Team");
@@ -365,15 +402,29 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     let teams = agentteams(&ctl, &tns, "Team");
     let all_teams = Api::<Team>::all(ctl.clone()).list(&ListParams::default()).await.expect("list Teams cluster-wide");
     assert!(all_teams.items.iter().any(|t| t.namespace().as_deref() == Some(tns.as_str())), "the Team is not in the cluster-wide list");
-    teams.patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": ["agentteams.dev/disband"] } }))).await.expect("add the finalizer");
-    teams.patch_status("t", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Active" } }))).await.expect("patch Team status");
+    teams
+        .patch("t", &PatchParams::default(), &Patch::Merge(&json!({ "metadata": { "finalizers": ["agentteams.dev/disband"] } })))
+        .await
+        .expect("add the finalizer");
+    teams
+        .patch_status("t", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Active" } })))
+        .await
+        .expect("patch Team status");
     let members = agentteams(&ctl, &tns, "Member");
     let lead = json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "t-lead" }, "spec": { "team": "t", "agent": "lead", "role": "Lead" } });
-    members.patch("t-lead", &PatchParams::apply("team-operator").force(), &Patch::Apply(&lead)).await.expect("server-side apply the lead Member");
-    members.patch_status("t-lead", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Queued" } }))).await.expect("patch Member status");
+    members
+        .patch("t-lead", &PatchParams::apply("team-operator").force(), &Patch::Apply(&lead))
+        .await
+        .expect("server-side apply the lead Member");
+    members
+        .patch_status("t-lead", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Queued" } })))
+        .await
+        .expect("patch Member status");
     let pods: Api<Pod> = Api::namespaced(ctl.clone(), &tns);
     let pod = kwok_pod("t-lead-x").label("app.kubernetes.io/managed-by", "team-operator").build();
-    pods.patch("t-lead-x", &PatchParams::apply("team-operator").force(), &Patch::Apply(&pod)).await.expect("server-side apply a member pod");
+    pods.patch("t-lead-x", &PatchParams::apply("team-operator").force(), &Patch::Apply(&pod))
+        .await
+        .expect("server-side apply a member pod");
     pods.get("t-lead-x").await.expect("get the pod");
     pods.delete("t-lead-x", &DeleteParams::background()).await.expect("delete the pod");
     let event: EventV1 = serde_json::from_value(json!({
@@ -388,7 +439,10 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     let leases: Api<Lease> = Api::namespaced(ctl.clone(), &rel);
     let l: Lease = serde_json::from_value(json!({ "metadata": { "name": lease }, "spec": { "holderIdentity": "test" } })).expect("lease");
     leases.create(&PostParams::default(), &l).await.expect("create the Lease");
-    leases.patch(&lease, &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "holderIdentity": "other" } }))).await.expect("patch the Lease");
+    leases
+        .patch(&lease, &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "holderIdentity": "other" } })))
+        .await
+        .expect("patch the Lease");
 
     // What the chart does not grant is refused.
     let admin_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &tns);
@@ -401,7 +455,10 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
         "spec": { "selector": { "matchLabels": { "a": "b" } }, "template": { "metadata": { "labels": { "a": "b" } }, "spec": { "containers": [{ "name": "c", "image": "x" }] } } },
     }))
     .expect("deployment");
-    forbidden(Api::<Deployment>::namespaced(ctl.clone(), &tns).create(&PostParams::default(), &deploy).await, "controller creates a Deployment");
+    forbidden(
+        Api::<Deployment>::namespaced(ctl.clone(), &tns).create(&PostParams::default(), &deploy).await,
+        "controller creates a Deployment",
+    );
     forbidden(teams.delete("t", &DeleteParams::default()).await, "controller deletes a Team");
 
     remove_team(&s.client, &tns, "t").await;
@@ -420,49 +477,61 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
     let gw = impersonating(&who).await;
 
     let g = "agentteams.dev";
-    assert_access(&gw, &who, true, &[
-        ("create", "authentication.k8s.io", "tokenreviews", "", None),
-        ("create", "authorization.k8s.io", "subjectaccessreviews", "", None),
-        ("get", g, "teams", &tns, None),
-        ("list", g, "teams", &tns, None),
-        ("watch", g, "teams", &tns, None),
-        // The gateway's watch cache of Teams spans all namespaces.
-        ("list", g, "teams", "", None),
-        ("watch", g, "teams", "", None),
-        ("create", g, "teams", &tns, None),
-        ("delete", g, "teams", &tns, None),
-        ("create", g, "members", &tns, None),
-        ("list", g, "members", &tns, None),
-        ("watch", g, "members", &tns, None),
-        ("get", g, "teamtasks", &tns, None),
-        ("list", g, "teamtasks", &tns, None),
-        ("create", g, "teamtasks", &tns, None),
-        ("patch", g, "teamtasks", &tns, None),
-        ("patch", g, "teamtasks/status", &tns, None),
-        ("patch", g, "members/status", &tns, None),
-        ("get", "", "pods", &tns, None),
-    ]).await;
-    assert_access(&gw, &who, false, &[
-        ("patch", g, "teams", &tns, None),
-        ("patch", g, "teams/status", &tns, None),
-        ("patch", g, "members", &tns, None),
-        ("update", g, "members/status", &tns, None),
-        ("delete", g, "members", &tns, None),
-        ("delete", g, "teamtasks", &tns, None),
-        ("list", "", "pods", &tns, None),
-        ("create", "", "pods", &tns, None),
-        ("delete", "", "pods", &tns, None),
-        ("get", "", "secrets", &tns, None),
-        ("create", "events.k8s.io", "events", &tns, None),
-        ("create", "coordination.k8s.io", "leases", &rel, None),
-        ("create", "", "serviceaccounts/token", &tns, None),
-    ]).await;
+    assert_access(
+        &gw,
+        &who,
+        true,
+        &[
+            ("create", "authentication.k8s.io", "tokenreviews", "", None),
+            ("create", "authorization.k8s.io", "subjectaccessreviews", "", None),
+            ("get", g, "teams", &tns, None),
+            ("list", g, "teams", &tns, None),
+            ("watch", g, "teams", &tns, None),
+            // The gateway's watch cache of Teams spans all namespaces.
+            ("list", g, "teams", "", None),
+            ("watch", g, "teams", "", None),
+            ("create", g, "teams", &tns, None),
+            ("delete", g, "teams", &tns, None),
+            ("create", g, "members", &tns, None),
+            ("list", g, "members", &tns, None),
+            ("watch", g, "members", &tns, None),
+            ("get", g, "teamtasks", &tns, None),
+            ("list", g, "teamtasks", &tns, None),
+            ("create", g, "teamtasks", &tns, None),
+            ("patch", g, "teamtasks", &tns, None),
+            ("patch", g, "teamtasks/status", &tns, None),
+            ("patch", g, "members/status", &tns, None),
+            ("get", "", "pods", &tns, None),
+        ],
+    )
+    .await;
+    assert_access(
+        &gw,
+        &who,
+        false,
+        &[
+            ("patch", g, "teams", &tns, None),
+            ("patch", g, "teams/status", &tns, None),
+            ("patch", g, "members", &tns, None),
+            ("update", g, "members/status", &tns, None),
+            ("delete", g, "members", &tns, None),
+            ("delete", g, "teamtasks", &tns, None),
+            ("list", "", "pods", &tns, None),
+            ("create", "", "pods", &tns, None),
+            ("delete", "", "pods", &tns, None),
+            ("get", "", "secrets", &tns, None),
+            ("create", "events.k8s.io", "events", &tns, None),
+            ("create", "coordination.k8s.io", "leases", &rel, None),
+            ("create", "", "serviceaccounts/token", &tns, None),
+        ],
+    )
+    .await;
 
     // Calls as the gateway makes them: a TokenReview, a team_create, a spawn_member.
     let review: k8s_openapi::api::authentication::v1::TokenReview =
         serde_json::from_value(json!({ "spec": { "token": "not-a-token", "audiences": ["team-operator-gateway"] } })).expect("review");
     let done = Api::all(gw.clone()).create(&PostParams::default(), &review).await.expect("create a TokenReview");
-    assert!(!done.status.is_some_and(|s| s.authenticated == Some(true)), "a junk token authenticated");
+    assert!(done.status.is_none_or(|s| s.authenticated != Some(true)), "a junk token authenticated");
     agentteams(&gw, &tns, "Team").create(&PostParams::default(), &team("t")).await.expect("create a Team");
     let member: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member",
@@ -470,18 +539,27 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
     }))
     .expect("member");
     agentteams(&gw, &tns, "Member").create(&PostParams::default(), &member).await.expect("create a Member");
-    forbidden(Api::<Pod>::namespaced(gw.clone(), &tns).create(&PostParams::default(), &kwok_pod("p").build()).await, "gateway creates a pod");
+    forbidden(
+        Api::<Pod>::namespaced(gw.clone(), &tns).create(&PostParams::default(), &kwok_pod("p").build()).await,
+        "gateway creates a pod",
+    );
     forbidden(Api::<Secret>::namespaced(gw.clone(), &tns).list(&ListParams::default()).await, "gateway lists Secrets");
 
     // The member pods' ServiceAccount has no API access at all.
     let agent = format!("system:serviceaccount:{rel}:team-operator-agent");
     let ag = impersonating(&agent).await;
-    assert_access(&ag, &agent, false, &[
-        ("get", g, "teams", &rel, None),
-        ("list", g, "members", &rel, None),
-        ("get", "", "pods", &rel, None),
-        ("create", "authentication.k8s.io", "tokenreviews", "", None),
-    ]).await;
+    assert_access(
+        &ag,
+        &agent,
+        false,
+        &[
+            ("get", g, "teams", &rel, None),
+            ("list", g, "members", &rel, None),
+            ("get", "", "pods", &rel, None),
+            ("create", "authentication.k8s.io", "tokenreviews", "", None),
+        ],
+    )
+    .await;
 
     teams_ns.cleanup().await;
     r.uninstall().await;
@@ -504,7 +582,8 @@ async fn the_controller_runs_on_the_chart_rbac() {
     // The process gets the chart's own settings: the Deployment's literal env, plus what the
     // kubelet would fill in (downward API) and what differs off-cluster (Redis, metrics port);
     // it manages the team namespace only, so it leaves other tests' teams alone.
-    let deployment = Api::<Deployment>::namespaced(s.client.clone(), &rel).get(&format!("{full}-controller")).await.expect("controller Deployment");
+    let deployment =
+        Api::<Deployment>::namespaced(s.client.clone(), &rel).get(&format!("{full}-controller")).await.expect("controller Deployment");
     let container = deployment.spec.and_then(|s| s.template.spec).map(|p| p.containers[0].clone()).expect("controller container");
     assert_eq!(container.args.as_deref(), Some(&["controller".to_string()][..]));
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"));
@@ -531,9 +610,12 @@ async fn the_controller_runs_on_the_chart_rbac() {
 
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &rel);
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let lease = tokio::time::timeout(TIMEOUT, wait_for(&leases, &format!("{full}-controller"), TIMEOUT, "the controller to take the Lease", |l: &Lease| {
-        l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("chart-run-0")
-    }))
+    let lease = tokio::time::timeout(
+        TIMEOUT,
+        wait_for(&leases, &format!("{full}-controller"), TIMEOUT, "the controller to take the Lease", |l: &Lease| {
+            l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some("chart-run-0")
+        }),
+    )
     .await
     .unwrap_or_else(|_| panic!("no lease; controller log:\n{}", show_log()));
     assert_eq!(lease.name_any(), format!("{full}-controller"));
@@ -556,7 +638,10 @@ async fn the_controller_runs_on_the_chart_rbac() {
     // The lead finishes: its Member's Completed Event, and the Team's disband (Member status,
     // Team status, an Event), all under the chart's RBAC.
     set_sim_exit(&pods, &pod_name, 0, None).await;
-    wait_for(&teams, "t", long, "the Team to disband when its lead finished", |t: &Team| t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)).await;
+    wait_for(&teams, "t", long, "the Team to disband when its lead finished", |t: &Team| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+    })
+    .await;
     let events = Api::<EventV1>::namespaced(s.client.clone(), &tns);
     wait_for_any(&events, long, "the lead's Completed Event", |e: &EventV1| {
         e.reporting_controller.as_deref() == Some("team-operator") && e.reason.as_deref() == Some("Completed")
@@ -612,13 +697,14 @@ async fn the_gateway_runs_on_the_chart_rbac() {
         assert!(tokio::time::Instant::now() < deadline, "the gateway did not get ready; log:\n{}", show_log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let call = |tool: &str, args: serde_json::Value| {
-        http.post(format!("{base}/v1/tools/{tool}")).bearer_auth(&token).json(&args).send()
-    };
+    let call = |tool: &str, args: serde_json::Value| http.post(format!("{base}/v1/tools/{tool}")).bearer_auth(&token).json(&args).send();
 
-    let created = call("team_create", json!({
-        "name": "t", "namespace": tns, "agents": [{ "name": "lead", "image": "agentteams.dev/sim-agent:latest" }],
-    }))
+    let created = call(
+        "team_create",
+        json!({
+            "name": "t", "namespace": tns, "agents": [{ "name": "lead", "image": "agentteams.dev/sim-agent:latest" }],
+        }),
+    )
     .await
     .expect("team_create");
     let status = created.status();

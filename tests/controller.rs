@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use support::operator::Operator;
 use support::teams::{member, task, team};
 use support::*;
@@ -45,14 +45,20 @@ fn watch_pods(api: Api<Pod>) -> (Arc<Mutex<PodLedger>>, tokio::task::JoinHandle<
             let see = |p: &Pod, l: &mut PodLedger| {
                 let terminal = matches!(pod_phase(p), Some("Succeeded" | "Failed"));
                 let name = p.name_any();
-                if terminal { l.live.remove(&name); } else { l.live.insert(name); }
+                if terminal {
+                    l.live.remove(&name);
+                } else {
+                    l.live.insert(name);
+                }
                 l.max_live = l.max_live.max(l.live.len());
                 let member = p.labels().get("agentteams.dev/member").cloned().unwrap_or_default();
                 l.uids_per_member.entry(member).or_default().insert(p.uid().unwrap_or_default());
             };
             match ev {
                 Event::Apply(p) | Event::InitApply(p) => see(&p, &mut l),
-                Event::Delete(p) => { l.live.remove(&p.name_any()); }
+                Event::Delete(p) => {
+                    l.live.remove(&p.name_any());
+                }
                 Event::Init | Event::InitDone => {}
             }
         }
@@ -65,7 +71,13 @@ async fn create_all(api: &Api<Member>, members: Vec<Member>) {
     future::try_join_all(members.iter().map(|m| api.create(&pp, m))).await.expect("create members");
 }
 
-async fn wait_members(api: &Api<Member>, names: &[String], timeout: Duration, what: &str, cond: impl Fn(&Member) -> bool + Copy) -> Vec<Member> {
+async fn wait_members(
+    api: &Api<Member>,
+    names: &[String],
+    timeout: Duration,
+    what: &str,
+    cond: impl Fn(&Member) -> bool + Copy,
+) -> Vec<Member> {
     future::join_all(names.iter().map(|n| wait_for(api, n, timeout, what, cond))).await
 }
 
@@ -137,7 +149,11 @@ async fn operator_wide_cap_holds_across_two_teams() {
     }
     let members: Api<Member> = ns.api();
     let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
-    create_all(&members, names.iter().enumerate().map(|(i, n)| member(n, if i % 2 == 0 { "east" } else { "west" }, Some((0, "1s")))).collect()).await;
+    create_all(
+        &members,
+        names.iter().enumerate().map(|(i, n)| member(n, if i % 2 == 0 { "east" } else { "west" }, Some((0, "1s")))).collect(),
+    )
+    .await;
     wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
     let max_live = ledger.lock().expect("ledger").max_live;
     watch.abort();
@@ -159,11 +175,18 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     for (name, state) in [("t-pending", None), ("t-progress", Some("in_progress")), ("t-done", Some("completed"))] {
         tasks.create(&PostParams::default(), &task(name, "gamma", Some(&agent_name), &[])).await.expect("task");
         if let Some(state) = state {
-            tasks.patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": state}}))).await.expect("task state");
+            tasks
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": state}})))
+                .await
+                .expect("task state");
         }
     }
     // The agent is OOM-killed: kwok ends its pod Failed with exit code 137.
-    let pod_name = wait_for(&members, "crasher", TIMEOUT, "a pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some())).await.status.and_then(|s| s.pod_name).expect("pod");
+    let pod_name = wait_for(&members, "crasher", TIMEOUT, "a pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some()))
+        .await
+        .status
+        .and_then(|s| s.pod_name)
+        .expect("pod");
     set_sim_exit(&ns.api(), &pod_name, 137, None).await;
 
     let failed = wait_for(&members, "crasher", TIMEOUT, "Failed", |m| phase(m) == MemberPhase::Failed).await;
@@ -171,7 +194,8 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     assert_eq!(st.exit_code, Some(137));
     assert_eq!(st.reason.as_deref(), Some("OOMKilled"));
     // The notice went out before the failure was written, and the same write records it.
-    let notified = st.conditions.iter().find(|c| c.type_ == "LeadNotified").unwrap_or_else(|| panic!("no LeadNotified in {:?}", st.conditions));
+    let notified =
+        st.conditions.iter().find(|c| c.type_ == "LeadNotified").unwrap_or_else(|| panic!("no LeadNotified in {:?}", st.conditions));
     assert_eq!((notified.status.as_str(), notified.reason.as_str()), ("True", "NoticeSent"));
 
     for name in ["t-pending", "t-progress"] {
@@ -182,7 +206,10 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
 
     let bus = Bus::connect(BusConfig::from_url(s.redis_url.clone())).await.expect("redis");
     let inbox = bus.wait(&TeamKey::new(ns.name(), "gamma"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
-    let notice = inbox.iter().find(|m| m.body.starts_with(&format!("[AGENT FAILURE] @{agent_name}"))).unwrap_or_else(|| panic!("no failure notice in {inbox:?}"));
+    let notice = inbox
+        .iter()
+        .find(|m| m.body.starts_with(&format!("[AGENT FAILURE] @{agent_name}")))
+        .unwrap_or_else(|| panic!("no failure notice in {inbox:?}"));
     assert!(notice.body.contains("OOMKilled") && notice.body.contains("137"), "{}", notice.body);
     assert_eq!(op.metric("team_operator_notices_total{notice=\"agent_failure\"}").await, Some(1.0));
     op.wait_metric("team_operator_members{phase=\"Failed\"}", 1.0, TIMEOUT).await;
@@ -219,7 +246,8 @@ async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_ke
         }
     });
     let ttask = tasks.clone();
-    let task_watch = tokio::spawn(async move { wait_for(&ttask, "open", LONG, "failed by the disband", |t| t.state() == TaskState::Failed).await });
+    let task_watch =
+        tokio::spawn(async move { wait_for(&ttask, "open", LONG, "failed by the disband", |t| t.state() == TaskState::Failed).await });
 
     let t = ns.api::<Team>().get("delta").await.expect("team");
     ns.api::<Team>().delete("delta", &DeleteParams::background()).await.expect("delete team");
@@ -238,11 +266,11 @@ async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_ke
     }
     let pods: Api<Pod> = ns.api();
     let left = pods.list(&ListParams::default().labels("agentteams.dev/team=delta")).await.expect("pods");
-    for p in left.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        panic!("pod {} survived the disband", p.name_any());
-    }
+    let survivors: Vec<String> = left.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| p.name_any()).collect();
+    assert!(survivors.is_empty(), "pods survived the disband: {survivors:?}");
     let mut redis = s.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name())).query_async(&mut redis).await.expect("keys");
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name())).query_async(&mut redis).await.expect("keys");
     assert!(keys.is_empty(), "the team's Redis keys must be removed: {keys:?}");
     ns.cleanup().await;
 }
@@ -258,7 +286,9 @@ async fn lead_finishing_disbands_the_team_and_refuses_new_members() {
     wait_for(&members, "worker", TIMEOUT, "Active", |m| phase(m) == MemberPhase::Active).await;
     set_sim_exit(&ns.api(), lead.status.and_then(|s| s.pod_name).as_deref().expect("pod"), 0, None).await;
 
-    let t = wait_for(&ns.api::<Team>(), "eps", TIMEOUT, "Disbanded", |t| t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)).await;
+    let t =
+        wait_for(&ns.api::<Team>(), "eps", TIMEOUT, "Disbanded", |t| t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded))
+            .await;
     let cond = t.status.expect("status").conditions.into_iter().find(|c| c.type_ == "Disbanded").expect("Disbanded condition");
     assert_eq!(cond.reason, "LeadCompleted");
     wait_for(&members, "worker", TIMEOUT, "Cancelled", |m| phase(m) == MemberPhase::Cancelled).await;
@@ -300,13 +330,22 @@ async fn task_dependencies_block_until_done_and_failure_propagates() {
     }
     let blocked = |t: &TeamTask| t.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Blocked" && c.status == "True"));
     wait_for(&tasks, "b", TIMEOUT, "Blocked on a", blocked).await;
-    tasks.patch_status("a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "completed"}}))).await.expect("complete a");
+    tasks
+        .patch_status("a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "completed"}})))
+        .await
+        .expect("complete a");
     wait_for(&tasks, "b", TIMEOUT, "unblocked", |t| !blocked(t) && t.status.is_some()).await;
-    tasks.patch_status("b", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "failed"}}))).await.expect("fail b");
+    tasks
+        .patch_status("b", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "failed"}})))
+        .await
+        .expect("fail b");
     let c = wait_for(&tasks, "c", TIMEOUT, "failed by its dependency", |t| t.state() == TaskState::Failed).await;
     assert_eq!(c.status.and_then(|s| s.reason).as_deref(), Some("DependencyFailed"));
     // A final state is final: the API server refuses moving it back.
-    let err = tasks.patch_status("c", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "pending"}}))).await.expect_err("final");
+    let err = tasks
+        .patch_status("c", &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": {"state": "pending"}})))
+        .await
+        .expect_err("final");
     assert!(err.to_string().contains("status.state"), "{err}");
     ns.cleanup().await;
 }
@@ -327,13 +366,14 @@ async fn killed_operator_restarts_without_duplicate_pods_or_cap_breach() {
     first.kill().await;
     let _second = Operator::start(ns.name(), 10);
     wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
-    let l = ledger.lock().expect("ledger");
-    assert!(l.max_live <= 4, "cap of 4 breached across the restart: {}", l.max_live);
-    for (member, uids) in &l.uids_per_member {
-        assert_eq!(uids.len(), 1, "member {member} got {} pods", uids.len());
+    {
+        let l = ledger.lock().expect("ledger");
+        assert!(l.max_live <= 4, "cap of 4 breached across the restart: {}", l.max_live);
+        for (member, uids) in &l.uids_per_member {
+            assert_eq!(uids.len(), 1, "member {member} got {} pods", uids.len());
+        }
+        assert_eq!(l.uids_per_member.len(), 12);
     }
-    assert_eq!(l.uids_per_member.len(), 12);
-    drop(l);
     watch.abort();
     ns.cleanup().await;
 }
@@ -350,7 +390,21 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
     let _ = leases.delete(&lease, &Default::default()).await;
     let replica = |id: &str| {
-        Operator::start_with(ns.name(), 10, &["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", id, "--lease-duration-seconds", "6"])
+        Operator::start_with(
+            ns.name(),
+            10,
+            &[
+                "--leader-election",
+                "--lease-namespace",
+                lease_ns,
+                "--lease-name",
+                &lease,
+                "--identity",
+                id,
+                "--lease-duration-seconds",
+                "6",
+            ],
+        )
     };
     let mut a = replica("replica-a");
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
@@ -363,7 +417,10 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     create_all(&members, names.iter().map(|n| member(n, "theta", Some((0, "2s")))).collect()).await;
     wait_for(&members, "l00", LONG, "Active", |m| matches!(phase(m), MemberPhase::Active | MemberPhase::Completed)).await;
     let follower_log = std::fs::read_to_string(&b.log).expect("follower log");
-    assert!(follower_log.contains("waiting for the lease") && !follower_log.contains("acquired the lease"), "the follower must not reconcile: {follower_log}");
+    assert!(
+        follower_log.contains("waiting for the lease") && !follower_log.contains("acquired the lease"),
+        "the follower must not reconcile: {follower_log}"
+    );
 
     // kill -9 the leader mid-run: the follower takes over once the lease expires.
     a.kill().await;
@@ -372,10 +429,11 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     let takeover = started.elapsed();
     assert!(takeover <= Duration::from_secs(6 + 5), "takeover took {takeover:?}, lease is 6s");
     wait_members(&members, &names, LONG, "Completed", |m| phase(m) == MemberPhase::Completed).await;
-    let l = ledger.lock().expect("ledger");
-    assert!(l.max_live <= 4, "cap of 4 breached across the failover: {}", l.max_live);
-    assert!(l.uids_per_member.values().all(|u| u.len() == 1), "a member got a second pod: {:?}", l.uids_per_member);
-    drop(l);
+    {
+        let l = ledger.lock().expect("ledger");
+        assert!(l.max_live <= 4, "cap of 4 breached across the failover: {}", l.max_live);
+        assert!(l.uids_per_member.values().all(|u| u.len() == 1), "a member got a second pod: {:?}", l.uids_per_member);
+    }
     watch.abort();
     ns.cleanup().await;
 }

@@ -1,8 +1,8 @@
 //! The gateway's JSON API end to end on the local stack: real TokenReview and
 //! SubjectAccessReview, real projected tokens bound to real Pods, real Redis.
-mod support;
 #[path = "fixtures/gateway.rs"]
 mod fixture;
+mod support;
 
 use std::time::Duration;
 
@@ -63,7 +63,10 @@ async fn members_message_each_other_and_broadcast() {
     let waiter = spawn_wait(&gw.url, team.token("lead"), json!([]));
     wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Idle", phase_is(MemberPhase::Idle)).await;
     let (_, metrics) = get(&gw.url, None, "/metrics").await;
-    assert!(metrics["raw"].as_str().unwrap_or_default().lines().any(|l| l == "team_operator_gateway_waits 1"), "one wait in progress: {metrics}");
+    assert!(
+        metrics["raw"].as_str().unwrap_or_default().lines().any(|l| l == "team_operator_gateway_waits 1"),
+        "one wait in progress: {metrics}"
+    );
     ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
     let got = ok(waiter.await.unwrap());
     assert_eq!(got["messages"][0]["body"], "done", "{got}");
@@ -74,7 +77,10 @@ async fn members_message_each_other_and_broadcast() {
     let waiter = spawn_wait(&gw.url, a, json!([handled[0]]));
     let general = format!("{}-general", team.name);
     wait_for(&members, &general, Duration::from_secs(10), "the waiting general to read Idle", phase_is(MemberPhase::Idle)).await;
-    members.patch_status(&general, &Default::default(), &kube::api::Patch::Merge(json!({ "status": { "phase": "Completed" } }))).await.unwrap();
+    members
+        .patch_status(&general, &Default::default(), &kube::api::Patch::Merge(json!({ "status": { "phase": "Completed" } })))
+        .await
+        .unwrap();
     let got = ok(waiter.await.unwrap());
     assert_eq!((got["acked"].as_u64(), got["timed_out"].as_bool()), (Some(1), Some(true)), "{got}");
     assert_eq!(members.get(&general).await.unwrap().phase(), MemberPhase::Completed);
@@ -106,7 +112,8 @@ async fn tasks_and_memory() {
     let first_name = first["name"].as_str().unwrap().to_owned();
     assert!(first_name.starts_with("beta-task-"), "{first}");
     assert_eq!(first["state"], "pending");
-    let second = ok(call(&gw.url, Some(lead), "team_task", json!({ "action": "create", "subject": "build", "depends_on": [first_name] })).await);
+    let second =
+        ok(call(&gw.url, Some(lead), "team_task", json!({ "action": "create", "subject": "build", "depends_on": [first_name] })).await);
     let second_name = second["name"].as_str().unwrap().to_owned();
 
     // A task with an open dependency cannot start.
@@ -116,7 +123,13 @@ async fn tasks_and_memory() {
     // The owner moves the first one through.
     let t = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "in_progress" })).await);
     assert_eq!(t["state"], "in_progress", "{t}");
-    let t = ok(call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "completed", "result": "done: v1" })).await);
+    let t = ok(call(
+        &gw.url,
+        Some(a),
+        "team_task",
+        json!({ "action": "update", "name": first_name, "state": "completed", "result": "done: v1" }),
+    )
+    .await);
     assert_eq!((t["state"].as_str(), t["result"].as_str()), (Some("completed"), Some("done: v1")), "{t}");
     let answer = call(&gw.url, Some(a), "team_task", json!({ "action": "update", "name": first_name, "state": "pending" })).await;
     assert_error(&answer, 409, "conflict", "final");
@@ -194,7 +207,12 @@ async fn authorization() {
 
     // Lead-only tools.
     assert_error(&call(&gw.url, Some(member_x), "team_delete", json!({})).await, 403, "forbidden", "lead");
-    assert_error(&call(&gw.url, Some(member_x), "spawn_member", json!({ "agent": "general", "prompt": "p" })).await, 403, "forbidden", "lead");
+    assert_error(
+        &call(&gw.url, Some(member_x), "spawn_member", json!({ "agent": "general", "prompt": "p" })).await,
+        403,
+        "forbidden",
+        "lead",
+    );
 
     // The lead spawns a member into its own team.
     let spawned = ok(call(&gw.url, Some(x.token("lead")), "spawn_member", json!({ "agent": "general", "prompt": "review" })).await);
@@ -217,7 +235,13 @@ async fn authorization() {
     // RBAC is evaluated per call: no cache to wait for, but the RoleBinding may take a moment.
     let spawned = eventually_ok(|| call(&gw.url, Some(&person), "spawn_member", args.clone())).await;
     assert_eq!(spawned["team"], "team-y");
-    ok(call(&gw.url, Some(&person), "send_message", json!({ "namespace": ns.name, "team": "team-y", "to": "general", "body": "from a person" })).await);
+    ok(call(
+        &gw.url,
+        Some(&person),
+        "send_message",
+        json!({ "namespace": ns.name, "team": "team-y", "to": "general", "body": "from a person" }),
+    )
+    .await);
     let got = ok(call(&gw.url, Some(y.token("general")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
     assert_eq!((got["messages"][0]["from"].as_str(), got["messages"][0]["body"].as_str()), (Some("lead"), Some("from a person")));
     assert_error(
@@ -254,14 +278,29 @@ async fn bad_requests_get_4xx_naming_the_problem() {
     let team = team_with_members(&s, &ns, &gw.bus, "gamma", &["general"]).await;
     let t = Some(team.token("general"));
 
-    assert_error(&call(&gw.url, t, "send_message", json!({ "to": "lead", "body": "x", "bdy": 1 })).await, 400, "invalid_argument", "unknown field `bdy`");
-    assert_error(&call(&gw.url, t, "wait_messages", json!({ "timeout_seconds": "soon" })).await, 400, "invalid_argument", "timeout_seconds");
+    assert_error(
+        &call(&gw.url, t, "send_message", json!({ "to": "lead", "body": "x", "bdy": 1 })).await,
+        400,
+        "invalid_argument",
+        "unknown field `bdy`",
+    );
+    assert_error(
+        &call(&gw.url, t, "wait_messages", json!({ "timeout_seconds": "soon" })).await,
+        400,
+        "invalid_argument",
+        "timeout_seconds",
+    );
     assert_error(&call(&gw.url, t, "team_task", json!({ "action": "explode" })).await, 400, "invalid_argument", "action");
     assert_error(&call(&gw.url, t, "send_message", json!({ "to": "lead" })).await, 400, "invalid_argument", "missing field `body`");
     assert_error(&call(&gw.url, t, "send_message", json!([1, 2])).await, 400, "invalid_argument", "JSON object");
     assert_error(&call(&gw.url, t, "team_task", json!({ "action": "create" })).await, 400, "invalid_argument", "subject");
     assert_error(&call(&gw.url, t, "no_such_tool", json!({})).await, 404, "not_found", "no tool named");
-    assert_error(&raw(&gw.url, t, "/v1/tools/send_message", b"{\"to\": \"lead\", \"body\": \"\xff\xfe\"}".to_vec()).await, 400, "invalid_argument", "UTF-8");
+    assert_error(
+        &raw(&gw.url, t, "/v1/tools/send_message", b"{\"to\": \"lead\", \"body\": \"\xff\xfe\"}".to_vec()).await,
+        400,
+        "invalid_argument",
+        "UTF-8",
+    );
     assert_error(&raw(&gw.url, t, "/v1/tools/send_message", b"{\"to\": ".to_vec()).await, 400, "invalid_argument", "not valid JSON");
     let big = json!({ "to": "lead", "body": "x".repeat(10_000) });
     assert_error(&call(&gw.url, t, "send_message", big).await, 413, "too_large", "4096 bytes");
@@ -328,9 +367,18 @@ fn json_value() -> impl Strategy<Value = Value> {
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         let keys = prop_oneof![
-            Just("to".to_owned()), Just("body".to_owned()), Just("action".to_owned()), Just("name".to_owned()),
-            Just("state".to_owned()), Just("ack".to_owned()), Just("timeout_seconds".to_owned()), Just("agents".to_owned()),
-            Just("kind".to_owned()), Just("text".to_owned()), Just("template".to_owned()), "[a-z_]{1,8}",
+            Just("to".to_owned()),
+            Just("body".to_owned()),
+            Just("action".to_owned()),
+            Just("name".to_owned()),
+            Just("state".to_owned()),
+            Just("ack".to_owned()),
+            Just("timeout_seconds".to_owned()),
+            Just("agents".to_owned()),
+            Just("kind".to_owned()),
+            Just("text".to_owned()),
+            Just("template".to_owned()),
+            "[a-z_]{1,8}",
         ];
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),

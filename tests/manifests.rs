@@ -6,7 +6,7 @@ use std::process::Command;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use support::*;
 
 #[test]
@@ -72,7 +72,8 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let msg = refusal(&teams, team(bad_name)).await;
     assert!(msg.contains("spec.agents[0].name") && msg.contains("should match"), "{msg}");
 
-    let no_team = json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "agent": "lead" } });
+    let no_team =
+        json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "agent": "lead" } });
     let msg = refusal(&members, no_team).await;
     assert!(msg.contains("spec.team") && msg.contains("Required value"), "{msg}");
 

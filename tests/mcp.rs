@@ -1,9 +1,9 @@
 //! MCP end to end on the local stack: the rmcp client and a third-party client (the official
 //! Python SDK, tests/mcp-client/client.py) run initialize, tools/list and tools/call for every
 //! tool against the gateway's /mcp and against `teamctl mcp` (stdio, forwarding to the gateway).
-mod support;
 #[path = "fixtures/gateway.rs"]
 mod fixture;
+mod support;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 use support::*;
 use team_operator::gateway::GatewaySettings;
 
-const TOOLS: [&str; 8] = ["send_message", "wait_messages", "team_task", "agent_memory", "spawn_member", "team_create", "team_delete", "get"];
+const TOOLS: [&str; 8] =
+    ["send_message", "wait_messages", "team_task", "agent_memory", "spawn_member", "team_create", "team_delete", "get"];
 
 /// One call of every tool, as the lead of a team with a specialist `general`; `sub` names the
 /// team the lead creates and deletes again. The last call is a bad one.
@@ -98,7 +99,9 @@ async fn rmcp_client_over_http_and_teamctl_stdio() {
     let lead = team.token("lead").to_owned();
 
     // Streamable HTTP against the gateway.
-    let transport = StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.url)).auth_header(lead.clone()));
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.url)).auth_header(lead.clone()),
+    );
     let client = ().serve(transport).await.expect("initialize over HTTP");
     with_rmcp(client, "delta-sub-http").await;
 
@@ -122,7 +125,15 @@ async fn rmcp_client_over_http_and_teamctl_stdio() {
 async fn python_client(args: &[&str], env: &[(&str, &str)], calls: &[(&str, Value)]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp-client/client.py");
     let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg(script).args(args).env_remove("TEAM_TOKEN_FILE").env_remove("TEAM").env_remove("TEAM_NAMESPACE").envs(env.iter().copied()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg(script)
+        .args(args)
+        .env_remove("TEAM_TOKEN_FILE")
+        .env_remove("TEAM")
+        .env_remove("TEAM_NAMESPACE")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("python3 on PATH");
     let input = serde_json::to_vec(&calls.iter().map(|(t, a)| json!([t, a])).collect::<Vec<_>>()).unwrap();
     {
@@ -132,12 +143,9 @@ async fn python_client(args: &[&str], env: &[(&str, &str)], calls: &[(&str, Valu
     }
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("python client finished").unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "python MCP client failed ({}); is the SDK installed (`pip install mcp==2.3.0`)?\n{stderr}",
-        out.status
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("python client printed no JSON ({e}): {}\n{stderr}", String::from_utf8_lossy(&out.stdout)))
+    assert!(out.status.success(), "python MCP client failed ({}); is the SDK installed (`pip install mcp==2.3.0`)?\n{stderr}", out.status);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("python client printed no JSON ({e}): {}\n{stderr}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn check_python(report: &Value, sub: &str) {
@@ -209,7 +217,11 @@ async fn teamctl_commands_and_exit_codes() {
             None => cmd.env("TEAM_TOKEN_FILE", &token_file),
         };
         let out = cmd.output().expect("run teamctl");
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let ok_run = |args: &[&str], token: Option<&str>| {
         let (code, out, err) = run(args, token);
@@ -230,10 +242,17 @@ async fn teamctl_commands_and_exit_codes() {
                 None => cmd.env("TEAM_TOKEN_FILE", token_file).env_remove("TEAM_TOKEN"),
             };
             let out = cmd.output().expect("run teamctl");
-            (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
         })
     };
-    let (code, out, err) = blocking(vec!["send".into(), "general".into(), "hello".into(), "from".into(), "lead".into()], lead.map(str::to_owned)).await.unwrap();
+    let (code, out, err) =
+        blocking(vec!["send".into(), "general".into(), "hello".into(), "from".into(), "lead".into()], lead.map(str::to_owned))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("sent") && out.contains("general"), "{out}");
     let (code, out, err) = blocking(vec!["wait".into(), "--timeout".into(), "5".into()], None).await.unwrap();

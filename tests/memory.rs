@@ -2,19 +2,14 @@
 //! redis://127.0.0.1:16379). Every test uses its own random namespace.
 
 use proptest::prelude::*;
-use team_operator::bus::{
-    Bus, MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail,
-};
+use team_operator::bus::{Bus, MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail};
 
 mod support;
 
 use support::bus_config as config;
 
 async fn memory() -> Memory {
-    Bus::connect(config())
-        .await
-        .expect("connect to redis")
-        .memory()
+    Bus::connect(config()).await.expect("connect to redis").memory()
 }
 
 fn unique_key() -> MemoryKey {
@@ -24,10 +19,7 @@ fn unique_key() -> MemoryKey {
 
 /// The stored bytes as Redis has them, to check validity without the reader's lossy decoding.
 async fn raw(key: &MemoryKey) -> Vec<u8> {
-    let redis_key = format!(
-        "team-operator:memory:{{{}/{}}}:{}",
-        key.namespace, key.project, key.agent
-    );
+    let redis_key = format!("team-operator:memory:{{{}/{}}}:{}", key.namespace, key.project, key.agent);
     let mut get = redis::cmd("GET");
     get.arg(redis_key);
     let value: Option<Vec<u8>> = support::raw_redis(&get).await;
@@ -45,17 +37,8 @@ async fn write_keeps_the_head_and_says_it_truncated() {
     let memory = memory().await;
     let key = unique_key();
     let small = memory.write(&key, "notes").await.expect("write");
-    assert_eq!(
-        small,
-        WriteOutcome {
-            stored_bytes: 5,
-            truncated: false
-        }
-    );
-    assert_eq!(
-        memory.read(&key).await.expect("read").as_deref(),
-        Some("notes")
-    );
+    assert_eq!(small, WriteOutcome { stored_bytes: 5, truncated: false });
+    assert_eq!(memory.read(&key).await.expect("read").as_deref(), Some("notes"));
 
     // 'é' is two bytes; the cap falls in the middle of one.
     let text = format!("a{}", "é".repeat(MEMORY_CAP_BYTES / 2));
@@ -70,10 +53,7 @@ async fn write_keeps_the_head_and_says_it_truncated() {
 async fn append_keeps_the_newest_text_when_full() {
     let memory = memory().await;
     let key = unique_key();
-    memory
-        .write(&key, &"😀".repeat(MEMORY_CAP_BYTES / 4))
-        .await
-        .expect("fill");
+    memory.write(&key, &"😀".repeat(MEMORY_CAP_BYTES / 4)).await.expect("fill");
     let outcome = memory.append(&key, "\nnewest").await.expect("append");
     assert!(outcome.truncated);
     let stored = String::from_utf8(raw(&key).await).expect("valid UTF-8");
@@ -82,10 +62,7 @@ async fn append_keeps_the_newest_text_when_full() {
     assert_eq!(outcome.stored_bytes, stored.len());
 
     let huge = format!("x{}", "é".repeat(MEMORY_CAP_BYTES));
-    memory
-        .append(&key, &huge)
-        .await
-        .expect("append over the cap");
+    memory.append(&key, &huge).await.expect("append over the cap");
     let stored = String::from_utf8(raw(&key).await).expect("valid UTF-8");
     assert_eq!(stored, keep_tail(&huge, MEMORY_CAP_BYTES));
 }
@@ -99,10 +76,7 @@ async fn twenty_concurrent_appenders_lose_nothing() {
             let (memory, key) = (memory.clone(), key.clone());
             tokio::spawn(async move {
                 for j in 0..10 {
-                    memory
-                        .append(&key, &format!("[appender {i} line {j}]\n"))
-                        .await
-                        .expect("append");
+                    memory.append(&key, &format!("[appender {i} line {j}]\n")).await.expect("append");
                 }
             })
         })
@@ -113,13 +87,7 @@ async fn twenty_concurrent_appenders_lose_nothing() {
     let stored = memory.read(&key).await.expect("read").expect("some memory");
     for i in 0..20 {
         for j in 0..10 {
-            assert_eq!(
-                stored
-                    .matches(&format!("[appender {i} line {j}]\n"))
-                    .count(),
-                1,
-                "appender {i} line {j}"
-            );
+            assert_eq!(stored.matches(&format!("[appender {i} line {j}]\n")).count(), 1, "appender {i} line {j}");
         }
     }
 }

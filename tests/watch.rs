@@ -85,7 +85,10 @@ async fn watch_once_shows_members_phases_as_they_change() {
         wait_for(&members, name, LONG, "a name", |m: &Member| m.agent_name().is_some()).await;
     }
     let s1 = screen_until(ns.name(), "lead and two specialists Active, one Queued", |s| {
-        shows(s, "lead", "●", "Active") && shows(s, "general", "●", "Active") && shows(s, "general-2", "●", "Active") && shows(s, "general-3", "◌", "Queued")
+        shows(s, "lead", "●", "Active")
+            && shows(s, "general", "●", "Active")
+            && shows(s, "general-2", "●", "Active")
+            && shows(s, "general-3", "◌", "Queued")
     })
     .await;
     assert!(s1.contains("TEAM alpha  Active"), "{s1}");
@@ -94,19 +97,23 @@ async fn watch_once_shows_members_phases_as_they_change() {
     let p1 = pod_of(&members, "m1").await;
     set_sim_exit(&pods, &p1, 137, None).await;
     let s2 = screen_until(ns.name(), "general Failed with exit 137 (OOMKilled)", |s| {
-        member_row(s, "general").is_some_and(|r| r[0] == "✖" && r[3] == "Failed" && r[4..6] == ["exit", "137"] && r.iter().any(|c| c.starts_with("OOMKilled")))
+        member_row(s, "general")
+            .is_some_and(|r| r[0] == "✖" && r[3] == "Failed" && r[4..6] == ["exit", "137"] && r.iter().any(|c| c.starts_with("OOMKilled")))
     })
     .await;
     assert!(s2.contains("[AGENT FAILURE] @general failed"), "the lead's inbox shows the failure notice:\n{s2}");
     let p2 = pod_of(&members, "m2").await;
     set_sim_exit(&pods, &p2, 0, None).await;
     screen_until(ns.name(), "general-2 Completed with exit 0, general-3 Active", |s| {
-        member_row(s, "general-2").is_some_and(|r| r[0] == "✔" && r[3] == "Completed" && r[4..6] == ["exit", "0"]) && shows(s, "general-3", "●", "Active")
+        member_row(s, "general-2").is_some_and(|r| r[0] == "✔" && r[3] == "Completed" && r[4..6] == ["exit", "0"])
+            && shows(s, "general-3", "●", "Active")
     })
     .await;
 
     // The lead ends: the team disbands and the running specialist is cancelled.
-    let lead = wait_for(&members, "alpha-lead", LONG, "a lead pod", |m: &Member| m.status.as_ref().and_then(|s| s.pod_name.clone()).is_some()).await;
+    let lead =
+        wait_for(&members, "alpha-lead", LONG, "a lead pod", |m: &Member| m.status.as_ref().and_then(|s| s.pod_name.clone()).is_some())
+            .await;
     set_sim_exit(&pods, &lead.status.and_then(|s| s.pod_name).expect("lead pod"), 0, None).await;
     let end = screen_until(ns.name(), "the team Disbanded, general-3 Cancelled", |s| {
         s.contains("TEAM alpha  Disbanded") && shows(s, "general-3", "⊘", "Cancelled") && shows(s, "lead", "✔", "Completed")

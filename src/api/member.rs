@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// A member of a Team: an agent of one of the team's agent types with a prompt, run in its own
 /// pod once a slot is free. The operator gives it a team-unique name in `status.name`.
+// kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "agentteams.dev",
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Exit", type_ = "integer", json_path = ".status.exitCode"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MemberSpec {
@@ -149,7 +151,8 @@ impl MemberPhase {
     }
 
     /// Every phase, in lifecycle order.
-    pub const ALL: [MemberPhase; 7] = [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [MemberPhase; 7] =
+        [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::Completed, Self::Failed, Self::Cancelled];
 
     /// Name of the phase as the API spells it.
     pub fn as_str(self) -> &'static str {

@@ -11,6 +11,8 @@ pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
 
 /// A team of AI agents: one lead that orchestrates, and members (specialists) that each run in
 /// their own pod, at most `maxAgents` at a time.
+// kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "agentteams.dev",
@@ -174,8 +176,7 @@ pub enum TeamPhase {
 impl Team {
     /// True once the team has been disbanded (or is being deleted, which disbands it).
     pub fn is_disbanded(&self) -> bool {
-        self.metadata.deletion_timestamp.is_some()
-            || self.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+        self.metadata.deletion_timestamp.is_some() || self.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
     }
 
     /// The agent type named `name`.

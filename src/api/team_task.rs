@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// A task on a team's board: who owns it, what it waits for, where it stands. Agents move it
 /// pending → in_progress → completed | failed; the operator fails it when its owner fails, when a
 /// dependency fails, or when the team disbands.
+// kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "agentteams.dev",
@@ -25,7 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TeamTaskSpec {

@@ -10,9 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
@@ -52,12 +50,7 @@ impl ConnectionLike for Conn {
         }
     }
 
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
@@ -90,12 +83,7 @@ pub(crate) enum Connector {
 impl Connector {
     pub(crate) fn new(cfg: &BusConfig) -> Result<Self, BusError> {
         if cfg.cluster {
-            let seeds: Vec<&str> = cfg
-                .url
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
+            let seeds: Vec<&str> = cfg.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
             let build = |timeout| {
                 ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
@@ -103,13 +91,9 @@ impl Connector {
                     .build()
                     .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))
             };
-            Ok(Connector::Cluster {
-                shared: Box::new(build(RESPONSE_TIMEOUT)?),
-                blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?),
-            })
+            Ok(Connector::Cluster { shared: Box::new(build(RESPONSE_TIMEOUT)?), blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?) })
         } else {
-            let client = redis::Client::open(cfg.url.as_str())
-                .map_err(|e| BusError::InvalidArgument(format!("redis url: {e}")))?;
+            let client = redis::Client::open(cfg.url.as_str()).map_err(|e| BusError::InvalidArgument(format!("redis url: {e}")))?;
             Ok(Connector::Single(Box::new(client)))
         }
     }
@@ -122,13 +106,9 @@ impl Connector {
                 let cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT));
-                Ok(Conn::Manager(
-                    client.get_connection_manager_with_config(cfg).await?,
-                ))
+                Ok(Conn::Manager(client.get_connection_manager_with_config(cfg).await?))
             }
-            Connector::Cluster { shared, .. } => {
-                Ok(Conn::Cluster(shared.get_async_connection().await?))
-            }
+            Connector::Cluster { shared, .. } => Ok(Conn::Cluster(shared.get_async_connection().await?)),
         }
     }
 
@@ -139,15 +119,9 @@ impl Connector {
                 let cfg = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(BLOCKING_RESPONSE_TIMEOUT));
-                Ok(Conn::Multiplexed(
-                    client
-                        .get_multiplexed_async_connection_with_config(&cfg)
-                        .await?,
-                ))
+                Ok(Conn::Multiplexed(client.get_multiplexed_async_connection_with_config(&cfg).await?))
             }
-            Connector::Cluster { blocking, .. } => {
-                Ok(Conn::Cluster(blocking.get_async_connection().await?))
-            }
+            Connector::Cluster { blocking, .. } => Ok(Conn::Cluster(blocking.get_async_connection().await?)),
         }
     }
 }
@@ -168,11 +142,7 @@ pub(crate) struct BlockingPool {
 
 impl BlockingPool {
     pub(crate) fn new(connector: Connector) -> Self {
-        BlockingPool {
-            connector,
-            idle: Mutex::new(Vec::new()),
-            reading: Gauge::default(),
-        }
+        BlockingPool { connector, idle: Mutex::new(Vec::new()), reading: Gauge::default() }
     }
 
     /// Counts a wait as blocked in its read for as long as the returned guard lives.

@@ -51,9 +51,7 @@ impl From<redis::RedisError> for BusError {
         if is_transient(&err) {
             BusError::Unavailable(err)
         } else if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
-            && err
-                .detail()
-                .is_some_and(|d| d.contains("Invalid stream ID"))
+            && err.detail().is_some_and(|d| d.contains("Invalid stream ID"))
         {
             BusError::InvalidArgument(err.to_string())
         } else {
@@ -72,10 +70,7 @@ fn is_transient(err: &redis::RedisError) -> bool {
         || matches!(
             err.kind(),
             ErrorKind::Server(
-                ServerErrorKind::BusyLoading
-                    | ServerErrorKind::TryAgain
-                    | ServerErrorKind::ClusterDown
-                    | ServerErrorKind::MasterDown
+                ServerErrorKind::BusyLoading | ServerErrorKind::TryAgain | ServerErrorKind::ClusterDown | ServerErrorKind::MasterDown
             ) | ErrorKind::ClusterConnectionNotFound
         )
 }

@@ -51,12 +51,7 @@ impl Bus {
     /// with [`BusError::TeamNotFound`], including a wait that was blocked during the teardown.
     /// If Redis restarts during the wait, it reconnects and keeps waiting until the deadline;
     /// only if Redis stays away that long does it fail with [`BusError::Unavailable`].
-    pub async fn wait(
-        &self,
-        team: &TeamKey,
-        member: &str,
-        timeout: Duration,
-    ) -> Result<Vec<Message>, BusError> {
+    pub async fn wait(&self, team: &TeamKey, member: &str, timeout: Duration) -> Result<Vec<Message>, BusError> {
         Ok(self.ack_and_wait(team, member, &[], timeout).await?.1)
     }
 
@@ -92,13 +87,7 @@ impl Bus {
     }
 
     /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass.
-    async fn wait_once(
-        &self,
-        team: &TeamKey,
-        member: &str,
-        ack: &[String],
-        deadline: Instant,
-    ) -> Result<Pass, BusError> {
+    async fn wait_once(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
         let (acked, ready) = self.wait_ready(team, member, ack).await?;
         let pass = |messages| Pass { acked, messages };
         match ready {
@@ -141,8 +130,7 @@ impl Bus {
         for id in ack {
             invocation.arg(id);
         }
-        let (outcome, trimmed, entries, acked): (String, usize, Value, usize) =
-            invocation.invoke_async(&mut self.conn()).await?;
+        let (outcome, trimmed, entries, acked): (String, usize, Value, usize) = invocation.invoke_async(&mut self.conn()).await?;
         if trimmed > 0 {
             tracing::warn!(team = %team, member, count = trimmed, "pending messages were trimmed before delivery");
         }
@@ -163,12 +151,7 @@ impl Bus {
 
     /// Acknowledges entries by their `stream_id`; returns how many were pending. Acking an
     /// entry twice is harmless.
-    pub async fn ack(
-        &self,
-        team: &TeamKey,
-        member: &str,
-        ids: &[String],
-    ) -> Result<usize, BusError> {
+    pub async fn ack(&self, team: &TeamKey, member: &str, ids: &[String]) -> Result<usize, BusError> {
         if ids.is_empty() {
             return Ok(0);
         }
@@ -184,19 +167,11 @@ impl Bus {
     }
 
     /// How many entries are pending (delivered, not acked) and undelivered in a member's inbox.
-    pub async fn inbox_counts(
-        &self,
-        team: &TeamKey,
-        member: &str,
-    ) -> Result<InboxCounts, BusError> {
+    pub async fn inbox_counts(&self, team: &TeamKey, member: &str) -> Result<InboxCounts, BusError> {
         let invocation = inbox_invocation(&INBOX_COUNTS, team, member);
-        let (outcome, pending, undelivered): (String, u64, u64) =
-            self.run_script(&invocation).await?;
+        let (outcome, pending, undelivered): (String, u64, u64) = self.run_script(&invocation).await?;
         match outcome.as_str() {
-            "ok" => Ok(InboxCounts {
-                pending,
-                undelivered,
-            }),
+            "ok" => Ok(InboxCounts { pending, undelivered }),
             other => Err(refusal(team, member, other)),
         }
     }
@@ -206,39 +181,22 @@ impl Bus {
 /// refuse a disbanded team or a finished member), the member's inbox, its group and consumer.
 fn inbox_invocation<'a>(script: &'a Script, team: &TeamKey, member: &str) -> ScriptInvocation<'a> {
     let mut invocation = script.prepare_invoke();
-    invocation
-        .key(team.meta())
-        .key(team.roster())
-        .key(team.inbox(member))
-        .arg(INBOX_GROUP)
-        .arg(member);
+    invocation.key(team.meta()).key(team.roster()).key(team.inbox(member)).arg(INBOX_GROUP).arg(member);
     invocation
 }
 
 /// The error a status word of the inbox scripts stands for.
 fn refusal(team: &TeamKey, member: &str, outcome: &str) -> BusError {
     match outcome {
-        "team_not_found" => BusError::TeamNotFound {
-            team: team.to_string(),
-        },
-        "team_disbanded" => BusError::TeamDisbanded {
-            team: team.to_string(),
-        },
-        "member_not_in_team" => BusError::MemberNotInTeam {
-            team: team.to_string(),
-            member: member.to_string(),
-        },
+        "team_not_found" => BusError::TeamNotFound { team: team.to_string() },
+        "team_disbanded" => BusError::TeamDisbanded { team: team.to_string() },
+        "member_not_in_team" => BusError::MemberNotInTeam { team: team.to_string(), member: member.to_string() },
         other => BusError::Protocol(format!("inbox script replied {other:?}")),
     }
 }
 
 /// A blocking `XREADGROUP` of new entries (`>`) in a member's inbox, for up to `block`.
-async fn read_new(
-    conn: &mut Conn,
-    team: &TeamKey,
-    member: &str,
-    block: Duration,
-) -> Result<Vec<Message>, BusError> {
+async fn read_new(conn: &mut Conn, team: &TeamKey, member: &str, block: Duration) -> Result<Vec<Message>, BusError> {
     let reply: Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(INBOX_GROUP)

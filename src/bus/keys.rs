@@ -17,10 +17,7 @@ pub struct TeamKey {
 
 impl TeamKey {
     pub fn new(namespace: impl Into<String>, team: impl Into<String>) -> Self {
-        TeamKey {
-            namespace: namespace.into(),
-            team: team.into(),
-        }
+        TeamKey { namespace: namespace.into(), team: team.into() }
     }
 
     /// `team-operator:{<ns>/<team>}:`, the start of every key of the team.
@@ -81,9 +78,7 @@ fn hash_tag(key: &str) -> &str {
     key.find('{')
         .and_then(|open| {
             let rest = &key[open + 1..];
-            rest.find('}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
+            rest.find('}').filter(|&close| close > 0).map(|close| &rest[..close])
         })
         .unwrap_or(key)
 }
@@ -99,27 +94,14 @@ mod tests {
         assert_eq!(t.roster(), "team-operator:{ns/alpha}:roster");
         assert_eq!(t.sent(), "team-operator:{ns/alpha}:sent");
         assert_eq!(t.sent_at(), "team-operator:{ns/alpha}:sent-at");
-        assert_eq!(
-            t.inbox("general-2"),
-            "team-operator:{ns/alpha}:inbox:general-2"
-        );
-        assert_eq!(
-            memory("ns", "proj", "coder"),
-            "team-operator:memory:{ns/proj}:coder"
-        );
+        assert_eq!(t.inbox("general-2"), "team-operator:{ns/alpha}:inbox:general-2");
+        assert_eq!(memory("ns", "proj", "coder"), "team-operator:memory:{ns/proj}:coder");
     }
 
     #[test]
     fn all_team_keys_share_one_hash_tag() {
         let t = TeamKey::new("team-ns", "beta");
-        for key in [
-            t.meta(),
-            t.roster(),
-            t.sent(),
-            t.sent_at(),
-            t.inbox("lead"),
-            t.inbox("x:{y}"),
-        ] {
+        for key in [t.meta(), t.roster(), t.sent(), t.sent_at(), t.inbox("lead"), t.inbox("x:{y}")] {
             assert_eq!(hash_tag(&key), "team-ns/beta", "{key}");
         }
     }

@@ -24,16 +24,8 @@ pub struct MemoryKey {
 }
 
 impl MemoryKey {
-    pub fn new(
-        namespace: impl Into<String>,
-        project: impl Into<String>,
-        agent: impl Into<String>,
-    ) -> Self {
-        MemoryKey {
-            namespace: namespace.into(),
-            project: project.into(),
-            agent: agent.into(),
-        }
+    pub fn new(namespace: impl Into<String>, project: impl Into<String>, agent: impl Into<String>) -> Self {
+        MemoryKey { namespace: namespace.into(), project: project.into(), agent: agent.into() }
     }
 
     fn redis_key(&self) -> String {
@@ -65,16 +57,11 @@ impl Memory {
     pub async fn read(&self, key: &MemoryKey) -> Result<Option<String>, BusError> {
         let redis_key = key.redis_key();
         let raw: Option<Vec<u8>> = retrying(|| {
-            let (mut conn, cmd) = (
-                self.conn.clone(),
-                redis::cmd("GET").arg(&redis_key).to_owned(),
-            );
+            let (mut conn, cmd) = (self.conn.clone(), redis::cmd("GET").arg(&redis_key).to_owned());
             async move { Ok(cmd.query_async(&mut conn).await?) }
         })
         .await?;
-        Ok(raw
-            .filter(|bytes| !bytes.is_empty())
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+        Ok(raw.filter(|bytes| !bytes.is_empty()).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     /// Replaces the memory with `text`, keeping its head when it is over the cap.
@@ -82,33 +69,20 @@ impl Memory {
         let kept = keep_head(text, MEMORY_CAP_BYTES);
         let redis_key = key.redis_key();
         retrying(|| {
-            let (mut conn, cmd) = (
-                self.conn.clone(),
-                redis::cmd("SET").arg(&redis_key).arg(kept).to_owned(),
-            );
+            let (mut conn, cmd) = (self.conn.clone(), redis::cmd("SET").arg(&redis_key).arg(kept).to_owned());
             async move { Ok(cmd.query_async::<()>(&mut conn).await?) }
         })
         .await?;
-        Ok(WriteOutcome {
-            stored_bytes: kept.len(),
-            truncated: kept.len() < text.len(),
-        })
+        Ok(WriteOutcome { stored_bytes: kept.len(), truncated: kept.len() < text.len() })
     }
 
     /// Adds `text` at the end; when the result is over the cap the oldest text is dropped.
     /// Not retried after a dropped connection: the script may have run, and a second run would
     /// append twice. The caller sees [`BusError::Unavailable`] and decides.
     pub async fn append(&self, key: &MemoryKey, text: &str) -> Result<WriteOutcome, BusError> {
-        let (stored_bytes, dropped): (usize, u8) = MEMORY_APPEND
-            .key(key.redis_key())
-            .arg(text)
-            .arg(MEMORY_CAP_BYTES)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(WriteOutcome {
-            stored_bytes,
-            truncated: dropped == 1,
-        })
+        let (stored_bytes, dropped): (usize, u8) =
+            MEMORY_APPEND.key(key.redis_key()).arg(text).arg(MEMORY_CAP_BYTES).invoke_async(&mut self.conn.clone()).await?;
+        Ok(WriteOutcome { stored_bytes, truncated: dropped == 1 })
     }
 }
 
@@ -145,12 +119,8 @@ pub fn prompt_block(memory: Option<&str>) -> String {
          {MEMORY_CAP_BYTES} bytes and append drops the oldest text when full."
     );
     match memory.filter(|m| !m.trim().is_empty()) {
-        None => format!(
-            "{header}This is a fresh start: you have no memory from earlier runs yet.\n{usage}\n"
-        ),
-        Some(text) => format!(
-            "{header}What you saved in earlier runs, oldest first:\n\n<memory>\n{text}\n</memory>\n\n{usage}\n"
-        ),
+        None => format!("{header}This is a fresh start: you have no memory from earlier runs yet.\n{usage}\n"),
+        Some(text) => format!("{header}What you saved in earlier runs, oldest first:\n\n<memory>\n{text}\n</memory>\n\n{usage}\n"),
     }
 }
 
@@ -188,10 +158,7 @@ mod tests {
     #[test]
     fn prompt_block_carries_the_memory() {
         let block = prompt_block(Some("use cargo nextest"));
-        assert!(
-            block.contains("<memory>\nuse cargo nextest\n</memory>"),
-            "{block}"
-        );
+        assert!(block.contains("<memory>\nuse cargo nextest\n</memory>"), "{block}");
         assert!(!block.contains("fresh start"));
     }
 }

@@ -146,8 +146,7 @@ fn decode(stream_id: String, fields: Value) -> Result<Message, BusError> {
         Value::Map(pairs) => pairs,
         other => return Err(protocol("entry fields", &other)),
     };
-    let (mut id, mut from, mut to, mut kind, mut body, mut ts) =
-        (None, None, None, None, None, None);
+    let (mut id, mut from, mut to, mut kind, mut body, mut ts) = (None, None, None, None, None, None);
     for (k, v) in pairs {
         let (Some(k), Some(v)) = (text(k), text(v)) else {
             continue;
@@ -158,12 +157,7 @@ fn decode(stream_id: String, fields: Value) -> Result<Message, BusError> {
             "to" => to = Some(v),
             "kind" => kind = MessageKind::parse(&v),
             "body" => body = Some(v),
-            "ts" => {
-                ts = v
-                    .parse::<i64>()
-                    .ok()
-                    .and_then(DateTime::<Utc>::from_timestamp_millis)
-            }
+            "ts" => ts = v.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_millis),
             _ => {}
         }
     }
@@ -203,32 +197,13 @@ mod tests {
 
     #[test]
     fn parses_entries() {
-        let fields = [
-            "id",
-            "m1",
-            "from",
-            "lead",
-            "to",
-            "dev",
-            "kind",
-            "system",
-            "body",
-            "hé",
-            "ts",
-            "1700000000123",
-        ];
-        let entries = Value::Array(vec![Value::Array(vec![
-            bulk("1-0"),
-            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
-        ])]);
+        let fields = ["id", "m1", "from", "lead", "to", "dev", "kind", "system", "body", "hé", "ts", "1700000000123"];
+        let entries = Value::Array(vec![Value::Array(vec![bulk("1-0"), Value::Array(fields.iter().map(|f| bulk(f)).collect())])]);
         let reply = Value::Array(vec![Value::Array(vec![bulk("inbox"), entries.clone()])]);
         let messages = parse_read_reply(reply).expect("valid reply");
         assert_eq!(messages, parse_entries(entries).expect("valid entries"));
         let m = &messages[0];
-        assert_eq!(
-            (m.id.as_str(), m.stream_id.as_str(), m.body.as_str()),
-            ("m1", "1-0", "hé")
-        );
+        assert_eq!((m.id.as_str(), m.stream_id.as_str(), m.body.as_str()), ("m1", "1-0", "hé"));
         assert_eq!(m.kind, MessageKind::System);
         assert_eq!(m.sent_at.timestamp_millis(), 1_700_000_000_123);
     }
@@ -247,9 +222,6 @@ mod tests {
 
     #[test]
     fn kind_serializes_lowercase() {
-        assert_eq!(
-            serde_json::to_string(&MessageKind::System).ok().as_deref(),
-            Some("\"system\"")
-        );
+        assert_eq!(serde_json::to_string(&MessageKind::System).ok().as_deref(), Some("\"system\""));
     }
 }

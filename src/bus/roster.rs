@@ -34,31 +34,19 @@ impl Bus {
     /// with their consumer groups; inboxes of members no longer listed are removed.
     /// Level-driven: call it on every reconcile. Refused with [`BusError::TeamDisbanded`] once
     /// the team was disbanded, so a stale reconcile cannot revive it before teardown.
-    pub async fn sync_roster(
-        &self,
-        team: &TeamKey,
-        roster: &[(String, RosterState)],
-    ) -> Result<(), BusError> {
+    pub async fn sync_roster(&self, team: &TeamKey, roster: &[(String, RosterState)]) -> Result<(), BusError> {
         if let Some((name, _)) = roster.iter().find(|(name, _)| name.is_empty()) {
-            return Err(BusError::InvalidArgument(format!(
-                "empty member name {name:?} in roster"
-            )));
+            return Err(BusError::InvalidArgument(format!("empty member name {name:?} in roster")));
         }
         let mut invocation = SYNC_ROSTER.prepare_invoke();
-        invocation
-            .key(team.meta())
-            .key(team.roster())
-            .arg(team.inbox_prefix())
-            .arg(INBOX_GROUP);
+        invocation.key(team.meta()).key(team.roster()).arg(team.inbox_prefix()).arg(INBOX_GROUP);
         for (name, state) in roster {
             invocation.arg(name).arg(state.as_str());
         }
         let outcome: String = self.run_script(&invocation).await?;
         match outcome.as_str() {
             "ok" => Ok(()),
-            "team_disbanded" => Err(BusError::TeamDisbanded {
-                team: team.to_string(),
-            }),
+            "team_disbanded" => Err(BusError::TeamDisbanded { team: team.to_string() }),
             other => Err(BusError::Protocol(format!("sync_roster replied {other:?}"))),
         }
     }
@@ -76,12 +64,7 @@ impl Bus {
     /// returns (Redis 7 unblocks it) with [`BusError::TeamNotFound`]. Idempotent.
     pub async fn teardown(&self, team: &TeamKey) -> Result<(), BusError> {
         let mut invocation = TEARDOWN.prepare_invoke();
-        invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.sent())
-            .key(team.sent_at())
-            .arg(team.inbox_prefix());
+        invocation.key(team.meta()).key(team.roster()).key(team.sent()).key(team.sent_at()).arg(team.inbox_prefix());
         self.run_script::<()>(&invocation).await
     }
 }

@@ -30,11 +30,7 @@ impl Bus {
     /// Sends a message to one member or broadcasts it to every member that has not finished,
     /// except the sender. Returns one [`Delivered`] per inbox written (a broadcast to a team of
     /// one returns none). A retry with the same `id` returns the first result and writes nothing.
-    pub async fn send(
-        &self,
-        team: &TeamKey,
-        msg: OutgoingMessage,
-    ) -> Result<Vec<Delivered>, BusError> {
+    pub async fn send(&self, team: &TeamKey, msg: OutgoingMessage) -> Result<Vec<Delivered>, BusError> {
         let to = match msg.to {
             Recipient::Member(name) if name.is_empty() => {
                 return Err(BusError::InvalidArgument("recipient name is empty".into()));
@@ -42,61 +38,29 @@ impl Bus {
             Recipient::Member(name) => Some(name),
             Recipient::Broadcast => None,
         };
-        let draft = Draft {
-            from: &msg.from,
-            to: to.as_deref(),
-            kind: msg.kind,
-            notice: false,
-        };
+        let draft = Draft { from: &msg.from, to: to.as_deref(), kind: msg.kind, notice: false };
         self.append(team, draft, msg.body, msg.id).await
     }
 
     /// Writes an operator notice (`[AGENT FAILURE] @<name> …`, a disband notice) to a queued or
     /// active member. Still allowed after [`Bus::mark_disbanded`], so waiting members learn why
     /// the team went away. A retried notice with the same `idempotency_key` is written once.
-    pub async fn system_notice(
-        &self,
-        team: &TeamKey,
-        to: &str,
-        body: String,
-        idempotency_key: String,
-    ) -> Result<(), BusError> {
+    pub async fn system_notice(&self, team: &TeamKey, to: &str, body: String, idempotency_key: String) -> Result<(), BusError> {
         if to.is_empty() {
             return Err(BusError::InvalidArgument("recipient name is empty".into()));
         }
-        let draft = Draft {
-            from: OPERATOR_SENDER,
-            to: Some(to),
-            kind: MessageKind::System,
-            notice: true,
-        };
-        self.append(team, draft, body, Some(idempotency_key))
-            .await
-            .map(drop)
+        let draft = Draft { from: OPERATOR_SENDER, to: Some(to), kind: MessageKind::System, notice: true };
+        self.append(team, draft, body, Some(idempotency_key)).await.map(drop)
     }
 
-    async fn append(
-        &self,
-        team: &TeamKey,
-        draft: Draft<'_>,
-        body: String,
-        id: Option<String>,
-    ) -> Result<Vec<Delivered>, BusError> {
-        let Draft {
-            from,
-            to,
-            kind,
-            notice,
-        } = draft;
+    async fn append(&self, team: &TeamKey, draft: Draft<'_>, body: String, id: Option<String>) -> Result<Vec<Delivered>, BusError> {
+        let Draft { from, to, kind, notice } = draft;
         if body.trim().is_empty() {
             return Err(BusError::EmptyBody);
         }
         let max = self.cfg.max_body_bytes;
         if body.len() > max {
-            return Err(BusError::TooLarge {
-                size: body.len(),
-                max,
-            });
+            return Err(BusError::TooLarge { size: body.len(), max });
         }
         // The id is fixed before the first attempt, so the retries below are deduplicated too.
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
@@ -119,31 +83,15 @@ impl Bus {
         let team_name = || team.to_string();
         match outcome.as_str() {
             "ok" | "dup" => {
-                let copies: Vec<(String, String)> = serde_json::from_str(&detail)
-                    .map_err(|e| BusError::Protocol(format!("send reply {detail:?}: {e}")))?;
-                Ok(copies
-                    .into_iter()
-                    .map(|(to, stream_id)| Delivered {
-                        to,
-                        id: id.clone(),
-                        stream_id,
-                    })
-                    .collect())
+                let copies: Vec<(String, String)> =
+                    serde_json::from_str(&detail).map_err(|e| BusError::Protocol(format!("send reply {detail:?}: {e}")))?;
+                Ok(copies.into_iter().map(|(to, stream_id)| Delivered { to, id: id.clone(), stream_id }).collect())
             }
             "team_not_found" => Err(BusError::TeamNotFound { team: team_name() }),
             "team_disbanded" => Err(BusError::TeamDisbanded { team: team_name() }),
-            "sender_not_in_team" => Err(BusError::SenderNotInTeam {
-                team: team_name(),
-                member: detail,
-            }),
-            "unknown_recipient" => Err(BusError::UnknownRecipient {
-                team: team_name(),
-                member: detail,
-            }),
-            "recipient_finished" => Err(BusError::RecipientFinished {
-                team: team_name(),
-                member: detail,
-            }),
+            "sender_not_in_team" => Err(BusError::SenderNotInTeam { team: team_name(), member: detail }),
+            "unknown_recipient" => Err(BusError::UnknownRecipient { team: team_name(), member: detail }),
+            "recipient_finished" => Err(BusError::RecipientFinished { team: team_name(), member: detail }),
             other => Err(BusError::Protocol(format!("send replied {other:?}"))),
         }
     }

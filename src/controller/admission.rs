@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::ResourceExt;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::pod::{self, PodInputs, ROLE_LABEL};
-use crate::api::{labels, Member, MemberPhase, MemberRole, MemoryMode, Team};
+use crate::api::{Member, MemberPhase, MemberRole, MemoryMode, Team, labels};
 use crate::bus::{self, MemoryKey};
 
 /// (namespace, team name).
@@ -173,7 +173,9 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
         }
     };
     let rounds = async {
-        for ready in [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()] {
+        for ready in
+            [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()]
+        {
             if !ready {
                 warn!("a reflector store was dropped before it was ready; admission stops");
                 return;
@@ -237,7 +239,8 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     let member_objs = members.state();
     // Forget names the store now shows, and names of members that are gone.
     if !pending.names.is_empty() {
-        let stored: HashMap<&str, Option<&str>> = member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
+        let stored: HashMap<&str, Option<&str>> =
+            member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
         pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
     }
     let views: Vec<MemberView> = member_objs
@@ -374,7 +377,11 @@ fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usi
 async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &str) -> Result<(), super::Error> {
     let mut prompt = member.spec.prompt.clone();
     if team.agent_type(&member.spec.agent).map(|a| a.memory) == Some(MemoryMode::Local) {
-        let key = MemoryKey { namespace: member.namespace().unwrap_or_default(), project: team.memory_project(), agent: member.spec.agent.clone() };
+        let key = MemoryKey {
+            namespace: member.namespace().unwrap_or_default(),
+            project: team.memory_project(),
+            agent: member.spec.agent.clone(),
+        };
         let memory = ctx.bus.memory().read(&key).await?;
         prompt = format!("{}\n\n{prompt}", bus::prompt_block(memory.as_deref()));
     }
@@ -422,7 +429,12 @@ mod tests {
         let mut lead = mv("a", 9, None, MemberPhase::Queued);
         lead.role = MemberRole::Lead;
         lead.agent = "general".into();
-        let members = vec![mv("a", 1, None, MemberPhase::Queued), mv("a", 2, Some("general-3"), MemberPhase::Completed), lead, mv("a", 3, None, MemberPhase::Queued)];
+        let members = vec![
+            mv("a", 1, None, MemberPhase::Queued),
+            mv("a", 2, Some("general-3"), MemberPhase::Completed),
+            lead,
+            mv("a", 3, None, MemberPhase::Queued),
+        ];
         let p = plan(&teams(&[("a", 10)]), &members, &HashMap::new(), 10);
         let names: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, ["general", "general-2", "general-4"]);
@@ -431,11 +443,15 @@ mod tests {
 
     #[test]
     fn fifty_at_once_get_fifty_distinct_names() {
-        let members: Vec<MemberView> = (0..50).map(|_| mv("a", 0, None, MemberPhase::Queued)).enumerate().map(|(i, mut m)| {
-            m.uid = format!("u{i:02}");
-            m.key = ObjectRef::new(&format!("m{i}")).within("ns");
-            m
-        }).collect();
+        let members: Vec<MemberView> = (0..50)
+            .map(|_| mv("a", 0, None, MemberPhase::Queued))
+            .enumerate()
+            .map(|(i, mut m)| {
+                m.uid = format!("u{i:02}");
+                m.key = ObjectRef::new(&format!("m{i}")).within("ns");
+                m
+            })
+            .collect();
         let p = plan(&teams(&[("a", 5)]), &members, &HashMap::new(), 10);
         let distinct: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).collect();
         assert_eq!(distinct.len(), 50);

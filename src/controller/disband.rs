@@ -8,15 +8,15 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use tracing::info;
 
 use super::context::Context;
 use super::error::ignore_not_found;
-use super::{pod, team, Result};
-use crate::api::{condition, Member, MemberPhase, Team, TeamPhase, TeamTask};
+use super::{Result, pod, team};
+use crate::api::{Member, MemberPhase, Team, TeamPhase, TeamTask, condition};
 use crate::bus::TeamKey;
 
 /// Members of a team, from the store.
@@ -61,10 +61,10 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
             "completionTime": now,
         }});
         ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
-        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref()) {
-            if !(m.is_lead() && t.spec.lead.pod_name.is_some()) {
-                ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
-            }
+        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref())
+            && !(m.is_lead() && t.spec.lead.pod_name.is_some())
+        {
+            ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
         }
     }
 

@@ -13,16 +13,22 @@ pub fn team(name: &str, max_agents: i32) -> Team {
         memory: MemoryMode::None,
         template: PodTemplateSpec {
             metadata: None,
-            spec: Some(PodSpec { containers: vec![Container { name: "agent".into(), image: Some("agent:1".into()), ..Default::default() }], ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container { name: "agent".into(), image: Some("agent:1".into()), ..Default::default() }],
+                ..Default::default()
+            }),
         },
     };
-    let mut t = Team::new(name, TeamSpec {
-        max_agents,
-        member_timeout_seconds: 300,
-        lead: LeadSpec { agent: "lead".into(), ..Default::default() },
-        agents: vec![agent("lead"), agent("general")],
-        memory: Default::default(),
-    });
+    let mut t = Team::new(
+        name,
+        TeamSpec {
+            max_agents,
+            member_timeout_seconds: 300,
+            lead: LeadSpec { agent: "lead".into(), ..Default::default() },
+            agents: vec![agent("lead"), agent("general")],
+            memory: Default::default(),
+        },
+    );
     t.metadata.namespace = Some("ns".into());
     t.metadata.uid = Some(format!("team-uid-{name}"));
     t
@@ -30,14 +36,10 @@ pub fn team(name: &str, max_agents: i32) -> Team {
 
 /// A specialist of `team` with the given uid.
 pub fn member(team: &str, agent: &str, uid: &str) -> Member {
-    let mut m = Member::new(&format!("m-{uid}"), MemberSpec {
-        team: team.into(),
-        agent: agent.into(),
-        role: Default::default(),
-        prompt: String::new(),
-        model: None,
-        pod: None,
-    });
+    let mut m = Member::new(
+        &format!("m-{uid}"),
+        MemberSpec { team: team.into(), agent: agent.into(), role: Default::default(), prompt: String::new(), model: None, pod: None },
+    );
     m.metadata = ObjectMeta { name: m.metadata.name.clone(), namespace: Some("ns".into()), uid: Some(uid.into()), ..Default::default() };
     m
 }

@@ -18,7 +18,7 @@ use tracing::{info, instrument};
 use super::context::Context;
 use super::member_status::{self, Observed};
 use super::{Error, Result, pod};
-use crate::api::{condition, Member, MemberPhase, MemberStatus, Team};
+use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
 
 /// Condition set once the lead was told of this member's failure.
@@ -82,7 +82,12 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
     if team.is_disbanded() {
         // The team's disband cancels its members; this covers a member the disband missed.
-        let observed = Observed { phase: MemberPhase::Cancelled, reason: Some("TeamDisbanded".into()), message: Some(format!("team {} disbanded", member.spec.team)), exit_code: None };
+        let observed = Observed {
+            phase: MemberPhase::Cancelled,
+            reason: Some("TeamDisbanded".into()),
+            message: Some(format!("team {} disbanded", member.spec.team)),
+            exit_code: None,
+        };
         if let Some(p) = &pod {
             delete_pod(&ctx, &ns, &p.name_any()).await?;
         }
@@ -94,7 +99,9 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     let deadline = SignedDuration::from_secs(ctx.config.unschedulable_deadline_seconds);
     let (observed, recheck) = match &pod {
         Some(p) => member_status::from_pod(p, idle, now, deadline),
-        None if current == MemberPhase::Queued => (Observed { phase: MemberPhase::Queued, reason: None, message: None, exit_code: None }, None),
+        None if current == MemberPhase::Queued => {
+            (Observed { phase: MemberPhase::Queued, reason: None, message: None, exit_code: None }, None)
+        }
         None => (member_status::pod_gone(&pod_name), None),
     };
 
@@ -186,7 +193,13 @@ fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
 
 /// Writes the pod-derived fields of the status (and `conditions`, when given) when they differ;
 /// returns whether it wrote.
-async fn patch_status(ctx: &Context, member: &Member, (observed, pod_name): (Observed, Option<String>), conditions: Option<Vec<Condition>>, now: Timestamp) -> Result<bool> {
+async fn patch_status(
+    ctx: &Context,
+    member: &Member,
+    (observed, pod_name): (Observed, Option<String>),
+    conditions: Option<Vec<Condition>>,
+    now: Timestamp,
+) -> Result<bool> {
     let old = member.status.clone().unwrap_or_default();
     let mut new = MemberStatus {
         phase: Some(observed.phase),
@@ -243,7 +256,13 @@ struct Told {
 /// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
 /// counted here, where the conditional write makes it once per member, not where it was sent
 /// (a resend after a lost write is deduplicated by the bus, not by the counter).
-async fn record_told(ctx: &Context, member: &Member, observed: (Observed, Option<String>), told: Option<Told>, now: Timestamp) -> Result<bool> {
+async fn record_told(
+    ctx: &Context,
+    member: &Member,
+    observed: (Observed, Option<String>),
+    told: Option<Told>,
+    now: Timestamp,
+) -> Result<bool> {
     let sent = told.as_ref().is_some_and(|t| t.sent);
     let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
     if changed && sent {
@@ -276,7 +295,10 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
         Err(e) => return Err(e.into()),
     };
     let mut conditions = status.conditions;
-    condition::set(&mut conditions, condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())));
+    condition::set(
+        &mut conditions,
+        condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())),
+    );
     Ok(Some(Told { conditions, sent }))
 }
 

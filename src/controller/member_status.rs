@@ -35,21 +35,15 @@ impl Observed {
 pub fn from_pod(pod: &Pod, idle: bool, now: Timestamp, unschedulable_deadline: SignedDuration) -> (Observed, Option<SignedDuration>) {
     let status = pod.status.clone().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or("");
-    let terminated = status
-        .container_statuses
-        .iter()
-        .flatten()
-        .next()
-        .and_then(|c| c.state.as_ref().and_then(|s| s.terminated.clone()).or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.clone())));
+    let terminated = status.container_statuses.iter().flatten().next().and_then(|c| {
+        c.state.as_ref().and_then(|s| s.terminated.clone()).or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.clone()))
+    });
     match status.phase.as_deref() {
         Some("Succeeded") => (Observed { exit_code: Some(0), ..Observed::phase(MemberPhase::Completed) }, None),
         Some("Failed") => {
             let exit_code = terminated.as_ref().map(|t| t.exit_code);
-            let reason = status
-                .reason
-                .clone()
-                .or_else(|| terminated.as_ref().and_then(|t| t.reason.clone()))
-                .unwrap_or_else(|| "PodFailed".into());
+            let reason =
+                status.reason.clone().or_else(|| terminated.as_ref().and_then(|t| t.reason.clone())).unwrap_or_else(|| "PodFailed".into());
             let detail = status.message.clone().or_else(|| terminated.as_ref().and_then(|t| t.message.clone()));
             let message = match (exit_code, detail) {
                 (Some(code), Some(d)) => format!("pod {name} failed ({reason}, exit code {code}): {d}"),
@@ -64,7 +58,11 @@ pub fn from_pod(pod: &Pod, idle: bool, now: Timestamp, unschedulable_deadline: S
         }
         Some("Running") => (Observed::phase(if idle { MemberPhase::Idle } else { MemberPhase::Active }), None),
         _ => {
-            let unschedulable = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
+            let unschedulable = status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"));
             let Some(cond) = unschedulable else { return (Observed::phase(MemberPhase::Starting), None) };
             let since = cond
                 .last_transition_time

@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
-    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection, EmptyDirVolumeSource,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use kube::Resource;
 use kube::api::ObjectMeta;
@@ -90,7 +89,8 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
         env.extend(o.env.iter().cloned());
     }
 
-    let token_mount = VolumeMount { name: "agentteams-token".into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() };
+    let token_mount =
+        VolumeMount { name: "agentteams-token".into(), mount_path: TOKEN_DIR.into(), read_only: Some(true), ..Default::default() };
     let tools_mount = VolumeMount { name: "agentteams-tools".into(), mount_path: TOOLS_DIR.into(), ..Default::default() };
     for (i, c) in spec.containers.iter_mut().enumerate() {
         c.volume_mounts.get_or_insert_with(Vec::new).push(token_mount.clone());

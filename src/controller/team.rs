@@ -9,14 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::instrument;
 
 use super::context::Context;
-use super::{disband, Error, Result, MANAGER};
-use crate::api::{condition, labels, Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus};
+use super::{Error, MANAGER, Result, disband};
+use crate::api::{Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus, condition, labels};
 use crate::bus::{RosterState, TeamKey};
 
 /// Finalizer that holds a deleted Team until it is disbanded.
@@ -66,7 +66,10 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     if let Some(lead) = lead.filter(|l| l.phase().is_terminal()) {
         let (reason, why) = match lead.phase() {
             MemberPhase::Completed => ("LeadCompleted", "the lead finished".to_owned()),
-            p => ("LeadFailed", format!("the lead ended {p:?}: {}", lead.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default())),
+            p => (
+                "LeadFailed",
+                format!("the lead ended {p:?}: {}", lead.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()),
+            ),
         };
         disband::disband(ctx, team, reason, &why).await?;
         return Ok(Action::await_change());
@@ -110,7 +113,8 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
 /// Whether `new` differs from `old` in member counts alone.
 fn only_counts_differ(old: Option<&TeamStatus>, new: &TeamStatus) -> bool {
     old.is_some_and(|old| {
-        (&old.phase, &old.lead_name, &old.conditions, old.observed_generation) == (&new.phase, &new.lead_name, &new.conditions, new.observed_generation)
+        (&old.phase, &old.lead_name, &old.conditions, old.observed_generation)
+            == (&new.phase, &new.lead_name, &new.conditions, new.observed_generation)
     })
 }
 
@@ -145,14 +149,17 @@ async fn ensure_lead(ctx: &Context, team: &Team) -> Result<()> {
     let ns = team.namespace().unwrap_or_default();
     let name = team.name_any();
     let owner = team.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("team without uid".into()))?;
-    let mut lead = Member::new(&lead_member_name(&name), MemberSpec {
-        team: name.clone(),
-        agent: team.spec.lead.agent.clone(),
-        role: MemberRole::Lead,
-        prompt: team.spec.lead.prompt.clone().unwrap_or_default(),
-        model: None,
-        pod: None,
-    });
+    let mut lead = Member::new(
+        &lead_member_name(&name),
+        MemberSpec {
+            team: name.clone(),
+            agent: team.spec.lead.agent.clone(),
+            role: MemberRole::Lead,
+            prompt: team.spec.lead.prompt.clone().unwrap_or_default(),
+            model: None,
+            pod: None,
+        },
+    );
     lead.metadata = ObjectMeta {
         name: lead.metadata.name.clone(),
         namespace: Some(ns.clone()),

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::instrument;
 
 use super::context::Context;
 use super::{Error, Result};
-use crate::api::{condition, MemberPhase, TaskState, Team, TeamTask, TeamTaskStatus};
+use crate::api::{MemberPhase, TaskState, Team, TeamTask, TeamTaskStatus, condition};
 
 /// What the task's status should become, from its team, owner and dependencies.
 #[derive(Debug, PartialEq)]
@@ -28,7 +28,12 @@ pub enum Verdict {
 
 /// Decides a task's fate. `dep_state(name)` is the state of a dependency (None when missing);
 /// `owner_phase` the phase of its owner (None when unowned or unknown).
-pub fn judge(task: &TeamTask, team: Option<&Team>, owner_phase: Option<(MemberPhase, String)>, dep_state: impl Fn(&str) -> Option<TaskState>) -> Verdict {
+pub fn judge(
+    task: &TeamTask,
+    team: Option<&Team>,
+    owner_phase: Option<(MemberPhase, String)>,
+    dep_state: impl Fn(&str) -> Option<TaskState>,
+) -> Verdict {
     let team_name = &task.spec.team;
     let Some(team) = team else { return Verdict::Fail("TeamNotFound", format!("team {team_name} does not exist")) };
     if team.is_disbanded() {
@@ -64,10 +69,13 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
     };
     let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
         ctx.members
-            .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns.as_str()) && m.agent_name() == Some(owner.as_str()))
+            .find(|m| {
+                m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns.as_str()) && m.agent_name() == Some(owner.as_str())
+            })
             .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
     });
-    let dep_state = |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(&ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
+    let dep_state =
+        |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(&ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
     let verdict = judge(&task, team.as_deref(), owner_phase, dep_state);
 
     let old = task.status.clone().unwrap_or_default();
@@ -123,14 +131,17 @@ mod tests {
     use crate::controller::fixtures::team;
 
     fn task(deps: &[&str], owner: Option<&str>) -> TeamTask {
-        TeamTask::new("t", TeamTaskSpec {
-            team: "review".into(),
-            subject: "s".into(),
-            description: String::new(),
-            owner: owner.map(str::to_owned),
-            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-            metadata: Default::default(),
-        })
+        TeamTask::new(
+            "t",
+            TeamTaskSpec {
+                team: "review".into(),
+                subject: "s".into(),
+                description: String::new(),
+                owner: owner.map(str::to_owned),
+                depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+                metadata: Default::default(),
+            },
+        )
     }
 
     #[test]
@@ -141,7 +152,9 @@ mod tests {
     #[test]
     fn open_dependencies_block_and_failed_ones_fail() {
         let t = team("review", 3);
-        let v = judge(&task(&["a", "b"], None), Some(&t), None, |d| if d == "a" { Some(TaskState::Completed) } else { Some(TaskState::InProgress) });
+        let v = judge(&task(&["a", "b"], None), Some(&t), None, |d| {
+            if d == "a" { Some(TaskState::Completed) } else { Some(TaskState::InProgress) }
+        });
         assert_eq!(v, Verdict::Blocked(Some("waiting for b".into())));
         let v = judge(&task(&["a"], None), Some(&t), None, |_| Some(TaskState::Failed));
         assert!(matches!(v, Verdict::Fail("DependencyFailed", _)));

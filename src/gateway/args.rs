@@ -266,10 +266,7 @@ pub fn decode<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, ApiErro
         Value::Null => Value::Object(Default::default()),
         Value::Object(o) => Value::Object(o),
         other => {
-            return Err(ApiError::invalid(format!(
-                "{tool}: the arguments must be a JSON object, not {}",
-                json_type(&other)
-            )));
+            return Err(ApiError::invalid(format!("{tool}: the arguments must be a JSON object, not {}", json_type(&other))));
         }
     };
     serde_path_to_error::deserialize::<_, T>(args).map_err(|e| {
@@ -285,9 +282,8 @@ pub fn decode<T: DeserializeOwned>(tool: &str, args: Value) -> Result<T, ApiErro
 
 /// Parses a request body: UTF-8, then JSON, naming where it went wrong.
 pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::invalid(format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to()))
-    })?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::invalid(format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())))?;
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }

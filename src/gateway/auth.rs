@@ -23,11 +23,11 @@ use axum::http::HeaderMap;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, PostParams};
 
 use super::error::ApiError;
-use crate::api::{labels, GROUP};
+use crate::api::{GROUP, labels};
 use crate::controller::pod::{GATEWAY_AUDIENCE, ROLE_LABEL};
 
 /// Extra of a TokenReview user naming the pod a token is bound to.
@@ -159,7 +159,9 @@ impl Authenticator {
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
         let Some((namespace, service_account)) = username.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) else {
-            return Err(ApiError::unauthenticated(format!("a token for audience {GATEWAY_AUDIENCE} must be a ServiceAccount token; got user {username}")));
+            return Err(ApiError::unauthenticated(format!(
+                "a token for audience {GATEWAY_AUDIENCE} must be a ServiceAccount token; got user {username}"
+            )));
         };
         let pod_name = user.extra.as_ref().and_then(|e| e.get(POD_NAME_EXTRA)).and_then(|v| v.first()).cloned();
         let Some(pod_name) = pod_name else {
@@ -199,7 +201,15 @@ impl Authenticator {
 
     /// Asks RBAC whether `user` may `verb` the `agentteams.dev` resource (and subresource) in
     /// `namespace`; refuses with `forbidden` naming what was missing.
-    pub async fn check(&self, user: &UserCaller, verb: &str, resource: &str, subresource: Option<&str>, namespace: &str, name: Option<&str>) -> Result<(), ApiError> {
+    pub async fn check(
+        &self,
+        user: &UserCaller,
+        verb: &str,
+        resource: &str,
+        subresource: Option<&str>,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.username.clone()),
@@ -228,10 +238,7 @@ impl Authenticator {
             Some(sub) => format!("{resource}/{sub}"),
             None => resource.to_owned(),
         };
-        Err(ApiError::forbidden(format!(
-            "user {} may not {verb} {what}.{GROUP} in namespace {namespace} (RBAC)",
-            user.username
-        )))
+        Err(ApiError::forbidden(format!("user {} may not {verb} {what}.{GROUP} in namespace {namespace} (RBAC)", user.username)))
     }
 }
 

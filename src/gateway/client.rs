@@ -58,13 +58,11 @@ impl GatewayClient {
         match &self.token {
             Token::None => Ok(None),
             Token::Literal(t) => Ok(Some(t.clone())),
-            Token::File(path) => std::fs::read_to_string(path)
-                .map(|t| Some(t.trim().to_owned()))
-                .map_err(|e| ClientError::Refused {
-                    status: 401,
-                    code: "unauthenticated".into(),
-                    message: format!("cannot read the token file {}: {e}", path.display()),
-                }),
+            Token::File(path) => std::fs::read_to_string(path).map(|t| Some(t.trim().to_owned())).map_err(|e| ClientError::Refused {
+                status: 401,
+                code: "unauthenticated".into(),
+                message: format!("cannot read the token file {}: {e}", path.display()),
+            }),
         }
     }
 
@@ -79,11 +77,14 @@ impl GatewayClient {
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| ClientError::Unavailable(format!("reading the gateway's answer: {e}")))?;
         if (200..300).contains(&status) {
-            return serde_json::from_str(&text).map_err(|e| ClientError::Unavailable(format!("the gateway answered with invalid JSON: {e}")));
+            return serde_json::from_str(&text)
+                .map_err(|e| ClientError::Unavailable(format!("the gateway answered with invalid JSON: {e}")));
         }
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (b.error.code, b.error.message),
-            Err(_) => (if status >= 500 { "unavailable" } else { "invalid_argument" }.to_owned(), format!("HTTP {status}: {}", text.trim())),
+            Err(_) => {
+                (if status >= 500 { "unavailable" } else { "invalid_argument" }.to_owned(), format!("HTTP {status}: {}", text.trim()))
+            }
         };
         if status >= 500 {
             return Err(ClientError::Unavailable(format!("{code}: {message}")));

@@ -147,64 +147,63 @@ pub fn build(
     tasks: &[TeamTask],
     messages: &BTreeMap<TeamId, Messages>,
 ) -> Screen {
-    let mut out: Vec<TeamView> = teams
-        .iter()
-        .filter(|t| team.is_none_or(|n| t.metadata.name.as_deref() == Some(n)))
-        .map(|t| {
-            let (ns, name) = id_of(t);
-            let status = t.status.clone().unwrap_or_default();
-            let disbanded = t.is_disbanded();
-            let phase = match status.phase {
-                Some(TeamPhase::Active) if t.metadata.deletion_timestamp.is_some() => "Disbanding".to_owned(),
-                Some(TeamPhase::Active) => "Active".to_owned(),
-                Some(TeamPhase::Disbanded) => "Disbanded".to_owned(),
-                None => "Pending".to_owned(),
-            };
-            let mut ms: Vec<&Member> = members
-                .iter()
-                .filter(|m| m.spec.team == name && m.metadata.namespace.as_deref() == Some(ns.as_str()))
-                .collect();
-            ms.sort_by(|a, b| {
-                (!a.is_lead(), a.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), a.agent_name(), &a.metadata.name).cmp(&(
-                    !b.is_lead(),
-                    b.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-                    b.agent_name(),
-                    &b.metadata.name,
-                ))
-            });
-            let members = ms.into_iter().map(member_view).collect();
-            let mut ts: Vec<&TeamTask> = tasks
-                .iter()
-                .filter(|k| k.spec.team == name && k.metadata.namespace.as_deref() == Some(ns.as_str()))
-                .collect();
-            let depth = depths(&ts);
-            ts.sort_by_cached_key(|k| {
-                let name = k.metadata.name.clone().unwrap_or_default();
-                (k.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), depth.get(&name).copied().unwrap_or(0), k.spec.owner.clone(), name)
-            });
-            let tasks = ts.into_iter().map(task_view).collect();
-            let messages = messages.get(&(ns.clone(), name.clone())).cloned().unwrap_or(Messages::Loaded(Vec::new()));
-            TeamView {
-                counts: Counts {
-                    queued: status.queued,
-                    starting: status.starting,
-                    active: status.active,
-                    completed: status.completed,
-                    failed: status.failed,
-                    cancelled: status.cancelled,
-                },
-                lead: status.lead_name.clone(),
-                max_agents: t.spec.max_agents,
-                namespace: ns,
-                name,
-                phase,
-                disbanded,
-                members,
-                tasks,
-                messages,
-            }
-        })
-        .collect();
+    let mut out: Vec<TeamView> =
+        teams
+            .iter()
+            .filter(|t| team.is_none_or(|n| t.metadata.name.as_deref() == Some(n)))
+            .map(|t| {
+                let (ns, name) = id_of(t);
+                let status = t.status.clone().unwrap_or_default();
+                let disbanded = t.is_disbanded();
+                let phase = match status.phase {
+                    Some(TeamPhase::Active) if t.metadata.deletion_timestamp.is_some() => "Disbanding".to_owned(),
+                    Some(TeamPhase::Active) => "Active".to_owned(),
+                    Some(TeamPhase::Disbanded) => "Disbanded".to_owned(),
+                    None => "Pending".to_owned(),
+                };
+                let mut ms: Vec<&Member> =
+                    members.iter().filter(|m| m.spec.team == name && m.metadata.namespace.as_deref() == Some(ns.as_str())).collect();
+                ms.sort_by(|a, b| {
+                    (!a.is_lead(), a.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), a.agent_name(), &a.metadata.name).cmp(
+                        &(!b.is_lead(), b.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), b.agent_name(), &b.metadata.name),
+                    )
+                });
+                let members = ms.into_iter().map(member_view).collect();
+                let mut ts: Vec<&TeamTask> =
+                    tasks.iter().filter(|k| k.spec.team == name && k.metadata.namespace.as_deref() == Some(ns.as_str())).collect();
+                let depth = depths(&ts);
+                ts.sort_by_cached_key(|k| {
+                    let name = k.metadata.name.clone().unwrap_or_default();
+                    (
+                        k.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                        depth.get(&name).copied().unwrap_or(0),
+                        k.spec.owner.clone(),
+                        name,
+                    )
+                });
+                let tasks = ts.into_iter().map(task_view).collect();
+                let messages = messages.get(&(ns.clone(), name.clone())).cloned().unwrap_or(Messages::Loaded(Vec::new()));
+                TeamView {
+                    counts: Counts {
+                        queued: status.queued,
+                        starting: status.starting,
+                        active: status.active,
+                        completed: status.completed,
+                        failed: status.failed,
+                        cancelled: status.cancelled,
+                    },
+                    lead: status.lead_name.clone(),
+                    max_agents: t.spec.max_agents,
+                    namespace: ns,
+                    name,
+                    phase,
+                    disbanded,
+                    members,
+                    tasks,
+                    messages,
+                }
+            })
+            .collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Screen { namespace: namespace.map(str::to_owned), team: team.map(str::to_owned), teams: out }
 }

@@ -81,10 +81,7 @@ pub fn header(screen: &Screen) -> Vec<Line> {
         (None, None) => "all namespaces".to_owned(),
     };
     let n = screen.teams.len();
-    vec![
-        line(Tone::Heading, format!("teamctl watch: {scope}: {n} team{}", if n == 1 { "" } else { "s" })),
-        line(Tone::Dim, LEGEND),
-    ]
+    vec![line(Tone::Heading, format!("teamctl watch: {scope}: {n} team{}", if n == 1 { "" } else { "s" })), line(Tone::Dim, LEGEND)]
 }
 
 /// One summary row per team: the teams panel.
@@ -92,7 +89,9 @@ pub fn teams_table(screen: &Screen) -> Vec<Line> {
     if screen.teams.is_empty() {
         return vec![line(Tone::Dim, "no teams")];
     }
-    let mut rows = vec![["TEAM", "PHASE", "LEAD", "MAX", "QUEUED", "STARTING", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["TEAM", "PHASE", "LEAD", "MAX", "QUEUED", "STARTING", "ACTIVE", "COMPLETED", "FAILED", "CANCELLED"].map(String::from).to_vec(),
+    ];
     for t in &screen.teams {
         let c = t.counts;
         rows.push(vec![
@@ -108,11 +107,7 @@ pub fn teams_table(screen: &Screen) -> Vec<Line> {
             c.cancelled.to_string(),
         ]);
     }
-    columns(&rows)
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| line(if i == 0 { Tone::Dim } else { Tone::Plain }, s))
-        .collect()
+    columns(&rows).into_iter().enumerate().map(|(i, s)| line(if i == 0 { Tone::Dim } else { Tone::Plain }, s)).collect()
 }
 
 fn team_label(screen: &Screen, t: &TeamView) -> String {
@@ -189,7 +184,9 @@ pub fn tasks(t: &TeamView) -> Vec<Line> {
 /// The latest messages of one team.
 pub fn messages(t: &TeamView) -> Vec<Line> {
     match &t.messages {
-        Messages::NotConfigured => vec![line(Tone::Dim, "  messages not shown: set TEAM_OPERATOR_REDIS_URL (or --redis-url) to read the inboxes")],
+        Messages::NotConfigured => {
+            vec![line(Tone::Dim, "  messages not shown: set TEAM_OPERATOR_REDIS_URL (or --redis-url) to read the inboxes")]
+        }
         Messages::Unavailable(why) => vec![line(Tone::Dim, format!("  messages not shown: Redis unavailable ({})", clip(why, 80)))],
         Messages::Loaded(ms) if ms.is_empty() && t.disbanded => {
             vec![line(Tone::Dim, "  none (a disbanded team's inboxes are removed)")]

@@ -99,7 +99,8 @@ async fn read_team(mut conn: MultiplexedConnection, team: &TeamId, members: &[St
     names.dedup();
     let mut all = Vec::new();
     for name in names {
-        let reply: StreamRangeReply = redis::cmd("XREVRANGE").arg(key.inbox(&name)).arg("+").arg("-").arg("COUNT").arg(n).query_async(&mut conn).await?;
+        let reply: StreamRangeReply =
+            redis::cmd("XREVRANGE").arg(key.inbox(&name)).arg("+").arg("-").arg("COUNT").arg(n).query_async(&mut conn).await?;
         for entry in reply.ids {
             let get = |f: &str| entry.get::<String>(f);
             all.push(MessageView {

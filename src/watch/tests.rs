@@ -14,28 +14,44 @@ fn at(s: i64) -> Time {
 }
 
 fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
-    let mut t = Team::new(name, TeamSpec {
-        max_agents: 3,
-        member_timeout_seconds: 120,
-        lead: LeadSpec { agent: "lead".into(), prompt: None, pod_name: None },
-        agents: vec![],
-        memory: Default::default(),
-    });
+    let mut t = Team::new(
+        name,
+        TeamSpec {
+            max_agents: 3,
+            member_timeout_seconds: 120,
+            lead: LeadSpec { agent: "lead".into(), prompt: None, pod_name: None },
+            agents: vec![],
+            memory: Default::default(),
+        },
+    );
     t.metadata.namespace = Some("demo".into());
     let [queued, starting, active, completed, failed, cancelled] = counts;
-    t.status = Some(TeamStatus { phase, queued, starting, active, completed, failed, cancelled, lead_name: Some("lead".into()), ..Default::default() });
+    t.status = Some(TeamStatus {
+        phase,
+        queued,
+        starting,
+        active,
+        completed,
+        failed,
+        cancelled,
+        lead_name: Some("lead".into()),
+        ..Default::default()
+    });
     t
 }
 
 fn member(obj: &str, agent: &str, lead: bool, name: Option<&str>, phase: Option<MemberPhase>, created: i64) -> Member {
-    let mut m = Member::new(obj, MemberSpec {
-        team: "spec-review".into(),
-        agent: agent.into(),
-        role: if lead { MemberRole::Lead } else { MemberRole::Specialist },
-        prompt: String::new(),
-        model: None,
-        pod: None,
-    });
+    let mut m = Member::new(
+        obj,
+        MemberSpec {
+            team: "spec-review".into(),
+            agent: agent.into(),
+            role: if lead { MemberRole::Lead } else { MemberRole::Specialist },
+            prompt: String::new(),
+            model: None,
+            pod: None,
+        },
+    );
     m.metadata.namespace = Some("demo".into());
     m.metadata.creation_timestamp = Some(at(created));
     m.status = Some(MemberStatus { name: name.map(Into::into), phase, ..Default::default() });
@@ -53,14 +69,17 @@ fn finished(mut m: Member, code: i32, reason: Option<&str>, message: Option<&str
 }
 
 fn task(name: &str, owner: &str, deps: &[&str], state: TaskState, created: i64) -> TeamTask {
-    let mut t = TeamTask::new(name, TeamTaskSpec {
-        team: "spec-review".into(),
-        subject: format!("Review {name}"),
-        description: String::new(),
-        owner: Some(owner.into()),
-        depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
-        metadata: Default::default(),
-    });
+    let mut t = TeamTask::new(
+        name,
+        TeamTaskSpec {
+            team: "spec-review".into(),
+            subject: format!("Review {name}"),
+            description: String::new(),
+            owner: Some(owner.into()),
+            depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+            metadata: Default::default(),
+        },
+    );
     t.metadata.namespace = Some("demo".into());
     t.metadata.creation_timestamp = Some(at(created));
     t.status = Some(TeamTaskStatus { state: Some(state), ..Default::default() });
@@ -84,8 +103,20 @@ fn fixture() -> (Vec<Team>, Vec<Member>, Vec<TeamTask>, BTreeMap<model::TeamId, 
         member("spec-review-testing", "testing", false, Some("testing"), Some(MemberPhase::Queued), 5),
         member("spec-review-lead", "lead", true, Some("lead"), Some(MemberPhase::Idle), 0),
         member("spec-review-security", "security", false, Some("security"), Some(MemberPhase::Active), 1),
-        finished(member("spec-review-performance", "performance", false, Some("performance"), Some(MemberPhase::Failed), 2), 137, Some("OOMKilled"), Some("container agent was OOMKilled"), 7),
-        finished(member("spec-review-api-design", "api-design", false, Some("api-design"), Some(MemberPhase::Completed), 3), 0, None, None, 12),
+        finished(
+            member("spec-review-performance", "performance", false, Some("performance"), Some(MemberPhase::Failed), 2),
+            137,
+            Some("OOMKilled"),
+            Some("container agent was OOMKilled"),
+            7,
+        ),
+        finished(
+            member("spec-review-api-design", "api-design", false, Some("api-design"), Some(MemberPhase::Completed), 3),
+            0,
+            None,
+            None,
+            12,
+        ),
         member("spec-review-docs", "docs", false, Some("docs"), Some(MemberPhase::Starting), 4),
         member("late", "docs", false, None, None, 6),
     ];

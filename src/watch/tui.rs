@@ -32,7 +32,13 @@ enum Input {
 /// Starts a reflector for kind `K` that pokes `tx` on every change.
 fn reflect<K>(client: &Client, ns: Option<&str>, tx: mpsc::UnboundedSender<()>) -> Store<K>
 where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     <K as kube::Resource>::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (reader, writer) = reflector::store::<K>();
@@ -115,7 +121,9 @@ fn keys(tx: mpsc::UnboundedSender<Input>) {
 fn merge_messages(old: &mut BTreeMap<TeamId, Messages>, new: BTreeMap<TeamId, Messages>, screen: &Screen) {
     for (id, m) in new {
         let disbanded = screen.teams.iter().any(|t| t.disbanded && t.namespace == id.0 && t.name == id.1);
-        let keep = disbanded && matches!(&m, Messages::Loaded(v) if v.is_empty()) && matches!(old.get(&id), Some(Messages::Loaded(v)) if !v.is_empty());
+        let keep = disbanded
+            && matches!(&m, Messages::Loaded(v) if v.is_empty())
+            && matches!(old.get(&id), Some(Messages::Loaded(v)) if !v.is_empty());
         if !keep {
             old.insert(id, m);
         }

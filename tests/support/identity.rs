@@ -51,7 +51,11 @@ fn chart_rbac() {
         }
         let rendered = ok("helm", &args, None);
         let manifest = format!("{ns}{rendered}");
-        ok("kubectl", &["apply", "--server-side", "--force-conflicts", "--field-manager", super::FIELD_MANAGER, "-f", "-"], Some(manifest.as_bytes()));
+        ok(
+            "kubectl",
+            &["apply", "--server-side", "--force-conflicts", "--field-manager", super::FIELD_MANAGER, "-f", "-"],
+            Some(manifest.as_bytes()),
+        );
     });
 }
 
@@ -89,9 +93,9 @@ pub fn run(tool: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "`{tool}` is not on PATH: run `eval \"$(hack/stack.sh env)\"` (it puts the stack's kubectl and helm there)"
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("`{tool}` is not on PATH: run `eval \"$(hack/stack.sh env)\"` (it puts the stack's kubectl and helm there)")
+        }
         Err(e) => panic!("cannot run {tool}: {e}"),
     };
     if let Some(input) = stdin {

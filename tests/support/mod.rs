@@ -20,9 +20,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerStateTerminated, Namespace, Pod, PodSpec, ServiceAccount, Toleration,
-};
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, Namespace, Pod, PodSpec, ServiceAccount, Toleration};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -30,8 +28,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Config, Resource, ResourceExt};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Annotation read by the kwok stages: the simulated agent's exit code ("0" → Succeeded,
 /// anything else → Failed with that exit code; 137 → reason OOMKilled).
@@ -56,8 +54,7 @@ pub struct Stack {
 impl Stack {
     /// A multiplexed Redis connection to the stack's redis-server.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.redis_url.as_str())
-            .unwrap_or_else(|e| panic!("bad Redis URL {}: {e}", self.redis_url));
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap_or_else(|e| panic!("bad Redis URL {}: {e}", self.redis_url));
         tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
             .await
             .unwrap_or_else(|_| panic!("timed out connecting to Redis at {}; run `make stack-up`", self.redis_url))
@@ -132,9 +129,7 @@ async fn kube_config() -> Config {
         return c.clone();
     }
     let path = kubeconfig_path();
-    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
-        panic!("cannot read kubeconfig {}: {e}; run `make stack-up`", path.display())
-    });
+    let kc = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("cannot read kubeconfig {}: {e}; run `make stack-up`", path.display()));
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()));
@@ -147,18 +142,11 @@ pub async fn stack() -> Stack {
     let config = kube_config().await;
     let kubeconfig = kubeconfig_path();
     let server = config.cluster_url.to_string();
-    let client = Client::try_from(config)
-        .unwrap_or_else(|e| panic!("cannot build a kube client from {}: {e}", kubeconfig.display()));
+    let client = Client::try_from(config).unwrap_or_else(|e| panic!("cannot build a kube client from {}: {e}", kubeconfig.display()));
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) => panic!(
-            "cannot reach the API server {server} (kubeconfig {}): {e}; run `make stack-up`",
-            kubeconfig.display()
-        ),
-        Err(_) => panic!(
-            "API server {server} (kubeconfig {}) did not answer in 10s; run `make stack-up`",
-            kubeconfig.display()
-        ),
+        Ok(Err(e)) => panic!("cannot reach the API server {server} (kubeconfig {}): {e}; run `make stack-up`", kubeconfig.display()),
+        Err(_) => panic!("API server {server} (kubeconfig {}) did not answer in 10s; run `make stack-up`", kubeconfig.display()),
     }
     Stack { client, redis_url: redis_url(), kubeconfig }
 }
@@ -176,11 +164,7 @@ impl TestNamespace {
     /// Creates `<prefix>-<random>` and waits until its `default` ServiceAccount exists (pods
     /// cannot be created before that).
     pub async fn new(client: &Client, prefix: &str) -> Self {
-        let mut prefix: String = prefix
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let mut prefix: String = prefix.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         prefix.truncate(50);
         let prefix = prefix.trim_matches('-');
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -198,8 +182,7 @@ impl TestNamespace {
             .await
             .unwrap_or_else(|e| panic!("cannot create test namespace {name}: {e}"));
         let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-        wait_for(&sa, "default", TIMEOUT, "the default ServiceAccount of a new test namespace", |_| true)
-            .await;
+        wait_for(&sa, "default", TIMEOUT, "the default ServiceAccount of a new test namespace", |_| true).await;
         Self { name, client: client.clone(), cleaned: false }
     }
 
@@ -276,26 +259,23 @@ impl Drop for TestNamespace {
 pub async fn install_crds(client: &Client) -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect(),
+        Ok(entries) => {
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect()
+        }
         Err(_) => Vec::new(),
     };
     files.sort();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
         for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", file.display()));
+            let value = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", file.display()));
             if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some("CustomResourceDefinition") {
                 continue;
             }
-            let crd: CustomResourceDefinition = serde_yaml::from_value(value)
-                .unwrap_or_else(|e| panic!("{} holds an invalid CRD: {e}", file.display()));
+            let crd: CustomResourceDefinition =
+                serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{} holds an invalid CRD: {e}", file.display()));
             let name = crd.name_any();
             api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd))
                 .await
@@ -317,10 +297,7 @@ pub async fn install_crds(client: &Client) -> Vec<String> {
 
 /// The object's watch as a stream of its states (`None`: absent), restarting with backoff on
 /// errors, which are passed through so a wait can report them.
-fn object_states<K>(
-    api: &Api<K>,
-    name: &str,
-) -> impl futures::Stream<Item = Result<Option<K>, watcher::Error>> + Send + use<K>
+fn object_states<K>(api: &Api<K>, name: &str) -> impl futures::Stream<Item = Result<Option<K>, watcher::Error>> + Send + use<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
@@ -393,10 +370,7 @@ where
                     Some(Some(o)) => describe(o),
                 };
                 let err = last_err.map(|e| format!("\nlast watch error: {e}")).unwrap_or_default();
-                panic!(
-                    "timed out after {timeout:?} waiting for {what} ({}); last seen: {seen}{err}",
-                    scope(api, name)
-                );
+                panic!("timed out after {timeout:?} waiting for {what} ({}); last seen: {seen}{err}", scope(api, name));
             }
         }
     }
@@ -449,10 +423,7 @@ where
             Err(_) => {
                 let seen = last.as_ref().map(describe).unwrap_or_else(|| "nothing".into());
                 let err = last_err.map(|e| format!("\nlast watch error: {e}")).unwrap_or_default();
-                panic!(
-                    "timed out after {timeout:?} waiting for {what} ({} to be deleted); last seen: {seen}{err}",
-                    scope(api, name)
-                );
+                panic!("timed out after {timeout:?} waiting for {what} ({} to be deleted); last seen: {seen}{err}", scope(api, name));
             }
         }
     }
@@ -536,9 +507,7 @@ pub async fn set_sim_exit(api: &Api<Pod>, name: &str, code: i32, duration: Optio
         annotations.insert(SIM_DURATION.into(), d.into());
     }
     let patch = serde_json::json!({ "metadata": { "annotations": annotations } });
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("cannot annotate pod {name}: {e}"))
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_or_else(|e| panic!("cannot annotate pod {name}: {e}"))
 }
 
 /// The pod's phase ("Pending", "Running", "Succeeded", "Failed"), if any.
@@ -556,9 +525,7 @@ pub fn owner_ref<K>(owner: &K) -> OwnerReference
 where
     K: Resource<DynamicType = ()>,
 {
-    owner
-        .controller_owner_ref(&())
-        .unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
+    owner.controller_owner_ref(&()).unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
 }
 
 pub mod identity;

@@ -26,12 +26,26 @@ impl Operator {
     /// Like [`Operator::start`], with extra flags.
     pub fn start_with(ns: &str, max_agents: u32, extra: &[&str]) -> Self {
         let dir = super::scratch_dir("operator-logs");
-        let log = dir.join(format!("{ns}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)));
+        let log = dir.join(format!(
+            "{ns}-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        ));
         let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         // A free port, released just before the operator binds it.
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or_else(|e| panic!("no free port: {e}"));
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
-            .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string(), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "controller",
+                "--namespace",
+                ns,
+                "--max-agents",
+                &max_agents.to_string(),
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
             .args(["--unschedulable-deadline-seconds", "20"])
             .args(extra)
             .env("KUBECONFIG", controller_kubeconfig())
@@ -68,7 +82,11 @@ impl Operator {
             if got == Some(want) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{series}: wanted {want}, still {got:?} after {timeout:?}\n{}", self.metrics().await);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series}: wanted {want}, still {got:?} after {timeout:?}\n{}",
+                self.metrics().await
+            );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
@@ -84,5 +102,7 @@ impl Operator {
 /// process.
 pub fn controller_kubeconfig() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| super::identity::impersonating_kubeconfig(&super::identity::chart_user("controller"), &format!("controller-{}", std::process::id())))
+    PATH.get_or_init(|| {
+        super::identity::impersonating_kubeconfig(&super::identity::chart_user("controller"), &format!("controller-{}", std::process::id()))
+    })
 }

@@ -7,7 +7,12 @@ use team_operator::api::{AgentType, LeadSpec, Member, MemberSpec, PodOverrides, 
 
 /// Tolerations that let pods onto the kwok nodes.
 fn kwok_tolerations() -> Vec<Toleration> {
-    vec![Toleration { key: Some("kwok.x-k8s.io/node".into()), operator: Some("Exists".into()), effect: Some("NoSchedule".into()), ..Default::default() }]
+    vec![Toleration {
+        key: Some("kwok.x-k8s.io/node".into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]
 }
 
 /// An agent type whose pods run on kwok nodes.
@@ -30,13 +35,16 @@ pub fn agent_type(name: &str) -> AgentType {
 
 /// A team led by agent type `lead`, with specialists of type `general`.
 pub fn team(name: &str, max_agents: i32) -> Team {
-    Team::new(name, TeamSpec {
-        max_agents,
-        member_timeout_seconds: 30,
-        lead: LeadSpec { agent: "lead".into(), prompt: Some("lead the team".into()), pod_name: None },
-        agents: vec![agent_type("lead"), agent_type("general")],
-        memory: Default::default(),
-    })
+    Team::new(
+        name,
+        TeamSpec {
+            max_agents,
+            member_timeout_seconds: 30,
+            lead: LeadSpec { agent: "lead".into(), prompt: Some("lead the team".into()), pod_name: None },
+            agents: vec![agent_type("lead"), agent_type("general")],
+            memory: Default::default(),
+        },
+    )
 }
 
 /// A specialist of `team` whose simulated agent runs `duration` and exits with `exit_code`
@@ -47,24 +55,30 @@ pub fn member(name: &str, team: &str, exit: Option<(i32, &str)>) -> Member {
         annotations.insert(super::SIM_EXIT_CODE.to_owned(), code.to_string());
         annotations.insert(super::SIM_DURATION.to_owned(), duration.to_owned());
     }
-    Member::new(name, MemberSpec {
-        team: team.into(),
-        agent: "general".into(),
-        role: Default::default(),
-        prompt: format!("work as {name}"),
-        model: None,
-        pod: Some(PodOverrides { annotations, ..Default::default() }),
-    })
+    Member::new(
+        name,
+        MemberSpec {
+            team: team.into(),
+            agent: "general".into(),
+            role: Default::default(),
+            prompt: format!("work as {name}"),
+            model: None,
+            pod: Some(PodOverrides { annotations, ..Default::default() }),
+        },
+    )
 }
 
 /// A task of `team` owned by `owner`.
 pub fn task(name: &str, team: &str, owner: Option<&str>, depends_on: &[&str]) -> TeamTask {
-    TeamTask::new(name, TeamTaskSpec {
-        team: team.into(),
-        subject: format!("subject of {name}"),
-        description: String::new(),
-        owner: owner.map(str::to_owned),
-        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
-        metadata: Default::default(),
-    })
+    TeamTask::new(
+        name,
+        TeamTaskSpec {
+            team: team.into(),
+            subject: format!("subject of {name}"),
+            description: String::new(),
+            owner: owner.map(str::to_owned),
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            metadata: Default::default(),
+        },
+    )
 }

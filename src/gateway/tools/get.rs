@@ -1,0 +1,84 @@
+//! get: teams, members and tasks as callers see them.
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::{Value, json};
+
+use super::actor::*;
+use super::tasks::{task_of, tasks_of};
+use super::views::*;
+use crate::api::{Member, Team, TeamTask};
+use crate::gateway::GatewayState;
+use crate::gateway::args::*;
+use crate::gateway::auth::{Caller, UserCaller};
+use crate::gateway::error::ApiError;
+
+pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Result<Value, ApiError> {
+    match a.kind {
+        Kind::Teams => {
+            let list_all = a.name.is_none() && a.team.is_none();
+            if let (true, Caller::User(u)) = (list_all, caller) {
+                let ns = namespace_of(caller, a.namespace.as_deref())?;
+                return list_teams(state, u, &ns).await;
+            }
+            if let (true, Caller::Pod(p)) = (list_all, caller) {
+                // A pod sees its own team and the teams it leads.
+                let ns = namespace_of(caller, a.namespace.as_deref())?;
+                let all = Api::<Team>::namespaced(state.client.clone(), &ns)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| ApiError::from_kube(e, "listing teams"))?;
+                let mine: Vec<Value> = all
+                    .items
+                    .iter()
+                    .filter(|t| Some(t.name_any()) == p.team || t.spec.lead.pod_name.as_deref() == Some(p.pod.as_str()))
+                    .map(team_view)
+                    .collect();
+                return Ok(json!({ "teams": mine }));
+            }
+            let team = a.name.as_deref().or(a.team.as_deref());
+            let actor = actor(state, caller, a.namespace.as_deref(), team, need("get", "teams", None)).await?;
+            Ok(team_view(&actor.team))
+        }
+        Kind::Members => {
+            let n = if a.name.is_some() { need("get", "members", None) } else { need("list", "members", None) };
+            let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
+            let team = actor.team_name();
+            let list = Api::<Member>::namespaced(state.client.clone(), &actor.namespace)
+                .list(&ListParams::default().fields(&format!("spec.team={team}")))
+                .await
+                .map_err(|e| ApiError::from_kube(e, "listing members"))?;
+            let mut members: Vec<Member> = list.items.into_iter().filter(|m| m.spec.team == team).collect();
+            members.sort_by(|a, b| {
+                a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then_with(|| a.name_any().cmp(&b.name_any()))
+            });
+            match a.name {
+                Some(name) => members
+                    .iter()
+                    .find(|m| m.agent_name() == Some(name.as_str()) || m.name_any() == name)
+                    .map(member_view)
+                    .ok_or_else(|| ApiError::not_found(format!("member {name} not found in team {team}"))),
+                None => Ok(json!({ "members": members.iter().map(member_view).collect::<Vec<_>>() })),
+            }
+        }
+        Kind::Tasks => {
+            let n = if a.name.is_some() { need("get", "teamtasks", None) } else { need("list", "teamtasks", None) };
+            let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
+            let api: Api<TeamTask> = Api::namespaced(state.client.clone(), &actor.namespace);
+            let team = actor.team_name();
+            match a.name {
+                Some(name) => Ok(task_view(&task_of(&api, &name, &team).await?)),
+                None => Ok(json!({ "tasks": tasks_of(&api, &team).await?.iter().map(task_view).collect::<Vec<_>>() })),
+            }
+        }
+    }
+}
+
+pub(super) async fn list_teams(state: &GatewayState, user: &UserCaller, ns: &str) -> Result<Value, ApiError> {
+    state.auth.check(user, "list", "teams", None, ns, None).await?;
+    let all = Api::<Team>::namespaced(state.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ApiError::from_kube(e, "listing teams"))?;
+    Ok(json!({ "teams": all.items.iter().map(team_view).collect::<Vec<_>>() }))
+}

@@ -1,0 +1,206 @@
+//! The command line: every tool as a subcommand, and the global flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub(super) const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  usage error (unknown flag, missing argument)
+  2  refused by the gateway (4xx: invalid_argument, unauthenticated, forbidden, not_found, conflict, team_disbanded, too_large, ...)
+  3  gateway unavailable (5xx or network error)
+
+Errors are printed to stderr as `error: <code>: <message>` (with -o json: the gateway's
+{\"error\": {\"code\", \"message\"}} object on stdout).
+
+Environment: TEAM_GATEWAY_URL, TEAM_TOKEN_FILE (or TEAM_TOKEN), TEAM_NAMESPACE, TEAM.
+In a member pod these are set by the operator, so `teamctl send general-2 \"hi\"` just works.";
+
+/// The team tools from a shell.
+#[derive(Parser, Debug)]
+#[command(name = "teamctl", version, about = "Talk to your agent team: messages, tasks, memory, members", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Gateway URL.
+    #[arg(long, env = "TEAM_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    pub gateway: String,
+    /// Bearer token (a kube credential for people; member pods use --token-file).
+    #[arg(long, env = "TEAM_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token, read on every call (projected tokens rotate).
+    #[arg(long, env = "TEAM_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Namespace (people; member pods act in their own).
+    #[arg(short = 'n', long, env = "TEAM_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// Team (default: the caller's own team).
+    #[arg(long, env = "TEAM", global = true)]
+    pub team: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Human, global = true)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Send a message to a member, or to everyone with `*`.
+    Send {
+        /// Member name (`general-2`) or `*`.
+        to: String,
+        /// The message; `-` reads it from stdin.
+        #[arg(num_args = 1.., required = true)]
+        body: Vec<String>,
+        /// Idempotency key.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Wait for messages; prints them and acknowledges them (unless --no-ack).
+    Wait {
+        /// Most seconds to block (default and cap: the team's memberTimeoutSeconds).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Leave the messages unacknowledged: the next wait returns them again.
+        #[arg(long)]
+        no_ack: bool,
+        /// Acknowledge these stream ids before waiting.
+        #[arg(long)]
+        ack: Vec<String>,
+    },
+    /// The team's task board.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Your agent type's memory.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// Create or delete a team.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// Start a new member of your team (lead only).
+    Spawn {
+        /// Agent type.
+        agent: String,
+        /// The member's task; `-` reads it from stdin.
+        #[arg(num_args = 1.., required = true)]
+        prompt: Vec<String>,
+        /// Model override.
+        #[arg(long)]
+        model: Option<String>,
+    },
+    /// Show teams, members or tasks.
+    Get {
+        /// teams | members | tasks.
+        #[arg(value_enum)]
+        kind: GetKind,
+        /// One object by name.
+        name: Option<String>,
+    },
+    /// Call any tool with raw JSON arguments (`-` reads them from stdin).
+    Call {
+        tool: String,
+        #[arg(default_value = "{}")]
+        args: String,
+    },
+    /// Serve the tools as a stdio MCP server that forwards to the gateway.
+    Mcp,
+    /// Copy this binary into DIR (used by member pods' init container).
+    Install { dir: PathBuf },
+    /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
+    Watch(crate::watch::WatchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GetKind {
+    Teams,
+    Members,
+    Tasks,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Add a task.
+    Create {
+        subject: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// A task that must complete first (repeatable).
+        #[arg(long = "depends-on")]
+        depends_on: Vec<String>,
+        /// key=value metadata (repeatable).
+        #[arg(long = "meta", value_parser = parse_kv)]
+        metadata: Vec<(String, String)>,
+    },
+    /// Move a task's state, set its result or owner.
+    Update {
+        name: String,
+        /// pending | in_progress | completed | failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        result: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Show one task.
+    Get { name: String },
+    /// List tasks.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemoryCommand {
+    /// Print the memory.
+    Read,
+    /// Replace the memory (`-` reads stdin).
+    Write { text: Vec<String> },
+    /// Append to the memory (`-` reads stdin).
+    Append { text: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeamCommand {
+    /// Create a team you lead.
+    Create(TeamCreate),
+    /// Disband the team (lead only).
+    Delete {
+        /// The team (default: --team, else your own).
+        name: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TeamCreate {
+    pub name: String,
+    /// An agent type as NAME=IMAGE (repeatable).
+    #[arg(long = "agent", value_parser = parse_kv)]
+    pub agents: Vec<(String, String)>,
+    #[arg(long)]
+    pub max_agents: Option<i32>,
+    #[arg(long)]
+    pub member_timeout_seconds: Option<i64>,
+    #[arg(long)]
+    pub lead_agent: Option<String>,
+    #[arg(long)]
+    pub lead_prompt: Option<String>,
+    #[arg(long)]
+    pub memory_project: Option<String>,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}

@@ -1,0 +1,168 @@
+//! A command as a tool call: the gateway's own argument structs (`gateway::args`), serialized, so
+//! teamctl and the gateway cannot disagree on a field name.
+
+use std::io::Read;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cli::{Cli, Command, GetKind, MemoryCommand, TaskCommand, TeamCommand};
+use crate::api::TaskState;
+use crate::gateway::args::*;
+use crate::gateway::tools::Tool;
+
+/// The tool and arguments of a command.
+pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
+    let namespace = cli.namespace.clone();
+    let team = cli.team.clone();
+    let call = match &cli.command {
+        Command::Send { to, body, id } => (
+            Tool::SendMessage,
+            to_value(&SendMessageArgs { to: to.clone(), body: text_arg(body)?, id: id.clone(), member: None, team, namespace }),
+        ),
+        Command::Wait { timeout, ack, .. } => (
+            Tool::WaitMessages,
+            to_value(&WaitMessagesArgs { ack: ack.clone(), timeout_seconds: *timeout, team, namespace, ..Default::default() }),
+        ),
+        Command::Task(t) => {
+            let base = TeamTaskArgs {
+                action: TaskAction::List,
+                name: None,
+                subject: None,
+                description: None,
+                owner: None,
+                depends_on: Vec::new(),
+                metadata: Default::default(),
+                state: None,
+                result: None,
+                team,
+                namespace,
+            };
+            let args = match t {
+                TaskCommand::Create { subject, description, owner, depends_on, metadata } => TeamTaskArgs {
+                    action: TaskAction::Create,
+                    subject: Some(subject.clone()),
+                    description: description.clone(),
+                    owner: owner.clone(),
+                    depends_on: depends_on.clone(),
+                    metadata: metadata.iter().cloned().collect(),
+                    ..base
+                },
+                TaskCommand::Update { name, state, result, owner } => TeamTaskArgs {
+                    action: TaskAction::Update,
+                    name: Some(name.clone()),
+                    state: state.as_deref().map(task_state).transpose()?,
+                    result: result.clone(),
+                    owner: owner.clone(),
+                    ..base
+                },
+                TaskCommand::Get { name } => TeamTaskArgs { action: TaskAction::Get, name: Some(name.clone()), ..base },
+                TaskCommand::List { state, owner } => TeamTaskArgs {
+                    action: TaskAction::List,
+                    state: state.as_deref().map(task_state).transpose()?,
+                    owner: owner.clone(),
+                    ..base
+                },
+            };
+            (Tool::TeamTask, to_value(&args))
+        }
+        Command::Memory(m) => {
+            let (action, text) = match m {
+                MemoryCommand::Read => (MemoryAction::Read, None),
+                MemoryCommand::Write { text } => (MemoryAction::Write, Some(text_arg(text)?)),
+                MemoryCommand::Append { text } => (MemoryAction::Append, Some(text_arg(text)?)),
+            };
+            (Tool::AgentMemory, to_value(&AgentMemoryArgs { action, text, agent: None, team, namespace }))
+        }
+        Command::Team(TeamCommand::Delete { name }) => {
+            (Tool::TeamDelete, to_value(&TeamDeleteArgs { team: name.clone().or(team), namespace }))
+        }
+        Command::Team(TeamCommand::Create(c)) => {
+            let agents: Vec<AgentTypeArgs> = c
+                .agents
+                .iter()
+                .map(|(name, image)| AgentTypeArgs { name: name.clone(), image: Some(image.clone()), ..Default::default() })
+                .collect();
+            let args = TeamCreateArgs {
+                name: c.name.clone(),
+                max_agents: c.max_agents,
+                member_timeout_seconds: c.member_timeout_seconds,
+                agents: (!agents.is_empty()).then_some(agents),
+                lead_agent: c.lead_agent.clone(),
+                lead_prompt: c.lead_prompt.clone(),
+                memory_project: c.memory_project.clone(),
+                namespace,
+            };
+            (Tool::TeamCreate, to_value(&args))
+        }
+        Command::Spawn { agent, prompt, model } => (
+            Tool::SpawnMember,
+            to_value(&SpawnMemberArgs { agent: agent.clone(), prompt: text_arg(prompt)?, model: model.clone(), team, namespace }),
+        ),
+        Command::Get { kind, name } => {
+            let kind = match kind {
+                GetKind::Teams => Kind::Teams,
+                GetKind::Members => Kind::Members,
+                GetKind::Tasks => Kind::Tasks,
+            };
+            (Tool::Get, to_value(&GetArgs { kind, name: name.clone(), team, namespace }))
+        }
+        Command::Call { tool, args } => {
+            let text = text_arg(std::slice::from_ref(args))?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| format!("the arguments are not valid JSON: {e}"))?;
+            let tool: Tool = tool.parse()?;
+            (tool, v)
+        }
+        Command::Mcp | Command::Install { .. } | Command::Watch(_) => return Err("not a tool".into()),
+    };
+    Ok(call)
+}
+
+/// The JSON of an argument struct (they serialize infallibly: strings, numbers, maps of strings).
+pub(super) fn to_value<T: Serialize>(args: &T) -> Value {
+    serde_json::to_value(args).unwrap_or(Value::Null)
+}
+
+fn task_state(s: &str) -> Result<TaskState, String> {
+    serde_json::from_value(Value::String(s.to_owned()))
+        .map_err(|_| format!("--state: {s:?} is not a task state: pending, in_progress, completed or failed"))
+}
+
+/// The words of a text argument, or stdin for a lone `-`.
+fn text_arg(words: &[String]) -> Result<String, String> {
+    if words.len() == 1 && words[0] == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading stdin: {e}"))?;
+        return Ok(s);
+    }
+    Ok(words.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn commands_map_to_tools() {
+        let cli = Cli::try_parse_from(["teamctl", "send", "general-2", "hello", "there"]).unwrap();
+        let (tool, args) = request(&cli).unwrap();
+        assert_eq!(tool, Tool::SendMessage);
+        assert_eq!(args["body"], "hello there");
+        let cli = Cli::try_parse_from(["teamctl", "task", "update", "t1", "--state", "completed", "--result", "ok"]).unwrap();
+        let (tool, args) = request(&cli).unwrap();
+        assert_eq!((tool, args["action"].as_str(), args["state"].as_str()), (Tool::TeamTask, Some("update"), Some("completed")));
+        let cli = Cli::try_parse_from(["teamctl", "-n", "ns", "team", "create", "x", "--agent", "general=img"]).unwrap();
+        let (tool, args) = request(&cli).unwrap();
+        assert_eq!(tool, Tool::TeamCreate);
+        assert_eq!(args["agents"][0]["image"], "img");
+        assert!(args.get("team").is_none());
+    }
+
+    #[test]
+    fn a_bad_state_names_the_flag() {
+        let cli = Cli::try_parse_from(["teamctl", "task", "update", "t1", "--state", "done"]).unwrap();
+        assert!(request(&cli).unwrap_err().contains("--state"));
+    }
+}
