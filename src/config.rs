@@ -2,7 +2,46 @@
 
 use std::net::SocketAddr;
 
+use crate::bus::{BusConfig, BusLimits};
 use crate::controller::pod::PodSettings;
+
+/// Limits of the message bus, on every process that sends (the gateway for members, the
+/// controller for its notices): give both the same values.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BusLimitArgs {
+    /// Most messages an inbox holds unacknowledged; past it, sends to it are refused (inbox_full).
+    #[arg(long, env = "TEAM_OPERATOR_INBOX_MAX_ENTRIES", default_value_t = BusLimits::default().inbox_max_entries, value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_max_entries: u64,
+    /// Most bytes an inbox holds unacknowledged (bodies plus 64 bytes and the names per message).
+    #[arg(long, env = "TEAM_OPERATOR_INBOX_MAX_BYTES", default_value_t = BusLimits::default().inbox_max_bytes, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub inbox_max_bytes: u64,
+    /// Most bytes all inboxes of one team hold together; keep it well below Redis maxmemory.
+    #[arg(long, env = "TEAM_OPERATOR_TEAM_MAX_BYTES", default_value_t = BusLimits::default().team_max_bytes, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub team_max_bytes: u64,
+    /// Sends one member may make at once before its rate applies (rate_limited).
+    #[arg(long, env = "TEAM_OPERATOR_SEND_BURST", default_value_t = BusLimits::default().send_burst, value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_burst: u32,
+    /// Sustained sends per second of one member; 0 turns the rate limit off.
+    #[arg(long, env = "TEAM_OPERATOR_SEND_RATE_PER_SECOND", default_value_t = BusLimits::default().send_rate_per_second)]
+    pub send_rate_per_second: u32,
+}
+
+impl BusLimitArgs {
+    /// The bus settings for `url`.
+    pub fn bus_config(&self, url: &str, cluster: bool) -> BusConfig {
+        BusConfig {
+            cluster,
+            limits: BusLimits {
+                inbox_max_entries: self.inbox_max_entries,
+                inbox_max_bytes: self.inbox_max_bytes,
+                team_max_bytes: self.team_max_bytes,
+                send_burst: self.send_burst,
+                send_rate_per_second: self.send_rate_per_second,
+            },
+            ..BusConfig::from_url(url)
+        }
+    }
+}
 
 /// Settings of `team-operator controller`.
 #[derive(clap::Args, Clone, Debug)]
@@ -16,6 +55,8 @@ pub struct ControllerArgs {
     /// Talk to a Redis Cluster instead of a single server.
     #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    #[command(flatten)]
+    pub bus_limits: BusLimitArgs,
     /// URL at which member pods reach the gateway.
     #[arg(long, env = "TEAM_OPERATOR_GATEWAY_URL", default_value = "http://team-operator-gateway:8080")]
     pub gateway_url: String,
@@ -77,6 +118,8 @@ pub struct GatewayArgs {
     /// Talk to a Redis Cluster instead of a single server.
     #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    #[command(flatten)]
+    pub bus_limits: BusLimitArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TEAM_GATEWAY_MAX_BODY_BYTES", default_value_t = 262_144)]
     pub max_body_bytes: usize,

@@ -40,6 +40,8 @@ pub const CODES: &[(&str, u16)] = &[
     ("recipient_finished", 409),
     ("team_disbanded", 410),
     ("too_large", 413),
+    ("inbox_full", 429),
+    ("rate_limited", 429),
     ("internal", 500),
     ("unavailable", 503),
 ];
@@ -148,5 +150,12 @@ mod tests {
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         let e: ApiError = BusError::TooLarge { size: 2, max: 1 }.into();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let rule = crate::bus::InboxLimit::Entries { max: 3 };
+        let e: ApiError = BusError::InboxFull { team: "t".into(), member: "lead".into(), rule }.into();
+        assert_eq!((e.code, e.status()), ("inbox_full", StatusCode::TOO_MANY_REQUESTS));
+        assert!(e.message.contains("inbox_max_entries"), "{}", e.message);
+        let e: ApiError =
+            BusError::RateLimited { team: "t".into(), member: "dev".into(), per_second: 1, burst: 2, retry_after_ms: 900 }.into();
+        assert_eq!((e.code, e.status()), ("rate_limited", StatusCode::TOO_MANY_REQUESTS));
     }
 }
