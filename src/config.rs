@@ -1,6 +1,7 @@
 //! Settings of the operator's processes, from flags or environment variables.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::bus::{BusConfig, BusLimits};
 use crate::controller::pod::PodSettings;
@@ -85,6 +86,15 @@ pub struct ControllerArgs {
     /// Seconds a lease stays valid after its last renewal: how long a dead leader blocks others.
     #[arg(long, env = "TEAM_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds the leader goes without a confirmed renewal before it stops reconciling (and
+    /// exits); below the lease duration, so it has stopped before a standby may take over.
+    /// Default: two thirds of the lease duration.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS")]
+    pub lease_renew_deadline_seconds: Option<u64>,
+    /// Seconds between the leader's renewals, and between a standby's tries for the lease (how
+    /// soon it takes a released one). Default: a seventh of the lease duration, at least 1.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_RETRY_PERIOD_SECONDS")]
+    pub lease_retry_period_seconds: Option<u64>,
     /// This replica's identity in the Lease (defaults to POD_NAME, else the host name and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -100,8 +110,9 @@ impl ControllerArgs {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             }),
-            duration_seconds: self.lease_duration_seconds,
-            grace_seconds: (self.lease_duration_seconds / 3).max(1),
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.lease_renew_deadline_seconds.unwrap_or(self.lease_duration_seconds * 2 / 3)),
+            retry_period: Duration::from_secs(self.lease_retry_period_seconds.unwrap_or((self.lease_duration_seconds / 7).max(1))),
         })
     }
 }
