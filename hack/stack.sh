@@ -23,9 +23,10 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-16259}
 KWOK_PORT=${KWOK_PORT:-16247}
 KCM_KUBE_API_QPS=${KCM_KUBE_API_QPS:-20}
 KCM_KUBE_API_BURST=${KCM_KUBE_API_BURST:-30}
-# What the chart's Deployments, StatefulSet (and its PersistentVolumeClaim), PDB, aggregated
-# ClusterRoles and Services need, besides the basics and the Job controller the benchmarks use.
-KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,job-controller,deployment-controller,replicaset-controller,statefulset-controller,endpointslice-controller,disruption-controller,clusterrole-aggregation-controller,persistentvolume-binder-controller
+# What the chart's Deployments, StatefulSet (and its PersistentVolumeClaim: binding, and the
+# protection finalizers the API server adds), PDB, aggregated ClusterRoles and Services need,
+# besides the basics and the Job controller the benchmarks use.
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,job-controller,deployment-controller,replicaset-controller,statefulset-controller,endpointslice-controller,disruption-controller,clusterrole-aggregation-controller,persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller
 STACK_TIMEOUT=${STACK_TIMEOUT:-60}
 SERVICE_CIDR=10.96.0.0/16
 
