@@ -3,9 +3,12 @@
 //! stack runs it by default (`NODE=1`), and `make test` starts it.
 //!
 //! Images come from hack/images.sh (no registry): the agent image is busybox-static with the
-//! scripted agents, imported when the kubelet starts.
+//! scripted agents, imported when the kubelet starts; the project image (the Dockerfile's layout)
+//! is written and imported by `make test` after the crate is built.
 mod support;
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
@@ -24,6 +27,8 @@ fn node_name() -> String {
 const NODE_TAINT: &str = "team-operator.local/real-node";
 /// Written by hack/images.sh (`agent`), imported by `hack/stack.sh up`.
 const AGENT_IMAGE: &str = "localhost/team-operator/agent:dev";
+/// Written by hack/images.sh (`project`) from target/debug and the static teamctl.
+const PROJECT_IMAGE: &str = "localhost/team-operator/team-operator:dev";
 /// hack/node.sh's NODE_POD_CIDR (10.244.7.0/24).
 const POD_PREFIX: &str = "10.244.7.";
 /// A container's first start includes the sandbox and the CNI set-up.
@@ -44,6 +49,7 @@ async fn real_node(client: &kube::Client) -> Node {
 /// A pod for the real node with the restricted security context the operator gives members:
 /// uid 65532, non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp.
 fn restricted_pod(name: &str, script: &str) -> Pod {
+    let container = restricted_container("probe", AGENT_IMAGE, vec!["/bin/sh".into(), "-c".into(), script.into()]);
     Pod {
         metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
         spec: Some(PodSpec {
@@ -63,19 +69,23 @@ fn restricted_pod(name: &str, script: &str) -> Pod {
                 ..Default::default()
             }),
             termination_grace_period_seconds: Some(1),
-            containers: vec![Container {
-                name: "probe".into(),
-                image: Some(AGENT_IMAGE.into()),
-                image_pull_policy: Some("Never".into()),
-                command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
-                security_context: Some(SecurityContext {
-                    read_only_root_filesystem: Some(true),
-                    allow_privilege_escalation: Some(false),
-                    capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
+            containers: vec![container],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn restricted_container(name: &str, image: &str, command: Vec<String>) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("Never".into()),
+        command: Some(command),
+        security_context: Some(SecurityContext {
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
             ..Default::default()
         }),
         ..Default::default()
@@ -141,4 +151,127 @@ async fn pod_that_exits_zero_succeeds() {
     let done = wait_for(&pods, "ok", POD_TIMEOUT, "pod ok to succeed", |p| pod_phase(p) == Some("Succeeded")).await;
     assert_eq!(terminated(&done).map(|t| t.exit_code), Some(0), "{}", describe(&done));
     ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn teamctl_from_the_project_image_runs_in_the_agent_image() {
+    let s = stack().await;
+    real_node(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "node-teamctl").await;
+    let pods: Api<Pod> = ns.api();
+
+    // As the operator's init container does: /teamctl install DIR, then the agent image runs it.
+    let tools = "/opt/agentteams/bin";
+    let mount = k8s_openapi::api::core::v1::VolumeMount { name: "tools".into(), mount_path: tools.into(), ..Default::default() };
+    let mut init = restricted_container("teamctl", PROJECT_IMAGE, vec!["/teamctl".into(), "install".into(), tools.into()]);
+    init.volume_mounts = Some(vec![mount.clone()]);
+    let mut pod = restricted_pod("tools", "teamctl --version && echo teamctl-ran");
+    let spec = pod.spec.as_mut().unwrap();
+    spec.init_containers = Some(vec![init]);
+    spec.containers[0].volume_mounts = Some(vec![mount]);
+    spec.volumes =
+        Some(vec![k8s_openapi::api::core::v1::Volume { name: "tools".into(), empty_dir: Some(Default::default()), ..Default::default() }]);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = wait_for(&pods, "tools", POD_TIMEOUT, "pod tools to succeed (is the project image imported? `make images`)", |p| {
+        matches!(pod_phase(p), Some("Succeeded" | "Failed"))
+    })
+    .await;
+    let log = pods.logs("tools", &LogParams::default()).await.unwrap_or_default();
+    assert_eq!(pod_phase(&done), Some("Succeeded"), "log:\n{log}\n{}", describe(&done));
+    assert!(log.contains("teamctl-ran"), "log:\n{log}");
+    ns.cleanup().await;
+}
+
+/// hack/lib.sh's CACHE_DIR.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TEAM_OPERATOR_CACHE") {
+        return dir.into();
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
+        .join("team-operator")
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap_or(digest))
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// The runtime stage of the Dockerfile: its USER, ENTRYPOINT, CMD, EXPOSE and the paths the build
+/// stage installs under /out (which the runtime stage copies to /).
+struct DockerfileImage {
+    user: String,
+    entrypoint: serde_json::Value,
+    cmd: serde_json::Value,
+    ports: BTreeSet<String>,
+    paths: BTreeSet<String>,
+}
+
+fn dockerfile_image() -> DockerfileImage {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut image = DockerfileImage {
+        user: String::new(),
+        entrypoint: serde_json::Value::Null,
+        cmd: serde_json::Value::Null,
+        ports: BTreeSet::new(),
+        paths: BTreeSet::new(),
+    };
+    for line in text.lines().map(str::trim) {
+        let line = line.trim_start_matches("&& ").trim_end_matches(" \\");
+        if let Some(v) = line.strip_prefix("USER ") {
+            image.user = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("ENTRYPOINT ") {
+            image.entrypoint = serde_json::from_str(v).expect("ENTRYPOINT in exec form");
+        } else if let Some(v) = line.strip_prefix("CMD ") {
+            image.cmd = serde_json::from_str(v).expect("CMD in exec form");
+        } else if let Some(v) = line.strip_prefix("EXPOSE ") {
+            image.ports.extend(v.split_whitespace().map(|p| format!("{p}/tcp")));
+        } else if line.starts_with("install ")
+            && let Some(out) = line.split_whitespace().last().and_then(|p| p.strip_prefix("/out"))
+        {
+            image.paths.insert(out.to_string());
+        }
+    }
+    assert!(!image.user.is_empty() && !image.paths.is_empty(), "could not read the runtime stage of {}", path.display());
+    image
+}
+
+#[test]
+fn project_image_agrees_with_the_dockerfile() {
+    let want = dockerfile_image();
+    let layout = cache_dir().join("images/project");
+    assert!(
+        layout.join("index.json").exists(),
+        "no project image layout in {} — run `make images` (hack/images.sh project)",
+        layout.display()
+    );
+    let index = json_file(&layout.join("index.json"));
+    let manifest = json_file(&blob(&layout, index["manifests"][0]["digest"].as_str().unwrap()));
+    let config = json_file(&blob(&layout, manifest["config"]["digest"].as_str().unwrap()));
+    let c = &config["config"];
+    assert_eq!(c["User"].as_str(), Some(want.user.as_str()), "user");
+    assert_eq!(c["Entrypoint"], want.entrypoint, "entrypoint");
+    assert_eq!(c["Cmd"], want.cmd, "cmd");
+    let ports: BTreeSet<String> = c["ExposedPorts"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    assert_eq!(ports, want.ports, "exposed ports");
+
+    let mut files = BTreeSet::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let out = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(blob(&layout, layer["digest"].as_str().unwrap()))
+            .output()
+            .expect("tar on PATH");
+        assert!(out.status.success(), "tar -tf failed: {}", String::from_utf8_lossy(&out.stderr));
+        files.extend(String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_start_matches('.').to_string()));
+    }
+    for path in &want.paths {
+        assert!(files.contains(path), "{path} (installed by the Dockerfile) is missing from the project image");
+    }
 }
