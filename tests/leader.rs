@@ -10,13 +10,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use failover::{Proxy, Replica};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use support::teams::team;
 use support::*;
-use team_operator::api::{Team, TeamPhase};
+use team_operator::api::Team;
 
 /// Both tests hold the one Lease the harness's identity may hold: one at a time.
 static LEASE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The Team has been reconciled: it carries the disband finalizer. (Not "Active": that needs
+/// its lead Member, which the chart's admission policy lets only the `e2e` release's controller
+/// create, and these replicas are another release's.)
+fn reconciled(t: &Team) -> bool {
+    t.finalizers().iter().any(|f| f == "agentteams.dev/disband")
+}
 
 fn holder(l: &Lease) -> Option<String> {
     l.spec.as_ref().and_then(|s| s.holder_identity.clone())
@@ -45,6 +53,9 @@ async fn on_sigterm_the_leader_releases_the_lease_and_the_standby_takes_it_at_on
     wait_for(&leases, &lease, TIMEOUT, "replica-a to hold the lease", |l| holder(l).as_deref() == Some("replica-a")).await;
     let b = Replica::start(ns.name(), "replica-b", &kubeconfig, timings);
     b.wait_log("waiting for the lease", TIMEOUT).await;
+    // A running leader, as a rollout finds it (a SIGTERM during start-up is covered too, by a
+    // grace of one retry period, but that is not what this measures).
+    a.wait_log("caches synced; reconciling", TIMEOUT).await;
 
     let stopped = Instant::now();
     a.sigterm();
@@ -58,10 +69,7 @@ async fn on_sigterm_the_leader_releases_the_lease_and_the_standby_takes_it_at_on
     // The new leader reconciles.
     let teams: Api<Team> = ns.api();
     teams.create(&PostParams::default(), &team("after", 2)).await.expect("create a Team");
-    wait_for(&teams, "after", TIMEOUT, "the new leader to make the Team Active", |t| {
-        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Active)
-    })
-    .await;
+    wait_for(&teams, "after", TIMEOUT, "the new leader to reconcile the Team", reconciled).await;
     teams.delete("after", &Default::default()).await.expect("delete the Team");
     wait_deleted(&teams, "after", None, TIMEOUT, "the new leader to disband the Team").await;
     b.sigterm();
@@ -89,10 +97,7 @@ async fn a_leader_cut_off_from_the_api_stops_reconciling_within_its_renew_deadli
     // replica-a reconciles through the proxy.
     let teams: Api<Team> = ns.api();
     teams.create(&PostParams::default(), &team("before", 2)).await.expect("create a Team");
-    wait_for(&teams, "before", TIMEOUT, "replica-a to make the Team Active", |t| {
-        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Active)
-    })
-    .await;
+    wait_for(&teams, "before", TIMEOUT, "replica-a to reconcile the Team", reconciled).await;
 
     let cut = Instant::now();
     proxy.cut();
@@ -109,10 +114,6 @@ async fn a_leader_cut_off_from_the_api_stops_reconciling_within_its_renew_deadli
         wait_for(&leases, &lease, duration * 2, "replica-b to take the expired lease", |l| holder(l).as_deref() == Some("replica-b")).await;
     let acquired: SystemTime = taken.spec.and_then(|s| s.acquire_time).map(|t| t.0.into()).expect("acquireTime");
     assert!(acquired > stopped_at, "replica-b acquired at {acquired:?}, replica-a stopped at {stopped_at:?}");
-    wait_for(&teams, "before", TIMEOUT, "replica-b to keep the Team Active", |t| {
-        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Active)
-    })
-    .await;
     teams.delete("before", &Default::default()).await.expect("delete the Team");
     wait_deleted(&teams, "before", None, TIMEOUT, "replica-b to disband the Team").await;
     b.sigterm();

@@ -13,8 +13,8 @@
 //! - A standby looks again every `retry_period` with fresh state (the crate alone would sleep
 //!   until the old holder's expiry), so a Lease released on SIGTERM is taken at once, not a lease
 //!   duration later.
-//! - On SIGTERM the leader lets its controllers finish (`shutdown_on_signal`, at most two retry
-//!   periods), then releases the Lease; a standby gets SIGTERM and simply leaves.
+//! - On SIGTERM the leader lets its controllers finish (`shutdown_on_signal`, at most one retry
+//!   period), then releases the Lease; a standby gets SIGTERM and simply leaves.
 //!
 //! A replica that loses the lease, passes its renew deadline or whose controllers end exits, so
 //! that its pod restarts as a standby.
@@ -98,7 +98,7 @@ where
         // safe to repeat.
         () = term.recv() => {
             info!("SIGTERM; stopping the controllers");
-            let grace = lease.retry_period * 2;
+            let grace = lease.retry_period;
             tokio::time::timeout(grace, &mut work).await.unwrap_or(Ok(()))
         }
         stop = hold(&manager, &api, &lease, since) => return Err(stop),
