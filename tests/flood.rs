@@ -296,3 +296,32 @@ async fn the_gateway_answers_429_inbox_full_and_rate_limited() {
     serving.abort();
     ns.cleanup().await;
 }
+
+/// Should Redis itself fill up (many teams at their budgets at once), a send is refused with the
+/// same 429 code rather than an internal error, and what was stored stays readable.
+#[tokio::test]
+async fn a_redis_at_maxmemory_refuses_sends_as_inbox_full_and_keeps_what_it_has() {
+    let redis = PrivateRedis::start(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]).await;
+    let limits = BusLimits { send_rate_per_second: 0, ..BusLimits::default() };
+    let bus = Bus::connect(BusConfig { limits, ..BusConfig::from_url(redis.url()) }).await.expect("connect");
+    let t = team(&bus, "full", &["lead", "dev"]).await;
+    let mut accepted = BTreeSet::new();
+    let mut refused = None;
+    for i in 0..1_000 {
+        match bus.send(&t, msg("lead", "dev", format!("{i:08}{}", "z".repeat(FLOOD_BODY - 8)))).await {
+            Ok(d) => {
+                accepted.insert(d[0].stream_id.clone());
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a 4 MB Redis refused some of 1,000 64 KiB sends");
+    assert!(matches!(refused, BusError::OutOfMemory(_)), "{refused:?}");
+    assert_eq!(refused.code(), "inbox_full");
+    assert_eq!(redis.ping().await.expect("PING"), "PONG");
+    let got: BTreeSet<String> = drain(&bus, &t, "dev").await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(got, accepted, "what Redis stored before it filled is delivered");
+}
