@@ -276,17 +276,29 @@ async fn the_gateway_answers_429_inbox_full_and_rate_limited() {
     }
     let full = fixture::call(&url, Some(token), "send_message", json!({ "to": "lead", "body": "m3" })).await;
     fixture::assert_error(&full, 429, "inbox_full", "inbox_max_entries");
-    // The burst of four is spent; at one a second, one of the next few calls is refused for rate.
+    // The burst of four is spent; at one a second, one of the next few calls is refused for rate,
+    // with a Retry-After header.
     let mut limited = None;
     for _ in 0..5 {
-        let answer = fixture::call(&url, Some(token), "send_message", json!({ "to": "lead", "body": "m4" })).await;
+        let response = reqwest::Client::new()
+            .post(format!("{url}/v1/tools/send_message"))
+            .bearer_auth(token)
+            .json(&json!({ "to": "lead", "body": "m4" }))
+            .send()
+            .await
+            .expect("gateway reachable");
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let answer = (response.status().as_u16(), response.json::<serde_json::Value>().await.expect("a JSON answer"));
         if answer.1["error"]["code"] == "rate_limited" {
-            limited = Some(answer);
+            limited = Some((answer, retry_after));
             break;
         }
         fixture::assert_error(&answer, 429, "inbox_full", "inbox_max_entries");
+        assert_eq!(retry_after, None, "inbox_full says no time: it depends on the reader");
     }
-    fixture::assert_error(&limited.expect("a rate_limited answer"), 429, "rate_limited", "retry in");
+    let (answer, retry_after) = limited.expect("a rate_limited answer");
+    fixture::assert_error(&answer, 429, "rate_limited", "retry in");
+    assert_eq!(retry_after.as_deref(), Some("1"), "Retry-After of a 1-a-second bucket");
     // What was accepted is there for the lead.
     let got = fixture::ok(fixture::call(&url, Some(team.token("lead")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
     let bodies: Vec<&str> = got["messages"].as_array().expect("messages").iter().filter_map(|m| m["body"].as_str()).collect();
