@@ -10,9 +10,9 @@
 //!   for `renew_deadline` (shorter than the lease duration), it stops reconciling and exits,
 //!   before the lease expires and a standby may take it: two replicas never reconcile at once,
 //!   even when the leader's renewals fail silently (a partition, a hung API connection).
-//! - A standby looks again every `retry_period` with fresh state (the crate alone would sleep
-//!   until the old holder's expiry), so a Lease released on SIGTERM is taken at once, not a lease
-//!   duration later.
+//! - A standby lets the crate take the lease when the holder's expires, and reads the Lease every
+//!   `retry_period` besides: the crate alone would not look again before that expiry, so a Lease
+//!   released on SIGTERM is taken at once, not a lease duration later.
 //! - On SIGTERM the leader lets its controllers finish (`shutdown_on_signal`, at most one retry
 //!   period), then releases the Lease; a standby gets SIGTERM and simply leaves.
 //!
@@ -82,7 +82,7 @@ where
     let api: Api<Lease> = Api::namespaced(client.clone(), &lease.namespace);
     info!(lease = lease.name, namespace = lease.namespace, identity = lease.identity, "waiting for the lease");
     let (manager, since) = tokio::select! {
-        acquired = acquire(&client, &lease) => acquired,
+        acquired = acquire(&client, &api, &lease) => acquired,
         () = term.recv() => {
             info!("SIGTERM while standing by; exiting");
             return Ok(());
@@ -113,34 +113,44 @@ where
     ended
 }
 
-/// Takes the lease: every retry period a fresh manager (fresh state, so a release is seen at
-/// once; the crate alone would sleep until the holder's lease expires) tries for one retry
-/// period. A try cut short is harmless: an acquiring patch that went through is found by the
-/// next try, which then holds it; an expired lease the crate cleared is free for the next try.
-/// Returns the manager and a moment no later than the acquiring renewal.
-async fn acquire(client: &Client, lease: &LeaseSettings) -> (LeaseManager, SystemTime) {
+/// Takes the lease. The manager's `changed()` waits for the holder's lease to expire and takes
+/// it then; meanwhile the Lease is read every retry period, and once it is released (no holder)
+/// a fresh manager tries at once: the crate's state would only be read again at the old expiry.
+/// Returns the manager and the moment it got the lease (the first read-back in [`hold`] replaces
+/// it with the Lease's own renew time).
+async fn acquire(client: &Client, api: &Api<Lease>, lease: &LeaseSettings) -> (LeaseManager, SystemTime) {
     loop {
-        let since = SystemTime::now();
-        let manager = LeaseManager::new(client.clone(), &lease.name, &lease.namespace, lease.params(), LeaseCreateMode::AutoCreate).await;
-        let failed = match manager {
-            Ok(manager) => match tokio::time::timeout(lease.retry_period, manager.changed()).await {
-                Ok(Ok(true)) => return (manager, since),
-                Ok(Ok(false)) | Err(_) => {
-                    debug!("the lease is held by another replica");
-                    false
+        let manager =
+            match LeaseManager::new(client.clone(), &lease.name, &lease.namespace, lease.params(), LeaseCreateMode::AutoCreate).await {
+                Ok(manager) => manager,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the lease; retrying");
+                    tokio::time::sleep(lease.retry_period).await;
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "trying for the lease failed; retrying");
-                    true
+            };
+        let released = async {
+            loop {
+                tokio::time::sleep(lease.retry_period).await;
+                match tokio::time::timeout(lease.retry_period, api.get_opt(&lease.name)).await {
+                    Ok(Ok(Some(l))) if l.spec.as_ref().and_then(|s| s.holder_identity.as_ref()).is_none() => return,
+                    Ok(Ok(Some(_))) => debug!("the lease is held by another replica"),
+                    Ok(Ok(None)) => return,
+                    Ok(Err(e)) => debug!(error = %e, "reading the lease failed"),
+                    Err(_) => debug!("reading the lease timed out"),
                 }
-            },
-            Err(e) => {
-                warn!(error = %e, "cannot read the lease; retrying");
-                true
             }
         };
-        if failed {
-            tokio::time::sleep(lease.retry_period).await;
+        tokio::select! {
+            taken = manager.changed() => match taken {
+                Ok(true) => return (manager, SystemTime::now()),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "trying for the lease failed; retrying");
+                    tokio::time::sleep(lease.retry_period).await;
+                }
+            },
+            () = released => debug!("the lease was released; trying for it now"),
         }
     }
 }
@@ -184,8 +194,10 @@ async fn hold(manager: &LeaseManager, api: &Api<Lease>, lease: &LeaseSettings, s
                     if spec.holder_identity.as_deref() != Some(lease.identity.as_str()) {
                         return anyhow::anyhow!("the lease is held by {:?} now; exiting so the new leader takes over", spec.holder_identity);
                     }
+                    // The Lease's own renew time, written by this process's clock; it replaces the
+                    // moment of acquisition, which is later than the acquiring renewal.
                     if let Some(renew) = spec.renew_time {
-                        renewed = renewed.max(renew.0.into());
+                        renewed = renew.0.into();
                     }
                 }
                 Ok(Ok(None)) => return anyhow::anyhow!("the lease was deleted; exiting"),
