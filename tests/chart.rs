@@ -318,6 +318,23 @@ fn controller_and_gateway_get_the_same_bus_limits_the_binary_defaults_to() {
     }
 }
 
+#[test]
+fn leader_election_timings_reach_the_controller_and_must_nest() {
+    let env = env_of(container(&rendered(&[]), "Deployment", "t-team-operator-controller"));
+    for (var, value) in [
+        ("TEAM_OPERATOR_LEASE_DURATION_SECONDS", "15"),
+        ("TEAM_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", "10"),
+        ("TEAM_OPERATOR_LEASE_RETRY_PERIOD_SECONDS", "2"),
+    ] {
+        assert_eq!(env.get(var).map(String::as_str), Some(value), "{var}");
+    }
+    for set in ["controller.leaderElection.renewDeadlineSeconds=15", "controller.leaderElection.retryPeriodSeconds=10"] {
+        let out = run("helm", &["template", "t", CHART, "--set", set], None);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(text(&out).contains("retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"), "--set {set}:\n{}", text(&out));
+    }
+}
+
 // --- tests on the stack -------------------------------------------------------------------------
 
 #[tokio::test]
