@@ -213,11 +213,15 @@ import_image() { # <image>
   local img=$1 name dir digest
   name=$(image_name "$img"); dir=$IMAGES_DIR/$img; digest=$(cat "$dir/digest")
   if [[ $(ctr_node images ls "name==$name" 2>/dev/null | awk 'NR > 1 {print $3}') == "$digest" ]]; then
+    ctr_node images label "$name" io.cri-containerd.pinned=pinned >/dev/null
     return
   fi
   log "importing $name ($digest) into containerd ($CTRD_SOCK)"
   tar -C "$dir" -cf - oci-layout index.json blobs |
-    ctr_node images import --platform linux/amd64 - 2>&1 >/dev/null | { grep -v 'support for cgroup v1 is deprecated' >&2 || true; }
+    ctr_node images import --platform linux/amd64 - >/dev/null
+  # Pinned: the kubelet's image GC and its disk-pressure eviction never delete a pinned image
+  # (an imported image cannot be pulled again).
+  ctr_node images label "$name" io.cri-containerd.pinned=pinned >/dev/null
 }
 
 mkdir -p "$IMAGES_DIR"
