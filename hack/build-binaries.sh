@@ -60,7 +60,8 @@ if ((NODE)); then
     OUT=$NODE_BIN_DIR/cni build cni "${plugin#*/}" "github.com/containernetworking/plugins/plugins/$plugin" \
       -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
   done
-  OUT=$NODE_BIN_DIR build coredns coredns github.com/coredns/coredns -ldflags "-s -w"
+  # CoreDNS with only the plugins the stack's Corefile uses (hack/go/coredns/main.go).
+  OUT=$NODE_BIN_DIR build coredns coredns . -ldflags "-s -w"
 fi
 
 if ((NODE)); then log "binaries ready in $BIN_DIR and $NODE_BIN_DIR"; else log "binaries ready in $BIN_DIR"; fi

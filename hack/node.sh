@@ -58,7 +58,10 @@ node_ports() {
   esac
 }
 
-ctr_node() { "$NODE_BIN_DIR/ctr" --address "$CTRD_SOCK" -n k8s.io "$@"; }
+# ctr against the node's containerd, without its per-call cgroup v1 deprecation warning.
+ctr_node() {
+  "$NODE_BIN_DIR/ctr" --address "$CTRD_SOCK" -n k8s.io "$@" 2> >(grep -v 'support for cgroup v1 is deprecated' >&2)
+}
 
 node_healthy() {
   case $1 in

@@ -392,7 +392,14 @@ up() {
     wait_healthy "$c"
     log "$c healthy"
   done
-  if ((NODE)); then node_volumes; node_net_first; fi
+  if ((NODE)); then
+    node_volumes
+    node_net_first
+    # Imported images may have been removed (disk pressure before they were pinned, a wiped
+    # content store): import what is missing (cheap when they are there).
+    "$HACK_DIR/images.sh" pause agent redis >>"$LOGS/images.log" 2>&1 ||
+      { tail -n 20 "$LOGS/images.log" >&2; die "importing the base images failed (see $LOGS/images.log)"; }
+  fi
   if (( started )); then
     log "stack up in $((SECONDS - t0))s — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
   else

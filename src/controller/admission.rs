@@ -22,8 +22,9 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
-use super::pod::{self, PodInputs, ROLE_LABEL};
-use crate::api::{Member, MemberPhase, MemberRole, MemoryMode, Team, labels};
+use super::pod::{self, PodInputs};
+use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
+use crate::api::{Member, MemberPhase, MemberRole, MemoryMode, Team};
 use crate::bus::{self, MemoryKey};
 
 /// (namespace, team name).
@@ -66,6 +67,31 @@ pub struct TeamView {
     pub disbanded: bool,
     /// Agent types of the team.
     pub agents: BTreeSet<String>,
+    /// The lead is an existing pod (`spec.lead.podName`): the operator starts no lead pod.
+    pub external_lead: bool,
+    /// The team this one is a sub-team of: its members count against that team's cap too.
+    pub parent: Option<TeamId>,
+}
+
+/// Where the live pods controlled by a Member the store does not hold (a Member deleted while
+/// its pod still runs) are counted: against the operator-wide cap, in no team.
+pub fn unowned() -> TeamId {
+    (String::new(), String::new())
+}
+
+/// `team` and the teams it is a sub-team of, nearest first (at most 8 deep, which also ends a
+/// cycle of owner references).
+fn lineage<'a>(teams: &'a HashMap<TeamId, TeamView>, team: &'a TeamId) -> Vec<&'a TeamId> {
+    let mut out = vec![team];
+    let mut at = team;
+    while let Some(parent) = teams.get(at).and_then(|t| t.parent.as_ref()) {
+        if out.len() >= 8 || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        at = parent;
+    }
+    out
 }
 
 /// What the planner needs to know of a member.
@@ -81,6 +107,8 @@ pub struct MemberView {
     pub phase: MemberPhase,
     /// Its pod exists (in the store) or was created and not yet observed.
     pub has_pod: bool,
+    /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`).
+    pub backing_off: bool,
 }
 
 /// Decisions of one planning round.
@@ -93,7 +121,8 @@ pub struct Plan {
 }
 
 /// Names unnamed members and admits queued ones under both caps. `live` counts specialist pods
-/// that hold a slot, per team.
+/// that hold a slot, per team (and under [`unowned`] those of no known Member). A sub-team's
+/// members count against its own cap and every ancestor's.
 pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &HashMap<TeamId, usize>, global_cap: usize) -> Plan {
     let mut order: Vec<&MemberView> = members.iter().collect();
     // Leads first so the lead gets its agent type's bare name; then first come, first served.
@@ -107,7 +136,13 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
     }
 
     let mut out = Plan::default();
-    let mut team_live: HashMap<&TeamId, usize> = live.iter().map(|(k, v)| (k, *v)).collect();
+    // Slots in use per team, its sub-teams' included.
+    let mut team_live: HashMap<&TeamId, usize> = HashMap::new();
+    for (team, n) in live {
+        for t in lineage(teams, team) {
+            *team_live.entry(t).or_default() += n;
+        }
+    }
     let mut global_live: usize = live.values().sum();
     for m in order {
         let Some(team) = teams.get(&m.team) else { continue };
@@ -120,22 +155,27 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             used.insert(name.clone());
             out.names.push((m.key.clone(), name));
         }
-        if m.phase != MemberPhase::Queued || m.has_pod {
+        if m.phase != MemberPhase::Queued || m.has_pod || m.backing_off {
             continue;
         }
         if m.role == MemberRole::Lead {
-            out.admit.push(m.key.clone());
+            if !team.external_lead {
+                out.admit.push(m.key.clone());
+            }
             continue;
         }
-        let used = team_live.entry(&m.team).or_default();
-        if *used >= team.max_agents.min(global_cap) {
-            continue;
-        }
-        if global_live >= global_cap {
+        let line = lineage(teams, &m.team);
+        let full = line.iter().any(|t| {
+            let cap = teams.get(*t).map_or(0, |v| v.max_agents).min(global_cap);
+            team_live.get(t).copied().unwrap_or(0) >= cap
+        });
+        if full || global_live >= global_cap {
             // Keep going: later members still get their names while they wait.
             continue;
         }
-        *used += 1;
+        for t in line {
+            *team_live.entry(t).or_default() += 1;
+        }
         global_live += 1;
         out.admit.push(m.key.clone());
     }
@@ -158,6 +198,8 @@ struct Pending {
     pods: HashMap<(String, String), (TeamId, Instant)>,
     /// Names written but not yet seen in the member store: member uid → name.
     names: HashMap<String, String>,
+    /// Members whose pod create was refused, waiting out their backoff.
+    refusals: Backoff,
 }
 
 /// Runs the admission loop until the process ends: a round after every burst of `changes`
@@ -177,7 +219,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
         let mut pending = Pending::default();
         loop {
             let next = match round(&ctx, &teams, &members, &pods, &mut pending).await {
-                Outcome::Done => RESYNC,
+                // A member backing off from a refused create is planned again when its wait ends.
+                Outcome::Done => pending.refusals.next(Instant::now()).map_or(RESYNC, |d| d.min(RESYNC)),
                 Outcome::More => continue,
                 Outcome::Failed => RETRY,
             };
@@ -196,6 +239,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
 /// One planning round: snapshot, plan, write names, create pods.
 async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> Outcome {
     let team_objs = teams.state();
+    let by_uid: HashMap<&str, TeamId> =
+        team_objs.iter().filter_map(|t| Some((t.metadata.uid.as_deref()?, (t.namespace()?, t.name_any())))).collect();
     let team_views: HashMap<TeamId, TeamView> = team_objs
         .iter()
         .filter_map(|t| {
@@ -204,32 +249,48 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
                 disbanded: t.is_disbanded(),
                 agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
+                external_lead: t.spec.lead.pod_name.is_some(),
+                parent: t.parent_uid().and_then(|uid| by_uid.get(uid).cloned()),
             };
             Some((id, view))
         })
         .collect();
 
-    // Live specialist pods per team, and forget expectations the store has caught up with.
-    let mut live: HashMap<TeamId, usize> = HashMap::new();
+    // Pods by the Member that controls them (rule 7: ownership, never labels): which members
+    // have a pod, and which pods still run and so hold a slot — during a disband too, until
+    // they end. Expectations the store has caught up with are forgotten.
     let mut pod_names: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut controlled: HashMap<String, bool> = HashMap::new();
     for p in pods.state() {
         let Some(ns) = p.namespace() else { continue };
-        pod_names.insert((ns.clone(), p.name_any()));
-        let labels = p.labels();
-        let terminal = matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-        if terminal || labels.get(ROLE_LABEL).map(String::as_str) != Some("specialist") {
-            continue;
-        }
-        if let Some(team) = labels.get(labels::TEAM) {
-            *live.entry((ns, team.clone())).or_default() += 1;
+        pod_names.insert((ns, p.name_any()));
+        if let Some(owner) = pod::controlling_member(&p) {
+            let running = !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+            *controlled.entry(owner.uid.clone()).or_default() |= running;
         }
     }
     pending.pods.retain(|k, (_, at)| !pod_names.contains(k) && at.elapsed() < EXPECTATION_TTL);
+
+    let member_objs = members.state();
+    let now = Instant::now();
+    let mut live: HashMap<TeamId, usize> = HashMap::new();
+    let mut unowned_live = controlled.values().filter(|running| **running).count();
+    for m in &member_objs {
+        let (Some(ns), Some(uid)) = (m.namespace(), m.metadata.uid.as_deref()) else { continue };
+        if controlled.get(uid) == Some(&true) {
+            unowned_live -= 1;
+            if m.spec.role != MemberRole::Lead {
+                *live.entry((ns, m.spec.team.clone())).or_default() += 1;
+            }
+        }
+    }
+    if unowned_live > 0 {
+        live.insert(unowned(), unowned_live);
+    }
     for (team, _) in pending.pods.values() {
         *live.entry(team.clone()).or_default() += 1;
     }
 
-    let member_objs = members.state();
     // Forget names the store now shows, and names of members that are gone.
     if !pending.names.is_empty() {
         let stored: HashMap<&str, Option<&str>> =
@@ -242,10 +303,9 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
             let ns = m.namespace()?;
             let uid = m.metadata.uid.clone()?;
             let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
-            let has_pod = name.as_ref().is_some_and(|n| {
-                let pn = (ns.clone(), pod::pod_name(&m.spec.team, n, &uid));
-                pod_names.contains(&pn) || pending.pods.contains_key(&pn)
-            });
+            let backing_off = pending.refusals.waiting(&uid, now);
+            let has_pod = controlled.contains_key(&uid)
+                || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(&m.spec.team, n, &uid))));
             Some(MemberView {
                 key: ObjectRef::from_obj(m.as_ref()),
                 team: (ns, m.spec.team.clone()),
@@ -253,6 +313,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 role: m.spec.role,
                 uid,
                 created: m.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+                backing_off,
                 name,
                 phase: m.phase(),
                 has_pod,
@@ -288,21 +349,31 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     }
     let create = futures::stream::iter(creations)
         .map(|(member, team, name, pod_key)| async move {
-            match create_pod(ctx, &team, &member, &name).await {
-                Ok(()) => None,
-                Err(e) => {
-                    warn!(member = %member.name_any(), error = %e, "creating the member's pod failed; next round retries");
-                    Some(pod_key)
-                }
-            }
+            let outcome = create_pod(ctx, &team, &member, &name).await;
+            (member, pod_key, outcome)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
-        .filter_map(|r| async move { r })
         .collect::<Vec<_>>();
-    let (failed, named) = futures::join!(create, patch_names(ctx, later));
-    complete &= remember_names(named, pending) && failed.is_empty();
-    for k in failed {
-        pending.pods.remove(&k);
+    let (created, named) = futures::join!(create, patch_names(ctx, later));
+    complete &= remember_names(named, pending);
+    for (member, pod_key, outcome) in created {
+        let uid = member.metadata.uid.clone().unwrap_or_default();
+        match outcome {
+            Ok(()) => pending.refusals.clear(&uid),
+            Err(e) => {
+                pending.pods.remove(&pod_key);
+                let refusal = match &e {
+                    super::Error::Kube(k) => Refusal::of(k),
+                    other => Refusal::Transient(other.to_string()),
+                };
+                let tries = pending.refusals.refused(&uid, Instant::now());
+                warn!(member = %member.name_any(), error = %e, tries, "creating the member's pod was refused; retried with backoff");
+                if let Err(e) = record_refusal(ctx, &member, &refusal, tries).await {
+                    warn!(member = %member.name_any(), error = %e, "recording the refusal failed; next round retries");
+                    complete = false;
+                }
+            }
+        }
     }
     match (complete, more) {
         (false, _) => Outcome::Failed,
@@ -351,6 +422,31 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .await
 }
 
+/// Writes what a refused pod create means on the Member: `PodRejected` (Failed, with a Warning
+/// Event) once a create refused for good has been tried [`REJECTED_TRIES`] times, or
+/// `QuotaExceeded` on the Queued member (once, while it stays so). The Failed member's
+/// reconciler tells the lead, as for any failure.
+async fn record_refusal(ctx: &Context, member: &Member, refusal: &Refusal, tries: u32) -> Result<(), super::Error> {
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    let status = member.status.clone().unwrap_or_default();
+    let patch = match refusal {
+        Refusal::Rejected(msg) if tries >= REJECTED_TRIES => {
+            let message = format!("the API server refused the member's pod: {msg}");
+            ctx.event(member, true, POD_REJECTED, message.clone()).await;
+            serde_json::json!({ "status": {
+                "phase": MemberPhase::Failed, "reason": POD_REJECTED, "message": message,
+                "completionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+            }})
+        }
+        Refusal::Quota(msg) if status.reason.as_deref() != Some(QUOTA_EXCEEDED) => {
+            serde_json::json!({ "status": { "reason": QUOTA_EXCEEDED, "message": format!("waiting for quota: {msg}") } })
+        }
+        _ => return Ok(()),
+    };
+    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
 /// Members per phase and slots in use, as of this round.
 fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usize>) {
     use crate::metrics::PhaseLabel;
@@ -396,7 +492,13 @@ mod tests {
     use k8s_openapi::jiff::SignedDuration;
 
     fn team(cap: usize) -> TeamView {
-        TeamView { max_agents: cap, disbanded: false, agents: ["general".to_owned(), "lead".to_owned()].into() }
+        TeamView {
+            max_agents: cap,
+            disbanded: false,
+            agents: ["general".to_owned(), "lead".to_owned()].into(),
+            external_lead: false,
+            parent: None,
+        }
     }
 
     fn mv(team: &str, i: i64, name: Option<&str>, phase: MemberPhase) -> MemberView {
@@ -410,6 +512,7 @@ mod tests {
             name: name.map(str::to_owned),
             phase,
             has_pod: false,
+            backing_off: false,
         }
     }
 
