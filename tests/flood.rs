@@ -70,7 +70,9 @@ async fn counted_bytes(redis: &mut redis::aio::MultiplexedConnection, team: &Tea
 #[tokio::test]
 async fn a_flooding_member_gets_429s_while_other_teams_work_and_nothing_stored_is_lost() {
     let redis = PrivateRedis::start(&["--maxmemory", "256mb", "--maxmemory-policy", "noeviction"]).await;
-    let limits = BusLimits { send_burst: 500, send_rate_per_second: 200, ..BusLimits::default() };
+    // A burst big enough to reach both byte limits (the lead's inbox at about 255 messages, the
+    // team at about 1,020), then a rate far below the flood's: the rest is rate_limited.
+    let limits = BusLimits { send_burst: 2_000, send_rate_per_second: 200, ..BusLimits::default() };
     let bus = Bus::connect(BusConfig { limits, ..BusConfig::from_url(redis.url()) }).await.expect("connect");
     let flooded = team(&bus, "flooded", &["flood", "lead", "a", "b", "c", "d"]).await;
     let other = team(&bus, "other", &["lead", "dev"]).await;
