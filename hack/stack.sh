@@ -374,7 +374,7 @@ up() {
   fi
   for c in "${COMPONENTS[@]}"; do
     if alive "$c" && stale "$c"; then
-      log "$c runs with the flags of an older hack/stack.sh; restarting it"
+      log "$c runs with other flags or config than this hack/stack.sh writes; restarting it"
       stop_one "$c"
     fi
     if alive "$c" && healthy "$c"; then continue; fi
