@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by stack.sh and images.sh, which use its variables
 # The real node of the local stack (NODE=1): containerd + runc + CNI bridge + kubelet, kube-proxy
 # (iptables mode) and CoreDNS, beside the kwok nodes. Sourced by hack/stack.sh, never run.
 #
@@ -233,7 +234,7 @@ node_cert() { # <name> <subject> <ext>
   local name=$1 subj=$2 ext=$3
   [[ -f $PKI/$name.crt ]] && return
   (
-    cd "$PKI"
+    cd "$PKI" || exit
     printf '%s\n' "$ext" >"$name.ext"
     openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
     openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
