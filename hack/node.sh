@@ -688,7 +688,9 @@ node_down() {
   node_containers_rm
   stop_one containerd
   node_mounts_rm
-  node_cgroups_rm
+  # The kubepods cgroups and the network belong to whichever stack runs the node.
+  local owner; owner=$(cat "$NODE_OWNER_DIR/node-$NODE_LINK.owner" 2>/dev/null || true)
+  if [[ -z $owner || $owner == "$STACK_DIR" ]]; then node_cgroups_rm; fi
   node_net_down
   rm -rf "$NODE_RUN"
 }
