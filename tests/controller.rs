@@ -389,23 +389,7 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     let (lease_ns, lease) = support::identity::chart_lease();
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
     let _ = leases.delete(&lease, &Default::default()).await;
-    let replica = |id: &str| {
-        Operator::start_with(
-            ns.name(),
-            10,
-            &[
-                "--leader-election",
-                "--lease-namespace",
-                lease_ns,
-                "--lease-name",
-                &lease,
-                "--identity",
-                id,
-                "--lease-duration-seconds",
-                "6",
-            ],
-        )
-    };
+    let replica = |id: &str| Operator::replica(ns.name(), id);
     let mut a = replica("replica-a");
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
     wait_for(&leases, &lease, TIMEOUT, "replica-a to hold the lease", |l| holder(l).as_deref() == Some("replica-a")).await;
@@ -553,23 +537,7 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
     let (lease_ns, lease) = support::identity::chart_lease();
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
     let _ = leases.delete(&lease, &DeleteParams::default()).await;
-    let replica = |id: &str| {
-        Operator::start_with(
-            ns.name(),
-            10,
-            &[
-                "--leader-election",
-                "--lease-namespace",
-                lease_ns,
-                "--lease-name",
-                &lease,
-                "--identity",
-                id,
-                "--lease-duration-seconds",
-                "6",
-            ],
-        )
-    };
+    let replica = |id: &str| Operator::replica(ns.name(), id);
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
     let mut a = replica("restarts-a");
     wait_for(&leases, &lease, TIMEOUT, "restarts-a to lead", |l| holder(l).as_deref() == Some("restarts-a")).await;

@@ -60,6 +60,13 @@ impl Operator {
         Self { child, log, metrics_port }
     }
 
+    /// A replica with leader election on the chart's one Lease (lease 6 s), for failover tests.
+    pub fn replica(ns: &str, identity: &str) -> Self {
+        let (lease_ns, lease) = super::identity::chart_lease();
+        let flags = ["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", identity];
+        Self::start_with(ns, 10, &[&flags[..], &["--lease-duration-seconds", "6"]].concat())
+    }
+
     /// The Prometheus text of its /metrics.
     pub async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
