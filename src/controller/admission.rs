@@ -599,4 +599,32 @@ mod tests {
         let p = plan(&teams(&[("a", 1)]), &[lead], &live, 1);
         assert_eq!(p.admit.len(), 1);
     }
+
+    #[test]
+    fn a_sub_teams_members_count_against_its_parents_cap() {
+        let mut ts = teams(&[("parent", 2), ("child", 5)]);
+        ts.get_mut(&("ns".to_owned(), "child".to_owned())).expect("child").parent = Some(("ns".into(), "parent".into()));
+        // The parent runs one; the child may start only one more, though its own cap is 5.
+        let live = HashMap::from([(("ns".to_owned(), "parent".to_owned()), 1)]);
+        let members: Vec<MemberView> = (0..3).map(|i| mv("child", i, Some(&format!("c{i}")), MemberPhase::Queued)).collect();
+        let p = plan(&ts, &members, &live, 10);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0"]);
+        // A full child does not hold the parent back.
+        let live = HashMap::from([(("ns".to_owned(), "child".to_owned()), 1)]);
+        let parents: Vec<MemberView> = (5..8).map(|i| mv("parent", i, Some(&format!("p{i}")), MemberPhase::Queued)).collect();
+        assert_eq!(plan(&ts, &parents, &live, 10).admit.len(), 1, "parent cap 2 with one child pod live");
+    }
+
+    #[test]
+    fn an_external_lead_gets_no_pod_and_a_backing_off_member_waits() {
+        let mut ts = teams(&[("a", 5)]);
+        ts.get_mut(&("ns".to_owned(), "a".to_owned())).expect("a").external_lead = true;
+        let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
+        lead.role = MemberRole::Lead;
+        let mut refused = mv("a", 2, Some("g"), MemberPhase::Queued);
+        refused.backing_off = true;
+        let next = mv("a", 3, Some("g2"), MemberPhase::Queued);
+        let p = plan(&ts, &[lead, refused, next], &HashMap::new(), 10);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m3"]);
+    }
 }
