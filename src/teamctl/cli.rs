@@ -115,6 +115,10 @@ pub enum Command {
     Install { dir: PathBuf },
     /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
     Watch(crate::watch::WatchArgs),
+    /// The member loop (a member pod's entrypoint): run an agent runtime on the prompt, then on
+    /// each batch of messages as the next turn of the same conversation, until the team goes
+    /// quiet for memberTimeoutSeconds (exit 0) or disbands.
+    Run(super::run::RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
