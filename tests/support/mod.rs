@@ -529,5 +529,7 @@ where
 }
 
 pub mod identity;
+pub mod model_server;
 pub mod operator;
+pub mod proxy;
 pub mod teams;
