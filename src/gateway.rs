@@ -178,7 +178,8 @@ async fn shutdown() {
 pub fn router(state: Arc<GatewayState>) -> Router {
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
-        .with_json_response(true)
+        // SSE answers, so a blocked wait_messages can send progress notifications before its result.
+        .with_json_response(false)
         .with_sse_keep_alive(None)
         .disable_allowed_hosts()
         .with_max_request_body_bytes(state.settings.max_body_bytes);
