@@ -11,6 +11,8 @@ use super::scripts::SEND;
 
 /// Sender name of operator notices.
 pub const OPERATOR_SENDER: &str = "team-operator";
+/// Prefix of a person's sender name (`user:alice`); no member name has a `:`.
+pub const PERSON_SENDER_PREFIX: &str = "user:";
 
 /// How long a message id is remembered for deduplication. Retries come within seconds; an hour
 /// leaves room for a gateway that retries across a Redis failover.
@@ -78,7 +80,13 @@ impl Bus {
             .arg(&id)
             .arg(self.cfg.stream_maxlen)
             .arg(IDEMPOTENCY_TTL.as_millis() as u64)
-            .arg(if notice { "1" } else { "0" });
+            .arg(if notice {
+                "1"
+            } else if from.starts_with(PERSON_SENDER_PREFIX) {
+                "2"
+            } else {
+                "0"
+            });
         let (outcome, detail): (String, String) = self.run_script(&invocation).await?;
         let team_name = || team.to_string();
         match outcome.as_str() {

@@ -4,10 +4,11 @@
 --
 -- KEYS: meta, roster, sent, sent-at.
 -- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, maxlen,
---       idempotency ttl in ms, '1' for an operator notice ('0' otherwise).
+--       idempotency ttl in ms, '1' for an operator notice, '2' for a person ('user:…', not on
+--       the roster), '0' for a member.
 -- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local maxlen, ttl, notice = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
+local maxlen, ttl, notice, person = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[9] == '2'
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -30,7 +31,7 @@ if prior then
   return { 'dup', prior }
 end
 
-if not notice and not redis.call('HGET', KEYS[2], from) then
+if not notice and not person and not redis.call('HGET', KEYS[2], from) then
   return { 'sender_not_in_team', from }
 end
 
