@@ -30,7 +30,7 @@ use super::tools::{TOOLS, Tool as ToolName};
 /// call.
 pub const MCP_WAIT_BOUND: Duration = Duration::from_secs(50);
 /// How often a blocked `wait_messages` tells a client that sent a progress token that it is
-/// still waiting.
+/// still waiting (more often when the wait bound is short).
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What the tools run against.
@@ -165,16 +165,17 @@ impl ServerHandler for McpTools {
             Some(token) => {
                 // Tell the client every few seconds that the wait goes on.
                 tokio::pin!(call);
-                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-                let mut waited = 0u64;
+                let every = PROGRESS_EVERY.min(self.wait_bound / 3);
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                let started = tokio::time::Instant::now();
                 loop {
                     tokio::select! {
                         a = &mut call => break a,
                         _ = ticks.tick() => {
-                            waited += PROGRESS_EVERY.as_secs();
-                            let mut note = ProgressNotificationParam::new(token.clone(), waited as f64);
-                            note.total = Some(self.wait_bound.as_secs() as f64);
-                            note.message = Some(format!("waiting for messages ({waited} s)"));
+                            let waited = started.elapsed().as_secs_f64();
+                            let mut note = ProgressNotificationParam::new(token.clone(), waited);
+                            note.total = Some(self.wait_bound.as_secs_f64());
+                            note.message = Some(format!("waiting for messages ({waited:.0} s)"));
                             let _ = context.peer.notify_progress(note).await;
                         }
                     }

@@ -120,11 +120,12 @@ const fn hints(read_only: bool, destructive: bool, idempotent: bool) -> Hints {
     Hints { read_only, destructive, idempotent }
 }
 
-/// An object schema with these properties (name, JSON type, description), none required.
+/// An object schema with these properties (name, JSON type, description), none required and
+/// each may be null (clients validate answers against it: an unset owner is `null`).
 fn object(props: &[(&str, &str, &str)]) -> serde_json::Map<String, Value> {
     let mut properties = serde_json::Map::new();
     for (name, ty, description) in props {
-        properties.insert((*name).to_owned(), serde_json::json!({ "type": ty, "description": description }));
+        properties.insert((*name).to_owned(), serde_json::json!({ "type": [ty, "null"], "description": description }));
     }
     let error =
         serde_json::json!({ "type": "object", "description": "Set instead of the rest when the call was refused: { code, message }." });
