@@ -7,7 +7,8 @@
 //! Outside traffic is switched off unless the pod's environment says otherwise:
 //! `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` (telemetry, error reports, update checks),
 //! `DISABLE_AUTOUPDATER`, `DISABLE_TELEMETRY`, `DISABLE_ERROR_REPORTING`. The model endpoint is
-//! `ANTHROPIC_BASE_URL` (the pod's setting).
+//! `ANTHROPIC_BASE_URL` (the pod's setting). `ENABLE_TOOL_SEARCH=false` keeps the team tools in
+//! the model's tool list rather than behind a search tool.
 
 use serde_json::{Value, json};
 
@@ -27,6 +28,8 @@ impl Claude {
         for name in ["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "DISABLE_AUTOUPDATER", "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING"] {
             env.extend(default_env(name, "1"));
         }
+        // The team tools are few: offer them to the model directly, not behind a tool search.
+        env.extend(default_env("ENABLE_TOOL_SEARCH", "false"));
         Claude { cmd, session: uuid::Uuid::new_v4().to_string(), mcp, env }
     }
 }

@@ -1,0 +1,285 @@
+//! The member loop end to end with real agent runtimes: examples/agents/opencode-team.yaml (a lead
+//! and a reviewer running opencode, a critic running Claude Code, all under `teamctl run`) on the
+//! local stack, against a scripted model server on loopback.
+//!
+//! The lead spawns both specialists through MCP; each calls team_task and send_message("lead");
+//! their findings reach the lead as injected turns of its opencode session; the specialists
+//! complete by timeout; the lead saves a summary with agent_memory and, quiet, exits; the team
+//! disbands. What is asserted is what a user sees: Member phases, the Team Disbanded, the
+//! memory text, the task board, and the model server's record of turns (written, as a
+//! transcript, to `$CARGO_TARGET_TMPDIR/loop/transcript.txt`).
+//!
+//! Member pods on kwok run no containers: tests/support/agents.rs runs each pod's agent container
+//! command as a local process with the pod's env, mounts and projected token. Every runtime gets
+//! HTTP(S)_PROXY pointing at a refusing loopback proxy, which must see no request.
+#[path = "fixtures/gateway.rs"]
+mod fixture;
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::agents::{LocalAgentOptions, LocalAgents};
+use support::model_server::{Conversation, Item, ModelServer, Reply, tool_is};
+use support::operator::Operator;
+use support::proxy::RefusingProxy;
+use support::*;
+use team_operator::api::{Member, MemberPhase, TaskState, Team, TeamPhase, TeamTask};
+use team_operator::bus::MemoryKey;
+
+const LEAD_PROMPT: &str = "You lead a code review team";
+const REVIEWER_PROMPT: &str = "You are the API reviewer";
+const CRITIC_PROMPT: &str = "You are the error-message critic";
+const REVIEWER_FINDING: &str = "GET /v1/teams has no pagination";
+const CRITIC_FINDING: &str = "errors name the field but not the value given";
+const SEEDED_MEMORY: &str = "Earlier run: the API had no tests for pagination.";
+
+/// The `FINDING …` lines of the user messages: what the specialists reported.
+fn findings(c: &Conversation) -> Vec<String> {
+    c.user_texts().flat_map(|t| t.lines()).filter(|l| l.starts_with("FINDING ")).map(str::to_owned).collect()
+}
+
+/// The lead: spawn the two specialists one after the other, end the turn; on each injected turn
+/// note the findings; once both are in, save them to memory; then end.
+fn planner(c: &Conversation) -> Reply {
+    if let Some(Item::Result { name, .. }) = c.last()
+        && tool_is(name, "agent_memory")
+    {
+        return Reply::text("Summary saved to memory; the review is done.");
+    }
+    let spawns = c.calls("spawn_member").len();
+    let spawned = c.results("spawn_member").len();
+    if spawns == 0 {
+        let prompt = format!("{REVIEWER_PROMPT}. Review the API: record it on the task board, then report to the lead.");
+        return Reply::call("spawn_member", json!({ "agent": "reviewer", "prompt": prompt }));
+    }
+    if spawns == 1 && spawned == 1 {
+        let prompt = format!("{CRITIC_PROMPT}. Read the error messages: record it on the task board, then report to the lead.");
+        return Reply::call("spawn_member", json!({ "agent": "critic", "prompt": prompt }));
+    }
+    let found = findings(c);
+    let both = found.iter().any(|f| f.starts_with("FINDING reviewer")) && found.iter().any(|f| f.starts_with("FINDING critic"));
+    if both && c.calls("agent_memory").is_empty() {
+        let text = format!("Review summary: {}", found.join(" | "));
+        return Reply::call("agent_memory", json!({ "action": "write", "text": text }));
+    }
+    match c.last() {
+        Some(Item::Result { name, .. }) if tool_is(name, "spawn_member") => {
+            Reply::text("Started the reviewer and the critic; I will wait for their findings.")
+        }
+        _ => Reply::text(format!("Noted {} finding(s); waiting for the rest.", found.len())),
+    }
+}
+
+/// The `name` in a tool result's JSON text.
+fn task_name(result: &str) -> Option<String> {
+    let start = result.find('{')?;
+    let mut stream = serde_json::Deserializer::from_str(&result[start..]).into_iter::<Value>();
+    let v = stream.next()?.ok()?;
+    v.get("name").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// A specialist: add its task, complete it with the finding, report to the lead, end.
+fn specialist(c: &Conversation, who: &str, finding: &str) -> Reply {
+    let created = c.results("team_task");
+    if c.calls("team_task").is_empty() {
+        return Reply::call("team_task", json!({ "action": "create", "subject": format!("{who}: review") }));
+    }
+    if c.calls("team_task").len() == 1 && created.len() == 1 {
+        return match task_name(created[0]) {
+            Some(name) => Reply::call("team_task", json!({ "action": "update", "name": name, "state": "completed", "result": finding })),
+            None => Reply::text(format!("I could not read the task name from {:?}", created[0])),
+        };
+    }
+    if c.calls("send_message").is_empty() {
+        return Reply::call("send_message", json!({ "to": "lead", "body": format!("FINDING {who}: {finding}") }));
+    }
+    Reply::text("Reported my finding to the lead.")
+}
+
+/// Who speaks, from what the conversation says; requests without tools (opencode's title
+/// request) get a title.
+fn brain(c: &Conversation) -> (String, Reply) {
+    if c.tools.is_empty() {
+        return ("(title)".into(), Reply::text("Code review"));
+    }
+    if c.user_says(LEAD_PROMPT) {
+        return ("planner".into(), planner(c));
+    }
+    if c.user_says(REVIEWER_PROMPT) {
+        return ("reviewer".into(), specialist(c, "reviewer", REVIEWER_FINDING));
+    }
+    if c.user_says(CRITIC_PROMPT) {
+        return ("critic".into(), specialist(c, "critic", CRITIC_FINDING));
+    }
+    ("(other)".into(), Reply::text("ok"))
+}
+
+/// The documents of an example manifest.
+fn example(file: &str) -> Vec<Value> {
+    let path = format!("{}/examples/agents/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml::Value::deserialize(doc).expect("yaml"))
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).expect("json"))
+        .collect()
+}
+
+/// Puts an agent type's pods on the kwok nodes (until the real node runs them).
+fn onto_kwok(team: &mut Value) {
+    for agent in team["spec"]["agents"].as_array_mut().expect("agents") {
+        let spec = &mut agent["template"]["spec"];
+        spec["nodeSelector"] = json!({ "type": "kwok" });
+        spec["tolerations"] = json!([{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }]);
+    }
+}
+
+fn phase_of(members: &[Member], name: &str) -> (Option<MemberPhase>, Option<i32>) {
+    let m = members.iter().find(|m| m.agent_name() == Some(name));
+    (m.map(|m| m.phase()), m.and_then(|m| m.status.as_ref().and_then(|s| s.exit_code)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
+    for runtime in ["opencode", "claude"] {
+        assert!(
+            std::process::Command::new(runtime).arg("--version").output().is_ok_and(|o| o.status.success()),
+            "`{runtime}` is not installed: run hack/setup.sh (it installs the pinned npm packages)"
+        );
+    }
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "loop").await;
+    let model = ModelServer::start(brain).await;
+    let proxy = RefusingProxy::start().await;
+    let gw = fixture::start_gateway_with(
+        &s,
+        team_operator::gateway::GatewaySettings { name_wait: Duration::from_secs(3), ..Default::default() },
+    )
+    .await;
+    let _operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url]);
+
+    // The model endpoint Secret the manifest reads, pointing at the stand-in.
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some("model-endpoint".into()), ..Default::default() },
+        data: Some(
+            [
+                ("openai-base-url", format!("{}/v1", model.url)),
+                ("anthropic-base-url", model.url.clone()),
+                ("api-key", "stand-in-key".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
+            .collect(),
+        ),
+        ..Default::default()
+    };
+    ns.api::<Secret>().create(&PostParams::default(), &secret).await.expect("secret");
+    // What the lead's agent type remembers from an earlier run.
+    let memory_key = MemoryKey { namespace: ns.name.clone(), project: "review".into(), agent: "planner".into() };
+    gw.bus.memory().write(&memory_key, SEEDED_MEMORY).await.expect("seed memory");
+
+    let agents = LocalAgents::start(
+        s.client.clone(),
+        &ns.name,
+        LocalAgentOptions { extra_env: proxy.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), max_seconds: 300 },
+    );
+    for mut doc in example("opencode-team.yaml") {
+        match doc["kind"].as_str() {
+            Some("ConfigMap") => {
+                let cm: ConfigMap = serde_json::from_value(doc).expect("ConfigMap");
+                ns.api::<ConfigMap>().create(&PostParams::default(), &cm).await.expect("create ConfigMap");
+            }
+            Some("Team") => {
+                onto_kwok(&mut doc);
+                let team: Team = serde_json::from_value(doc).expect("Team");
+                ns.api::<Team>().create(&PostParams::default(), &team).await.expect("create Team");
+            }
+            other => panic!("unexpected kind {other:?} in the example"),
+        }
+    }
+
+    let teams: Api<Team> = ns.api();
+    let team = wait_for(&teams, "review", Duration::from_secs(300), "team review to disband after its lead finished", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+    })
+    .await;
+
+    let transcript = model.transcript();
+    let dir = scratch_dir("loop");
+    std::fs::write(dir.join("transcript.txt"), &transcript).expect("transcript");
+    let logs: String = agents
+        .runs()
+        .values()
+        .map(|r| format!("--- {} ({}) exit {:?}\n{}\n", r.member, r.pod, r.exit, std::fs::read_to_string(&r.log).unwrap_or_default()))
+        .collect();
+    std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
+    let context = format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display());
+
+    // Members: the lead and both specialists completed (exit 0), none failed or was cancelled.
+    let members = ns.api::<Member>().list(&ListParams::default()).await.expect("members").items;
+    for name in ["planner", "reviewer", "critic"] {
+        assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
+    }
+    assert_eq!(members.len(), 3, "{context}");
+    assert_eq!(team.status.as_ref().and_then(|s| s.lead_name.as_deref()), Some("planner"));
+
+    // The specialists completed by timeout: quiet for memberTimeoutSeconds after their report.
+    for name in ["reviewer", "critic"] {
+        let run = agents.run_of(name).unwrap_or_else(|| panic!("no local run of {name}"));
+        let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+        assert!(log.contains("no message for 20s: done"), "{name} did not complete by timeout:\n{log}");
+    }
+    let lead_log = std::fs::read_to_string(agents.run_of("planner").expect("lead run").log).unwrap_or_default();
+    assert!(lead_log.contains("no message for 45s: done"), "the lead did not finish quiet:\n{lead_log}");
+
+    // The lead's memory holds what both specialists reported.
+    let memory = gw.bus.memory().read(&memory_key).await.expect("memory").unwrap_or_default();
+    assert!(memory.contains(REVIEWER_FINDING) && memory.contains(CRITIC_FINDING), "memory: {memory:?}\n{context}");
+
+    // The task board: one completed task per specialist, with its finding as the result.
+    let tasks = ns.api::<TeamTask>().list(&ListParams::default()).await.expect("tasks").items;
+    let done: Vec<(Option<String>, String)> = tasks
+        .iter()
+        .filter(|t| t.status.as_ref().and_then(|s| s.state) == Some(TaskState::Completed))
+        .map(|t| (t.status.as_ref().and_then(|s| s.result.clone()), t.spec.subject.clone()))
+        .collect();
+    for finding in [REVIEWER_FINDING, CRITIC_FINDING] {
+        assert!(done.iter().any(|(r, _)| r.as_deref() == Some(finding)), "no completed task with {finding:?}: {done:?}");
+    }
+
+    // The model's record: the lead's turn 1 started with its memory; each finding reached the
+    // lead as an injected turn of the same conversation; each specialist used the team tools
+    // under its runtime's names for them (opencode: team_<tool>, Claude Code: mcp__team__<tool>).
+    let turns = model.turns();
+    let lead: Vec<_> = turns.iter().filter(|t| t.who == "planner").collect();
+    assert!(lead.first().is_some_and(|t| t.saw.contains(SEEDED_MEMORY) && t.saw.contains(LEAD_PROMPT)), "{context}");
+    for who in ["reviewer", "critic"] {
+        let injected = lead.iter().find(|t| t.saw.contains("new message") && t.saw.contains(&format!("FINDING {who}")));
+        let injected = injected.unwrap_or_else(|| panic!("the lead never got {who}'s finding as a turn\n{context}"));
+        assert!(injected.items > 3, "the finding came into the lead's continued session, not a new one\n{context}");
+    }
+    let called = |who: &str| -> Vec<String> {
+        turns.iter().filter(|t| t.who == who).flat_map(|t| t.reply.calls.iter().map(|(n, _)| n.clone())).collect()
+    };
+    assert_eq!(called("reviewer"), ["team_team_task", "team_team_task", "team_send_message"], "{context}");
+    assert_eq!(called("critic"), ["mcp__team__team_task", "mcp__team__team_task", "mcp__team__send_message"], "{context}");
+    assert_eq!(called("planner")[..2], ["team_spawn_member", "team_spawn_member"], "{context}");
+    assert!(turns.iter().any(|t| t.who == "critic" && t.path.ends_with("/v1/messages") && t.stream), "Claude Code streamed: {context}");
+    assert!(turns.iter().any(|t| t.who == "reviewer" && t.path.ends_with("/chat/completions") && t.stream), "opencode streamed: {context}");
+
+    // Nothing left the machine.
+    assert_eq!(proxy.requests(), Vec::<String>::new(), "a runtime tried to reach the outside");
+    assert_eq!(model.unknown(), Vec::<String>::new(), "requests the model server does not serve");
+
+    eprintln!("{transcript}");
+    drop(agents);
+    gw.bus.teardown(&team_operator::bus::TeamKey::new(ns.name.clone(), team.name_any())).await.ok();
+    ns.cleanup().await;
+}
