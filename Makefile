@@ -1,7 +1,7 @@
 # team-operator developer entry points. Keep targets grouped by area; see README.md.
 SHELL := /bin/bash
 
-.PHONY: help setup binaries stack-up stack-down stack-status test
+.PHONY: help setup binaries teamctl-static images stack-up stack-down stack-status test
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -11,8 +11,15 @@ help: ## list targets
 setup: ## install what the stack and the tests need (apt, pip, npm; idempotent, fast when done)
 	hack/setup.sh
 
-binaries: ## build kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached)
+binaries: ## build the control plane (+ kubelet, kube-proxy, containerd, runc, CNI, CoreDNS unless NODE=0; cached)
 	hack/build-binaries.sh
+
+teamctl-static: ## teamctl linked statically (glibc crt-static) into target/static, for images
+	hack/images.sh teamctl-static
+
+images: ## OCI images (pause, agent, redis, project) written here and imported into the node's containerd
+	cargo build --bins
+	hack/images.sh
 
 stack-up: binaries ## start the local stack (idempotent); then: eval "$$(hack/stack.sh env)"
 	hack/stack.sh up

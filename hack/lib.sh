@@ -5,6 +5,11 @@ K8S_VERSION=v1.36.3
 ETCD_VERSION=v3.6.9
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.21.4
+# The real node beside the kwok nodes (kubelet and kube-proxy come with K8S_VERSION).
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.3.3
+CNI_PLUGINS_VERSION=v1.10.0
+COREDNS_VERSION=v1.15.0
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$HACK_DIR")
@@ -12,6 +17,12 @@ REPO_DIR=$(dirname "$HACK_DIR")
 # Binaries are built once per machine and version, outside the repo, so a fresh clone reuses them.
 CACHE_DIR=${TEAM_OPERATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/team-operator}
 BIN_DIR=$CACHE_DIR/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION
+# containerd, ctr, the runc shim, runc, coredns; CNI plugins in $NODE_BIN_DIR/cni.
+NODE_BIN_DIR=$CACHE_DIR/bin/node-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION-cni-$CNI_PLUGINS_VERSION-coredns-$COREDNS_VERSION
+
+# NODE=1 (default): the stack runs a real node (kubelet, containerd, runc, CNI bridge, kube-proxy,
+# CoreDNS) beside the kwok nodes. NODE=0: kwok only, nothing outside loopback, no root needed.
+NODE=${NODE:-1}
 
 # State of the running stack: certificates, data, logs, pids, the admin kubeconfig.
 STACK_DIR=${TEAM_OPERATOR_STACK:-$CACHE_DIR/stack}

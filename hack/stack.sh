@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The local stack on loopback: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok (fake nodes and pod lifecycles, see hack/kwok/stages.yaml) and redis-server.
+# kwok (fake nodes and pod lifecycles, see hack/kwok/stages.yaml) and redis-server; with NODE=1
+# (default) also a real node: containerd, kubelet, kube-proxy and CoreDNS on a dummy interface and
+# a pod bridge this script creates (see hack/node.sh for its addresses, chains and ports).
 #
 #   hack/stack.sh up       start what is not running, wait until healthy (idempotent)
-#   hack/stack.sh down     stop the processes this script recorded, wipe etcd and redis data
+#   hack/stack.sh down     stop the processes this script recorded, wipe etcd and redis data; for
+#                          the node also its pods' containers, mounts, cgroups, bridge, chains
 #   hack/stack.sh status   health of each component (exit 1 if any is down)
 #   hack/stack.sh env      print `export KUBECONFIG=… TEAM_OPERATOR_REDIS_URL=…` lines
 #   hack/stack.sh restart-kcm  restart only kube-controller-manager, with KCM_KUBE_API_QPS /
 #                          KCM_KUBE_API_BURST from the environment (the benchmarks use it)
 #
 # State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
-# Tunables (env): KWOK_NODES, *_PORT, KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
+# Tunables (env): NODE (1), KWOK_NODES, *_PORT, NODE_* (hack/node.sh), KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
 # client rate; defaults are upstream's 20 / 30), STACK_TIMEOUT (seconds per health wait, 60).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +23,10 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-16259}
 KWOK_PORT=${KWOK_PORT:-16247}
 KCM_KUBE_API_QPS=${KCM_KUBE_API_QPS:-20}
 KCM_KUBE_API_BURST=${KCM_KUBE_API_BURST:-30}
+# What the chart's Deployments, StatefulSet (and its PersistentVolumeClaim: binding, and the
+# protection finalizers the API server adds), PDB, aggregated ClusterRoles and Services need,
+# besides the basics and the Job controller the benchmarks use.
+KCM_CONTROLLERS=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,job-controller,deployment-controller,replicaset-controller,statefulset-controller,endpointslice-controller,disruption-controller,clusterrole-aggregation-controller,persistentvolume-binder-controller,persistentvolume-protection-controller,persistentvolumeclaim-protection-controller
 STACK_TIMEOUT=${STACK_TIMEOUT:-60}
 SERVICE_CIDR=10.96.0.0/16
 
@@ -30,6 +37,10 @@ ETCD_URL=http://127.0.0.1:$ETCD_PORT
 APISERVER_URL=https://127.0.0.1:$APISERVER_PORT
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok redis)
+if ((NODE)); then
+  source "$HACK_DIR/node.sh"
+  COMPONENTS+=("${NODE_COMPONENTS[@]}")
+fi
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -45,6 +56,7 @@ alive() {
   local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   case $1 in
     redis) [[ $exe == *redis-server* || $exe == *redis-check* ]] ;;
+    containerd | kubelet | kube-proxy | coredns) [[ $exe == "$(readlink -f "$(node_bin "$1")")" ]] ;;
     *) [[ $exe == "$(readlink -f "$BIN_DIR/$1")" ]] ;;
   esac
 }
@@ -59,6 +71,7 @@ healthy() {
     kube-scheduler) [[ $(curl -sfk --max-time 3 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]] ;;
     kwok) [[ $(curl -sf --max-time 3 "http://127.0.0.1:$KWOK_PORT/healthz" 2>/dev/null) == ok ]] && nodes_ready ;;
     redis) [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+    *) node_healthy "$1" ;;
   esac
 }
 
@@ -107,6 +120,7 @@ port_of() {
     kube-scheduler) echo "$SCHEDULER_PORT" ;;
     kwok) echo "$KWOK_PORT" ;;
     redis) echo "$REDIS_PORT" ;;
+    *) node_ports "$1" ;;
   esac
 }
 
@@ -129,6 +143,7 @@ require_binaries() {
     die "redis-server/redis-cli not found — apt-get install redis-server"
   command -v openssl >/dev/null || die "openssl not found"
   command -v curl >/dev/null || die "curl not found"
+  if ((NODE)); then node_require; fi
 }
 
 # --- certificates ----------------------------------------------------------------------------
@@ -147,7 +162,7 @@ gen_pki() {
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1${NODE:+${NODE_IP:+,IP:$NODE_IP}},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
     cat >client.ext <<EOF
 basicConstraints=critical,CA:FALSE
@@ -167,6 +182,26 @@ EOF
     touch done
   )
   write_kubeconfig
+}
+
+# A serving certificate from before the node (or for another NODE_IP) lacks the node's address:
+# sign a new one with the same CA, so clients that trust the CA keep working.
+serving_cert_covers_node() {
+  ((NODE)) || return 0
+  [[ -f $PKI/serving.crt ]] || return 1
+  openssl x509 -in "$PKI/serving.crt" -noout -ext subjectAltName 2>/dev/null | grep -q "IP Address:$NODE_IP\b"
+}
+
+renew_serving_cert() {
+  log "signing a new API server certificate with IP SANs 127.0.0.1, 10.96.0.1 and $NODE_IP"
+  (
+    cd "$PKI"
+    sed -i "s/^subjectAltName=.*/subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local/" serving.ext
+    openssl req -newkey rsa:2048 -nodes -keyout serving.key -out serving.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile serving.ext -out serving.crt 2>/dev/null
+    rm -f serving.csr
+  )
 }
 
 write_kubeconfig() {
@@ -208,10 +243,27 @@ start_etcd() {
 
 # TaintNodesByCondition is off: it taints new Nodes node.kubernetes.io/not-ready and only the
 # node-lifecycle-controller (not run here) would lift it, so nothing would ever schedule.
+# With the node, the API server listens on all addresses (127.0.0.1 for the host's kubeconfig,
+# NODE_IP for pods through the `kubernetes` Service; the stack's INPUT chain admits only loopback
+# and the pod bridge to its port) and advertises NODE_IP, which its lease reconciler writes into
+# the `kubernetes` Service's endpoints. Without it: loopback only, no endpoints.
+apiserver_node_flags() {
+  if ((NODE)); then
+    echo --bind-address=0.0.0.0 --advertise-address="$NODE_IP" --endpoint-reconciler-type=lease \
+      --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+      --kubelet-certificate-authority="$PKI/ca.crt" \
+      --kubelet-preferred-address-types=InternalIP
+  else
+    echo --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none
+  fi
+}
+
 start_kube-apiserver() {
+  # shellcheck disable=SC2046 # word splitting of the flag list is intended (paths have no spaces)
   spawn kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers="$ETCD_URL" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    $(apiserver_node_flags) --secure-port="$APISERVER_PORT" \
     --cert-dir="$PKI" --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
     --client-ca-file="$PKI/ca.crt" \
     --authorization-mode=Node,RBAC \
@@ -219,7 +271,6 @@ start_kube-apiserver() {
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --disable-admission-plugins=TaintNodesByCondition \
     --profiling=false \
@@ -231,7 +282,7 @@ start_kube-controller-manager() {
     --kubeconfig="$KUBECONFIG_PATH" \
     --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
     --bind-address=127.0.0.1 --secure-port="$KCM_PORT" --cert-dir="$STACK_DIR/kcm-certs" \
-    --controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,job-controller \
+    --controllers="$KCM_CONTROLLERS" \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --leader-elect=false \
@@ -308,7 +359,21 @@ up() {
   require_binaries
   mkdir -p "$STACK_DIR" "$LOGS" "$PIDS"
   local started=0 t0=$SECONDS
+  if ((NODE)); then
+    mkdir -p "$NODE_DIR"
+    node_net_up
+    gen_pki
+    if ! serving_cert_covers_node; then
+      renew_serving_cert
+      if alive kube-apiserver; then stop_one kube-apiserver; fi
+    fi
+    node_pki
+  fi
   for c in "${COMPONENTS[@]}"; do
+    if alive "$c" && stale "$c"; then
+      log "$c runs with the flags of an older hack/stack.sh; restarting it"
+      stop_one "$c"
+    fi
     if alive "$c" && healthy "$c"; then continue; fi
     if ! alive "$c" && healthy "$c"; then
       # e.g. a redis-server someone else started on our port: use it, never stop it.
@@ -327,11 +392,31 @@ up() {
     wait_healthy "$c"
     log "$c healthy"
   done
+  if ((NODE)); then
+    node_volumes
+    node_net_first
+    # Imported images may have been removed (disk pressure before they were pinned, a wiped
+    # content store): import what is missing (cheap when they are there).
+    "$HACK_DIR/images.sh" pause agent redis >>"$LOGS/images.log" 2>&1 ||
+      { tail -n 20 "$LOGS/images.log" >&2; die "importing the base images failed (see $LOGS/images.log)"; }
+  fi
   if (( started )); then
     log "stack up in $((SECONDS - t0))s — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
   else
     log "stack already up and healthy — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
   fi
+}
+
+# A running component started by an older version of this script with flags that matter now.
+stale() { # <component>
+  local pid cmd; pid=$(pid_of "$1")
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  case $1 in
+    kube-apiserver)
+      if ((NODE)); then [[ $cmd != *"--advertise-address=$NODE_IP "* ]]; else [[ $cmd == *"--bind-address=0.0.0.0 "* ]]; fi ;;
+    kube-controller-manager) [[ $cmd != *"--controllers=$KCM_CONTROLLERS "* ]] ;;
+    *) return 1 ;;
+  esac
 }
 
 # Process state letter (R, S, Z…), empty once the process is gone. A zombie counts as exited.
@@ -366,6 +451,13 @@ stop_one() { # <component>
 
 down() {
   local i
+  if ((NODE)); then
+    # Nothing may re-create or re-schedule the node's pods while they are deleted.
+    stop_one kube-controller-manager
+    stop_one kube-scheduler
+    node_drain
+    node_down
+  fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     stop_one "${COMPONENTS[i]}"
   done
@@ -387,6 +479,7 @@ status() {
       printf '%-24s down\n' "$c"; rc=1
     fi
   done
+  if ((NODE)); then node_net_status || rc=1; fi
   return $rc
 }
 

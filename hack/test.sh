@@ -22,6 +22,12 @@ log "KUBECONFIG=$KUBECONFIG TEAM_OPERATOR_REDIS_URL=$TEAM_OPERATOR_REDIS_URL"
 
 cd "$REPO_DIR"
 rc=0
+if ((NODE)); then
+  # The project image for the real node, from the same debug build `cargo test` then reuses (one
+  # build of the crate) and a static teamctl.
+  cargo build --bins
+  "$HACK_DIR/images.sh" project
+fi
 cargo test --lib --bins --tests -- --test-threads=4 || rc=$?
 if ((brought_up)); then log "stopping the stack this run started"; fi
 exit $rc

@@ -120,14 +120,28 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         pods.subscribe()?.map(|_| ()).boxed(),
     ]);
     let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), changes);
-    info!(max_agents = args.max_agents, "controller started");
+    // Nothing acts before every store has listed (rule 6): a Team reconcile that ran on a member
+    // store still loading would sync a roster without most of its members, and admission would
+    // count slots from half the pods. The watches run meanwhile and fill the stores.
+    let stores = (teams.store.clone(), members.store.clone(), tasks.store.clone(), pods.store.clone());
+    let work = async move {
+        let (t, m, k, p) = &stores;
+        let synced = futures::try_join!(t.wait_until_ready(), m.wait_until_ready(), k.wait_until_ready(), p.wait_until_ready());
+        if synced.is_err() {
+            return warn!("a watch ended before its store listed; nothing was reconciled");
+        }
+        info!(max_agents = args.max_agents, "caches synced; reconciling");
+        tokio::select! {
+            () = admit => warn!("admission ended"),
+            () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
+        }
+    };
     tokio::select! {
         () = team_events => warn!("team watch ended"),
         () = member_events => warn!("member watch ended"),
         () = task_events => warn!("task watch ended"),
         () = pod_events => warn!("pod watch ended"),
-        () = admit => warn!("admission ended"),
-        () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),
+        () = work => {}
     }
     Ok(())
 }

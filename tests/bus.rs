@@ -302,18 +302,23 @@ async fn a_wait_blocked_during_teardown_returns_promptly() {
 }
 
 #[tokio::test]
-async fn roster_sync_replaces_the_roster_and_teardown_removes_every_key() {
+async fn a_roster_without_a_member_keeps_its_unread_messages_and_teardown_removes_every_key() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Queued)]).await;
-    bus.send(&team, msg("lead", "dev", "hi")).await.expect("send");
+    bus.send(&team, msg("lead", "dev", "unread")).await.expect("send");
+    // A roster from a cache that has not listed dev (yet): dev reads as finished, its inbox stays.
     bus.sync_roster(&team, &[("lead".into(), Active), ("qa".into(), Active)]).await.expect("resync");
-    let dropped = bus.send(&team, msg("lead", "dev", "hi")).await;
-    assert!(matches!(dropped, Err(BusError::UnknownRecipient { .. })), "{dropped:?}");
+    let refused = bus.send(&team, msg("lead", "dev", "hi")).await;
+    assert!(matches!(refused, Err(BusError::RecipientFinished { .. })), "{refused:?}");
 
     let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
     let expected: Vec<String> =
-        ["inbox:lead", "inbox:qa", "meta", "roster", "sent", "sent-at"].iter().map(|k| format!("{base}{k}")).collect();
-    assert_eq!(team_keys(&team).await, expected, "dev's inbox went with it");
+        ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster", "sent", "sent-at"].iter().map(|k| format!("{base}{k}")).collect();
+    assert_eq!(team_keys(&team).await, expected, "dev's inbox is kept");
+    // The next roster that lists dev again delivers what was waiting.
+    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active), ("qa".into(), Active)]).await.expect("resync");
+    let got = bus.wait(&team, "dev", Duration::from_secs(1)).await.expect("wait");
+    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["unread"]);
     bus.teardown(&team).await.expect("teardown");
     assert!(team_keys(&team).await.is_empty());
 }

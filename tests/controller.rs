@@ -495,3 +495,83 @@ async fn the_operator_under_test_is_the_charts_controller_account() {
     }
     ns.cleanup().await;
 }
+
+/// Rule 6: the unread messages of a team survive 20 kill -9 restarts of the operator and a
+/// leader failover, with 300 Members to list (on a restart the Team watch lists long before the
+/// Member watch does; a roster synced from the half-listed store used to delete the inboxes).
+#[tokio::test]
+async fn unread_messages_survive_twenty_restarts_and_a_failover() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let (s, ns, mut op) = setup("restarts", 10).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("rho", 2)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let names: Vec<String> = (0..300).map(|i| format!("r{i:03}")).collect();
+    create_all(&members, names.iter().map(|n| member(n, "rho", None)).collect()).await;
+    let lead = lead_running(&ns, "rho").await.status.and_then(|s| s.lead_name).expect("lead name");
+    // Every member named: the roster then lists all 300 and the sender below.
+    let named = wait_members(&members, &names, LONG, "named", |m| m.agent_name().is_some()).await;
+    let sender = named[0].agent_name().expect("name").to_owned();
+    let bus = Bus::connect(support::bus_config()).await.expect("bus");
+    let key = TeamKey::new(ns.name(), "rho");
+    let teams: Api<Team> = ns.api();
+    wait_for(&teams, "rho", LONG, "the roster to be synced with every name", |t| {
+        t.status.as_ref().is_some_and(|s| s.queued + s.active + s.starting == 300)
+    })
+    .await;
+    for i in 0..5 {
+        bus.send(&key, team_operator::bus::OutgoingMessage {
+            from: sender.clone(),
+            to: team_operator::bus::Recipient::Member(lead.clone()),
+            body: format!("finding {i}"),
+            kind: team_operator::bus::MessageKind::Message,
+            id: Some(format!("m{i}")),
+        })
+        .await
+        .expect("send to the lead");
+    }
+    let inbox = format!("team-operator:{{{}/rho}}:inbox:{lead}", ns.name());
+    let xlen = || async { support::raw_redis::<u64>(redis::cmd("XLEN").arg(&inbox)).await };
+    assert_eq!(xlen().await, 5);
+
+    let team_reconciles = r#"team_operator_reconciles_total{kind="Team"}"#;
+    for restart in 0..20 {
+        op.kill().await;
+        op = Operator::start(ns.name(), 10);
+        // The restarted operator has listed and reconciled the team at least once.
+        wait_until(LONG, "the restarted operator to reconcile the Team", || async { op.metric(team_reconciles).await.unwrap_or(0.0) >= 1.0 })
+            .await;
+        assert_eq!(xlen().await, 5, "the lead's inbox after restart {}", restart + 1);
+    }
+    op.kill().await;
+
+    // A leader change between two replicas.
+    let (lease_ns, lease) = support::identity::chart_lease();
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
+    let _ = leases.delete(&lease, &DeleteParams::default()).await;
+    let replica = |id: &str| {
+        Operator::start_with(
+            ns.name(),
+            10,
+            &["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", id, "--lease-duration-seconds", "6"],
+        )
+    };
+    let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
+    let mut a = replica("restarts-a");
+    wait_for(&leases, &lease, TIMEOUT, "restarts-a to lead", |l| holder(l).as_deref() == Some("restarts-a")).await;
+    let b = replica("restarts-b");
+    wait_until(LONG, "the leader to reconcile the Team", || async { a.metric(team_reconciles).await.unwrap_or(0.0) >= 1.0 }).await;
+    a.kill().await;
+    wait_for(&leases, &lease, Duration::from_secs(30), "restarts-b to take over", |l| holder(l).as_deref() == Some("restarts-b")).await;
+    wait_until(LONG, "the new leader to reconcile the Team", || async { b.metric(team_reconciles).await.unwrap_or(0.0) >= 1.0 }).await;
+    assert_eq!(xlen().await, 5, "the lead's inbox after the failover");
+
+    // Delivered once: all five, then nothing.
+    let got = bus.wait(&key, &lead, Duration::from_secs(5)).await.expect("wait");
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["finding 0", "finding 1", "finding 2", "finding 3", "finding 4"]);
+    let ids: Vec<String> = got.iter().map(|m| m.stream_id.clone()).collect();
+    let (_, again) = bus.ack_and_wait(&key, &lead, &ids, Duration::from_millis(500)).await.expect("ack and wait");
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+    drop(b);
+    ns.cleanup().await;
+}

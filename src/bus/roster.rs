@@ -30,8 +30,9 @@ impl RosterState {
 }
 
 impl Bus {
-    /// Replaces the whole roster in one step, marks the team active and creates missing inboxes
-    /// with their consumer groups; inboxes of members no longer listed are removed.
+    /// Sets the whole roster in one step, marks the team active and creates missing inboxes
+    /// with their consumer groups; members no longer listed read as finished, their inboxes
+    /// kept (with their unread messages) until [`Bus::teardown`].
     /// Level-driven: call it on every reconcile. Refused with [`BusError::TeamDisbanded`] once
     /// the team was disbanded, so a stale reconcile cannot revive it before teardown.
     pub async fn sync_roster(&self, team: &TeamKey, roster: &[(String, RosterState)]) -> Result<(), BusError> {

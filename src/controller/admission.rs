@@ -171,15 +171,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
             wake.notify_one();
         }
     };
+    // Started once every store has listed (see `controller::reconcile_all`).
     let rounds = async {
-        for ready in
-            [teams.wait_until_ready().await.is_ok(), members.wait_until_ready().await.is_ok(), pods.wait_until_ready().await.is_ok()]
-        {
-            if !ready {
-                warn!("a reflector store was dropped before it was ready; admission stops");
-                return;
-            }
-        }
         let mut pending = Pending::default();
         loop {
             let next = match round(&ctx, &teams, &members, &pods, &mut pending).await {

@@ -376,6 +376,20 @@ where
     }
 }
 
+/// Waits until the async condition `cond` holds, checking every 100 ms, for state that has no
+/// watch (a process's /metrics, a Redis key); fails after `timeout` naming `what`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, cond: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits on a watch of every object of `api` until one satisfies `cond`, and returns it. Fails
 /// after `timeout` naming `what` and how many objects were seen.
 pub async fn wait_for_any<K, F>(api: &Api<K>, timeout: Duration, what: &str, cond: F) -> K

@@ -67,9 +67,11 @@ impl Operator {
         resp.text().await.unwrap_or_else(|e| panic!("reading {url}: {e}"))
     }
 
-    /// The value of one series of its /metrics (`name{labels}` exactly as exposed), if present.
+    /// The value of one series of its /metrics (`name{labels}` exactly as exposed), if present;
+    /// None also while the process is not serving yet (just started).
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let text = self.metrics().await;
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
         text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 

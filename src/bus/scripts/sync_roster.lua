@@ -1,6 +1,8 @@
--- Replaces a team's roster in one step, marks the team active and makes sure every member has an
--- inbox stream with its consumer group. Inboxes of members dropped from the roster are removed,
--- so the roster always names every inbox key (teardown relies on that).
+-- Sets a team's roster in one step, marks the team active and makes sure every member has an
+-- inbox stream with its consumer group. A member missing from the given roster is marked
+-- finished, never removed: its inbox may hold unread messages, and a roster built from a cache
+-- that lags (or, after a restart, has not listed everything yet) must not destroy them. Only
+-- teardown removes inboxes, and it finds every one of them in the roster.
 -- Disbanded is terminal: a late reconcile must not revive a team that is being torn down.
 --
 -- KEYS: meta, roster.  ARGV: inbox key prefix, group, then member name and state pairs.
@@ -14,10 +16,9 @@ for i = 3, #ARGV, 2 do
 end
 for _, old in ipairs(redis.call('HKEYS', KEYS[2])) do
   if not wanted[old] then
-    redis.call('UNLINK', prefix .. old)
+    redis.call('HSET', KEYS[2], old, 'finished')
   end
 end
-redis.call('DEL', KEYS[2])
 for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   local created = redis.pcall('XGROUP', 'CREATE', prefix .. ARGV[i], group, '0', 'MKSTREAM')
