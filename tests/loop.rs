@@ -283,3 +283,105 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     gw.bus.teardown(&team_operator::bus::TeamKey::new(ns.name.clone(), team.name_any())).await.ok();
     ns.cleanup().await;
 }
+
+// --- The loop's own rules, with `--runtime exec` (a shell script per turn) ----------------------
+
+/// A `teamctl run` of member `member` of `team` with `--runtime exec -- sh -c SCRIPT`; the script
+/// appends what each turn got to `turns.txt` in `dir`.
+fn exec_run(gw: &fixture::Gateway, token: &str, dir: &std::path::Path, script: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"));
+    cmd.args(["run", "--runtime", "exec", "--idle-timeout", "3", "--grace-seconds", "5", "--", "sh", "-c", script])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEAM_GATEWAY_URL", &gw.url)
+        .env("TEAM_TOKEN", token)
+        .env("TEAM_PROMPT", "check the build")
+        .envs(extra.iter().copied())
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
+        .kill_on_drop(true);
+    cmd.spawn().expect("start teamctl run")
+}
+
+/// Appends each turn's number and stdin to turns.txt.
+const RECORD: &str = r#"printf '=== turn %s\n' "$TEAM_TURN" >> turns.txt; cat >> turns.txt"#;
+
+async fn exit_of(child: &mut tokio::process::Child, within: Duration) -> i32 {
+    let status = tokio::time::timeout(within, child.wait()).await.expect("teamctl run ended in time").expect("wait");
+    status.code().unwrap_or(-1)
+}
+
+fn read(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("turns.txt")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runtime_turns_acks_timeout_crash_disband_and_sigterm() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "loop-exec").await;
+    let gw = fixture::start_gateway(&s).await;
+    let team = fixture::team_with_members(&s, &ns, &gw.bus, "omega", &["general", "general-2", "general-3", "general-4"]).await;
+    let key = team.key(&ns.name);
+    let lead = team.token("lead").to_owned();
+    let send = |to: &str, body: &str| {
+        let (url, lead, to, body) = (gw.url.clone(), lead.clone(), to.to_owned(), body.to_owned());
+        async move { fixture::ok(fixture::call(&url, Some(&lead), "send_message", json!({ "to": to, "body": body })).await) }
+    };
+
+    // Turns: 1 is the prompt, with the memory first (memory: local); a message is turn 2 of the
+    // same run; after 3 s without one it exits 0, and what turn 2 handled was acked.
+    let dir = scratch_dir(&format!("loop-exec/{}/turns", ns.name));
+    let memory = MemoryKey { namespace: ns.name.clone(), project: "omega".into(), agent: "general".into() };
+    gw.bus.memory().write(&memory, "the build needs --locked").await.expect("memory");
+    let mut run = exec_run(&gw, team.token("general"), &dir, RECORD, &[("TEAM_MEMORY", "local")]);
+    wait_until(TIMEOUT, "turn 1", || async { read(&dir).contains("=== turn 1") }).await;
+    send("general", "please also run clippy").await;
+    wait_until(TIMEOUT, "turn 2", || async { read(&dir).contains("please also run clippy") }).await;
+    assert_eq!(exit_of(&mut run, Duration::from_secs(20)).await, 0, "{}", read(&dir));
+    let turns = read(&dir);
+    let (one, two) = turns.split_once("=== turn 2").expect("two turns");
+    assert!(one.find("the build needs --locked") < one.find("check the build"), "memory before the prompt: {one}");
+    assert!(two.contains("[message from lead]\nplease also run clippy"), "{two}");
+    assert!(!turns.contains("=== turn 3"), "{turns}");
+    let counts = gw.bus.inbox_counts(&key, "general").await.expect("counts");
+    assert_eq!((counts.pending, counts.undelivered), (0, 0), "turn 2's message was acked by the last wait");
+    let log = std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
+    assert!(log.contains("no message for 3s: done"), "{log}");
+
+    // A runtime that fails ends the member with its exit code.
+    let dir = scratch_dir(&format!("loop-exec/{}/crash", ns.name));
+    let script = format!("{RECORD}; [ \"$TEAM_TURN\" = 2 ] && exit 7; exit 0");
+    let mut run = exec_run(&gw, team.token("general-2"), &dir, &script, &[]);
+    wait_until(TIMEOUT, "turn 1", || async { read(&dir).contains("=== turn 1") }).await;
+    send("general-2", "crash now").await;
+    assert_eq!(exit_of(&mut run, Duration::from_secs(20)).await, 7);
+
+    // A disband notice ends it at once, with no turn for it.
+    let dir = scratch_dir(&format!("loop-exec/{}/disband", ns.name));
+    let mut run = exec_run(&gw, team.token("general-3"), &dir, RECORD, &[]);
+    wait_until(TIMEOUT, "turn 1", || async { read(&dir).contains("=== turn 1") }).await;
+    gw.bus
+        .system_notice(&key, "general-3", "[TEAM DISBANDED] team omega disbanded: test. Stop working and exit.".into(), "d-1".into())
+        .await
+        .expect("notice");
+    assert_eq!(exit_of(&mut run, Duration::from_secs(10)).await, 0);
+    assert!(!read(&dir).contains("=== turn 2"), "{}", read(&dir));
+
+    // SIGTERM reaches the runtime, which ends the turn; the member exits 143.
+    let dir = scratch_dir(&format!("loop-exec/{}/sigterm", ns.name));
+    let script = "trap 'echo got-term >> turns.txt; exit 0' TERM; echo started >> turns.txt; sleep 60 & wait";
+    let mut run = exec_run(&gw, team.token("general-4"), &dir, script, &[]);
+    wait_until(TIMEOUT, "the runtime to start", || async { read(&dir).contains("started") }).await;
+    let pid = libc::pid_t::try_from(run.id().expect("pid")).expect("pid");
+    // SAFETY: kill(2) with plain integers on our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    assert_eq!(exit_of(&mut run, Duration::from_secs(10)).await, 143);
+    assert!(read(&dir).contains("got-term"), "the runtime was told: {}", read(&dir));
+
+    gw.bus.teardown(&key).await.ok();
+    ns.cleanup().await;
+}

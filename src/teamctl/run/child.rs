@@ -99,12 +99,16 @@ pub(super) async fn run_turn(adapter: &mut dyn Adapter, turn: u32, text: &str, s
                 }
             }
             status = child.wait() => {
-                // What is left of its output.
+                // What is left of its output; a process it left behind may hold the pipe open,
+                // so not for long.
                 if let Some(mut l) = lines.take() {
-                    while let Ok(Some(line)) = l.next_line().await {
-                        println!("{line}");
-                        adapter.line(&line);
-                    }
+                    let drain = async {
+                        while let Ok(Some(line)) = l.next_line().await {
+                            println!("{line}");
+                            adapter.line(&line);
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
                 }
                 return match (status, stopping) {
                     (_, Some(code)) => Outcome::Signalled(code),
