@@ -25,7 +25,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::agents::{LocalAgentOptions, LocalAgents};
-use support::model_server::{Conversation, Item, ModelServer, Reply, tool_is};
+use support::model_server::{Api as Wire, Conversation, Item, ModelServer, Reply, tool_is};
 use support::operator::Operator;
 use support::proxy::RefusingProxy;
 use support::*;
@@ -59,8 +59,10 @@ fn planner(c: &Conversation) -> Reply {
         return Reply::call("spawn_member", json!({ "agent": "reviewer", "prompt": prompt }));
     }
     if spawns == 1 && spawned == 1 {
+        // The mixed team has a `critic` agent type; the Claude Code team has reviewers only.
+        let agent = if c.api == Wire::Anthropic { "reviewer" } else { "critic" };
         let prompt = format!("{CRITIC_PROMPT}. Read the error messages: record it on the task board, then report to the lead.");
-        return Reply::call("spawn_member", json!({ "agent": "critic", "prompt": prompt }));
+        return Reply::call("spawn_member", json!({ "agent": agent, "prompt": prompt }));
     }
     let found = findings(c);
     let both = found.iter().any(|f| f.starts_with("FINDING reviewer")) && found.iter().any(|f| f.starts_with("FINDING critic"));
@@ -145,8 +147,24 @@ fn phase_of(members: &[Member], name: &str) -> (Option<MemberPhase>, Option<i32>
     (m.map(|m| m.phase()), m.and_then(|m| m.status.as_ref().and_then(|s| s.exit_code)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
+/// One example Team at work: the stack's operator, the gateway, the model stand-in, the
+/// refusing proxy and the local kubelet; what is left when the team disbanded.
+struct Finished {
+    s: Stack,
+    ns: TestNamespace,
+    gw: fixture::Gateway,
+    model: ModelServer,
+    proxy: RefusingProxy,
+    agents: LocalAgents,
+    _operator: Operator,
+    team: Team,
+    memory_key: MemoryKey,
+}
+
+/// Applies `file` (its ConfigMaps and Team, onto kwok, with `member_timeout` when given) with the
+/// lead's agent type `lead_agent` remembering [`SEEDED_MEMORY`], runs its agents locally, and
+/// waits until the team disbands.
+async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout: Option<i64>) -> Finished {
     for runtime in ["opencode", "claude"] {
         assert!(
             std::process::Command::new(runtime).arg("--version").output().is_ok_and(|o| o.status.success()),
@@ -155,7 +173,7 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     }
     let s = stack().await;
     install_crds(&s.client).await;
-    let ns = TestNamespace::new(&s.client, "loop").await;
+    let ns = TestNamespace::new(&s.client, prefix).await;
     let model = ModelServer::start(brain).await;
     let proxy = RefusingProxy::start().await;
     let gw = fixture::start_gateway_with(
@@ -163,7 +181,7 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
         team_operator::gateway::GatewaySettings { name_wait: Duration::from_secs(3), ..Default::default() },
     )
     .await;
-    let _operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url]);
+    let operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url]);
 
     // The model endpoint Secret the manifest reads, pointing at the stand-in.
     let secret = Secret {
@@ -181,16 +199,15 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
         ..Default::default()
     };
     ns.api::<Secret>().create(&PostParams::default(), &secret).await.expect("secret");
-    // What the lead's agent type remembers from an earlier run.
-    let memory_key = MemoryKey { namespace: ns.name.clone(), project: "review".into(), agent: "planner".into() };
-    gw.bus.memory().write(&memory_key, SEEDED_MEMORY).await.expect("seed memory");
 
     let agents = LocalAgents::start(
         s.client.clone(),
         &ns.name,
         LocalAgentOptions { extra_env: proxy.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), max_seconds: 300 },
     );
-    for mut doc in example("opencode-team.yaml") {
+    let mut team_name = String::new();
+    let mut memory_key = None;
+    for mut doc in example(file) {
         match doc["kind"].as_str() {
             Some("ConfigMap") => {
                 let cm: ConfigMap = serde_json::from_value(doc).expect("ConfigMap");
@@ -198,32 +215,83 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
             }
             Some("Team") => {
                 onto_kwok(&mut doc);
+                if let Some(t) = member_timeout {
+                    doc["spec"]["memberTimeoutSeconds"] = json!(t);
+                }
                 let team: Team = serde_json::from_value(doc).expect("Team");
+                team_name = team.name_any();
+                // What the lead's agent type remembers from an earlier run.
+                let key = MemoryKey { namespace: ns.name.clone(), project: team.memory_project(), agent: lead_agent.into() };
+                gw.bus.memory().write(&key, SEEDED_MEMORY).await.expect("seed memory");
+                memory_key = Some(key);
                 ns.api::<Team>().create(&PostParams::default(), &team).await.expect("create Team");
             }
             other => panic!("unexpected kind {other:?} in the example"),
         }
     }
-
     let teams: Api<Team> = ns.api();
-    let team = wait_for(&teams, "review", Duration::from_secs(300), "team review to disband after its lead finished", |t| {
+    let what = format!("team {team_name} to disband after its lead finished");
+    let team = wait_for(&teams, &team_name, Duration::from_secs(300), &what, |t| {
         t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
     })
     .await;
+    let memory_key = memory_key.expect("a Team in the example");
+    Finished { s, ns, gw, model, proxy, agents, _operator: operator, team, memory_key }
+}
 
-    let transcript = model.transcript();
-    let dir = scratch_dir("loop");
-    std::fs::write(dir.join("transcript.txt"), &transcript).expect("transcript");
-    let logs: String = agents
-        .runs()
-        .values()
-        .map(|r| format!("--- {} ({}) exit {:?}\n{}\n", r.member, r.pod, r.exit, std::fs::read_to_string(&r.log).unwrap_or_default()))
-        .collect();
-    std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
-    let context = format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display());
+impl Finished {
+    /// Writes the transcript and the agents' logs under `$CARGO_TARGET_TMPDIR/<dir>`; the context
+    /// for failure messages.
+    fn record(&self, dir: &str) -> String {
+        let transcript = self.model.transcript();
+        let dir = scratch_dir(dir);
+        std::fs::write(dir.join("transcript.txt"), &transcript).expect("transcript");
+        let logs: String = self
+            .agents
+            .runs()
+            .values()
+            .map(|r| format!("--- {} ({}) exit {:?}\n{}\n", r.member, r.pod, r.exit, std::fs::read_to_string(&r.log).unwrap_or_default()))
+            .collect();
+        std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
+        format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display())
+    }
+
+    async fn members(&self) -> Vec<Member> {
+        self.ns.api::<Member>().list(&ListParams::default()).await.expect("members").items
+    }
+
+    fn log_of(&self, member: &str) -> String {
+        let run = self.agents.run_of(member).unwrap_or_else(|| panic!("no local run of {member}"));
+        std::fs::read_to_string(&run.log).unwrap_or_default()
+    }
+
+    /// The tool calls the model made as `who`, under the names the runtime offered them as.
+    fn calls_of(&self, who: &str) -> Vec<String> {
+        self.model.turns().iter().filter(|t| t.who == who).flat_map(|t| t.reply.calls.iter().map(|(n, _)| n.clone())).collect()
+    }
+
+    /// Nothing left the machine and every request was one the stand-in serves.
+    fn assert_offline(&self) {
+        assert_eq!(self.proxy.requests(), Vec::<String>::new(), "a runtime tried to reach the outside");
+        assert_eq!(self.model.unknown(), Vec::<String>::new(), "requests the model server does not serve");
+    }
+
+    async fn cleanup(self) {
+        let _ = &self.s;
+        drop(self.agents);
+        self.gw.bus.teardown(&team_operator::bus::TeamKey::new(self.ns.name.clone(), self.team.name_any())).await.ok();
+        self.ns.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
+    let run = run_example("opencode-team.yaml", "loop", "planner", None).await;
+    let Finished { ref model, ref agents, ref team, ref memory_key, ref gw, ref ns, .. } = run;
+    let context = run.record("loop");
 
     // Members: the lead and both specialists completed (exit 0), none failed or was cancelled.
-    let members = ns.api::<Member>().list(&ListParams::default()).await.expect("members").items;
+    let members = run.members().await;
     for name in ["planner", "reviewer", "critic"] {
         assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
     }
@@ -240,7 +308,7 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     assert!(lead_log.contains("no message for 45s: done"), "the lead did not finish quiet:\n{lead_log}");
 
     // The lead's memory holds what both specialists reported.
-    let memory = gw.bus.memory().read(&memory_key).await.expect("memory").unwrap_or_default();
+    let memory = gw.bus.memory().read(memory_key).await.expect("memory").unwrap_or_default();
     assert!(memory.contains(REVIEWER_FINDING) && memory.contains(CRITIC_FINDING), "memory: {memory:?}\n{context}");
 
     // The task board: one completed task per specialist, with its finding as the result.
@@ -275,13 +343,41 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     assert!(turns.iter().any(|t| t.who == "reviewer" && t.path.ends_with("/chat/completions") && t.stream), "opencode streamed: {context}");
 
     // Nothing left the machine.
-    assert_eq!(proxy.requests(), Vec::<String>::new(), "a runtime tried to reach the outside");
-    assert_eq!(model.unknown(), Vec::<String>::new(), "requests the model server does not serve");
+    run.assert_offline();
+    eprintln!("{}", model.transcript());
+    run.cleanup().await;
+}
 
-    eprintln!("{transcript}");
-    drop(agents);
-    gw.bus.teardown(&team_operator::bus::TeamKey::new(ns.name.clone(), team.name_any())).await.ok();
-    ns.cleanup().await;
+/// The Claude Code team (examples/agents/claude-team.yaml): the lead is Claude Code too, so the
+/// findings come into its session through `claude -p --resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claude_code_team_runs_the_loop_to_disband() {
+    // memberTimeoutSeconds 20 instead of the example's 60, to keep the test short.
+    let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(20)).await;
+    let context = run.record("loop-claude");
+    let members = run.members().await;
+    for name in ["lead", "reviewer", "reviewer-2"] {
+        assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
+        assert!(run.log_of(name).contains("no message for 20s: done"), "{name} did not finish quiet:\n{}", run.log_of(name));
+    }
+    let memory = run.gw.bus.memory().read(&run.memory_key).await.expect("memory").unwrap_or_default();
+    assert!(memory.contains(REVIEWER_FINDING) && memory.contains(CRITIC_FINDING), "memory: {memory:?}\n{context}");
+    let turns = run.model.turns();
+    let lead: Vec<_> = turns.iter().filter(|t| t.who == "planner").collect();
+    assert!(lead.iter().all(|t| t.api == Wire::Anthropic), "{context}");
+    assert!(lead.first().is_some_and(|t| t.saw.contains(SEEDED_MEMORY)), "turn 1 starts with the memory\n{context}");
+    let turn_one_items = lead.first().map_or(0, |t| t.items);
+    for who in ["reviewer", "critic"] {
+        let injected = lead.iter().find(|t| t.saw.contains("new message") && t.saw.contains(&format!("FINDING {who}")));
+        let injected = injected.unwrap_or_else(|| panic!("the lead never got {who}'s finding as a turn\n{context}"));
+        assert!(injected.items > turn_one_items + 2, "the finding came into the lead's resumed session, not a new one\n{context}");
+    }
+    for who in ["reviewer", "critic"] {
+        assert_eq!(run.calls_of(who), ["mcp__team__team_task", "mcp__team__team_task", "mcp__team__send_message"], "{context}");
+    }
+    assert_eq!(run.calls_of("planner")[..2], ["mcp__team__spawn_member", "mcp__team__spawn_member"], "{context}");
+    run.assert_offline();
+    run.cleanup().await;
 }
 
 // --- The loop's own rules, with `--runtime exec` (a shell script per turn) ----------------------
