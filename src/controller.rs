@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 
-use crate::api::{Member, Team, TeamTask, labels};
+use crate::api::{Member, Team, TeamTask};
 use crate::bus::{Bus, BusConfig};
 use crate::config::{ControllerArgs, ControllerConfig};
 use crate::metrics::{ErrorLabel, KindLabel, Metrics};
@@ -62,8 +62,9 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
     let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
-    let pod_filter = watcher::Config::default().labels(&format!("{}={MANAGER}", labels::MANAGED_BY));
-    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), pod_filter, 2);
+    // Every pod of the scope, not only labelled ones: a member pod is known by its controller
+    // reference (labels can be removed or forged, rule 7), and an external lead is any pod.
+    let (mut pods, pod_events) = shared::<Pod>(scoped(&client, ns), watcher::Config::default(), 3);
 
     let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
@@ -85,8 +86,17 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .shutdown_on_signal()
         .run(timed(team::reconcile, "Team"), error_policy, ctx.clone())
         .for_each(|_| ready(()));
+    let teams_for_leads = teams.store.clone();
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
         .owns_shared_stream(pods.subscribe()?)
+        .watches_shared_stream(pods.subscribe()?, move |p: Arc<Pod>| {
+            // An external lead's pod (`spec.lead.podName`) wakes its team's lead Member.
+            let (ns, name) = (p.namespace(), p.name_any());
+            teams_for_leads
+                .state_filter(|t| t.namespace() == ns && t.spec.lead.pod_name.as_deref() == Some(name.as_str()))
+                .into_iter()
+                .filter_map(|t| Some(ObjectRef::new(&team::lead_member_name(&t.name_any())).within(&t.namespace()?)))
+        })
         .shutdown_on_signal()
         .run(timed(member::reconcile, "Member"), error_policy, ctx.clone())
         .for_each(|_| ready(()));

@@ -54,7 +54,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api::Team;
+use crate::api::{Member, Team};
 use crate::bus::{Bus, BusConfig};
 use crate::config::GatewayArgs;
 use crate::metrics::Metrics;
@@ -100,41 +100,54 @@ pub struct GatewayState {
     pub settings: GatewaySettings,
     /// Every Team, from one watch: where the tools look up the caller's team (`tools::lookup_team`).
     teams: Store<Team>,
-    /// Drives that watch; aborted with the state.
-    watch: JoinHandle<()>,
+    /// Drive the watches of Teams and Members (the latter checks cached identities, see
+    /// [`auth`]); aborted with the state.
+    watches: [JoinHandle<()>; 2],
 }
 
 impl GatewayState {
     /// Must be called inside a tokio runtime: it starts the watch of Teams.
     pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
-        let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl);
-        let (teams, watch) = watch_teams(client.clone(), settings.namespace.as_deref());
-        GatewayState { client, bus, auth, metrics, settings, teams, watch }
+        let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
+        let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
+        let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members);
+        GatewayState { client, bus, auth, metrics, settings, teams, watches: [team_watch, member_watch] }
     }
 }
 
 impl Drop for GatewayState {
     fn drop(&mut self) {
-        self.watch.abort();
+        for w in &self.watches {
+            w.abort();
+        }
     }
 }
 
-/// Starts one watch of the Teams of `namespace` (or all namespaces) feeding a store. Serving does
+/// Starts one watch of the `K`s of `namespace` (or all namespaces) feeding a store. Serving does
 /// not wait for it: until it has listed, lookups miss and fall back to a GET.
-fn watch_teams(client: Client, namespace: Option<&str>) -> (Store<Team>, JoinHandle<()>) {
+fn watch<K>(client: Client, namespace: Option<&str>) -> (Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
     let api = match namespace.filter(|n| !n.is_empty()) {
-        Some(ns) => Api::<Team>::namespaced(client, ns),
-        None => Api::<Team>::all(client),
+        Some(ns) => Api::<K>::namespaced(client, ns),
+        None => Api::<K>::all(client),
     };
     let events = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        // Nothing reads managedFields; they would only take memory for every team of the cluster.
-        .modify(|t| t.managed_fields_mut().clear())
+        // Nothing reads managedFields; they would only take memory for every object of the cluster.
+        .modify(|k| k.managed_fields_mut().clear())
         .reflect(writer);
     let watch = tokio::spawn(events.for_each(|event| async move {
         if let Err(e) = event {
-            tracing::warn!(error = %e, "watch of Teams failed; retrying with backoff, teams are read from the API meanwhile");
+            tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying with backoff, objects are read from the API meanwhile");
         }
     }));
     (store, watch)

@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use support::identity::{CHART, fullname, impersonating, impersonating_kubeconfig, ok, run, text};
+use support::identity::{CHART, OWN_RELEASE_LABEL, fullname, impersonating, impersonating_kubeconfig, ok, run, text};
 use support::*;
 use team_operator::api::{Member, Team, TeamPhase};
 
@@ -35,9 +35,12 @@ struct Release {
 
 impl Release {
     async fn install(client: &Client, prefix: &str, set: &[&str]) -> Self {
-        let ns = TestNamespace::new(client, prefix).await;
+        let ns = TestNamespace::labelled(client, prefix, &[(OWN_RELEASE_LABEL, "true")]).await;
         let name = ns.name().to_owned();
-        let mut args = vec!["install", &name, CHART, "--namespace", ns.name()];
+        // The release's lead-member policy covers its own namespace only, so it cannot refuse the
+        // other suites' operator its lead Members (each release admits its own controller alone).
+        let selector = format!(r#"memberPolicy.namespaceSelector={{"matchLabels":{{"kubernetes.io/metadata.name":"{name}"}}}}"#);
+        let mut args = vec!["install", &name, CHART, "--namespace", ns.name(), "--set-json", &selector];
         for s in set {
             args.extend(["--set", s]);
         }
@@ -319,7 +322,7 @@ async fn helm_install_deploys_the_release() {
     let password = |s: Secret| s.data.and_then(|d| d.get("redis-password").cloned()).map(|b| b.0).unwrap_or_default();
     let before = password(secrets.get(&format!("{full}-redis")).await.expect("redis Secret"));
     assert_eq!(before.len(), 32, "generated password");
-    ok("helm", &["upgrade", &r.name, CHART, "--namespace", &ns, "--set", "controller.maxAgents=5"], None);
+    ok("helm", &["upgrade", &r.name, CHART, "--namespace", &ns, "--reuse-values", "--set", "controller.maxAgents=5"], None);
     let after = password(secrets.get(&format!("{full}-redis")).await.expect("redis Secret"));
     assert_eq!(before, after, "helm upgrade changed the Redis password");
 
@@ -331,7 +334,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     let s = stack().await;
     install_crds(&s.client).await;
     let r = Release::install(&s.client, "chart-rbac-ctl", &[]).await;
-    let teams_ns = TestNamespace::new(&s.client, "chart-rbac-teams").await;
+    let teams_ns = TestNamespace::labelled(&s.client, "chart-rbac-teams", &[(OWN_RELEASE_LABEL, "true")]).await;
     let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
     let lease = format!("{full}-controller");
     let who = r.service_account("controller");
@@ -471,7 +474,7 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
     let s = stack().await;
     install_crds(&s.client).await;
     let r = Release::install(&s.client, "chart-rbac-gw", &[]).await;
-    let teams_ns = TestNamespace::new(&s.client, "chart-rbac-gw-teams").await;
+    let teams_ns = TestNamespace::labelled(&s.client, "chart-rbac-gw-teams", &[(OWN_RELEASE_LABEL, "true")]).await;
     let (rel, tns) = (r.ns().to_owned(), teams_ns.name().to_owned());
     let who = r.service_account("gateway");
     let gw = impersonating(&who).await;
@@ -573,7 +576,7 @@ async fn the_controller_runs_on_the_chart_rbac() {
     let s = stack().await;
     install_crds(&s.client).await;
     let r = Release::install(&s.client, "chart-run", &[]).await;
-    let teams_ns = TestNamespace::new(&s.client, "chart-run-teams").await;
+    let teams_ns = TestNamespace::labelled(&s.client, "chart-run-teams", &[(OWN_RELEASE_LABEL, "true")]).await;
     let (rel, tns, full) = (r.ns().to_owned(), teams_ns.name().to_owned(), r.fullname());
 
     let kubeconfig = impersonating_kubeconfig(&r.service_account("controller"), &rel);
@@ -664,7 +667,7 @@ async fn the_gateway_runs_on_the_chart_rbac() {
     let s = stack().await;
     install_crds(&s.client).await;
     let r = Release::install(&s.client, "chart-gw-run", &[]).await;
-    let teams_ns = TestNamespace::new(&s.client, "chart-gw-run-teams").await;
+    let teams_ns = TestNamespace::labelled(&s.client, "chart-gw-run-teams", &[(OWN_RELEASE_LABEL, "true")]).await;
     let (rel, tns) = (r.ns().to_owned(), teams_ns.name().to_owned());
 
     // alice may create and read Teams in the team namespace, nothing else.

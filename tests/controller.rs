@@ -519,13 +519,16 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
     })
     .await;
     for i in 0..5 {
-        bus.send(&key, team_operator::bus::OutgoingMessage {
-            from: sender.clone(),
-            to: team_operator::bus::Recipient::Member(lead.clone()),
-            body: format!("finding {i}"),
-            kind: team_operator::bus::MessageKind::Message,
-            id: Some(format!("m{i}")),
-        })
+        bus.send(
+            &key,
+            team_operator::bus::OutgoingMessage {
+                from: sender.clone(),
+                to: team_operator::bus::Recipient::Member(lead.clone()),
+                body: format!("finding {i}"),
+                kind: team_operator::bus::MessageKind::Message,
+                id: Some(format!("m{i}")),
+            },
+        )
         .await
         .expect("send to the lead");
     }
@@ -538,8 +541,10 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
         op.kill().await;
         op = Operator::start(ns.name(), 10);
         // The restarted operator has listed and reconciled the team at least once.
-        wait_until(LONG, "the restarted operator to reconcile the Team", || async { op.metric(team_reconciles).await.unwrap_or(0.0) >= 1.0 })
-            .await;
+        wait_until(LONG, "the restarted operator to reconcile the Team", || async {
+            op.metric(team_reconciles).await.unwrap_or(0.0) >= 1.0
+        })
+        .await;
         assert_eq!(xlen().await, 5, "the lead's inbox after restart {}", restart + 1);
     }
     op.kill().await;
@@ -552,7 +557,17 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
         Operator::start_with(
             ns.name(),
             10,
-            &["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", id, "--lease-duration-seconds", "6"],
+            &[
+                "--leader-election",
+                "--lease-namespace",
+                lease_ns,
+                "--lease-name",
+                &lease,
+                "--identity",
+                id,
+                "--lease-duration-seconds",
+                "6",
+            ],
         )
     };
     let holder = |l: &Lease| l.spec.as_ref().and_then(|s| s.holder_identity.clone());
@@ -573,5 +588,82 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
     let (_, again) = bus.ack_and_wait(&key, &lead, &ids, Duration::from_millis(500)).await.expect("ack and wait");
     assert!(again.is_empty(), "delivered twice: {again:?}");
     drop(b);
+    ns.cleanup().await;
+}
+
+/// Slots follow ownership (rule 7): ten pods labelled as specialists of a team take no slot of
+/// the operator-wide cap, and a member pod whose labels were removed still holds its slot.
+#[tokio::test]
+async fn slots_are_held_by_member_pods_not_by_labels() {
+    let (_s, ns, _op) = setup("slots", 10).await;
+    let pods: Api<Pod> = ns.api();
+    for i in 0..10 {
+        let forged = kwok_pod(&format!("forged-{i}"))
+            .label("agentteams.dev/team", "fz")
+            .label("agentteams.dev/member", &format!("general-{i}"))
+            .label("agentteams.dev/agent", "general")
+            .label("agentteams.dev/role", "specialist")
+            .label("app.kubernetes.io/managed-by", "team-operator")
+            .build();
+        pods.create(&PostParams::default(), &forged).await.expect("forged pod");
+    }
+    ns.api::<Team>().create(&PostParams::default(), &team("sigma", 1)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("first", "sigma", None)).await.expect("member");
+    let first = wait_for(&members, "first", LONG, "first to run beside ten labelled pods", |m| phase(m) == MemberPhase::Active).await;
+
+    // Its pod loses every label: it still runs, so it still holds sigma's only slot.
+    let pod_name = first.status.and_then(|s| s.pod_name).expect("pod name");
+    let strip = serde_json::json!({ "metadata": { "labels": null } });
+    pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&strip)).await.expect("strip labels");
+    wait_for(&pods, &pod_name, TIMEOUT, "the labels to be gone", |p| p.labels().is_empty()).await;
+    members.create(&PostParams::default(), &member("second", "sigma", None)).await.expect("member");
+    let second = wait_for(&members, "second", LONG, "second to be named", |m| m.agent_name().is_some()).await;
+    assert_eq!(second.phase(), MemberPhase::Queued);
+    // The unlabelled pod ends: the slot frees and the second starts.
+    set_sim_exit(&pods, &pod_name, 0, Some("1s")).await;
+    wait_for(&members, "second", LONG, "second to start once the first pod ended", |m| phase(m) == MemberPhase::Active).await;
+    ns.cleanup().await;
+}
+
+/// An external lead (`spec.lead.podName`): the operator starts no lead pod, never deletes the
+/// external one, and the team disbands when that pod ends.
+#[tokio::test]
+async fn an_external_lead_pod_is_never_the_operators() {
+    let (_s, ns, _op) = setup("extlead", 10).await;
+    let pods: Api<Pod> = ns.api();
+    let lead_pod = pods.create(&PostParams::default(), &kwok_pod("outside-lead").build()).await.expect("lead pod");
+    let mut t = team("tau", 2);
+    t.spec.lead.pod_name = Some("outside-lead".into());
+    t.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: "outside-lead".into(),
+        uid: lead_pod.uid().expect("uid"),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }]);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let lead =
+        wait_for(&members, "tau-lead", LONG, "the lead to read Active from the outside pod", |m| phase(m) == MemberPhase::Active).await;
+    assert_eq!(lead.status.and_then(|s| s.pod_name).as_deref(), Some("outside-lead"));
+    members.create(&PostParams::default(), &member("helper", "tau", None)).await.expect("member");
+    wait_for(&members, "helper", LONG, "the specialist to run", |m| phase(m) == MemberPhase::Active).await;
+    let all = pods.list(&ListParams::default()).await.expect("pods");
+    let lead_pods: Vec<String> = all
+        .items
+        .iter()
+        .filter(|p| p.labels().get("agentteams.dev/role").map(String::as_str) == Some("lead"))
+        .map(|p| p.name_any())
+        .collect();
+    assert!(lead_pods.is_empty(), "the operator started a lead pod: {lead_pods:?}");
+
+    // The outside pod finishes: the team disbands, the specialist's pod goes, the lead pod stays.
+    set_sim_exit(&pods, "outside-lead", 0, Some("1s")).await;
+    wait_for(&ns.api::<Team>(), "tau", LONG, "the team to disband", |t| t.is_disbanded()).await;
+    wait_for(&members, "helper", LONG, "the specialist cancelled", |m| phase(m) == MemberPhase::Cancelled).await;
+    let kept = pods.get("outside-lead").await.expect("the outside lead pod is not deleted");
+    assert!(kept.metadata.deletion_timestamp.is_none(), "the operator deleted a pod it did not create");
     ns.cleanup().await;
 }

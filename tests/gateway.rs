@@ -7,13 +7,15 @@ mod support;
 use std::time::Duration;
 
 use fixture::*;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
-use team_operator::api::{Member, MemberPhase, TeamTask};
-use team_operator::controller::pod::GATEWAY_AUDIENCE;
+use team_operator::api::{Member, MemberPhase, MemberRole, Team, TeamTask, labels};
+use team_operator::controller::pod::{GATEWAY_AUDIENCE, ROLE_LABEL};
 use team_operator::gateway::args::{self, *};
 
 #[tokio::test]
@@ -85,8 +87,10 @@ async fn members_message_each_other_and_broadcast() {
     assert_eq!((got["acked"].as_u64(), got["timed_out"].as_bool()), (Some(1), Some(true)), "{got}");
     assert_eq!(members.get(&general).await.unwrap().phase(), MemberPhase::Completed);
 
-    // Unknown recipients are an error, not a silent drop.
+    // A finished member acts no more; unknown recipients are an error, not a silent drop.
     let answer = call(&gw.url, Some(a), "send_message", json!({ "to": "nobody", "body": "x" })).await;
+    assert_error(&answer, 400, "invalid_argument", "`team` is required");
+    let answer = call(&gw.url, Some(b), "send_message", json!({ "to": "nobody", "body": "x" })).await;
     assert_error(&answer, 404, "unknown_recipient", "nobody");
 
     // The metrics count the calls.
@@ -309,6 +313,136 @@ async fn authorization() {
 
     gw.bus.teardown(&x.key(&ns.name)).await.unwrap();
     gw.bus.teardown(&y.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+/// Identity comes from ownership (issue 11): a pod is a member only through its controller
+/// reference to a Member that names it back; labels, a forged owner reference or a finished
+/// Member give nothing. A pod of no team is its ServiceAccount, under RBAC.
+#[tokio::test]
+async fn labels_and_forged_owners_make_no_member() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-forge").await;
+    let gw = start_gateway(&s).await;
+    let fz = team_with_members(&s, &ns, &gw.bus, "fz", &["general"]).await;
+    ok(call(&gw.url, Some(fz.token("general")), "send_message", json!({ "to": "lead", "body": "for the lead only" })).await);
+    let pods: Api<Pod> = ns.api();
+    let lead_member: Member = ns.api::<Member>().get("fz-lead").await.expect("lead member");
+
+    // A pod labelled exactly as the operator labels the lead's pod, owned by nobody.
+    let labelled = kwok_pod("fz-impostor")
+        .label(labels::TEAM, "fz")
+        .label(labels::MEMBER, "lead")
+        .label(labels::AGENT, "lead")
+        .label(ROLE_LABEL, "lead")
+        .label(labels::MANAGED_BY, "team-operator")
+        .service_account("default")
+        .build();
+    // A pod claiming the lead's Member as its controller, which does not name it back.
+    let claiming = kwok_pod("fz-claimer").owner(support::owner_ref(&lead_member)).service_account("default").build();
+    for pod in [labelled, claiming] {
+        let pod = pods.create(&PostParams::default(), &pod).await.expect("create pod");
+        let token = fixture::pod_token(&s, &ns.name, &pod, GATEWAY_AUDIENCE).await;
+        let who = pod.name_any();
+        // Not a member of fz: it acts as ServiceAccount default, which RBAC allows nothing.
+        let wait = call(&gw.url, Some(&token), "wait_messages", json!({ "team": "fz", "timeout_seconds": 0 })).await;
+        assert_error(&wait, 403, "forbidden", "get teams/messages");
+        let delete = call(&gw.url, Some(&token), "team_delete", json!({ "team": "fz" })).await;
+        assert_error(&delete, 403, "forbidden", "delete teams");
+        let create =
+            call(&gw.url, Some(&token), "team_create", json!({ "name": format!("{who}-own"), "agents": [{ "name": "a", "image": "x" }] }))
+                .await;
+        assert_error(&create, 403, "forbidden", "create teams");
+    }
+    // The lead's message is still there, for the lead.
+    let got = ok(call(&gw.url, Some(fz.token("lead")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+    assert_eq!(got["messages"][0]["body"], "for the lead only");
+    assert!(ns.api::<Team>().get("fz").await.is_ok(), "the team still exists");
+
+    // A member that has ended is no member any more, at once (not after the identity cache's 30 s).
+    let general = fz.token("general").to_owned();
+    ok(call(&gw.url, Some(&general), "team_task", json!({ "action": "list" })).await);
+    ns.api::<Member>()
+        .patch_status("fz-general", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Completed" } })))
+        .await
+        .expect("complete the member");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // No member now: a pod of no team that names no team.
+        let answer = call(&gw.url, Some(&general), "team_task", json!({ "action": "list" })).await;
+        if answer.0 == 400 && answer.1.to_string().contains("`team` is required") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a finished member still acts: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    gw.bus.teardown(&fz.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+/// team_create from a member: refused unless its team allows sub-teams; a sub-team takes the
+/// parent's agent types and memory project, and is owned by the parent and the calling pod.
+#[tokio::test]
+async fn members_create_sub_teams_only_where_allowed() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-sub").await;
+    let gw = start_gateway(&s).await;
+    let p = team_with_members(&s, &ns, &gw.bus, "parent", &["general"]).await;
+    let member = p.token("general");
+    let hostile = json!({ "name": "escape", "agents": [{ "name": "root", "template": { "spec": { "hostPID": true, "containers": [{ "name": "x", "image": "x" }] } } }] });
+    assert_error(&call(&gw.url, Some(member), "team_create", hostile.clone()).await, 403, "forbidden", "spec.allowSubTeams");
+    assert_error(&call(&gw.url, Some(member), "team_create", json!({ "name": "child" })).await, 403, "forbidden", "spec.allowSubTeams");
+
+    let teams: Api<Team> = ns.api();
+    allow_sub_teams(&ns, "parent").await;
+    assert_error(&call(&gw.url, Some(member), "team_create", hostile.clone()).await, 400, "invalid_argument", "agents[0]");
+    let other_project = json!({ "name": "child", "memory_project": "elsewhere" });
+    assert_error(&call(&gw.url, Some(member), "team_create", other_project).await, 400, "invalid_argument", "memory_project");
+    let created = ok(call(&gw.url, Some(member), "team_create", json!({ "name": "child" })).await);
+    assert_eq!(created["memory_project"], "parent");
+    let child = teams.get("child").await.expect("child team");
+    let parent = teams.get("parent").await.expect("parent team");
+    assert_eq!(child.spec.agents, parent.spec.agents, "the parent's agent types");
+    assert_eq!(child.parent_uid(), parent.metadata.uid.as_deref(), "owned by the parent");
+    assert_eq!(child.spec.lead.pod_name.as_deref(), Some(p.pods["general"].name_any().as_str()));
+    // The calling pod leads the sub-team (by uid).
+    ok(call(&gw.url, Some(member), "team_task", json!({ "team": "child", "action": "list" })).await);
+
+    gw.bus.teardown(&p.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+/// Only the operator makes lead Members (the chart's ValidatingAdmissionPolicy, which the
+/// harness applies as the chart renders it).
+#[tokio::test]
+async fn only_the_operator_creates_lead_members() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-leadvap").await;
+    let members: Api<Member> = ns.api();
+    let mut m = support::teams::member("self-made-lead", "any", None);
+    m.spec.role = MemberRole::Lead;
+    // The harness applies the policy with the chart identities; the API server may take a moment
+    // to load a new policy.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        match members.create(&PostParams::default(), &m).await {
+            Err(kube::Error::Api(e)) => break e,
+            Ok(_) => {
+                let _ = members.delete("self-made-lead", &Default::default()).await;
+                assert!(tokio::time::Instant::now() < deadline, "a lead Member created by the admin user");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("create: {e}"),
+        }
+    };
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+    assert!(refusal.message.contains("spec.role"), "{}", refusal.message);
+    m.spec.role = MemberRole::Specialist;
+    members.create(&PostParams::default(), &m).await.expect("a specialist is fine");
     ns.cleanup().await;
 }
 

@@ -184,6 +184,7 @@ async fn rmcp_client_over_http_and_teamctl_stdio() {
     let ns = TestNamespace::new(&s.client, "mcp-rmcp").await;
     let gw = start_gateway_with(&s, quick_gateway()).await;
     let team = team_with_members(&s, &ns, &gw.bus, "delta", &["general"]).await;
+    allow_sub_teams(&ns, "delta").await;
     let lead = team.token("lead").to_owned();
 
     // Streamable HTTP against the gateway.
@@ -267,6 +268,7 @@ async fn python_sdk_client_over_http_and_teamctl_stdio() {
     let ns = TestNamespace::new(&s.client, "mcp-python").await;
     let gw = start_gateway_with(&s, quick_gateway()).await;
     let team = team_with_members(&s, &ns, &gw.bus, "epsilon", &["general"]).await;
+    allow_sub_teams(&ns, "epsilon").await;
     let lead = team.token("lead").to_owned();
 
     let mcp_url = format!("{}/mcp", gw.url);
@@ -293,6 +295,7 @@ async fn teamctl_commands_and_exit_codes() {
     let ns = TestNamespace::new(&s.client, "teamctl").await;
     let gw = start_gateway_with(&s, quick_gateway()).await;
     let team = team_with_members(&s, &ns, &gw.bus, "zeta", &["general"]).await;
+    allow_sub_teams(&ns, "zeta").await;
     let dir = scratch_dir(&format!("teamctl-{}", ns.name));
     let token_file = dir.join("token");
     std::fs::write(&token_file, team.token("general")).unwrap();

@@ -58,6 +58,13 @@ pub struct TeamSpec {
     /// Shared agent memory settings.
     #[serde(default)]
     pub memory: TeamMemory,
+
+    /// Whether this team's members may create teams of their own with team_create (sub-teams).
+    /// A sub-team uses this team's agent types and memory project, and its members count against
+    /// this team's `maxAgents`. Off by default: whoever may create Teams may run pods with the
+    /// templates they give, so that right is not handed to every agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_sub_teams: bool,
 }
 
 fn default_member_timeout() -> i64 {
@@ -185,6 +192,17 @@ impl Team {
     /// The agent type named `name`.
     pub fn agent_type(&self, name: &str) -> Option<&AgentType> {
         self.spec.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The uid of the Team this one is a sub-team of: its owner reference to a Team (team_create
+    /// by a member writes it), whose cap its members count against.
+    pub fn parent_uid(&self) -> Option<&str> {
+        self.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Team" && o.api_version.split('/').next() == Some(crate::api::GROUP))
+            .map(|o| o.uid.as_str())
     }
 
     /// Memory project of the team: `spec.memory.project`, else the team name.

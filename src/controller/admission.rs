@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
-use super::pod::{self, PodInputs, ROLE_LABEL};
-use crate::api::{Member, MemberPhase, MemberRole, Team, labels};
+use super::pod::{self, PodInputs};
+use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// (namespace, team name).
 pub type TeamId = (String, String);
@@ -65,6 +65,31 @@ pub struct TeamView {
     pub disbanded: bool,
     /// Agent types of the team.
     pub agents: BTreeSet<String>,
+    /// The lead is an existing pod (`spec.lead.podName`): the operator starts no lead pod.
+    pub external_lead: bool,
+    /// The team this one is a sub-team of: its members count against that team's cap too.
+    pub parent: Option<TeamId>,
+}
+
+/// Where the live pods controlled by a Member the store does not hold (a Member deleted while
+/// its pod still runs) are counted: against the operator-wide cap, in no team.
+pub fn unowned() -> TeamId {
+    (String::new(), String::new())
+}
+
+/// `team` and the teams it is a sub-team of, nearest first (at most 8 deep, which also ends a
+/// cycle of owner references).
+fn lineage<'a>(teams: &'a HashMap<TeamId, TeamView>, team: &'a TeamId) -> Vec<&'a TeamId> {
+    let mut out = vec![team];
+    let mut at = team;
+    while let Some(parent) = teams.get(at).and_then(|t| t.parent.as_ref()) {
+        if out.len() >= 8 || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        at = parent;
+    }
+    out
 }
 
 /// What the planner needs to know of a member.
@@ -92,7 +117,8 @@ pub struct Plan {
 }
 
 /// Names unnamed members and admits queued ones under both caps. `live` counts specialist pods
-/// that hold a slot, per team.
+/// that hold a slot, per team (and under [`unowned`] those of no known Member). A sub-team's
+/// members count against its own cap and every ancestor's.
 pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &HashMap<TeamId, usize>, global_cap: usize) -> Plan {
     let mut order: Vec<&MemberView> = members.iter().collect();
     // Leads first so the lead gets its agent type's bare name; then first come, first served.
@@ -106,7 +132,13 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
     }
 
     let mut out = Plan::default();
-    let mut team_live: HashMap<&TeamId, usize> = live.iter().map(|(k, v)| (k, *v)).collect();
+    // Slots in use per team, its sub-teams' included.
+    let mut team_live: HashMap<&TeamId, usize> = HashMap::new();
+    for (team, n) in live {
+        for t in lineage(teams, team) {
+            *team_live.entry(t).or_default() += n;
+        }
+    }
     let mut global_live: usize = live.values().sum();
     for m in order {
         let Some(team) = teams.get(&m.team) else { continue };
@@ -123,18 +155,23 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             continue;
         }
         if m.role == MemberRole::Lead {
-            out.admit.push(m.key.clone());
+            if !team.external_lead {
+                out.admit.push(m.key.clone());
+            }
             continue;
         }
-        let used = team_live.entry(&m.team).or_default();
-        if *used >= team.max_agents.min(global_cap) {
-            continue;
-        }
-        if global_live >= global_cap {
+        let line = lineage(teams, &m.team);
+        let full = line.iter().any(|t| {
+            let cap = teams.get(*t).map_or(0, |v| v.max_agents).min(global_cap);
+            team_live.get(t).copied().unwrap_or(0) >= cap
+        });
+        if full || global_live >= global_cap {
             // Keep going: later members still get their names while they wait.
             continue;
         }
-        *used += 1;
+        for t in line {
+            *team_live.entry(t).or_default() += 1;
+        }
         global_live += 1;
         out.admit.push(m.key.clone());
     }
@@ -195,6 +232,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
 /// One planning round: snapshot, plan, write names, create pods.
 async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> Outcome {
     let team_objs = teams.state();
+    let by_uid: HashMap<&str, TeamId> =
+        team_objs.iter().filter_map(|t| Some((t.metadata.uid.as_deref()?, (t.namespace()?, t.name_any())))).collect();
     let team_views: HashMap<TeamId, TeamView> = team_objs
         .iter()
         .filter_map(|t| {
@@ -203,32 +242,47 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
                 disbanded: t.is_disbanded(),
                 agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
+                external_lead: t.spec.lead.pod_name.is_some(),
+                parent: t.parent_uid().and_then(|uid| by_uid.get(uid).cloned()),
             };
             Some((id, view))
         })
         .collect();
 
-    // Live specialist pods per team, and forget expectations the store has caught up with.
-    let mut live: HashMap<TeamId, usize> = HashMap::new();
+    // Pods by the Member that controls them (rule 7: ownership, never labels): which members
+    // have a pod, and which pods still run and so hold a slot — during a disband too, until
+    // they end. Expectations the store has caught up with are forgotten.
     let mut pod_names: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut controlled: HashMap<String, bool> = HashMap::new();
     for p in pods.state() {
         let Some(ns) = p.namespace() else { continue };
-        pod_names.insert((ns.clone(), p.name_any()));
-        let labels = p.labels();
-        let terminal = matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-        if terminal || labels.get(ROLE_LABEL).map(String::as_str) != Some("specialist") {
-            continue;
-        }
-        if let Some(team) = labels.get(labels::TEAM) {
-            *live.entry((ns, team.clone())).or_default() += 1;
+        pod_names.insert((ns, p.name_any()));
+        if let Some(owner) = pod::controlling_member(&p) {
+            let running = !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+            *controlled.entry(owner.uid.clone()).or_default() |= running;
         }
     }
     pending.pods.retain(|k, (_, at)| !pod_names.contains(k) && at.elapsed() < EXPECTATION_TTL);
+
+    let member_objs = members.state();
+    let mut live: HashMap<TeamId, usize> = HashMap::new();
+    let mut unowned_live = controlled.values().filter(|running| **running).count();
+    for m in &member_objs {
+        let (Some(ns), Some(uid)) = (m.namespace(), m.metadata.uid.as_deref()) else { continue };
+        if controlled.get(uid) == Some(&true) {
+            unowned_live -= 1;
+            if m.spec.role != MemberRole::Lead {
+                *live.entry((ns, m.spec.team.clone())).or_default() += 1;
+            }
+        }
+    }
+    if unowned_live > 0 {
+        live.insert(unowned(), unowned_live);
+    }
     for (team, _) in pending.pods.values() {
         *live.entry(team.clone()).or_default() += 1;
     }
 
-    let member_objs = members.state();
     // Forget names the store now shows, and names of members that are gone.
     if !pending.names.is_empty() {
         let stored: HashMap<&str, Option<&str>> =
@@ -241,10 +295,8 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
             let ns = m.namespace()?;
             let uid = m.metadata.uid.clone()?;
             let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
-            let has_pod = name.as_ref().is_some_and(|n| {
-                let pn = (ns.clone(), pod::pod_name(&m.spec.team, n, &uid));
-                pod_names.contains(&pn) || pending.pods.contains_key(&pn)
-            });
+            let has_pod = controlled.contains_key(&uid)
+                || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(&m.spec.team, n, &uid))));
             Some(MemberView {
                 key: ObjectRef::from_obj(m.as_ref()),
                 team: (ns, m.spec.team.clone()),
@@ -388,7 +440,13 @@ mod tests {
     use k8s_openapi::jiff::SignedDuration;
 
     fn team(cap: usize) -> TeamView {
-        TeamView { max_agents: cap, disbanded: false, agents: ["general".to_owned(), "lead".to_owned()].into() }
+        TeamView {
+            max_agents: cap,
+            disbanded: false,
+            agents: ["general".to_owned(), "lead".to_owned()].into(),
+            external_lead: false,
+            parent: None,
+        }
     }
 
     fn mv(team: &str, i: i64, name: Option<&str>, phase: MemberPhase) -> MemberView {

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::info;
 
@@ -51,7 +51,6 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     }
 
     let members_api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Time(Timestamp::now());
     for m in &open {
         // Cancelled first, then the pod goes: the other order would let the member reconciler see
@@ -61,10 +60,11 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
             "completionTime": now,
         }});
         ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
+        // Only the pods the member controls: an external lead's pod is not the operator's.
         if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref())
-            && !(m.is_lead() && t.spec.lead.pod_name.is_some())
+            && let Some(p) = ctx.pods.get(&ObjectRef::new(&pod::pod_name(&name, agent_name, uid)).within(&ns))
         {
-            ignore_not_found(pods_api.delete(&pod::pod_name(&name, agent_name, uid), &DeleteParams::background()).await.map(|_| ()))?;
+            super::member::delete_pod(ctx, &p, uid).await?;
         }
     }
 

@@ -27,6 +27,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             lead: LeadSpec { agent: "lead".into(), ..Default::default() },
             agents: vec![agent("lead"), agent("general")],
             memory: Default::default(),
+            allow_sub_teams: false,
         },
     );
     t.metadata.namespace = Some("ns".into());

@@ -58,17 +58,23 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         return Ok(Action::await_change());
     };
     let uid = member.metadata.uid.clone().unwrap_or_default();
+    let external = member.is_lead() && team.spec.lead.pod_name.is_some();
     let pod_name = match (&team.spec.lead.pod_name, member.is_lead()) {
         (Some(external), true) => external.clone(),
         _ => pod::pod_name(&member.spec.team, &agent_name, &uid),
     };
-    let pod = find_pod(&ctx, &ns, &pod_name, current).await?;
+    // A member's pod is the one it controls; an external lead's, the pod that owns the Team by
+    // uid. A pod of that name that is neither (created by someone else) is no pod of this member.
+    let pod = find_pod(&ctx, &ns, &pod_name, current).await?.filter(|p| match external {
+        true => team.owner_references().iter().any(|o| o.kind == "Pod" && Some(o.uid.as_str()) == p.metadata.uid.as_deref()),
+        false => pod::controlled_by(p, &uid),
+    });
 
     if current.is_terminal() {
         // A pod that outlived its member (cancelled by a disband that raced an admission, or
         // failed as unschedulable) is removed so it cannot hold a slot or keep working.
         if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
-            delete_pod(&ctx, &ns, &p.name_any()).await?;
+            delete_pod(&ctx, p, &uid).await?;
         }
         if current == MemberPhase::Failed {
             // The lead was not known, or the write of the failure lost a race: tell it now.
@@ -89,7 +95,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
             exit_code: None,
         };
         if let Some(p) = &pod {
-            delete_pod(&ctx, &ns, &p.name_any()).await?;
+            delete_pod(&ctx, p, &uid).await?;
         }
         patch_status(&ctx, &member, with_pod(observed, &pod_name), None, now).await?;
         return Ok(Action::await_change());
@@ -116,8 +122,11 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     let changed = record_told(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), told, now).await?;
     // After the status says why, so a pod deleted here is not read as deleted from outside. A
     // failure here retries through the terminal branch above.
-    if changed && observed.reason.as_deref() == Some("Unschedulable") {
-        delete_pod(&ctx, &ns, &pod_name).await?;
+    if changed
+        && observed.reason.as_deref() == Some("Unschedulable")
+        && let Some(p) = &pod
+    {
+        delete_pod(&ctx, p, &uid).await?;
     }
     // Completed and Failed get an Event. Starting and Active get none: the pod's own Events
     // (Scheduled, Started) and status.startTime tell that, and in a fleet each Event is one more
@@ -129,7 +138,6 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     }
     Ok(match (observed.phase, recheck) {
         (_, Some(after)) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
-        _ if member.is_lead() && team.spec.lead.pod_name.is_some() => Action::requeue(Duration::from_secs(15)),
         _ => Action::await_change(),
     })
 }
@@ -178,9 +186,20 @@ fn is_running(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none() && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-async fn delete_pod(ctx: &Context, ns: &str, name: &str) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(super::error::ignore_not_found(api.delete(name, &DeleteParams::background()).await.map(|_| ()))?)
+/// Deletes `p` if the Member of uid `member_uid` controls it (the operator deletes only pods it
+/// created: never an external lead's), on the condition that it is still that pod (uid).
+pub async fn delete_pod(ctx: &Context, p: &Pod, member_uid: &str) -> Result<()> {
+    if !pod::controlled_by(p, member_uid) {
+        return Ok(());
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let params = DeleteParams::background().preconditions(kube::api::Preconditions { uid: p.metadata.uid.clone(), resource_version: None });
+    match api.delete(&p.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        // Gone already, or replaced by another pod of the same name (the uid precondition).
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn refused(reason: &str, message: String) -> Observed {

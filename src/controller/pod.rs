@@ -41,6 +41,23 @@ pub fn pod_name(team: &str, agent_name: &str, member_uid: &str) -> String {
     format!("{team}-{agent_name}-{suffix}")
 }
 
+/// The Member controlling `pod` (its controller reference, kind Member of this API group): what
+/// makes a pod a member's (rule 7). Labels say nothing: any pod creator can set them.
+pub fn controlling_member(pod: &Pod) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .filter(|o| o.kind == "Member" && o.api_version.split('/').next() == Some(crate::api::GROUP))
+}
+
+/// Whether `pod` is controlled by the Member of uid `member_uid`: the only pods the operator
+/// deletes are these, the ones it created.
+pub fn controlled_by(pod: &Pod, member_uid: &str) -> bool {
+    controlling_member(pod).is_some_and(|o| o.uid == member_uid)
+}
+
 /// Inputs that are not in the Member or Team objects.
 pub struct PodInputs<'a> {
     /// Team-unique agent name of the member.

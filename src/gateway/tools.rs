@@ -4,10 +4,12 @@
 //! # Authorization
 //!
 //! Every call acts inside one team (`team`, default: the caller's own) of one namespace.
-//! - A member pod acts only in its own team, as its own agent name: any other team is
-//!   `forbidden`, except a team whose `spec.lead.podName` is the caller's pod (a team it created
-//!   with team_create), where it is the lead. team_delete and spawn_member are the lead's.
-//!   agent_memory reaches only the caller's own agent type, in its team's memory project.
+//! - A member pod (a member by ownership, see [`super::auth`]) acts only in its own team, as its
+//!   own agent name: any other team is `forbidden`, except a team whose `spec.lead.podName` is the
+//!   caller's pod and which that pod owns by uid (a team it created with team_create), where it
+//!   is the lead. team_delete and spawn_member are the lead's. agent_memory reaches only the
+//!   caller's own agent type, in its team's memory project.
+//! - A pod of no team acts as its ServiceAccount: RBAC decides, as for kube users below.
 //! - A kube user acts as the team's lead (or as `member`), if RBAC allows the verb below on
 //!   `agentteams.dev` resources in the namespace (SubjectAccessReview):
 //!

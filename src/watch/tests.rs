@@ -22,6 +22,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             lead: LeadSpec { agent: "lead".into(), prompt: None, pod_name: None },
             agents: vec![],
             memory: Default::default(),
+            allow_sub_teams: false,
         },
     );
     t.metadata.namespace = Some("demo".into());

@@ -40,13 +40,26 @@ pub fn chart_lease() -> (&'static str, String) {
     (RELEASE_NS, format!("{}-controller", fullname(RELEASE)))
 }
 
+/// Label of the namespaces a release of the chart suite serves (its own and its teams'), which
+/// the suites' lead-member policy does not cover.
+pub const OWN_RELEASE_LABEL: &str = "agentteams.dev/test-release";
+
 /// Applies the chart's ServiceAccounts and RBAC for [`RELEASE`] once per process.
 fn chart_rbac() {
     static APPLIED: Once = Once::new();
     APPLIED.call_once(|| {
         let ns = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {RELEASE_NS}\n---\n");
-        let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS];
-        for template in ["templates/serviceaccounts.yaml", "templates/rbac-controller.yaml", "templates/rbac-gateway.yaml"] {
+        // The suites' lead-member policy leaves alone the namespaces of the chart suite's own
+        // releases, whose controllers are other accounts.
+        let selector =
+            format!(r#"memberPolicy.namespaceSelector={{"matchExpressions":[{{"key":"{OWN_RELEASE_LABEL}","operator":"DoesNotExist"}}]}}"#);
+        let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS, "--set-json", &selector];
+        for template in [
+            "templates/serviceaccounts.yaml",
+            "templates/rbac-controller.yaml",
+            "templates/rbac-gateway.yaml",
+            "templates/member-policy.yaml",
+        ] {
             args.extend(["--show-only", template]);
         }
         let rendered = ok("helm", &args, None);

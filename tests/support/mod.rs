@@ -164,6 +164,11 @@ impl TestNamespace {
     /// Creates `<prefix>-<random>` and waits until its `default` ServiceAccount exists (pods
     /// cannot be created before that).
     pub async fn new(client: &Client, prefix: &str) -> Self {
+        Self::labelled(client, prefix, &[]).await
+    }
+
+    /// Like [`TestNamespace::new`], with extra labels on the namespace from its creation on.
+    pub async fn labelled(client: &Client, prefix: &str, extra: &[(&str, &str)]) -> Self {
         let mut prefix: String = prefix.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         prefix.truncate(50);
         let prefix = prefix.trim_matches('-');
@@ -172,7 +177,11 @@ impl TestNamespace {
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([(TEST_LABEL.to_string(), "true".to_string())].into()),
+                labels: Some(
+                    std::iter::once((TEST_LABEL.to_string(), "true".to_string()))
+                        .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+                        .collect(),
+                ),
                 ..Default::default()
             },
             ..Default::default()

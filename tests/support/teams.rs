@@ -43,6 +43,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             lead: LeadSpec { agent: "lead".into(), prompt: Some("lead the team".into()), pod_name: None },
             agents: vec![agent_type("lead"), agent_type("general")],
             memory: Default::default(),
+            allow_sub_teams: false,
         },
     )
 }

@@ -7,10 +7,10 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::Team;
+use crate::api::{MemberRole, Team};
 use crate::bus::TeamKey;
 use crate::gateway::GatewayState;
-use crate::gateway::auth::Caller;
+use crate::gateway::auth::{Caller, PodCaller};
 use crate::gateway::error::ApiError;
 
 /// Role of the caller in the team it acts in.
@@ -125,39 +125,67 @@ pub(super) async fn actor(
     need: Need,
 ) -> Result<Actor, ApiError> {
     let namespace = namespace_of(caller, ns)?;
-    match caller {
+    let user = match caller {
         Caller::Pod(p) => {
-            let team_name = team
-                .or(p.team.as_deref())
-                .ok_or_else(|| ApiError::invalid(format!("{} is in no team: name the `team` you lead", caller.describe())))?;
-            if p.team.as_deref() == Some(team_name) {
-                let t = fetch_team(state, &namespace, team_name).await?;
-                let role = if p.lead { Role::Lead } else { Role::Specialist };
-                return Ok(Actor { namespace, team: t, name: p.member.clone(), agent: p.agent.clone(), role });
+            let own = p.member.as_ref().map(|m| m.team.as_str());
+            if let Some(team_name) = team.or(own)
+                && let Some(actor) = as_pod(state, p, &namespace, team_name).await?
+            {
+                return Ok(actor);
             }
-            match lookup_team(state, &namespace, team_name).await? {
-                Some(t) if t.spec.lead.pod_name.as_deref() == Some(p.pod.as_str()) => {
-                    let name = t.status.as_ref().and_then(|s| s.lead_name.clone());
-                    let agent = Some(t.spec.lead.agent.clone());
-                    Ok(Actor { namespace, team: t, name, agent, role: Role::Lead })
-                }
+            match (&p.member, team.or(own)) {
                 // A missing team reads as forbidden too: members learn nothing about other teams.
-                _ => Err(ApiError::forbidden(format!("{} may not act in team {team_name}", caller.describe()))),
+                (Some(_), Some(team_name)) => {
+                    return Err(ApiError::forbidden(format!("{} may not act in team {team_name}", caller.describe())));
+                }
+                // A pod of no team is its ServiceAccount: RBAC decides, as for people.
+                _ => &p.account,
             }
         }
-        Caller::User(u) => {
-            let team_name =
-                team.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::invalid(format!("`team` is required for {}", u.username)))?;
-            state
-                .auth
-                .check(u, need.verb, need.resource, need.subresource, &namespace, Some(team_name).filter(|_| need.resource == "teams"))
-                .await?;
-            let t = fetch_team(state, &namespace, team_name).await?;
+        Caller::User(u) => u,
+    };
+    let team_name = team.filter(|t| !t.is_empty()).ok_or_else(|| ApiError::invalid(format!("`team` is required for {}", user.username)))?;
+    state
+        .auth
+        .check(user, need.verb, need.resource, need.subresource, &namespace, Some(team_name).filter(|_| need.resource == "teams"))
+        .await?;
+    let t = fetch_team(state, &namespace, team_name).await?;
+    let name = t.status.as_ref().and_then(|s| s.lead_name.clone());
+    let agent = Some(t.spec.lead.agent.clone());
+    Ok(Actor { namespace, team: t, name, agent, role: Role::Person })
+}
+
+/// A pod in `team_name` by what it is there: the member its Member says (team, name, agent
+/// type and role from the Member, see [`crate::gateway::auth`]), or the external lead of a team
+/// whose `spec.lead.podName` names it and which this pod, by uid, owns. None: neither.
+async fn as_pod(state: &GatewayState, p: &PodCaller, namespace: &str, team_name: &str) -> Result<Option<Actor>, ApiError> {
+    if let Some(m) = p.member.as_ref().filter(|m| m.team == team_name) {
+        let t = fetch_team(state, namespace, team_name).await?;
+        let role = if m.role == MemberRole::Lead { Role::Lead } else { Role::Specialist };
+        return Ok(Some(Actor {
+            namespace: namespace.to_owned(),
+            team: t,
+            name: Some(m.name.clone()),
+            agent: Some(m.agent.clone()),
+            role,
+        }));
+    }
+    match lookup_team(state, namespace, team_name).await? {
+        Some(t) if led_by(&t, p) => {
             let name = t.status.as_ref().and_then(|s| s.lead_name.clone());
             let agent = Some(t.spec.lead.agent.clone());
-            Ok(Actor { namespace, team: t, name, agent, role: Role::Person })
+            Ok(Some(Actor { namespace: namespace.to_owned(), team: t, name, agent, role: Role::Lead }))
         }
+        _ => Ok(None),
     }
+}
+
+/// Whether pod `p` is the external lead of `team`: named by `spec.lead.podName` and owning the
+/// Team by uid (the owner reference team_create writes), so a re-created pod of the same name is
+/// not its lead.
+pub(super) fn led_by(team: &Team, p: &PodCaller) -> bool {
+    team.spec.lead.pod_name.as_deref() == Some(p.pod.as_str())
+        && team.owner_references().iter().any(|o| o.kind == "Pod" && o.api_version == "v1" && o.uid == p.pod_uid && o.name == p.pod)
 }
 
 /// A person may act as another member of the team; members never.

@@ -31,7 +31,7 @@ pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Re
                 let mine: Vec<Value> = all
                     .items
                     .iter()
-                    .filter(|t| Some(t.name_any()) == p.team || t.spec.lead.pod_name.as_deref() == Some(p.pod.as_str()))
+                    .filter(|t| p.member.as_ref().is_some_and(|m| m.team == t.name_any()) || led_by(t, p))
                     .map(team_view)
                     .collect();
                 return Ok(json!({ "teams": mine }));

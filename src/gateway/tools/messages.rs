@@ -8,7 +8,7 @@ use super::actor::*;
 use crate::bus::{MessageKind, OutgoingMessage, Recipient};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
-use crate::gateway::auth::{Caller, PodCaller, UserCaller};
+use crate::gateway::auth::{Caller, UserCaller};
 use crate::gateway::error::ApiError;
 use crate::gateway::idle;
 
@@ -60,8 +60,9 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
     let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
     let (acked, messages) = match caller {
         // A member's own wait shows in its phase; a person acting as a member leaves it alone.
-        Caller::Pod(PodCaller { member_object: Some(member), .. }) => {
-            idle::while_waiting(&state.client, &actor.namespace, member, wait).await?
+        Caller::Pod(p) if p.member.as_ref().is_some_and(|m| m.team == actor.team_name()) => {
+            let object = p.member.as_ref().map(|m| m.object.as_str()).unwrap_or_default();
+            idle::while_waiting(&state.client, &actor.namespace, object, wait).await?
         }
         _ => wait.await?,
     };

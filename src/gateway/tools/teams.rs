@@ -1,8 +1,8 @@
 //! team_create and team_delete.
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::ResourceExt;
+use kube::Resource;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
@@ -14,33 +14,48 @@ use crate::gateway::args::*;
 use crate::gateway::auth::Caller;
 use crate::gateway::error::ApiError;
 
+/// Creates a team. A kube user, or a pod of no team acting as its ServiceAccount, needs RBAC
+/// `create teams`; a pod becomes the new team's external lead (`spec.lead.podName`, and the Team
+/// owned by that Pod's uid). A member may create only a sub-team, and only when its own Team has
+/// `spec.allowSubTeams`: the sub-team takes the parent's agent types and memory project and is
+/// owned by the parent, whose `maxAgents` its members count against.
 pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCreateArgs) -> Result<Value, ApiError> {
     let namespace = namespace_of(caller, a.namespace.as_deref())?;
     if a.name.is_empty() {
         return Err(ApiError::invalid("team_create: `name` is empty"));
     }
-    let (lead_pod, own_team, own_agent) = match caller {
+    let (lead_pod, parent, own_agent) = match caller {
         Caller::User(u) => {
             state.auth.check(u, "create", "teams", None, &namespace, None).await?;
             (None, None, None)
         }
-        Caller::Pod(p) => {
-            let pod = Api::<Pod>::namespaced(state.client.clone(), &namespace)
-                .get(&p.pod)
-                .await
-                .map_err(|e| ApiError::from_kube(e, "reading the caller's pod"))?;
-            let own = match &p.team {
-                Some(t) => Api::<Team>::namespaced(state.client.clone(), &namespace).get_opt(t).await.ok().flatten(),
-                None => None,
-            };
-            (Some(pod), own, p.agent.clone())
-        }
-    };
-    let agents: Vec<AgentType> = match a.agents {
-        Some(list) if !list.is_empty() => list.into_iter().map(agent_type).collect::<Result<_, _>>()?,
-        _ => match &own_team {
-            Some(t) => t.spec.agents.clone(),
+        Caller::Pod(p) => match &p.member {
             None => {
+                state.auth.check(&p.account, "create", "teams", None, &namespace, None).await?;
+                (Some(p), None, None)
+            }
+            Some(m) => {
+                // Read fresh, not from the watch: a security decision on a field just changed.
+                let parent = Api::<Team>::namespaced(state.client.clone(), &namespace)
+                    .get_opt(&m.team)
+                    .await
+                    .map_err(|e| ApiError::from_kube(e, "reading the caller's team"))?
+                    .ok_or_else(|| ApiError::not_found(format!("team {} not found in namespace {namespace}", m.team)))?;
+                if !parent.spec.allow_sub_teams {
+                    return Err(ApiError::forbidden(format!(
+                        "team_create: team {} does not allow sub-teams (spec.allowSubTeams is false), so its members may not create teams",
+                        m.team
+                    )));
+                }
+                (Some(p), Some(parent), Some(m.agent.clone()))
+            }
+        },
+    };
+    let (agents, project) = match &parent {
+        Some(parent) => sub_team_types(parent, a.agents, a.memory_project)?,
+        None => match a.agents {
+            Some(list) if !list.is_empty() => (list.into_iter().map(agent_type).collect::<Result<_, _>>()?, a.memory_project),
+            _ => {
                 return Err(ApiError::invalid("team_create: `agents` is required: give at least one agent type with `name` and `image`"));
             }
         },
@@ -61,29 +76,81 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
         TeamSpec {
             max_agents: a.max_agents.unwrap_or(4),
             member_timeout_seconds: a.member_timeout_seconds.unwrap_or(crate::api::team::DEFAULT_MEMBER_TIMEOUT_SECONDS),
-            lead: LeadSpec { agent: lead_agent, prompt: a.lead_prompt, pod_name: lead_pod.as_ref().map(|p| p.name_any()) },
+            lead: LeadSpec { agent: lead_agent, prompt: a.lead_prompt, pod_name: lead_pod.map(|p| p.pod.clone()) },
             agents,
-            memory: TeamMemory { project: a.memory_project },
+            memory: TeamMemory { project },
+            allow_sub_teams: false,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
-    if let Some(pod) = &lead_pod {
-        // The lead pod owns the team: deleting the pod deletes the team (DESIGN: Team).
-        team.metadata.owner_references = Some(vec![OwnerReference {
+    let mut owners = Vec::new();
+    if let Some(p) = lead_pod {
+        // The lead pod owns the team, by uid: deleting the pod deletes the team, and only that
+        // pod (not a later one of the same name) is its lead (`actor::led_by`).
+        owners.push(OwnerReference {
             api_version: "v1".into(),
             kind: "Pod".into(),
-            name: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
+            name: p.pod.clone(),
+            uid: p.pod_uid.clone(),
             controller: Some(false),
             block_owner_deletion: Some(false),
-        }]);
+        });
     }
+    if let Some(mut parent_ref) = parent.as_ref().and_then(|t| t.controller_owner_ref(&())) {
+        // Deleting the parent takes its sub-teams along; admission counts them against its cap.
+        parent_ref.controller = Some(false);
+        parent_ref.block_owner_deletion = Some(false);
+        owners.push(parent_ref);
+    }
+    team.metadata.owner_references = (!owners.is_empty()).then_some(owners);
     let created =
         Api::<Team>::namespaced(state.client.clone(), &namespace).create(&PostParams::default(), &team).await.map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => ApiError::conflict(format!("team {} already exists in namespace {namespace}", a.name)),
             e => ApiError::from_kube(e, "creating the team"),
         })?;
     Ok(team_view(&created))
+}
+
+/// A sub-team's agent types and memory project: the parent's. `agents` may pick some of the
+/// parent's types by name, nothing more; another memory project is refused.
+fn sub_team_types(
+    parent: &Team,
+    agents: Option<Vec<AgentTypeArgs>>,
+    project: Option<String>,
+) -> Result<(Vec<AgentType>, Option<String>), ApiError> {
+    let parent_project = parent.memory_project();
+    if let Some(p) = project.filter(|p| *p != parent_project) {
+        return Err(ApiError::invalid(format!(
+            "team_create: field `memory_project`: a sub-team uses its parent's memory project {parent_project:?}, not {p:?}"
+        )));
+    }
+    let picked = match agents {
+        None => parent.spec.agents.clone(),
+        Some(list) if list.is_empty() => parent.spec.agents.clone(),
+        Some(list) => list
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let own = a.image.is_some()
+                    || a.template.is_some()
+                    || !a.command.is_empty()
+                    || !a.args.is_empty()
+                    || a.model.is_some()
+                    || a.memory.is_some();
+                match parent.agent_type(&a.name) {
+                    Some(t) if !own => Ok(t.clone()),
+                    Some(_) => Err(ApiError::invalid(format!(
+                        "team_create: field `agents[{i}]`: a sub-team uses its parent's agent types as they are: give only `name`"
+                    ))),
+                    None => Err(ApiError::invalid(format!(
+                        "team_create: field `agents[{i}].name`: {:?} is not one of the parent team's agent types",
+                        a.name
+                    ))),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((picked, Some(parent_project)))
 }
 
 pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
