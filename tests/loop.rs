@@ -352,13 +352,14 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
 /// findings come into its session through `claude -p --resume`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claude_code_team_runs_the_loop_to_disband() {
-    // memberTimeoutSeconds 20 instead of the example's 60, to keep the test short.
-    let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(20)).await;
+    // memberTimeoutSeconds 30 instead of the example's 60, to keep the test short (the lead's
+    // wait for the first finding is bounded by it too).
+    let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(30)).await;
     let context = run.record("loop-claude");
     let members = run.members().await;
     for name in ["lead", "reviewer", "reviewer-2"] {
         assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
-        assert!(run.log_of(name).contains("no message for 20s: done"), "{name} did not finish quiet:\n{}", run.log_of(name));
+        assert!(run.log_of(name).contains("no message for 30s: done"), "{name} did not finish quiet:\n{}", run.log_of(name));
     }
     let memory = run.gw.bus.memory().read(&run.memory_key).await.expect("memory").unwrap_or_default();
     assert!(memory.contains(REVIEWER_FINDING) && memory.contains(CRITIC_FINDING), "memory: {memory:?}\n{context}");
