@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced; the scripts use its variables
 # Shared settings for the hack/ scripts: pinned versions, where binaries are cached, where the
 # local stack keeps its state. Sourced, never run.
 

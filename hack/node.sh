@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by stack.sh and images.sh, which use its variables
 # The real node of the local stack (NODE=1): containerd + runc + CNI bridge + kubelet, kube-proxy
 # (iptables mode) and CoreDNS, beside the kwok nodes. Sourced by hack/stack.sh, never run.
 #
@@ -233,7 +234,7 @@ node_cert() { # <name> <subject> <ext>
   local name=$1 subj=$2 ext=$3
   [[ -f $PKI/$name.crt ]] && return
   (
-    cd "$PKI"
+    cd "$PKI" || exit
     printf '%s\n' "$ext" >"$name.ext"
     openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
     openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
@@ -435,7 +436,10 @@ failSwapOn: false
 # Imported images cannot be pulled again: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+# Absolute, small thresholds: the machine's disk is shared with cargo's target dirs, and a
+# percentage of a large disk would refuse pods while gigabytes are still free.
+evictionHard: {memory.available: 50Mi, nodefs.available: 256Mi, imagefs.available: 256Mi, nodefs.inodesFree: 1%}
+evictionPressureTransitionPeriod: 30s
 serializeImagePulls: false
 rotateCertificates: false
 serverTLSBootstrap: false
@@ -562,8 +566,29 @@ spec:
 
 # --- the node's components -----------------------------------------------------------------
 
+# The config a component was started with, to restart it when `up` writes a different one.
+node_config_of() {
+  case $1 in
+    containerd) echo "$NODE_DIR/containerd.toml" ;;
+    kubelet) echo "$NODE_DIR/kubelet.yaml" ;;
+    coredns) echo "$NODE_DIR/Corefile" ;;
+  esac
+}
+
+record_config() { # <component>
+  sha256sum "$(node_config_of "$1")" | cut -d' ' -f1 >"$PIDS/$1.config"
+}
+
+# Started with another config than the one written now (or by a script that did not record it).
+node_stale() { # <component>
+  local cfg; cfg=$(node_config_of "$1")
+  [[ -n $cfg ]] || return 1
+  [[ $(cat "$PIDS/$1.config" 2>/dev/null) != "$(sha256sum "$cfg" | cut -d' ' -f1)" ]]
+}
+
 start_containerd() {
   write_node_config
+  record_config containerd
   # The shim and runc are found through PATH.
   spawn containerd env PATH="$NODE_BIN_DIR:$PATH" "$NODE_BIN_DIR/containerd" --config "$NODE_DIR/containerd.toml"
 }
@@ -573,6 +598,7 @@ start_kubelet() {
   # (The project image needs the crate built: hack/test.sh and hack/demo.sh import it.)
   "$HACK_DIR/images.sh" pause agent redis >>"$LOGS/images.log" 2>&1 ||
     { tail -n 20 "$LOGS/images.log" >&2; die "importing the base images failed (see $LOGS/images.log)"; }
+  record_config kubelet
   spawn kubelet "$BIN_DIR/kubelet" \
     --config="$NODE_DIR/kubelet.yaml" \
     --kubeconfig="$NODE_DIR/kubelet.kubeconfig" \
@@ -588,6 +614,7 @@ start_kube-proxy() {
 
 start_coredns() {
   node_rbac
+  record_config coredns
   spawn coredns "$NODE_BIN_DIR/coredns" -conf "$NODE_DIR/Corefile"
 }
 
@@ -661,7 +688,9 @@ node_down() {
   node_containers_rm
   stop_one containerd
   node_mounts_rm
-  node_cgroups_rm
+  # The kubepods cgroups and the network belong to whichever stack runs the node.
+  local owner; owner=$(cat "$NODE_OWNER_DIR/node-$NODE_LINK.owner" 2>/dev/null || true)
+  if [[ -z $owner || $owner == "$STACK_DIR" ]]; then node_cgroups_rm; fi
   node_net_down
   rm -rf "$NODE_RUN"
 }

@@ -368,10 +368,13 @@ up() {
       if alive kube-apiserver; then stop_one kube-apiserver; fi
     fi
     node_pki
+    # Idempotent (unchanged files are not touched); a component whose config changed is
+    # restarted below.
+    write_node_config
   fi
   for c in "${COMPONENTS[@]}"; do
     if alive "$c" && stale "$c"; then
-      log "$c runs with the flags of an older hack/stack.sh; restarting it"
+      log "$c runs with other flags or config than this hack/stack.sh writes; restarting it"
       stop_one "$c"
     fi
     if alive "$c" && healthy "$c"; then continue; fi
@@ -415,6 +418,7 @@ stale() { # <component>
     kube-apiserver)
       if ((NODE)); then [[ $cmd != *"--advertise-address=$NODE_IP "* ]]; else [[ $cmd == *"--bind-address=0.0.0.0 "* ]]; fi ;;
     kube-controller-manager) [[ $cmd != *"--controllers=$KCM_CONTROLLERS "* ]] ;;
+    containerd | kubelet | coredns) node_stale "$1" ;;
     *) return 1 ;;
   esac
 }

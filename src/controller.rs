@@ -12,6 +12,7 @@ pub mod leader;
 pub mod member;
 pub mod member_status;
 pub mod pod;
+pub mod pod_refusal;
 pub mod shared;
 pub mod team;
 pub mod team_task;

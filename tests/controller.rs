@@ -668,3 +668,37 @@ async fn an_external_lead_pod_is_never_the_operators() {
     assert!(kept.metadata.deletion_timestamp.is_none(), "the operator deleted a pod it did not create");
     ns.cleanup().await;
 }
+
+/// A pod create refused for good (the namespace's `restricted` Pod Security refuses a
+/// hostNetwork template) fails its Member with `PodRejected`, the API server's message and a
+/// Warning Event after a few tries with backoff; a member whose pods pass keeps starting.
+#[tokio::test]
+async fn a_pod_refused_by_pod_security_fails_its_member_and_others_keep_starting() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::labelled(&s.client, "podsec", &[("pod-security.kubernetes.io/enforce", "restricted")]).await;
+    let _op = Operator::start(ns.name(), 10);
+    let mut t = team("upsilon", 4);
+    let mut host = support::teams::agent_type("host");
+    if let Some(spec) = host.template.spec.as_mut() {
+        spec.host_network = Some(true);
+    }
+    t.spec.agents.push(host);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let mut bad = member("on-host", "upsilon", None);
+    bad.spec.agent = "host".into();
+    members.create(&PostParams::default(), &bad).await.expect("member");
+    members.create(&PostParams::default(), &member("fine", "upsilon", None)).await.expect("member");
+    wait_for(&members, "fine", LONG, "the compliant member to run", |m| phase(m) == MemberPhase::Active).await;
+    let failed = wait_for(&members, "on-host", LONG, "the refused member to fail", |m| phase(m) == MemberPhase::Failed).await;
+    let st = failed.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("PodRejected"));
+    assert!(st.message.as_deref().is_some_and(|m| m.contains("PodSecurity")), "{:?}", st.message);
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    wait_for_any(&events, TIMEOUT, "a PodRejected Warning Event", |e: &k8s_openapi::api::events::v1::Event| {
+        e.reason.as_deref() == Some("PodRejected") && e.type_.as_deref() == Some("Warning")
+    })
+    .await;
+    ns.cleanup().await;
+}

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::pod::{self, PodInputs};
+use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// (namespace, team name).
@@ -105,6 +106,8 @@ pub struct MemberView {
     pub phase: MemberPhase,
     /// Its pod exists (in the store) or was created and not yet observed.
     pub has_pod: bool,
+    /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`).
+    pub backing_off: bool,
 }
 
 /// Decisions of one planning round.
@@ -151,7 +154,7 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             used.insert(name.clone());
             out.names.push((m.key.clone(), name));
         }
-        if m.phase != MemberPhase::Queued || m.has_pod {
+        if m.phase != MemberPhase::Queued || m.has_pod || m.backing_off {
             continue;
         }
         if m.role == MemberRole::Lead {
@@ -194,6 +197,8 @@ struct Pending {
     pods: HashMap<(String, String), (TeamId, Instant)>,
     /// Names written but not yet seen in the member store: member uid → name.
     names: HashMap<String, String>,
+    /// Members whose pod create was refused, waiting out their backoff.
+    refusals: Backoff,
 }
 
 /// Runs the admission loop until the process ends: a round after every burst of `changes`
@@ -213,7 +218,8 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
         let mut pending = Pending::default();
         loop {
             let next = match round(&ctx, &teams, &members, &pods, &mut pending).await {
-                Outcome::Done => RESYNC,
+                // A member backing off from a refused create is planned again when its wait ends.
+                Outcome::Done => pending.refusals.next(Instant::now()).map_or(RESYNC, |d| d.min(RESYNC)),
                 Outcome::More => continue,
                 Outcome::Failed => RETRY,
             };
@@ -265,6 +271,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     pending.pods.retain(|k, (_, at)| !pod_names.contains(k) && at.elapsed() < EXPECTATION_TTL);
 
     let member_objs = members.state();
+    let now = Instant::now();
     let mut live: HashMap<TeamId, usize> = HashMap::new();
     let mut unowned_live = controlled.values().filter(|running| **running).count();
     for m in &member_objs {
@@ -295,6 +302,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
             let ns = m.namespace()?;
             let uid = m.metadata.uid.clone()?;
             let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
+            let backing_off = pending.refusals.waiting(&uid, now);
             let has_pod = controlled.contains_key(&uid)
                 || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(&m.spec.team, n, &uid))));
             Some(MemberView {
@@ -304,6 +312,7 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 role: m.spec.role,
                 uid,
                 created: m.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+                backing_off,
                 name,
                 phase: m.phase(),
                 has_pod,
@@ -339,21 +348,31 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     }
     let create = futures::stream::iter(creations)
         .map(|(member, team, name, pod_key)| async move {
-            match create_pod(ctx, &team, &member, &name).await {
-                Ok(()) => None,
-                Err(e) => {
-                    warn!(member = %member.name_any(), error = %e, "creating the member's pod failed; next round retries");
-                    Some(pod_key)
-                }
-            }
+            let outcome = create_pod(ctx, &team, &member, &name).await;
+            (member, pod_key, outcome)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
-        .filter_map(|r| async move { r })
         .collect::<Vec<_>>();
-    let (failed, named) = futures::join!(create, patch_names(ctx, later));
-    complete &= remember_names(named, pending) && failed.is_empty();
-    for k in failed {
-        pending.pods.remove(&k);
+    let (created, named) = futures::join!(create, patch_names(ctx, later));
+    complete &= remember_names(named, pending);
+    for (member, pod_key, outcome) in created {
+        let uid = member.metadata.uid.clone().unwrap_or_default();
+        match outcome {
+            Ok(()) => pending.refusals.clear(&uid),
+            Err(e) => {
+                pending.pods.remove(&pod_key);
+                let refusal = match &e {
+                    super::Error::Kube(k) => Refusal::of(k),
+                    other => Refusal::Transient(other.to_string()),
+                };
+                let tries = pending.refusals.refused(&uid, Instant::now());
+                warn!(member = %member.name_any(), error = %e, tries, "creating the member's pod was refused; retried with backoff");
+                if let Err(e) = record_refusal(ctx, &member, &refusal, tries).await {
+                    warn!(member = %member.name_any(), error = %e, "recording the refusal failed; next round retries");
+                    complete = false;
+                }
+            }
+        }
     }
     match (complete, more) {
         (false, _) => Outcome::Failed,
@@ -400,6 +419,31 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await
+}
+
+/// Writes what a refused pod create means on the Member: `PodRejected` (Failed, with a Warning
+/// Event) once a create refused for good has been tried [`REJECTED_TRIES`] times, or
+/// `QuotaExceeded` on the Queued member (once, while it stays so). The Failed member's
+/// reconciler tells the lead, as for any failure.
+async fn record_refusal(ctx: &Context, member: &Member, refusal: &Refusal, tries: u32) -> Result<(), super::Error> {
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    let status = member.status.clone().unwrap_or_default();
+    let patch = match refusal {
+        Refusal::Rejected(msg) if tries >= REJECTED_TRIES => {
+            let message = format!("the API server refused the member's pod: {msg}");
+            ctx.event(member, true, POD_REJECTED, message.clone()).await;
+            serde_json::json!({ "status": {
+                "phase": MemberPhase::Failed, "reason": POD_REJECTED, "message": message,
+                "completionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+            }})
+        }
+        Refusal::Quota(msg) if status.reason.as_deref() != Some(QUOTA_EXCEEDED) => {
+            serde_json::json!({ "status": { "reason": QUOTA_EXCEEDED, "message": format!("waiting for quota: {msg}") } })
+        }
+        _ => return Ok(()),
+    };
+    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
 }
 
 /// Members per phase and slots in use, as of this round.
@@ -460,6 +504,7 @@ mod tests {
             name: name.map(str::to_owned),
             phase,
             has_pod: false,
+            backing_off: false,
         }
     }
 

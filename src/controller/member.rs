@@ -105,8 +105,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     let deadline = SignedDuration::from_secs(ctx.config.unschedulable_deadline_seconds);
     let (observed, recheck) = match &pod {
         Some(p) => member_status::from_pod(p, idle, now, deadline),
+        // Queued: why it waits (QuotaExceeded) is admission's to say, kept as it is.
         None if current == MemberPhase::Queued => {
-            (Observed { phase: MemberPhase::Queued, reason: None, message: None, exit_code: None }, None)
+            let s = member.status.clone().unwrap_or_default();
+            (Observed { phase: MemberPhase::Queued, reason: s.reason, message: s.message, exit_code: None }, None)
         }
         None => (member_status::pod_gone(&pod_name), None),
     };
