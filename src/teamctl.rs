@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> u8 {
     };
     match &cli.command {
         Command::Install { dir } => return install::install(dir),
-        Command::Mcp => return mcp::serve(&cli, client).await,
+        Command::Mcp { wait_bound } => return mcp::serve(&cli, client, *wait_bound).await,
         Command::Run(args) => return run::run(&cli, args, client).await,
         _ => {}
     }

@@ -168,7 +168,28 @@ async fn mcp_waits_are_bounded_and_report_progress() {
     let answer = r.structured_content.unwrap_or_default();
     assert_eq!(answer["messages"][0]["body"], "wake up", "{answer}");
     assert_eq!(answer["timed_out"], false, "{answer}");
+    let handled = answer["messages"][0]["stream_id"].clone();
     let _ = client.cancel().await;
+
+    // `teamctl mcp` bounds its waits the same way (TEAM_MCP_WAIT_SECONDS, default 50).
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"));
+    cmd.arg("mcp")
+        .env("TEAM_GATEWAY_URL", &gw.url)
+        .env("TEAM_TOKEN", team.token("general"))
+        .env("TEAM_MCP_WAIT_SECONDS", "2")
+        .env_remove("TEAM_TOKEN_FILE")
+        .env_remove("TEAM")
+        .env_remove("TEAM_NAMESPACE")
+        .stderr(Stdio::inherit());
+    let stdio = ().serve(TokioChildProcess::new(cmd).expect("spawn teamctl mcp")).await.expect("initialize over stdio");
+    let started = std::time::Instant::now();
+    // The message of the wait before is handed back, or it would come again (at least once).
+    let args = json!({ "timeout_seconds": 3600, "ack": [handled] }).as_object().cloned().unwrap();
+    let r = stdio.call_tool(CallToolRequestParams::new("wait_messages").with_arguments(args)).await.expect("wait_messages");
+    let took = started.elapsed();
+    assert_eq!(r.structured_content.unwrap_or_default()["timed_out"], true);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "teamctl mcp's wait took {took:?}");
+    let _ = stdio.cancel().await;
     gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
     ns.cleanup().await;
 }

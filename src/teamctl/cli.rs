@@ -110,7 +110,11 @@ pub enum Command {
         args: String,
     },
     /// Serve the tools as a stdio MCP server that forwards to the gateway.
-    Mcp,
+    Mcp {
+        /// Longest one wait_messages call blocks, in seconds (MCP clients drop calls after 60 s).
+        #[arg(long, env = "TEAM_MCP_WAIT_SECONDS", default_value_t = 50)]
+        wait_bound: u64,
+    },
     /// Copy this binary into DIR (used by member pods' init container).
     Install { dir: PathBuf },
     /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
