@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use redis::AsyncConnectionConfig;
 use reqwest::Client as Http;
 use serde_json::{Value, json};
-use team_operator::bus::{Bus, BusConfig, MessageKind, OutgoingMessage, Recipient, TeamKey};
+use team_operator::bus::{Bus, BusConfig, BusLimits, MessageKind, OutgoingMessage, Recipient, TeamKey};
+use team_operator::gateway::{GatewaySettings, GatewayState};
 use tokio::sync::mpsc;
 
 use crate::fixture;
@@ -62,18 +63,27 @@ type Client = kube::Client;
 async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: f64) -> anyhow::Result<Value> {
     let max_pairs = pairs.iter().copied().max().unwrap_or(1);
     let stack = support::Stack { client: client.clone(), redis_url: support::redis_url(), kubeconfig: support::kubeconfig_path() };
-    let gw = fixture::start_gateway(&stack).await;
+    // The message path at full speed: the per-sender rate limit (tests/flood.rs tests it) is off
+    // in the bus and in the gateway, which is served here on such a bus.
+    let limits = BusLimits { send_rate_per_second: 0, ..BusLimits::default() };
+    let unlimited = || BusConfig { limits, ..BusConfig::from_url(support::redis_url()) };
+    let gw_bus = Bus::connect(unlimited()).await?;
+    let gw_client = support::identity::impersonating(&support::identity::chart_user("gateway")).await;
+    let gw_state = Arc::new(GatewayState::new(gw_client, gw_bus.clone(), Arc::default(), GatewaySettings::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gw_url = format!("http://{}", listener.local_addr()?);
+    let gw = tokio::spawn(team_operator::gateway::serve(listener, gw_state));
     let names: Vec<String> = (0..max_pairs * 2).map(|i| format!("s{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     eprintln!("P3: making {} members with pod tokens", refs.len());
-    let team = fixture::team_with_members(&stack, ns, &gw.bus, "chat", &refs).await;
+    let team = fixture::team_with_members(&stack, ns, &gw_bus, "chat", &refs).await;
     let redis = redis::Client::open(support::redis_url())?;
     let shared = redis.get_multiplexed_async_connection().await?;
     let setup = Arc::new(Setup {
         ns: ns.name.clone(),
-        bus: Bus::connect(BusConfig::from_url(support::redis_url())).await?,
+        bus: Bus::connect(unlimited()).await?,
         key: team.key(&ns.name),
-        gateway: gw.url.clone(),
+        gateway: gw_url,
         tokens: names.iter().map(|n| (n.clone(), team.token(n).to_owned())).collect(),
         http: Http::new(),
         redis,
@@ -101,7 +111,7 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
         }
         rows.push(json!({ "pairs": c, "modes": by_mode }));
     }
-    drop(gw);
+    gw.abort();
     Ok(json!({ "seconds_per_run": seconds, "body_bytes": BODY_BYTES, "warmup_per_pair": WARMUP, "runs": rows }))
 }
 

@@ -11,9 +11,9 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded`; absent = no team |
+//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `rate:<sender>` = the sender's token bucket |
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
-//! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member, `MAXLEN ~`; consumer group `inbox`, consumer = member name |
+//! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
 //! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
 //! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
 //! | `team-operator:memory:{<ns>/<project>}:<agent>` | string | an agent type's memory, ≤ 102,400 bytes of UTF-8 |
@@ -41,7 +41,7 @@ mod send;
 
 use std::sync::Arc;
 
-pub use error::BusError;
+pub use error::{BusError, InboxLimit};
 pub use keys::TeamKey;
 pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block};
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
@@ -58,16 +58,53 @@ pub struct BusConfig {
     pub url: String,
     /// Talk Redis Cluster instead of a single server.
     pub cluster: bool,
-    /// Approximate length each inbox is trimmed to (`XADD MAXLEN ~`).
-    pub stream_maxlen: usize,
     /// Largest message body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How much may wait unread, and how fast one member may send.
+    pub limits: BusLimits,
 }
 
 impl BusConfig {
-    /// A single-server config with the default limits (10,000 entries per inbox, 64 KiB bodies).
+    /// A single-server config with the default limits (64 KiB bodies, [`BusLimits::default`]).
     pub fn from_url(url: impl Into<String>) -> Self {
-        BusConfig { url: url.into(), cluster: false, stream_maxlen: 10_000, max_body_bytes: 65_536 }
+        BusConfig { url: url.into(), cluster: false, max_body_bytes: 65_536, limits: BusLimits::default() }
+    }
+}
+
+/// Bounds that keep one flooding member from filling Redis. Past any of them a send is refused
+/// ([`BusError::InboxFull`], [`BusError::RateLimited`]); nothing stored is ever trimmed. Every
+/// process that sends (gateway and controller) must be given the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusLimits {
+    /// Entries an inbox may hold (unread or delivered and not acked yet).
+    pub inbox_max_entries: u64,
+    /// Bytes an inbox may hold: bodies plus a small overhead per entry.
+    pub inbox_max_bytes: u64,
+    /// Bytes all inboxes of one team may hold together; keep the sum over the teams you expect
+    /// well below Redis `maxmemory`.
+    pub team_max_bytes: u64,
+    /// Sends one member may make in a burst; the bucket refills at `send_rate_per_second`.
+    pub send_burst: u32,
+    /// Sustained sends per second of one member (0: no rate limit).
+    pub send_rate_per_second: u32,
+}
+
+/// Operator notices (`[AGENT FAILURE]`, the disband notice) may go this many entries past
+/// [`BusLimits::inbox_max_entries`], and past the byte limits: they are short and a handful per
+/// member, and a lead whose inbox is full must still learn that a member failed.
+pub const NOTICE_RESERVE: u64 = 100;
+
+impl Default for BusLimits {
+    /// 10,000 entries and 16 MiB per inbox, 64 MiB per team, 100 sends in a burst then 20 a second
+    /// per member.
+    fn default() -> Self {
+        BusLimits {
+            inbox_max_entries: 10_000,
+            inbox_max_bytes: 16 << 20,
+            team_max_bytes: 64 << 20,
+            send_burst: 100,
+            send_rate_per_second: 20,
+        }
     }
 }
 

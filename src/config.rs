@@ -1,8 +1,48 @@
 //! Settings of the operator's processes, from flags or environment variables.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use crate::bus::{BusConfig, BusLimits};
 use crate::controller::pod::PodSettings;
+
+/// Limits of the message bus, on every process that sends (the gateway for members, the
+/// controller for its notices): give both the same values.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BusLimitArgs {
+    /// Most messages an inbox holds unacknowledged; past it, sends to it are refused (inbox_full).
+    #[arg(long, env = "TEAM_OPERATOR_INBOX_MAX_ENTRIES", default_value_t = BusLimits::default().inbox_max_entries, value_parser = clap::value_parser!(u64).range(1..))]
+    pub inbox_max_entries: u64,
+    /// Most bytes an inbox holds unacknowledged (bodies plus 64 bytes and the names per message).
+    #[arg(long, env = "TEAM_OPERATOR_INBOX_MAX_BYTES", default_value_t = BusLimits::default().inbox_max_bytes, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub inbox_max_bytes: u64,
+    /// Most bytes all inboxes of one team hold together; keep it well below Redis maxmemory.
+    #[arg(long, env = "TEAM_OPERATOR_TEAM_MAX_BYTES", default_value_t = BusLimits::default().team_max_bytes, value_parser = clap::value_parser!(u64).range(65_536..))]
+    pub team_max_bytes: u64,
+    /// Sends one member may make at once before its rate applies (rate_limited).
+    #[arg(long, env = "TEAM_OPERATOR_SEND_BURST", default_value_t = BusLimits::default().send_burst, value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_burst: u32,
+    /// Sustained sends per second of one member; 0 turns the rate limit off.
+    #[arg(long, env = "TEAM_OPERATOR_SEND_RATE_PER_SECOND", default_value_t = BusLimits::default().send_rate_per_second)]
+    pub send_rate_per_second: u32,
+}
+
+impl BusLimitArgs {
+    /// The bus settings for `url`.
+    pub fn bus_config(&self, url: &str, cluster: bool) -> BusConfig {
+        BusConfig {
+            cluster,
+            limits: BusLimits {
+                inbox_max_entries: self.inbox_max_entries,
+                inbox_max_bytes: self.inbox_max_bytes,
+                team_max_bytes: self.team_max_bytes,
+                send_burst: self.send_burst,
+                send_rate_per_second: self.send_rate_per_second,
+            },
+            ..BusConfig::from_url(url)
+        }
+    }
+}
 
 /// Settings of `team-operator controller`.
 #[derive(clap::Args, Clone, Debug)]
@@ -16,6 +56,8 @@ pub struct ControllerArgs {
     /// Talk to a Redis Cluster instead of a single server.
     #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    #[command(flatten)]
+    pub bus_limits: BusLimitArgs,
     /// URL at which member pods reach the gateway.
     #[arg(long, env = "TEAM_OPERATOR_GATEWAY_URL", default_value = "http://team-operator-gateway:8080")]
     pub gateway_url: String,
@@ -44,6 +86,15 @@ pub struct ControllerArgs {
     /// Seconds a lease stays valid after its last renewal: how long a dead leader blocks others.
     #[arg(long, env = "TEAM_OPERATOR_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds the leader goes without a confirmed renewal before it stops reconciling (and
+    /// exits); below the lease duration, so it has stopped before a standby may take over.
+    /// Default: two thirds of the lease duration.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS")]
+    pub lease_renew_deadline_seconds: Option<u64>,
+    /// Seconds between the leader's renewals, and between a standby's tries for the lease (how
+    /// soon it takes a released one). Default: a seventh of the lease duration, at least 1.
+    #[arg(long, env = "TEAM_OPERATOR_LEASE_RETRY_PERIOD_SECONDS")]
+    pub lease_retry_period_seconds: Option<u64>,
     /// This replica's identity in the Lease (defaults to POD_NAME, else the host name and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -59,8 +110,9 @@ impl ControllerArgs {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
                 format!("{}-{}", host.trim(), std::process::id())
             }),
-            duration_seconds: self.lease_duration_seconds,
-            grace_seconds: (self.lease_duration_seconds / 3).max(1),
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(self.lease_renew_deadline_seconds.unwrap_or(self.lease_duration_seconds * 2 / 3)),
+            retry_period: Duration::from_secs(self.lease_retry_period_seconds.unwrap_or((self.lease_duration_seconds / 7).max(1))),
         })
     }
 }
@@ -77,6 +129,8 @@ pub struct GatewayArgs {
     /// Talk to a Redis Cluster instead of a single server.
     #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
     pub redis_cluster: bool,
+    #[command(flatten)]
+    pub bus_limits: BusLimitArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TEAM_GATEWAY_MAX_BODY_BYTES", default_value_t = 262_144)]
     pub max_body_bytes: usize,

@@ -55,7 +55,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::{Member, Team};
-use crate::bus::{Bus, BusConfig};
+use crate::bus::Bus;
 use crate::config::GatewayArgs;
 use crate::metrics::Metrics;
 use auth::Authenticator;
@@ -156,7 +156,7 @@ where
 /// Runs `team-operator gateway` until the process ends.
 pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let bus = Bus::connect(BusConfig { cluster: args.redis_cluster, ..BusConfig::from_url(args.redis_url.clone()) }).await?;
+    let bus = Bus::connect(args.bus_limits.bus_config(&args.redis_url, args.redis_cluster)).await?;
     let settings = GatewaySettings {
         max_body_bytes: args.max_body_bytes,
         max_wait: Duration::from_secs(args.max_wait_seconds),

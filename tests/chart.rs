@@ -223,12 +223,118 @@ fn bad_values_are_refused_naming_the_key() {
         ("logFormat=yaml", "/logFormat"),
         ("redis.bundled=false", "/redis/url"),
         ("redis.url=http://redis:6379", "/redis/url"),
+        ("redis.maxmemory=lots", "/redis/maxmemory"),
+        ("messages.sendBurst=0", "/messages/sendBurst"),
+        ("messages.inboxMaxByte=1", "inboxMaxByte"),
     ] {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         let msg = text(&out);
         assert!(!out.status.success(), "helm template --set {set} was accepted");
         assert!(msg.contains("values don't meet the specifications of the schema"), "--set {set}: not refused by the schema:\n{msg}");
         assert!(msg.contains(key), "--set {set}: the refusal does not name {key}:\n{msg}");
+    }
+}
+
+/// The documents of `helm template` with `set`, as JSON values.
+fn rendered(set: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["template", "t", CHART, "--namespace", "t"];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    let manifest = ok("helm", &args, None);
+    serde_yaml::Deserializer::from_str(&manifest)
+        .filter_map(|doc| serde::Deserialize::deserialize(doc).ok())
+        .filter(|v: &serde_json::Value| v.is_object())
+        .collect()
+}
+
+/// The first container of the workload `kind`/`name` in `docs`.
+fn container<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .map(|d| &d["spec"]["template"]["spec"]["containers"][0])
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// Literal env values of a container.
+fn env_of(container: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// Bytes of a Kubernetes quantity (`512Mi`, `1Gi`) or a Redis size (`384mb`, `1gb`).
+fn bytes_of(size: &str) -> u64 {
+    let split = size.find(|c: char| !c.is_ascii_digit()).unwrap_or(size.len());
+    let (n, unit) = size.split_at(split);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("size {size:?}"));
+    n * match unit {
+        "" | "b" => 1,
+        "Ki" | "kb" => 1 << 10,
+        "Mi" | "mb" => 1 << 20,
+        "Gi" | "gb" => 1 << 30,
+        "k" => 1_000,
+        "M" | "m" => 1_000_000,
+        "G" | "g" => 1_000_000_000,
+        other => panic!("unit {other:?} of {size:?}"),
+    }
+}
+
+#[test]
+fn bundled_redis_refuses_writes_at_maxmemory_below_its_memory_limit() {
+    for (set, want) in [(vec![], "384mb"), (vec!["redis.maxmemory=1gb", "redis.resources.limits.memory=2Gi"], "1gb")] {
+        let docs = rendered(&set);
+        let redis = container(&docs, "StatefulSet", "t-team-operator-redis");
+        let args: Vec<&str> = redis["args"].as_array().expect("redis args").iter().filter_map(|a| a.as_str()).collect();
+        let flag = |name: &str| args.iter().position(|a| *a == name).and_then(|i| args.get(i + 1).copied());
+        assert_eq!(flag("--maxmemory"), Some(want), "{set:?}: {args:?}");
+        assert_eq!(flag("--maxmemory-policy"), Some("noeviction"), "{set:?}: {args:?}");
+        let limit = redis["resources"]["limits"]["memory"].as_str().expect("a memory limit on redis");
+        assert!(bytes_of(want) < bytes_of(limit), "{set:?}: maxmemory {want} is not below the container's limit {limit}");
+    }
+}
+
+#[test]
+fn controller_and_gateway_get_the_same_bus_limits_the_binary_defaults_to() {
+    let defaults = team_operator::bus::BusLimits::default();
+    let want = |l: team_operator::bus::BusLimits| {
+        [
+            ("TEAM_OPERATOR_INBOX_MAX_ENTRIES", l.inbox_max_entries.to_string()),
+            ("TEAM_OPERATOR_INBOX_MAX_BYTES", l.inbox_max_bytes.to_string()),
+            ("TEAM_OPERATOR_TEAM_MAX_BYTES", l.team_max_bytes.to_string()),
+            ("TEAM_OPERATOR_SEND_BURST", l.send_burst.to_string()),
+            ("TEAM_OPERATOR_SEND_RATE_PER_SECOND", l.send_rate_per_second.to_string()),
+        ]
+    };
+    let changed = team_operator::bus::BusLimits { team_max_bytes: 1 << 30, send_rate_per_second: 0, ..defaults };
+    for (set, limits) in [(vec![], defaults), (vec!["messages.teamMaxBytes=1073741824", "messages.sendRatePerSecond=0"], changed)] {
+        let docs = rendered(&set);
+        for workload in ["t-team-operator-controller", "t-team-operator-gateway"] {
+            let env = env_of(container(&docs, "Deployment", workload));
+            for (var, value) in want(limits) {
+                assert_eq!(env.get(var), Some(&value), "{workload} ({set:?}): {var}");
+            }
+        }
+    }
+}
+
+#[test]
+fn leader_election_timings_reach_the_controller_and_must_nest() {
+    let env = env_of(container(&rendered(&[]), "Deployment", "t-team-operator-controller"));
+    for (var, value) in [
+        ("TEAM_OPERATOR_LEASE_DURATION_SECONDS", "15"),
+        ("TEAM_OPERATOR_LEASE_RENEW_DEADLINE_SECONDS", "10"),
+        ("TEAM_OPERATOR_LEASE_RETRY_PERIOD_SECONDS", "2"),
+    ] {
+        assert_eq!(env.get(var).map(String::as_str), Some(value), "{var}");
+    }
+    for set in ["controller.leaderElection.renewDeadlineSeconds=15", "controller.leaderElection.retryPeriodSeconds=10"] {
+        let out = run("helm", &["template", "t", CHART, "--set", set], None);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(text(&out).contains("retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"), "--set {set}:\n{}", text(&out));
     }
 }
 

@@ -30,6 +30,17 @@ pub enum BusError {
     /// The message body is over the configured cap.
     #[error("message body is {size} bytes, over the cap of {max} bytes")]
     TooLarge { size: usize, max: usize },
+    /// An inbox or the team is at one of its limits (see [`super::BusLimits`]); nothing was
+    /// written. Retry once the recipient has read (acked) some of its messages.
+    #[error("inbox of {member} in team {team} is full: {rule}")]
+    InboxFull { team: String, member: String, rule: InboxLimit },
+    /// The sender used up its rate (see [`super::BusLimits`]); nothing was written.
+    #[error("sender {member} of team {team} is over its rate of {per_second} sends a second (burst {burst}); retry in {retry_after_ms} ms")]
+    RateLimited { team: String, member: String, per_second: u32, burst: u32, retry_after_ms: u64 },
+    /// Redis refused a write because it is at its `maxmemory` (with `noeviction`, nothing stored
+    /// is evicted); the per-team budgets are meant to keep it from getting there.
+    #[error("redis is out of memory: {0}")]
+    OutOfMemory(String),
     /// An argument Redis or the bus cannot accept (a malformed stream id, an empty name).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -44,12 +55,35 @@ pub enum BusError {
     Protocol(String),
 }
 
+/// Which limit a send ran into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboxLimit {
+    /// The inbox holds `max` entries (`inbox_max_entries`; for a notice, plus the reserve).
+    Entries { max: u64 },
+    /// The inbox would hold more than `max` bytes (`inbox_max_bytes`).
+    Bytes { max: u64 },
+    /// The team's inboxes would hold more than `max` bytes together (`team_max_bytes`).
+    TeamBytes { max: u64 },
+}
+
+impl std::fmt::Display for InboxLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InboxLimit::Entries { max } => write!(f, "it holds {max} unacknowledged messages (inbox_max_entries)"),
+            InboxLimit::Bytes { max } => write!(f, "it would hold more than {max} bytes (inbox_max_bytes)"),
+            InboxLimit::TeamBytes { max } => write!(f, "the team's inboxes would hold more than {max} bytes (team_max_bytes)"),
+        }
+    }
+}
+
 impl From<redis::RedisError> for BusError {
     /// Connection-level failures become [`BusError::Unavailable`] so callers can tell "retry later"
     /// from a bug.
     fn from(err: redis::RedisError) -> Self {
         if is_transient(&err) {
             BusError::Unavailable(err)
+        } else if err.code() == Some("OOM") {
+            BusError::OutOfMemory(err.to_string())
         } else if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
             && err.detail().is_some_and(|d| d.contains("Invalid stream ID"))
         {
@@ -86,6 +120,8 @@ impl BusError {
             BusError::RecipientFinished { .. } => "recipient_finished",
             BusError::EmptyBody | BusError::InvalidArgument(_) => "invalid_argument",
             BusError::TooLarge { .. } => "too_large",
+            BusError::InboxFull { .. } | BusError::OutOfMemory(_) => "inbox_full",
+            BusError::RateLimited { .. } => "rate_limited",
             BusError::Unavailable(_) => "unavailable",
             BusError::Redis(_) | BusError::Protocol(_) => "internal",
         }

@@ -1,11 +1,18 @@
 //! Sending: messages between members and notices from the operator, both through one Lua script
-//! that checks the team and roster and appends to the inboxes atomically.
+//! that checks the team and roster, the sender's rate and the inboxes' room, and appends to the
+//! inboxes atomically.
+//!
+//! The rate limit is a token bucket per (team, sender) kept in Redis by that same script, not in
+//! the gateway: the gateway runs several replicas behind one Service and restarts freely, so a
+//! bucket in its memory would allow as many times the rate as there are replicas and refill on
+//! every restart; in the script it is one bucket, checked and spent atomically with the send.
 
 use std::time::Duration;
 
 use super::Bus;
-use super::error::BusError;
-use super::keys::TeamKey;
+use super::NOTICE_RESERVE;
+use super::error::{BusError, InboxLimit};
+use super::keys::{INBOX_GROUP, TeamKey};
 use super::message::{Delivered, MessageKind, OutgoingMessage, Recipient};
 use super::scripts::SEND;
 
@@ -32,6 +39,10 @@ impl Bus {
     /// Sends a message to one member or broadcasts it to every member that has not finished,
     /// except the sender. Returns one [`Delivered`] per inbox written (a broadcast to a team of
     /// one returns none). A retry with the same `id` returns the first result and writes nothing.
+    ///
+    /// Refused with [`BusError::RateLimited`] past the sender's rate and with
+    /// [`BusError::InboxFull`] when a recipient's inbox or the team is at its limit (a broadcast
+    /// is written to all recipients or to none).
     pub async fn send(&self, team: &TeamKey, msg: OutgoingMessage) -> Result<Vec<Delivered>, BusError> {
         let to = match msg.to {
             Recipient::Member(name) if name.is_empty() => {
@@ -47,6 +58,7 @@ impl Bus {
     /// Writes an operator notice (`[AGENT FAILURE] @<name> …`, a disband notice) to a queued or
     /// active member. Still allowed after [`Bus::mark_disbanded`], so waiting members learn why
     /// the team went away. A retried notice with the same `idempotency_key` is written once.
+    /// Notices are not rate limited and may go [`NOTICE_RESERVE`] entries past a full inbox.
     pub async fn system_notice(&self, team: &TeamKey, to: &str, body: String, idempotency_key: String) -> Result<(), BusError> {
         if to.is_empty() {
             return Err(BusError::InvalidArgument("recipient name is empty".into()));
@@ -78,7 +90,6 @@ impl Bus {
             .arg(kind.as_str())
             .arg(body)
             .arg(&id)
-            .arg(self.cfg.stream_maxlen)
             .arg(IDEMPOTENCY_TTL.as_millis() as u64)
             .arg(if notice {
                 "1"
@@ -87,6 +98,15 @@ impl Bus {
             } else {
                 "0"
             });
+        let limits = self.cfg.limits;
+        invocation
+            .arg(limits.inbox_max_entries)
+            .arg(limits.inbox_max_bytes)
+            .arg(limits.team_max_bytes)
+            .arg(NOTICE_RESERVE)
+            .arg(limits.send_burst)
+            .arg(limits.send_rate_per_second)
+            .arg(INBOX_GROUP);
         let (outcome, detail): (String, String) = self.run_script(&invocation).await?;
         let team_name = || team.to_string();
         match outcome.as_str() {
@@ -100,7 +120,49 @@ impl Bus {
             "sender_not_in_team" => Err(BusError::SenderNotInTeam { team: team_name(), member: detail }),
             "unknown_recipient" => Err(BusError::UnknownRecipient { team: team_name(), member: detail }),
             "recipient_finished" => Err(BusError::RecipientFinished { team: team_name(), member: detail }),
+            "inbox_full" => Err(inbox_full(team_name(), &detail)?),
+            "rate_limited" => Err(BusError::RateLimited {
+                team: team_name(),
+                member: from.to_owned(),
+                per_second: limits.send_rate_per_second,
+                burst: limits.send_burst,
+                retry_after_ms: detail.parse().map_err(|_| BusError::Protocol(format!("rate_limited detail {detail:?}")))?,
+            }),
             other => Err(BusError::Protocol(format!("send replied {other:?}"))),
         }
+    }
+}
+
+/// The refusal the script's `inbox_full` detail (`<member> <rule> <limit>`) stands for.
+fn inbox_full(team: String, detail: &str) -> Result<BusError, BusError> {
+    let bad = || BusError::Protocol(format!("inbox_full detail {detail:?}"));
+    let mut words = detail.rsplitn(3, ' ');
+    let (max, rule, member) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
+    let max: u64 = max.parse().map_err(|_| bad())?;
+    let rule = match rule {
+        "entries" => InboxLimit::Entries { max },
+        "bytes" => InboxLimit::Bytes { max },
+        "team_bytes" => InboxLimit::TeamBytes { max },
+        _ => return Err(bad()),
+    };
+    Ok(BusError::InboxFull { team, member: member.to_owned(), rule })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbox_full_details_parse() {
+        let e = inbox_full("ns/t".into(), "dev-2 bytes 16777216").expect("valid");
+        assert!(
+            matches!(&e, BusError::InboxFull { member, rule: InboxLimit::Bytes { max: 16_777_216 }, .. } if member == "dev-2"),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), "inbox_full");
+        let e = inbox_full("ns/t".into(), "* team_bytes 5").expect("valid");
+        assert!(e.to_string().contains("team_max_bytes"), "{e}");
+        assert!(matches!(inbox_full("ns/t".into(), "x nonsense 1"), Err(BusError::Protocol(_))));
+        assert!(matches!(inbox_full("ns/t".into(), "x entries many"), Err(BusError::Protocol(_))));
     }
 }

@@ -13,6 +13,8 @@ use crate::bus::BusError;
 pub struct ApiError {
     pub code: &'static str,
     pub message: String,
+    /// Seconds after which a retry may succeed, sent as `Retry-After` (a `rate_limited` refusal).
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// The wire form of an error.
@@ -40,13 +42,15 @@ pub const CODES: &[(&str, u16)] = &[
     ("recipient_finished", 409),
     ("team_disbanded", 410),
     ("too_large", 413),
+    ("inbox_full", 429),
+    ("rate_limited", 429),
     ("internal", 500),
     ("unavailable", 503),
 ];
 
 impl ApiError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after_seconds: None }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new("invalid_argument", message)
@@ -120,13 +124,21 @@ impl std::error::Error for ApiError {}
 
 impl From<BusError> for ApiError {
     fn from(err: BusError) -> Self {
-        ApiError { code: err.code(), message: err.to_string() }
+        let retry_after_seconds = match &err {
+            BusError::RateLimited { retry_after_ms, .. } => Some(retry_after_ms.div_ceil(1000).max(1)),
+            _ => None,
+        };
+        ApiError { code: err.code(), message: err.to_string(), retry_after_seconds }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -148,5 +160,15 @@ mod tests {
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         let e: ApiError = BusError::TooLarge { size: 2, max: 1 }.into();
         assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let rule = crate::bus::InboxLimit::Entries { max: 3 };
+        let e: ApiError = BusError::InboxFull { team: "t".into(), member: "lead".into(), rule }.into();
+        assert_eq!((e.code, e.status()), ("inbox_full", StatusCode::TOO_MANY_REQUESTS));
+        assert!(e.message.contains("inbox_max_entries"), "{}", e.message);
+        let e: ApiError =
+            BusError::RateLimited { team: "t".into(), member: "dev".into(), per_second: 1, burst: 2, retry_after_ms: 900 }.into();
+        assert_eq!((e.code, e.status()), ("rate_limited", StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(e.retry_after_seconds, Some(1));
+        let response = e.into_response();
+        assert_eq!(response.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
     }
 }

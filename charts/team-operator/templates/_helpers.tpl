@@ -65,3 +65,21 @@ seccompProfile:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The message bus limits, for every process that sends (controller and gateway): the same values
+on both, from .Values.messages.
+*/}}
+{{- define "team-operator.messagesEnv" -}}
+{{- $m := .Values.messages -}}
+- name: TEAM_OPERATOR_INBOX_MAX_ENTRIES
+  value: {{ $m.inboxMaxEntries | int64 | quote }}
+- name: TEAM_OPERATOR_INBOX_MAX_BYTES
+  value: {{ $m.inboxMaxBytes | int64 | quote }}
+- name: TEAM_OPERATOR_TEAM_MAX_BYTES
+  value: {{ $m.teamMaxBytes | int64 | quote }}
+- name: TEAM_OPERATOR_SEND_BURST
+  value: {{ $m.sendBurst | int64 | quote }}
+- name: TEAM_OPERATOR_SEND_RATE_PER_SECOND
+  value: {{ $m.sendRatePerSecond | int64 | quote }}
+{{- end -}}

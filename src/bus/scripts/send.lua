@@ -1,14 +1,34 @@
--- Checks the team and its roster and appends the message to the recipients' inboxes, all in one
--- atomic step: a disband or a roster change cannot land between the check and the XADD.
+-- Checks the team and its roster, the sender's rate and the recipients' room, and appends the
+-- message to the recipients' inboxes, all in one atomic step: a disband, a roster change or
+-- another sender cannot land between the checks and the XADD.
 -- Idempotent: the reply of the first send of (sender, id) is kept and returned to a retry.
 --
+-- Nothing is ever trimmed: an inbox holds at most `max entries` entries and `max bytes` bytes of
+-- unacknowledged messages, a team at most `team bytes` over all its inboxes; past any of them the
+-- send is refused ('inbox_full') and nothing is written. Acked entries are deleted by the ack
+-- (ack.lua, wait_ready.lua), which takes their size back off the count.
+-- Operator notices skip the rate limit and the byte limits and may go `reserve` entries past the
+-- entry cap, so a full inbox's lead still hears of a failure or a disband.
+--
+-- Bookkeeping lives in the meta hash, so teardown removes it with the team:
+--   bytes:<member>  bytes of the entries in that inbox (each entry's `size` field)
+--   rate:<sender>   token bucket of the sender, "<tokens> <ms of last refill>"
+--
 -- KEYS: meta, roster, sent, sent-at.
--- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, maxlen,
---       idempotency ttl in ms, '1' for an operator notice, '2' for a person ('user:…', not on
---       the roster), '0' for a member.
--- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}.
+-- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms,
+--       '1' for an operator notice, '2' for a person ('user:…', not on the roster), '0' for a
+--       member, max entries per inbox, max bytes per inbox,
+--       max bytes per team, notice reserve (entries), rate burst, rate per second (0: none),
+--       consumer group.
+-- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}; for
+-- 'inbox_full' the detail is "<member> <rule> <limit>", for 'rate_limited' the ms to wait.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local maxlen, ttl, notice, person = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1', ARGV[9] == '2'
+local ttl, notice, person = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[8] == '2'
+local max_entries, max_bytes, team_bytes = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local reserve, burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local group = ARGV[15]
+-- What an entry costs beyond its values: field names, ids and the stream's own overhead.
+local ENTRY_OVERHEAD = 64
 
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -35,9 +55,9 @@ if not notice and not person and not redis.call('HGET', KEYS[2], from) then
   return { 'sender_not_in_team', from }
 end
 
+local roster = redis.call('HGETALL', KEYS[2])
 local targets = {}
 if to == '' then
-  local roster = redis.call('HGETALL', KEYS[2])
   for i = 1, #roster, 2 do
     if roster[i] ~= from and roster[i + 1] ~= 'finished' then
       table.insert(targets, roster[i])
@@ -55,10 +75,102 @@ else
   targets = { to }
 end
 
+-- One token per send (a broadcast too: its bytes are counted below, per copy).
+if not notice and per_second > 0 then
+  local field = 'rate:' .. from
+  local tokens, last = burst, now
+  local bucket = redis.call('HGET', KEYS[1], field)
+  if bucket then
+    local saved, at = string.match(bucket, '^(%S+) (%S+)$')
+    tokens, last = tonumber(saved) or burst, tonumber(at) or now
+  end
+  tokens = math.min(burst, tokens + math.max(0, now - last) * per_second / 1000)
+  if tokens < 1 then
+    return { 'rate_limited', tostring(math.ceil((1 - tokens) * 1000 / per_second)) }
+  end
+  redis.call('HSET', KEYS[1], field, string.format('%.4f %d', tokens - 1, now))
+end
+
+-- The bytes an inbox holds; a count left from an inbox that was removed and made again is reset.
+local function inbox_bytes(name)
+  local held = tonumber(redis.call('HGET', KEYS[1], 'bytes:' .. name) or '0')
+  if held > 0 and redis.call('XLEN', prefix .. name) == 0 then
+    redis.call('HDEL', KEYS[1], 'bytes:' .. name)
+    held = 0
+  end
+  return held
+end
+
+local size = #body + #id + #from + #kind + ENTRY_OVERHEAD
+local sizes = {}
+for _, name in ipairs(targets) do
+  sizes[name] = size + #name
+end
+local entry_cap = max_entries
+if notice then
+  entry_cap = max_entries + reserve
+end
+
+-- The entries of an inbox. Acks delete what they acknowledge, so these are unread or in flight;
+-- an inbox at the cap that still holds acknowledged entries (written before acks deleted them)
+-- first loses those: everything below the oldest pending entry, or up to the last delivered one
+-- when none is pending, was acknowledged.
+local function entries(inbox)
+  local n = redis.call('XLEN', inbox)
+  if n < entry_cap then
+    return n
+  end
+  local floor = nil
+  local pending = redis.call('XPENDING', inbox, group)
+  if pending[1] > 0 then
+    floor = pending[2]
+  else
+    for _, info in ipairs(redis.call('XINFO', 'GROUPS', inbox)) do
+      local fields = {}
+      for i = 1, #info, 2 do
+        fields[info[i]] = info[i + 1]
+      end
+      if fields['name'] == group then
+        local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
+        if ms then
+          floor = ms .. '-' .. (tonumber(seq) + 1)
+        end
+      end
+    end
+  end
+  if floor then
+    redis.call('XTRIM', inbox, 'MINID', '=', floor)
+  end
+  return redis.call('XLEN', inbox)
+end
+local adding = 0
+for _, name in ipairs(targets) do
+  local inbox = prefix .. name
+  local held = inbox_bytes(name)
+  if entries(inbox) >= entry_cap then
+    return { 'inbox_full', name .. ' entries ' .. entry_cap }
+  end
+  if not notice and held + sizes[name] > max_bytes then
+    return { 'inbox_full', name .. ' bytes ' .. max_bytes }
+  end
+  adding = adding + sizes[name]
+end
+if not notice then
+  local total = adding
+  for i = 1, #roster, 2 do
+    total = total + inbox_bytes(roster[i])
+  end
+  if total > team_bytes then
+    return { 'inbox_full', (to ~= '' and to or '*') .. ' team_bytes ' .. team_bytes }
+  end
+end
+
 local delivered = {}
 for _, name in ipairs(targets) do
-  local sid = redis.call('XADD', prefix .. name, 'MAXLEN', '~', maxlen, '*',
-    'id', id, 'from', from, 'to', name, 'kind', kind, 'body', body, 'ts', tostring(now))
+  local sid = redis.call('XADD', prefix .. name, '*',
+    'id', id, 'from', from, 'to', name, 'kind', kind, 'body', body, 'ts', tostring(now),
+    'size', tostring(sizes[name]))
+  redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, sizes[name])
   table.insert(delivered, { name, sid })
 end
 -- cjson encodes an empty table as an object; a broadcast to nobody is an empty list.

@@ -2,8 +2,9 @@
 -- acknowledges what the caller hands back (ids after the batch size; acking twice is harmless),
 -- then returns what the member was given but never acked (id 0) and, when there is none, what is
 -- new (>), without blocking. Only the 'block' reply sends the caller to a blocking read.
--- Pending entries whose content MAXLEN trimmed away can never be delivered, so they are acked
--- here (their count is replied for a warning); left pending they would be offered on every wait.
+-- Pending entries whose content is gone (trimmed by an older version's MAXLEN, or deleted from
+-- outside) can never be delivered, so they are acked here (their count is replied for a
+-- warning); left pending they would be offered on every wait.
 --
 -- KEYS: meta, roster, inbox.  ARGV: group, member, batch size, stream ids to ack...
 -- Reply: {outcome, trimmed count, entries, acked count}; outcome is 'ready' (entries to
@@ -18,10 +19,31 @@ end
 if redis.call('HEXISTS', KEYS[2], member) == 0 then
   return { 'member_not_in_team', 0, {}, 0 }
 end
--- An invalid id fails the whole script here, before anything is delivered.
-local acked = 0
-if #ARGV > 3 then
-  acked = redis.call('XACK', KEYS[3], group, unpack(ARGV, 4))
+-- Acked entries are deleted and their size taken off the inbox's byte count, as in ack.lua.
+-- Every id is checked (XPENDING) first: an invalid id fails the whole script before anything
+-- is acked or delivered.
+local handed = {}
+for i = 4, #ARGV do
+  if #redis.call('XPENDING', KEYS[3], group, ARGV[i], ARGV[i], 1) > 0 then
+    table.insert(handed, ARGV[i])
+  end
+end
+local acked, freed = 0, 0
+for _, sid in ipairs(handed) do
+  acked = acked + redis.call('XACK', KEYS[3], group, sid)
+  local entry = redis.call('XRANGE', KEYS[3], sid, sid)[1]
+  if entry then
+    local fields = entry[2]
+    for j = 1, #fields, 2 do
+      if fields[j] == 'size' then
+        freed = freed + (tonumber(fields[j + 1]) or 0)
+      end
+    end
+    redis.call('XDEL', KEYS[3], sid)
+  end
+end
+if freed > 0 and redis.call('HINCRBY', KEYS[1], 'bytes:' .. member, -freed) < 0 then
+  redis.call('HSET', KEYS[1], 'bytes:' .. member, 0)
 end
 
 local pending = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
