@@ -34,6 +34,7 @@ mod inbox;
 mod keys;
 mod memory;
 mod message;
+mod peek;
 mod roster;
 mod scripts;
 mod send;
@@ -45,7 +46,7 @@ pub use keys::TeamKey;
 pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block};
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
 pub use roster::RosterState;
-pub use send::OPERATOR_SENDER;
+pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
 
 use conn::{BlockingPool, Conn, Connector, retrying};
 

@@ -72,6 +72,8 @@ pub struct GatewaySettings {
     pub name_wait: Duration,
     /// How long an authenticated identity is cached.
     pub auth_cache_ttl: Duration,
+    /// Longest one wait_messages over MCP blocks (clients drop calls after 60 s).
+    pub mcp_wait_bound: Duration,
     /// The namespace whose Teams are cached (the others are read with a GET); None: all.
     pub namespace: Option<String>,
 }
@@ -83,6 +85,7 @@ impl Default for GatewaySettings {
             max_wait: Duration::from_secs(3600),
             name_wait: Duration::from_secs(5),
             auth_cache_ttl: Duration::from_secs(30),
+            mcp_wait_bound: mcp::MCP_WAIT_BOUND,
             namespace: None,
         }
     }
@@ -191,13 +194,14 @@ async fn shutdown() {
 pub fn router(state: Arc<GatewayState>) -> Router {
     let mcp_config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
-        .with_json_response(true)
+        // SSE answers, so a blocked wait_messages can send progress notifications before its result.
+        .with_json_response(false)
         .with_sse_keep_alive(None)
         .disable_allowed_hosts()
         .with_max_request_body_bytes(state.settings.max_body_bytes);
     let mcp_state = state.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(mcp::McpTools::new(mcp::Backend::Local(mcp_state.clone()))),
+        move || Ok(mcp::McpTools::new(mcp::Backend::Local(mcp_state.clone())).with_wait_bound(mcp_state.settings.mcp_wait_bound)),
         Arc::new(NeverSessionManager::default()),
         mcp_config,
     );

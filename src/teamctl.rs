@@ -10,7 +10,7 @@
 //! - `cli`: the clap types (flags, subcommands, exit-code help).
 //! - `request`: a command as a tool call, built from the gateway's typed argument structs.
 //! - `output`: human output (lines and tables); `-o json` prints the answer as it is.
-//! - `install`, `mcp`: the two subcommands that are not tool calls.
+//! - `install`, `mcp`, `run`: the subcommands that are not tool calls (`run` is the member loop).
 
 use clap::Parser;
 use serde_json::Value;
@@ -32,6 +32,7 @@ mod install;
 mod mcp;
 mod output;
 mod request;
+pub mod run;
 
 pub use cli::{Cli, Command, GetKind, MemoryCommand, Output, TaskCommand, TeamCommand, TeamCreate};
 
@@ -66,7 +67,8 @@ pub async fn run(cli: Cli) -> u8 {
     };
     match &cli.command {
         Command::Install { dir } => return install::install(dir),
-        Command::Mcp => return mcp::serve(&cli, client).await,
+        Command::Mcp { wait_bound } => return mcp::serve(&cli, client, *wait_bound).await,
+        Command::Run(args) => return run::run(&cli, args, client).await,
         _ => {}
     }
     let (tool, args) = match request::request(&cli) {

@@ -99,6 +99,7 @@ async fn fifty_members_created_at_once_get_fifty_distinct_names_lead_counted() {
     let (_s, ns, _op) = setup("names", 10).await;
     let mut t = team("alpha", 5);
     t.spec.lead.agent = "general".into(); // the lead takes the bare name `general`
+    t.spec.agents.retain(|a| a.name != "lead"); // an agent type named `lead` must be the lead's
     ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
     lead_running(&ns, "alpha").await;
     let members: Api<Member> = ns.api();

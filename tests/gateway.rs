@@ -246,8 +246,52 @@ async fn authorization() {
         json!({ "namespace": ns.name, "team": "team-y", "to": "general", "body": "from a person" }),
     )
     .await);
+    // A person's message is signed with the kube user; `member` cannot sign it otherwise.
+    let signed = format!("user:system:serviceaccount:{}:person", ns.name);
+    assert_error(
+        &call(
+            &gw.url,
+            Some(&person),
+            "send_message",
+            json!({ "namespace": ns.name, "team": "team-y", "member": "lead", "to": "general", "body": "x" }),
+        )
+        .await,
+        400,
+        "invalid_argument",
+        "user:",
+    );
+    // A person's wait on a member's inbox only looks: the member still gets the message.
+    let peek = json!({ "namespace": ns.name, "team": "team-y", "member": "general", "timeout_seconds": 1 });
+    let looked = ok(call(&gw.url, Some(&person), "wait_messages", peek.clone()).await);
+    assert_eq!((looked["messages"][0]["from"].as_str(), looked["peek"].as_bool()), (Some(signed.as_str()), Some(true)), "{looked}");
+    let again = ok(call(&gw.url, Some(&person), "wait_messages", peek.clone()).await);
+    assert_eq!(again["messages"].as_array().map(Vec::len), Some(1), "looking twice sees it twice: {again}");
+    assert_error(
+        &call(
+            &gw.url,
+            Some(&person),
+            "wait_messages",
+            json!({ "namespace": ns.name, "team": "team-y", "member": "general", "ack": ["1-0"] }),
+        )
+        .await,
+        400,
+        "invalid_argument",
+        "acks are general's own",
+    );
     let got = ok(call(&gw.url, Some(y.token("general")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
-    assert_eq!((got["messages"][0]["from"].as_str(), got["messages"][0]["body"].as_str()), (Some("lead"), Some("from a person")));
+    assert_eq!((got["messages"][0]["from"].as_str(), got["messages"][0]["body"].as_str()), (Some(signed.as_str()), Some("from a person")));
+    // Handled and acked by the member: the person's look now finds nothing, and waits for the next.
+    let stream_id = got["messages"][0]["stream_id"].as_str().unwrap().to_owned();
+    ok(call(&gw.url, Some(y.token("general")), "wait_messages", json!({ "ack": [stream_id], "receive": false })).await);
+    let quiet = ok(call(&gw.url, Some(&person), "wait_messages", peek.clone()).await);
+    assert_eq!((quiet["messages"].as_array().map(Vec::len), quiet["timed_out"].as_bool()), (Some(0), Some(true)), "{quiet}");
+    // `lead` reaches the team's lead whatever its name.
+    ok(call(&gw.url, Some(y.token("general")), "send_message", json!({ "to": "lead", "body": "to whoever leads" })).await);
+    let lead_got = ok(call(&gw.url, Some(y.token("lead")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+    assert_eq!(
+        (lead_got["messages"][0]["from"].as_str(), lead_got["messages"][0]["body"].as_str()),
+        (Some("general"), Some("to whoever leads"))
+    );
     assert_error(
         &call(&gw.url, Some(&person), "team_delete", json!({ "namespace": ns.name, "team": "team-y" })).await,
         403,

@@ -67,6 +67,16 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let msg = refusal(&teams, team(bad_lead)).await;
     assert!(msg.contains("spec.lead.agent must name one of spec.agents"), "{msg}");
 
+    // `lead` as a recipient means the team's lead, so an agent type named `lead` must be it.
+    let mut not_the_lead = good_spec();
+    not_the_lead["lead"]["agent"] = json!("planner");
+    not_the_lead["agents"] = json!([
+        { "name": "planner", "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } },
+        { "name": "lead", "template": { "spec": { "containers": [{ "name": "a", "image": "x" }] } } },
+    ]);
+    let msg = refusal(&teams, team(not_the_lead)).await;
+    assert!(msg.contains("spec.agents") && msg.contains("agent type named `lead` must be the lead's"), "{msg}");
+
     let mut bad_name = good_spec();
     bad_name["agents"][0]["name"] = json!("Lead_Agent");
     let msg = refusal(&teams, team(bad_name)).await;

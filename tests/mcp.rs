@@ -70,6 +70,7 @@ async fn with_rmcp(client: RunningService<RoleClient, ()>, sub: &str) {
     let info = client.peer_info().expect("initialized");
     assert_eq!(info.server_info.as_ref().map(|s| s.name.as_str()), Some("team-operator"));
     let tools = client.list_all_tools().await.expect("tools/list");
+    check_annotations(&tools);
     let tools: Vec<(String, String, Value)> = tools
         .into_iter()
         .map(|t| (t.name.to_string(), t.description.map(|d| d.to_string()).unwrap_or_default(), Value::Object((*t.input_schema).clone())))
@@ -83,6 +84,114 @@ async fn with_rmcp(client: RunningService<RoleClient, ()>, sub: &str) {
     }
     check_answers(sub, &answers);
     let _ = client.cancel().await;
+}
+
+/// tools/list tells a client which tools change nothing, which may destroy, which are
+/// idempotent, and the shape of each answer.
+fn check_annotations(tools: &[rmcp::model::Tool]) {
+    let hint = |name: &str| {
+        let t = tools.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no tool {name}"));
+        let a = t.annotations.clone().unwrap_or_else(|| panic!("{name} has no annotations"));
+        let out = t.output_schema.clone().unwrap_or_else(|| panic!("{name} has no output schema"));
+        assert_eq!(out.get("type"), Some(&json!("object")), "{name}: {out:?}");
+        (a.read_only_hint, a.destructive_hint, a.idempotent_hint)
+    };
+    assert_eq!(hint("get"), (Some(true), Some(false), Some(true)));
+    assert_eq!(hint("team_delete"), (Some(false), Some(true), Some(true)));
+    assert_eq!(hint("send_message"), (Some(false), Some(false), Some(false)));
+    assert_eq!(hint("agent_memory").1, Some(true), "write replaces the memory");
+    for t in tools {
+        let out = t.output_schema.clone().unwrap_or_default();
+        assert!(out.get("properties").and_then(|p| p.as_object()).is_some_and(|p| p.len() > 1), "{}: {out:?}", t.name);
+    }
+}
+
+/// A client that counts the progress notifications it gets.
+#[derive(Clone, Default)]
+struct Progress(std::sync::Arc<std::sync::Mutex<Vec<f64>>>);
+
+impl rmcp::ClientHandler for Progress {
+    async fn on_progress(&self, params: rmcp::model::ProgressNotificationParam, _: rmcp::service::NotificationContext<RoleClient>) {
+        if let Ok(mut p) = self.0.lock() {
+            p.push(params.progress);
+        }
+    }
+}
+
+/// Over MCP a wait_messages blocks at most the gateway's MCP bound, however long it asks for,
+/// answers `timed_out: true`, and meanwhile sends progress to a client that asked for it.
+#[tokio::test]
+async fn mcp_waits_are_bounded_and_report_progress() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "mcp-wait").await;
+    let bound = Duration::from_secs(3);
+    let gw = start_gateway_with(&s, GatewaySettings { mcp_wait_bound: bound, ..quick_gateway() }).await;
+    let team = team_with_members(&s, &ns, &gw.bus, "eta", &["general"]).await;
+    // The team lets a wait block 5 s (team_with_members); MCP cuts it to 3.
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gw.url)).auth_header(team.token("general").to_owned()),
+    );
+    let progress = Progress::default();
+    let client = progress.clone().serve(transport).await.expect("initialize");
+    let mut meta = rmcp::model::RequestMetaObject::default();
+    meta.set_progress_token(rmcp::model::ProgressToken(rmcp::model::NumberOrString::Number(7)));
+    let mut params =
+        CallToolRequestParams::new("wait_messages").with_arguments(json!({ "timeout_seconds": 3600 }).as_object().cloned().unwrap());
+    params.meta = Some(meta);
+    let started = std::time::Instant::now();
+    let r = client.call_tool(params).await.expect("wait_messages");
+    let took = started.elapsed();
+    let answer = r.structured_content.clone().unwrap_or_default();
+    assert_eq!(answer["timed_out"], true, "{answer}");
+    assert!(took >= bound && took < bound + Duration::from_secs(3), "the wait took {took:?}, bound {bound:?}");
+    let seen = progress.0.lock().map(|p| p.clone()).unwrap_or_default();
+    assert!(seen.len() >= 2, "progress notifications while waiting: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress must grow: {seen:?}");
+    // A message that comes ends the wait at once.
+    let waiting = {
+        let peer = client.peer().clone();
+        tokio::spawn(async move {
+            let args = json!({ "timeout_seconds": 30 }).as_object().cloned().unwrap();
+            peer.call_tool(CallToolRequestParams::new("wait_messages").with_arguments(args)).await
+        })
+    };
+    for _ in 0..200 {
+        if gw.bus.blocked_waits() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(gw.bus.blocked_waits() > 0, "the MCP wait never blocked");
+    ok(call(&gw.url, Some(team.token("lead")), "send_message", json!({ "to": "general", "body": "wake up" })).await);
+    let r = waiting.await.unwrap().expect("wait_messages");
+    let answer = r.structured_content.unwrap_or_default();
+    assert_eq!(answer["messages"][0]["body"], "wake up", "{answer}");
+    assert_eq!(answer["timed_out"], false, "{answer}");
+    let handled = answer["messages"][0]["stream_id"].clone();
+    let _ = client.cancel().await;
+
+    // `teamctl mcp` bounds its waits the same way (TEAM_MCP_WAIT_SECONDS, default 50).
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"));
+    cmd.arg("mcp")
+        .env("TEAM_GATEWAY_URL", &gw.url)
+        .env("TEAM_TOKEN", team.token("general"))
+        .env("TEAM_MCP_WAIT_SECONDS", "2")
+        .env_remove("TEAM_TOKEN_FILE")
+        .env_remove("TEAM")
+        .env_remove("TEAM_NAMESPACE")
+        .stderr(Stdio::inherit());
+    let stdio = ().serve(TokioChildProcess::new(cmd).expect("spawn teamctl mcp")).await.expect("initialize over stdio");
+    let started = std::time::Instant::now();
+    // The message of the wait before is handed back, or it would come again (at least once).
+    let args = json!({ "timeout_seconds": 3600, "ack": [handled] }).as_object().cloned().unwrap();
+    let r = stdio.call_tool(CallToolRequestParams::new("wait_messages").with_arguments(args)).await.expect("wait_messages");
+    let took = started.elapsed();
+    assert_eq!(r.structured_content.unwrap_or_default()["timed_out"], true);
+    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "teamctl mcp's wait took {took:?}");
+    let _ = stdio.cancel().await;
+    gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
 }
 
 fn quick_gateway() -> GatewaySettings {

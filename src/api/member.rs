@@ -48,8 +48,8 @@ pub struct MemberSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.role is immutable"))]
     pub role: MemberRole,
 
-    /// The task for the agent, passed to its pod as TEAM_PROMPT (after its memory when the agent
-    /// type has `memory: local`).
+    /// The task for the agent, passed to its pod as TEAM_PROMPT; `teamctl run` puts the agent
+    /// type's memory in front of it when the type has `memory: local`.
     #[serde(default)]
     #[schemars(length(max = 65536))]
     pub prompt: String,

@@ -31,6 +31,11 @@ pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: a Team name is at most 40 characters, so member pod names stay within 63"),
 )]
 #[x_kube(validation = Rule::new("self.agents.exists(a, a.name == self.lead.agent)").message("spec.lead.agent must name one of spec.agents").field_path(".lead.agent"))]
+// `to: "lead"` in send_message means the team's lead, so no other agent type may be named `lead`.
+// A sub-team led by an existing pod (spec.lead.podName) takes its parent's agent types as they
+// are, so it is exempt; there `lead` still means its lead, and a member of agent type `lead`
+// that got the bare name `lead` cannot be messaged by name (a known gap).
+#[x_kube(validation = Rule::new("has(self.lead.podName) || self.lead.agent == 'lead' || !self.agents.exists(a, a.name == 'lead')").message("spec.agents: an agent type named `lead` must be the lead's (spec.lead.agent): `lead` as a recipient means the team's lead").field_path(".agents"))]
 #[serde(rename_all = "camelCase")]
 pub struct TeamSpec {
     /// Most members of this team that hold a pod at the same time; the others wait as Queued,
@@ -102,7 +107,8 @@ pub struct AgentType {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 
-    /// `local`: the member's prompt starts with the agent type's stored memory. `none`: no memory.
+    /// `local`: the member's first turn starts with the agent type's stored memory (`teamctl run`
+    /// reads it when the turn starts). `none`: no memory.
     #[serde(default)]
     pub memory: MemoryMode,
 
@@ -120,7 +126,7 @@ pub enum MemoryMode {
     /// No memory.
     #[default]
     None,
-    /// The member's prompt starts with its agent type's memory.
+    /// The member's first turn starts with its agent type's memory.
     Local,
 }
 

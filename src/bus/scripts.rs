@@ -19,3 +19,4 @@ script!(WAIT_READY, "wait_ready.lua");
 script!(ACK, "ack.lua");
 script!(INBOX_COUNTS, "inbox_counts.lua");
 script!(MEMORY_APPEND, "memory_append.lua");
+script!(PEEK, "peek.lua");

@@ -18,6 +18,8 @@ use super::scripts::SEND;
 
 /// Sender name of operator notices.
 pub const OPERATOR_SENDER: &str = "team-operator";
+/// Prefix of a person's sender name (`user:alice`); no member name has a `:`.
+pub const PERSON_SENDER_PREFIX: &str = "user:";
 
 /// How long a message id is remembered for deduplication. Retries come within seconds; an hour
 /// leaves room for a gateway that retries across a Redis failover.
@@ -89,7 +91,13 @@ impl Bus {
             .arg(body)
             .arg(&id)
             .arg(IDEMPOTENCY_TTL.as_millis() as u64)
-            .arg(if notice { "1" } else { "0" });
+            .arg(if notice {
+                "1"
+            } else if from.starts_with(PERSON_SENDER_PREFIX) {
+                "2"
+            } else {
+                "0"
+            });
         let limits = self.cfg.limits;
         invocation
             .arg(limits.inbox_max_entries)

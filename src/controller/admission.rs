@@ -24,8 +24,7 @@ use tracing::{debug, info, warn};
 use super::context::Context;
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
-use crate::api::{Member, MemberPhase, MemberRole, MemoryMode, Team};
-use crate::bus::{self, MemoryKey};
+use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// (namespace, team name).
 pub type TeamId = (String, String);
@@ -464,16 +463,9 @@ fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usi
 /// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried
 /// round never makes a second pod.
 async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &str) -> Result<(), super::Error> {
-    let mut prompt = member.spec.prompt.clone();
-    if team.agent_type(&member.spec.agent).map(|a| a.memory) == Some(MemoryMode::Local) {
-        let key = MemoryKey {
-            namespace: member.namespace().unwrap_or_default(),
-            project: team.memory_project(),
-            agent: member.spec.agent.clone(),
-        };
-        let memory = ctx.bus.memory().read(&key).await?;
-        prompt = format!("{}\n\n{prompt}", bus::prompt_block(memory.as_deref()));
-    }
+    // Memory (`memory: local`) is not put into the prompt: `teamctl run` reads it when turn 1
+    // starts, so it is fresh and TEAM_PROMPT stays within env limits.
+    let prompt = member.spec.prompt.clone();
     let input = PodInputs { agent_name, prompt, settings: &ctx.config.pod };
     let Some(pod) = pod::build(team, member, input) else {
         return Err(super::Error::Invalid(format!("agent type {} is not in team {}", member.spec.agent, team.name_any())));

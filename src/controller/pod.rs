@@ -62,7 +62,8 @@ pub fn controlled_by(pod: &Pod, member_uid: &str) -> bool {
 pub struct PodInputs<'a> {
     /// Team-unique agent name of the member.
     pub agent_name: &'a str,
-    /// Prompt with the memory block in front when the agent type has `memory: local`.
+    /// The member's prompt. Memory is not put in front of it here: `teamctl run` reads it through
+    /// the gateway when turn 1 starts (fresh, and no env size limit to hit).
     pub prompt: String,
     /// Operator settings.
     pub settings: &'a PodSettings,
@@ -89,12 +90,14 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
 
     let model = member.spec.model.clone().or_else(|| agent.model.clone()).unwrap_or_default();
     let memory_mode = serde_json::to_value(agent.memory).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let lead = lead_name(team, member, input.agent_name);
     let mut env = vec![
         env("TEAM", team_name),
         env("TEAM_NAMESPACE", member.metadata.namespace.as_deref().unwrap_or_default()),
         env("MEMBER", input.agent_name),
         env("AGENT", &member.spec.agent),
         env("TEAM_ROLE", if member.spec.role == MemberRole::Lead { "lead" } else { "specialist" }),
+        env("TEAM_LEAD", &lead),
         env("TEAM_MODEL", &model),
         env("TEAM_MEMORY", &memory_mode),
         env("TEAM_MEMBER_TIMEOUT_SECONDS", &team.spec.member_timeout_seconds.to_string()),
@@ -171,6 +174,16 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
     })
 }
 
+/// The member name of the team's lead: the member itself when it leads, else the Team's
+/// `status.leadName`, else (not yet recorded) the lead's agent type, the name a lead gets first.
+/// Prompts can also just say `lead`: the gateway resolves that recipient.
+fn lead_name(team: &Team, member: &Member, agent_name: &str) -> String {
+    if member.spec.role == MemberRole::Lead {
+        return agent_name.to_owned();
+    }
+    team.status.as_ref().and_then(|s| s.lead_name.clone()).unwrap_or_else(|| team.spec.lead.agent.clone())
+}
+
 /// The labels the operator owns on a member pod.
 pub fn operator_labels(team: &str, agent_name: &str, agent: &str, role: MemberRole) -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -223,6 +236,7 @@ mod tests {
         assert_eq!(get("MEMBER").as_deref(), Some("general-2"));
         assert_eq!(get("TEAM_PROMPT").as_deref(), Some("do it"));
         assert_eq!(get("TEAM_MEMBER_TIMEOUT_SECONDS").as_deref(), Some("300"));
+        assert_eq!(get("TEAM_LEAD").as_deref(), Some("lead"), "a specialist learns the lead's name");
         assert!(spec.volumes.as_ref().expect("volumes").iter().any(|v| v.projected.is_some()));
         assert_eq!(spec.init_containers.as_ref().map(Vec::len), Some(1));
         let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
@@ -230,6 +244,21 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         let sc = spec.containers[0].security_context.as_ref().expect("security context");
         assert_eq!(sc.allow_privilege_escalation, Some(false));
+    }
+
+    #[test]
+    fn team_lead_is_the_recorded_lead_or_the_lead_itself() {
+        let lead_env = |t: &Team, m: &Member, name: &str| {
+            let pod = build(t, m, PodInputs { agent_name: name, prompt: String::new(), settings: &settings() }).expect("pod");
+            let env = pod.spec.expect("spec").containers[0].env.clone().expect("env");
+            env.into_iter().find(|e| e.name == "TEAM_LEAD").and_then(|e| e.value)
+        };
+        let mut t = team("review", 3);
+        t.status = Some(crate::api::TeamStatus { lead_name: Some("planner-2".into()), ..Default::default() });
+        assert_eq!(lead_env(&t, &member("review", "general", "uid-1"), "general").as_deref(), Some("planner-2"));
+        let mut lead = member("review", "general", "uid-2");
+        lead.spec.role = MemberRole::Lead;
+        assert_eq!(lead_env(&t, &lead, "general-3").as_deref(), Some("general-3"));
     }
 
     #[test]

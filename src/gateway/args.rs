@@ -134,18 +134,26 @@ pub struct TeamTaskArgs {
     pub namespace: Option<String>,
 }
 
+/// The recipient that means the team's lead, whatever its agent type (a Team may name no other
+/// agent type `lead`).
+pub const LEAD_RECIPIENT: &str = "lead";
+/// How a person's messages are signed: `user:<kube user name>`.
+pub const PERSON_SENDER_PREFIX: &str = crate::bus::PERSON_SENDER_PREFIX;
+
 /// `send_message`: message one member or everybody.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageArgs {
-    /// Member name of the recipient (`general-2`), or `*` for every member that has not finished.
+    /// Member name of the recipient (`general-2`), `lead` for the team's lead, or `*` for every
+    /// member that has not finished.
     pub to: String,
     /// The message text (at most 64 KiB).
     pub body: String,
     /// Optional idempotency key: a retry with the same id is delivered once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Only for callers outside member pods: send as this member (default: the lead).
+    /// A member pod may only name itself here; a person's messages always come from
+    /// `user:<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// The team (default: the caller's own team).
@@ -170,7 +178,8 @@ pub struct WaitMessagesArgs {
     /// false: only acknowledge `ack`, receive nothing (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receive: Option<bool>,
-    /// Only for callers outside member pods: wait as this member (default: the lead).
+    /// Only for callers outside member pods: whose inbox to look at (default: the lead's). A
+    /// person's wait only looks: it delivers and acks nothing, so the member still gets it all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     /// The team (default: the caller's own team).

@@ -95,11 +95,111 @@ impl std::str::FromStr for Tool {
     }
 }
 
-/// A tool: its name, what a model reads about it, and its input schema.
+/// A tool: its name, what a model reads about it, its input schema, its behaviour hints and
+/// the shape of its answer.
 pub struct ToolDef {
     pub name: &'static str,
     pub description: &'static str,
     pub schema: fn() -> serde_json::Map<String, Value>,
+    pub hints: Hints,
+    /// JSON Schema of a successful answer (MCP `outputSchema`). Loose on purpose: the fields are
+    /// described, none is required, so a refusal's `{ "error": … }` fits as well.
+    pub output: fn() -> serde_json::Map<String, Value>,
+}
+
+/// MCP tool annotations: what a client may assume about a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hints {
+    /// Changes nothing.
+    pub read_only: bool,
+    /// May replace or remove something (not only add).
+    pub destructive: bool,
+    /// Calling it again with the same arguments changes nothing more.
+    pub idempotent: bool,
+}
+
+const fn hints(read_only: bool, destructive: bool, idempotent: bool) -> Hints {
+    Hints { read_only, destructive, idempotent }
+}
+
+/// An object schema with these properties (name, JSON type, description), none required and
+/// each may be null (clients validate answers against it: an unset owner is `null`).
+fn object(props: &[(&str, &str, &str)]) -> serde_json::Map<String, Value> {
+    let mut properties = serde_json::Map::new();
+    for (name, ty, description) in props {
+        properties.insert((*name).to_owned(), serde_json::json!({ "type": [ty, "null"], "description": description }));
+    }
+    let error =
+        serde_json::json!({ "type": "object", "description": "Set instead of the rest when the call was refused: { code, message }." });
+    properties.insert("error".to_owned(), error);
+    match serde_json::json!({ "type": "object", "properties": properties }) {
+        Value::Object(o) => o,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn team_fields() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("name", "string", "Team name."),
+        ("phase", "string", "Active or Disbanded."),
+        ("lead", "string", "Member name of the lead."),
+        ("agents", "array", "Agent type names."),
+        ("counts", "object", "Members per phase."),
+        ("teams", "array", "The teams (when listing)."),
+    ]
+}
+
+fn out_send() -> serde_json::Map<String, Value> {
+    object(&[("id", "string", "Message id."), ("delivered", "array", "One { to, stream_id } per inbox written.")])
+}
+fn out_wait() -> serde_json::Map<String, Value> {
+    object(&[
+        ("messages", "array", "Messages: { id, stream_id, from, to, kind (message | system), body, sent_at }."),
+        ("acked", "integer", "How many of `ack` were pending."),
+        ("timed_out", "boolean", "No message came within the wait: call again."),
+        ("peek", "boolean", "A person's look at the inbox: nothing was delivered or acked."),
+    ])
+}
+fn out_task() -> serde_json::Map<String, Value> {
+    object(&[
+        ("name", "string", "Task name."),
+        ("state", "string", "pending | in_progress | completed | failed."),
+        ("owner", "string", "Member name of the owner."),
+        ("subject", "string", "One-line summary."),
+        ("result", "string", "What came out of it."),
+        ("blocked", "boolean", "Waiting on open dependencies."),
+        ("tasks", "array", "The tasks (action=list)."),
+    ])
+}
+fn out_memory() -> serde_json::Map<String, Value> {
+    object(&[
+        ("text", "string", "The memory (read)."),
+        ("bytes", "integer", "Its size (read)."),
+        ("stored_bytes", "integer", "Bytes stored (write, append)."),
+        ("truncated", "boolean", "Text was cut to fit the cap."),
+        ("agent", "string", "Agent type."),
+        ("project", "string", "Memory project."),
+    ])
+}
+fn out_member() -> serde_json::Map<String, Value> {
+    object(&[
+        ("name", "string", "Team-unique member name, once assigned."),
+        ("object", "string", "Name of the Member object."),
+        ("agent", "string", "Agent type."),
+        ("phase", "string", "Queued, Starting, Active, Idle, Completed, Failed or Cancelled."),
+        ("team", "string", "Team name."),
+    ])
+}
+fn out_team() -> serde_json::Map<String, Value> {
+    object(&team_fields())
+}
+fn out_deleted() -> serde_json::Map<String, Value> {
+    object(&[("deleted", "string", "The team disbanded."), ("namespace", "string", "Its namespace.")])
+}
+fn out_get() -> serde_json::Map<String, Value> {
+    let mut fields = team_fields();
+    fields.extend([("members", "array", "Members (kind=members)."), ("tasks", "array", "Tasks (kind=tasks).")]);
+    object(&fields)
 }
 
 fn schema_of<T: JsonSchema>() -> serde_json::Map<String, Value> {
@@ -114,43 +214,59 @@ fn schema_of<T: JsonSchema>() -> serde_json::Map<String, Value> {
 pub const TOOLS: &[ToolDef] = &[
     ToolDef {
         name: Tool::SendMessage.as_str(),
-        description: "Send a message to one member of your team (by member name, e.g. `general-2`) or to every member that has not finished (`to: \"*\"`). Returns the message id and one entry per inbox written. Refused with unknown_recipient or recipient_finished when nobody would read it.",
+        description: "Send a message to one member of your team (by member name, e.g. `general-2`; `lead` is always your team's lead) or to every member that has not finished (`to: \"*\"`). Returns the message id and one entry per inbox written. Refused with unknown_recipient or recipient_finished when nobody would read it.",
         schema: schema_of::<SendMessageArgs>,
+        hints: hints(false, false, false),
+        output: out_send,
     },
     ToolDef {
         name: Tool::WaitMessages.as_str(),
-        description: "Wait for messages to you: returns at once when messages are waiting, else blocks until one arrives or the timeout passes (an empty list then). Delivery is at least once: pass the `stream_id`s of messages you handled as `ack` in your next call, or they come back. Messages of kind `system` come from the operator (a member failed, the team disbanded).",
+        description: "Wait for messages to you: returns at once when messages are waiting, else blocks until one arrives or the timeout passes (an empty list then). Delivery is at least once: pass the `stream_id`s of messages you handled as `ack` in your next call, or they come back. Messages of kind `system` come from the operator (a member failed, the team disbanded). Over MCP one call blocks at most 50 s (with progress notifications meanwhile) and answers `timed_out: true` when nothing came: call again.",
         schema: schema_of::<WaitMessagesArgs>,
+        hints: hints(false, false, false),
+        output: out_wait,
     },
     ToolDef {
         name: Tool::TeamTask.as_str(),
         description: "The team's shared task board. action=create adds a task (subject, description, owner, depends_on); action=update moves its state (pending -> in_progress -> completed|failed; a task with open dependencies cannot go in_progress; completed and failed are final) and records a result or owner; action=get reads one; action=list lists them (filter by state, owner).",
         schema: schema_of::<TeamTaskArgs>,
+        hints: hints(false, false, false),
+        output: out_task,
     },
     ToolDef {
         name: Tool::AgentMemory.as_str(),
         description: "Your agent type's memory, kept across runs and shared by teams of the same project: action=read returns it, action=write replaces it with `text`, action=append adds `text` at the end. At most 102,400 bytes: write keeps the beginning, append drops the oldest text.",
         schema: schema_of::<AgentMemoryArgs>,
+        hints: hints(false, true, false),
+        output: out_memory,
     },
     ToolDef {
         name: Tool::SpawnMember.as_str(),
         description: "Lead only. Start a new member of your team: an agent of one of the team's agent types, with a prompt that tells it its task. It gets a team-unique name (`general`, `general-2`, ...) returned as `name` once assigned, and waits as Queued when the team's maxAgents are running. Message it with send_message; it reports back the same way.",
         schema: schema_of::<SpawnMemberArgs>,
+        hints: hints(false, false, false),
+        output: out_member,
     },
     ToolDef {
         name: Tool::TeamCreate.as_str(),
         description: "Create a new team that you lead: its agent types (image or pod template, model, memory), its concurrency cap and wait timeout. Called from a member pod, the calling pod becomes the lead and, when `agents` is left out, the agent types of your current team are reused.",
         schema: schema_of::<TeamCreateArgs>,
+        hints: hints(false, false, false),
+        output: out_team,
     },
     ToolDef {
         name: Tool::TeamDelete.as_str(),
         description: "Lead only. Disband your team: running and queued members are cancelled, open tasks fail, waiting members are told, messages are removed.",
         schema: schema_of::<TeamDeleteArgs>,
+        hints: hints(false, true, true),
+        output: out_deleted,
     },
     ToolDef {
         name: Tool::Get.as_str(),
         description: "Read the state of things: kind=teams (your team), kind=members (the members of your team with phase, agent type and role), kind=tasks (the task board). Give `name` for one object.",
         schema: schema_of::<GetArgs>,
+        hints: hints(true, false, true),
+        output: out_get,
     },
 ];
 

@@ -110,11 +110,19 @@ pub enum Command {
         args: String,
     },
     /// Serve the tools as a stdio MCP server that forwards to the gateway.
-    Mcp,
+    Mcp {
+        /// Longest one wait_messages call blocks, in seconds (MCP clients drop calls after 60 s).
+        #[arg(long, env = "TEAM_MCP_WAIT_SECONDS", default_value_t = 50)]
+        wait_bound: u64,
+    },
     /// Copy this binary into DIR (used by member pods' init container).
     Install { dir: PathBuf },
     /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
     Watch(crate::watch::WatchArgs),
+    /// The member loop (a member pod's entrypoint): run an agent runtime on the prompt, then on
+    /// each batch of messages as the next turn of the same conversation, until the team goes
+    /// quiet for memberTimeoutSeconds (exit 0) or disbands.
+    Run(super::run::RunArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -113,7 +113,7 @@ pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
             let tool: Tool = tool.parse()?;
             (tool, v)
         }
-        Command::Mcp | Command::Install { .. } | Command::Watch(_) => return Err("not a tool".into()),
+        Command::Mcp { .. } | Command::Install { .. } | Command::Watch(_) | Command::Run(_) => return Err("not a tool".into()),
     };
     Ok(call)
 }

@@ -16,13 +16,14 @@
 --
 -- KEYS: meta, roster, sent, sent-at.
 -- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms,
---       '1' for an operator notice ('0' otherwise), max entries per inbox, max bytes per inbox,
+--       '1' for an operator notice, '2' for a person ('user:…', not on the roster), '0' for a
+--       member, max entries per inbox, max bytes per inbox,
 --       max bytes per team, notice reserve (entries), rate burst, rate per second (0: none),
 --       consumer group.
 -- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}; for
 -- 'inbox_full' the detail is "<member> <rule> <limit>", for 'rate_limited' the ms to wait.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ttl, notice = tonumber(ARGV[7]), ARGV[8] == '1'
+local ttl, notice, person = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[8] == '2'
 local max_entries, max_bytes, team_bytes = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local reserve, burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local group = ARGV[15]
@@ -50,7 +51,7 @@ if prior then
   return { 'dup', prior }
 end
 
-if not notice and not redis.call('HGET', KEYS[2], from) then
+if not notice and not person and not redis.call('HGET', KEYS[2], from) then
   return { 'sender_not_in_team', from }
 end
 

@@ -8,17 +8,31 @@ use super::actor::*;
 use crate::bus::{MessageKind, OutgoingMessage, Recipient};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
-use crate::gateway::auth::Caller;
+use crate::gateway::auth::{Caller, UserCaller};
 use crate::gateway::error::ApiError;
 use crate::gateway::idle;
 
 pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendMessageArgs) -> Result<Value, ApiError> {
     let mut actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), need("create", "teams", Some("messages"))).await?;
-    act_as(&mut actor, a.member)?;
-    let from = actor.own_name()?;
+    let from = match caller {
+        // A person's message says who wrote it; nobody sends in a member's name.
+        Caller::User(UserCaller { username, .. }) => {
+            if let Some(m) = a.member {
+                return Err(ApiError::invalid(format!(
+                    "send_message: `member` ({m}) is not for sending: a person's messages come from {PERSON_SENDER_PREFIX}{username}"
+                )));
+            }
+            format!("{PERSON_SENDER_PREFIX}{username}")
+        }
+        Caller::Pod(_) => {
+            act_as(&mut actor, a.member)?;
+            actor.own_name()?
+        }
+    };
     let to = match a.to.trim() {
-        "" => return Err(ApiError::invalid("send_message: `to` is empty: give a member name or \"*\"")),
+        "" => return Err(ApiError::invalid("send_message: `to` is empty: give a member name, \"lead\" or \"*\"")),
         "*" => Recipient::Broadcast,
+        LEAD_RECIPIENT => Recipient::Member(lead_of(&actor)?),
         name => Recipient::Member(name.to_owned()),
     };
     let delivered = state.bus.send(&actor.key(), OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id }).await?;
@@ -30,9 +44,12 @@ pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendM
 
 pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: WaitMessagesArgs) -> Result<Value, ApiError> {
     let mut actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), need("get", "teams", Some("messages"))).await?;
-    act_as(&mut actor, a.member)?;
+    act_as(&mut actor, a.member.clone())?;
     let me = actor.own_name()?;
     let key = actor.key();
+    if let Caller::User(_) = caller {
+        return peek(state, &actor, &me, a).await;
+    }
     if a.receive == Some(false) {
         let acked = state.bus.ack(&key, &me, &a.ack).await?;
         return Ok(json!({ "acked": acked, "messages": [] }));
@@ -51,4 +68,29 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
     };
     let timed_out = messages.is_empty();
     Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out }))
+}
+
+/// The member name of the actor's team's lead.
+fn lead_of(actor: &Actor) -> Result<String, ApiError> {
+    actor
+        .team
+        .status
+        .as_ref()
+        .and_then(|s| s.lead_name.clone())
+        .ok_or_else(|| ApiError::conflict(format!("team {} has no named lead yet; retry in a moment", actor.team_name())))
+}
+
+/// A person's wait_messages: a look at the member's inbox that delivers and acks nothing, so the
+/// member still gets every message (see `Bus::peek`).
+async fn peek(state: &GatewayState, actor: &Actor, member: &str, a: WaitMessagesArgs) -> Result<Value, ApiError> {
+    if !a.ack.is_empty() || a.receive == Some(false) {
+        return Err(ApiError::invalid(format!(
+            "wait_messages: a person only looks at {member}'s inbox; acks are {member}'s own (leave out `ack` and `receive`)"
+        )));
+    }
+    let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
+    let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
+    let messages = state.bus.peek(&actor.key(), member, Duration::from_secs(seconds)).await?;
+    let timed_out = messages.is_empty();
+    Ok(json!({ "acked": 0, "messages": messages, "timed_out": timed_out, "peek": true }))
 }

@@ -1,0 +1,332 @@
+//! `teamctl run`: the member loop, the entrypoint of a member pod.
+//!
+//! It wraps an agent runtime. Turn 1 is the prompt (`TEAM_PROMPT`), with the agent type's memory
+//! in front when `TEAM_MEMORY=local` (read through the gateway as the turn starts). When a turn
+//! ends, it waits for messages through the gateway; each batch becomes the next turn of the same
+//! conversation, and the stream ids of the batch a turn handled ride as `ack` on the next wait.
+//! It ends:
+//! - after `TEAM_MEMBER_TIMEOUT_SECONDS` (or `--idle-timeout`) without a message: exit 0, so the
+//!   pod Succeeds and the Member reads Completed;
+//! - on a `[TEAM DISBANDED]` system notice: exit 0 (the Member reads Cancelled anyway);
+//! - when the runtime fails: with the runtime's exit code (128 + signal when killed);
+//! - on SIGTERM or SIGINT: passed on to the runtime, which gets a grace period; then 143 / 130.
+//!
+//! # Layout
+//! - `runtime`: what every adapter does (one turn as a command) and the choice among them.
+//! - `opencode`, `claude`, `codex`, `exec`: one adapter per runtime.
+//! - `child`: running one turn's process with signals passed on.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::cli::Cli;
+use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
+use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
+use crate::gateway::client::{ClientError, GatewayClient};
+use crate::gateway::tools::Tool;
+
+mod child;
+mod claude;
+mod codex;
+mod exec;
+mod opencode;
+mod runtime;
+
+/// The system notice the operator sends when a team disbands.
+pub const DISBANDED_MARK: &str = "[TEAM DISBANDED]";
+
+/// Which agent runtime `teamctl run` drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// `opencode run`, continuing its session with `--session`.
+    Opencode,
+    /// Claude Code: `claude -p`, continuing with `--resume`.
+    Claude,
+    /// `codex exec`, continuing with `codex exec resume`.
+    Codex,
+    /// Any command: each turn is a new run of it with the turn's text on stdin.
+    Exec,
+}
+
+/// `teamctl run [--runtime …] -- CMD…`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The agent runtime.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Exec)]
+    pub runtime: RuntimeKind,
+    /// Seconds without a message after which the member exits 0 (Completed).
+    #[arg(long, env = "TEAM_MEMBER_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Turn 1's text.
+    #[arg(long, env = "TEAM_PROMPT", default_value = "", hide_env_values = true)]
+    pub prompt: String,
+    /// `local`: turn 1 starts with the agent type's memory.
+    #[arg(long, env = "TEAM_MEMORY", default_value = "none")]
+    pub memory: String,
+    /// Most turns before it stops (exit 0), a bound on a conversation that never goes quiet.
+    #[arg(long, default_value_t = 200)]
+    pub max_turns: u32,
+    /// Seconds a runtime gets after SIGTERM before it is killed.
+    #[arg(long, default_value_t = 10)]
+    pub grace_seconds: u64,
+    /// The runtime's command and leading arguments (default: `opencode`, `claude`, `codex`;
+    /// required for exec). The adapter adds the arguments of each turn.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// One message as the loop reads it from a wait.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub stream_id: String,
+    pub from: String,
+    pub system: bool,
+    pub body: String,
+}
+
+impl Incoming {
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(Incoming {
+            stream_id: v.get("stream_id")?.as_str()?.to_owned(),
+            from: v.get("from").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            system: v.get("kind").and_then(Value::as_str) == Some("system"),
+            body: v.get("body").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        })
+    }
+}
+
+/// The text of turn 1: the memory block (when memory is local) and the prompt.
+pub fn first_turn(prompt: &str, memory: Option<Option<&str>>) -> String {
+    let loop_note = "\n\n(Messages sent to you arrive as your next turns: end your turn when you are done or waiting.)";
+    match memory {
+        Some(m) => format!("{}\n{prompt}{loop_note}", crate::bus::prompt_block(m)),
+        None => format!("{prompt}{loop_note}"),
+    }
+}
+
+/// The text of a turn made of `batch`.
+pub fn batch_turn(batch: &[Incoming]) -> String {
+    let mut out = format!("{} new message{} for you:\n", batch.len(), if batch.len() == 1 { "" } else { "s" });
+    for m in batch {
+        let kind = if m.system { "system notice" } else { "message" };
+        out.push_str(&format!("\n[{kind} from {}]\n{}\n", m.from, m.body));
+    }
+    out
+}
+
+/// Whether the batch holds the disband notice.
+pub fn disbanded(batch: &[Incoming]) -> bool {
+    batch.iter().any(|m| m.system && m.body.contains(DISBANDED_MARK))
+}
+
+fn say(msg: impl std::fmt::Display) {
+    eprintln!("teamctl run: {msg}");
+}
+
+/// Runs the loop; the process exit code.
+pub(super) async fn run(cli: &Cli, args: &RunArgs, client: GatewayClient) -> u8 {
+    let mut adapter = match runtime::adapter(args) {
+        Ok(a) => a,
+        Err(msg) => {
+            say(format!("error: {msg}"));
+            return EXIT_USAGE;
+        }
+    };
+    let mut signals = match child::Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            say(format!("error: cannot watch signals: {e}"));
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    let gateway = Gateway { client, namespace: cli.namespace.clone(), team: cli.team.clone() };
+
+    let memory = if args.memory == "local" {
+        match gateway.memory().await {
+            Ok(text) => Some(text),
+            Err(e) => return refused_or_unavailable("reading the memory", &e),
+        }
+    } else {
+        None
+    };
+    let mut text = first_turn(&args.prompt, memory.as_ref().map(Option::as_deref));
+    let grace = Duration::from_secs(args.grace_seconds);
+    let idle = Duration::from_secs(args.idle_timeout.max(1));
+    let mut pending: Vec<String> = Vec::new();
+    for turn in 1..=args.max_turns {
+        say(format!("turn {turn} starts ({} bytes)", text.len()));
+        match child::run_turn(adapter.as_mut(), turn, &text, &mut signals, grace).await {
+            child::Outcome::Exited(0) => {}
+            child::Outcome::Exited(code) => {
+                say(format!("the runtime exited with {code} in turn {turn}"));
+                return code;
+            }
+            child::Outcome::Signalled(code) => {
+                say(format!("stopped by a signal in turn {turn}"));
+                return code;
+            }
+            child::Outcome::NotStarted(e) => {
+                say(format!("error: cannot start the runtime: {e}"));
+                return 127;
+            }
+        }
+        // Wait for the next batch, acking what the last turn handled.
+        let deadline = Instant::now() + idle;
+        let batch = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if !pending.is_empty() {
+                    let _ = gateway.ack_only(&pending).await;
+                }
+                say(format!("no message for {}s: done", idle.as_secs()));
+                return EXIT_OK;
+            }
+            let wait = gateway.wait(&pending, left);
+            let answer = tokio::select! {
+                a = wait => a,
+                code = signals.next() => {
+                    say("stopped by a signal while waiting");
+                    return code;
+                }
+            };
+            match answer {
+                Ok(batch) => {
+                    pending.clear();
+                    if !batch.is_empty() {
+                        break batch;
+                    }
+                }
+                Err(ClientError::Refused { code, message, .. }) if code == "team_disbanded" => {
+                    say(format!("the team is disbanded ({message}): done"));
+                    return EXIT_OK;
+                }
+                Err(e @ ClientError::Refused { .. }) => return refused_or_unavailable("waiting for messages", &e),
+                Err(ClientError::Unavailable(msg)) => {
+                    say(format!("the gateway is unavailable ({msg}); retrying"));
+                    let pause = Duration::from_secs(2).min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        code = signals.next() => return code,
+                    }
+                }
+            }
+        };
+        if disbanded(&batch) {
+            let ids: Vec<String> = batch.iter().map(|m| m.stream_id.clone()).collect();
+            let _ = gateway.ack_only(&ids).await;
+            say("the team disbanded: done");
+            return EXIT_OK;
+        }
+        let from: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
+        say(format!("{} message(s) from {}", batch.len(), from.join(", ")));
+        pending = batch.iter().map(|m| m.stream_id.clone()).collect();
+        text = batch_turn(&batch);
+    }
+    if !pending.is_empty() {
+        let _ = gateway.ack_only(&pending).await;
+    }
+    say(format!("stopping after {} turns (--max-turns)", args.max_turns));
+    EXIT_OK
+}
+
+fn refused_or_unavailable(what: &str, e: &ClientError) -> u8 {
+    say(format!("error {what}: {e}"));
+    match e {
+        ClientError::Refused { .. } => EXIT_REFUSED,
+        ClientError::Unavailable(_) => EXIT_UNAVAILABLE,
+    }
+}
+
+/// The loop's calls to the gateway.
+struct Gateway {
+    client: GatewayClient,
+    namespace: Option<String>,
+    team: Option<String>,
+}
+
+impl Gateway {
+    /// The memory text (None when empty), retried while the gateway is unavailable (10 tries).
+    async fn memory(&self) -> Result<Option<String>, ClientError> {
+        let args = AgentMemoryArgs {
+            action: MemoryAction::Read,
+            text: None,
+            agent: None,
+            team: self.team.clone(),
+            namespace: self.namespace.clone(),
+        };
+        let args = super::request::to_value(&args);
+        let mut tries = 0;
+        loop {
+            match self.client.call(Tool::AgentMemory.as_str(), &args).await {
+                Ok(v) => return Ok(v.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_owned)),
+                Err(ClientError::Unavailable(msg)) if tries < 10 => {
+                    tries += 1;
+                    say(format!("the gateway is unavailable ({msg}); retrying"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One wait: acks `ack`, blocks up to `left` (the gateway may return sooner, empty).
+    async fn wait(&self, ack: &[String], left: Duration) -> Result<Vec<Incoming>, ClientError> {
+        let seconds = left.as_secs_f64().ceil() as u64;
+        let args = WaitMessagesArgs {
+            ack: ack.to_vec(),
+            timeout_seconds: Some(seconds.max(1)),
+            team: self.team.clone(),
+            namespace: self.namespace.clone(),
+            ..Default::default()
+        };
+        let v = self.client.call(Tool::WaitMessages.as_str(), &super::request::to_value(&args)).await?;
+        Ok(v.get("messages").and_then(Value::as_array).into_iter().flatten().filter_map(Incoming::from_json).collect())
+    }
+
+    async fn ack_only(&self, ack: &[String]) -> Result<(), ClientError> {
+        let args = WaitMessagesArgs {
+            ack: ack.to_vec(),
+            receive: Some(false),
+            team: self.team.clone(),
+            namespace: self.namespace.clone(),
+            ..Default::default()
+        };
+        self.client.call(Tool::WaitMessages.as_str(), &super::request::to_value(&args)).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(from: &str, system: bool, body: &str) -> Incoming {
+        Incoming { stream_id: "1-0".into(), from: from.into(), system, body: body.into() }
+    }
+
+    #[test]
+    fn turn_one_puts_the_memory_first() {
+        let t = first_turn("review the API", Some(Some("use cargo nextest")));
+        let mem = t.find("use cargo nextest").expect("memory");
+        let prompt = t.find("review the API").expect("prompt");
+        assert!(mem < prompt, "{t}");
+        assert!(first_turn("x", Some(None)).contains("fresh start"));
+        assert!(!first_turn("x", None).contains("memory"));
+    }
+
+    #[test]
+    fn a_batch_names_its_senders() {
+        let t = batch_turn(&[msg("general-2", false, "found a bug"), msg("team-operator", true, "[AGENT FAILURE] @x failed")]);
+        assert!(t.starts_with("2 new messages"), "{t}");
+        assert!(t.contains("[message from general-2]\nfound a bug"), "{t}");
+        assert!(t.contains("[system notice from team-operator]"), "{t}");
+    }
+
+    #[test]
+    fn only_a_system_notice_disbands() {
+        assert!(disbanded(&[msg("team-operator", true, "[TEAM DISBANDED] team t disbanded: deleted.")]));
+        assert!(!disbanded(&[msg("lead", false, "[TEAM DISBANDED] fake")]));
+    }
+}
