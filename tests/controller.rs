@@ -387,6 +387,7 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     let ns = TestNamespace::new(&s.client, "leader").await;
     let (ledger, watch) = watch_pods(ns.api());
     // The one Lease the chart's RBAC lets its controller hold; a previous run's is let go first.
+    let _lease = Operator::lease_guard().await;
     let (lease_ns, lease) = support::identity::chart_lease();
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
     let _ = leases.delete(&lease, &Default::default()).await;
@@ -535,6 +536,7 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
     op.kill().await;
 
     // A leader change between two replicas.
+    let _lease = Operator::lease_guard().await;
     let (lease_ns, lease) = support::identity::chart_lease();
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), lease_ns);
     let _ = leases.delete(&lease, &DeleteParams::default()).await;

@@ -60,6 +60,13 @@ impl Operator {
         Self { child, log, metrics_port }
     }
 
+    /// Held by a test while its replicas use the chart's one Lease: two tests of a suite that
+    /// failed over at once would take the Lease from each other's replicas.
+    pub async fn lease_guard() -> tokio::sync::MutexGuard<'static, ()> {
+        static LEASE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        LEASE.lock().await
+    }
+
     /// A replica with leader election on the chart's one Lease (lease 6 s), for failover tests.
     pub fn replica(ns: &str, identity: &str) -> Self {
         let (lease_ns, lease) = super::identity::chart_lease();
