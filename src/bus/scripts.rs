@@ -9,14 +9,19 @@ macro_rules! script {
     ($name:ident, $file:literal) => {
         pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
     };
+    // A script that starts with the shared `ack_entries` function.
+    ($name:ident, acking $file:literal) => {
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(include_str!("scripts/ack_entries.lua"), include_str!(concat!("scripts/", $file)))));
+    };
 }
 
 script!(SYNC_ROSTER, "sync_roster.lua");
 script!(MARK_DISBANDED, "mark_disbanded.lua");
 script!(TEARDOWN, "teardown.lua");
 script!(SEND, "send.lua");
-script!(WAIT_READY, "wait_ready.lua");
-script!(ACK, "ack.lua");
+script!(WAIT_READY, acking "wait_ready.lua");
+script!(ACK, acking "ack.lua");
 script!(INBOX_COUNTS, "inbox_counts.lua");
 script!(MEMORY_APPEND, "memory_append.lua");
 script!(PEEK, "peek.lua");

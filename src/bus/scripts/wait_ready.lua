@@ -19,32 +19,8 @@ end
 if redis.call('HEXISTS', KEYS[2], member) == 0 then
   return { 'member_not_in_team', 0, {}, 0 }
 end
--- Acked entries are deleted and their size taken off the inbox's byte count, as in ack.lua.
--- Every id is checked (XPENDING) first: an invalid id fails the whole script before anything
--- is acked or delivered.
-local handed = {}
-for i = 4, #ARGV do
-  if #redis.call('XPENDING', KEYS[3], group, ARGV[i], ARGV[i], 1) > 0 then
-    table.insert(handed, ARGV[i])
-  end
-end
-local acked, freed = 0, 0
-for _, sid in ipairs(handed) do
-  acked = acked + redis.call('XACK', KEYS[3], group, sid)
-  local entry = redis.call('XRANGE', KEYS[3], sid, sid)[1]
-  if entry then
-    local fields = entry[2]
-    for j = 1, #fields, 2 do
-      if fields[j] == 'size' then
-        freed = freed + (tonumber(fields[j + 1]) or 0)
-      end
-    end
-    redis.call('XDEL', KEYS[3], sid)
-  end
-end
-if freed > 0 and redis.call('HINCRBY', KEYS[1], 'bytes:' .. member, -freed) < 0 then
-  redis.call('HSET', KEYS[1], 'bytes:' .. member, 0)
-end
+-- What the caller hands back is acked first (ack_entries.lua, prepended).
+local acked = ack_entries(KEYS[1], KEYS[3], group, member, 4)
 
 local pending = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
   'STREAMS', KEYS[3], '0')[1][2]
