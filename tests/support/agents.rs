@@ -123,8 +123,9 @@ fn terminate(pid: u32) {
     }
 }
 
-/// Mints the pod's projected token: its ServiceAccount's, bound to the pod, for `audience`.
-async fn pod_token(client: &Client, ns: &str, pod: &Pod, audience: &str, seconds: i64) -> Result<String, String> {
+/// Mints the pod's projected token: its ServiceAccount's, bound to the pod, for `audience`, as
+/// the kubelet projects it (at least 600 s).
+pub async fn pod_token(client: &Client, ns: &str, pod: &Pod, audience: &str, seconds: i64) -> Result<String, String> {
     let sa = pod.spec.as_ref().and_then(|p| p.service_account_name.clone()).unwrap_or_else(|| "default".into());
     let request = TokenRequest {
         spec: Some(TokenRequestSpec {
