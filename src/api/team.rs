@@ -208,6 +208,18 @@ impl Team {
             .map(|o| o.uid.as_str())
     }
 
+    /// The uid of the external lead's Pod: the Pod named by `spec.lead.podName` that owns this
+    /// Team (the owner reference team_create writes). A later pod of the same name is not it.
+    pub fn lead_pod_uid(&self) -> Option<&str> {
+        let name = self.spec.lead.pod_name.as_deref()?;
+        self.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.kind == "Pod" && o.api_version == "v1" && o.name == name)
+            .map(|o| o.uid.as_str())
+    }
+
     /// Memory project of the team: `spec.memory.project`, else the team name.
     pub fn memory_project(&self) -> String {
         self.spec.memory.project.clone().or_else(|| self.metadata.name.clone()).unwrap_or_default()

@@ -66,7 +66,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     // A member's pod is the one it controls; an external lead's, the pod that owns the Team by
     // uid. A pod of that name that is neither (created by someone else) is no pod of this member.
     let pod = find_pod(&ctx, &ns, &pod_name, current).await?.filter(|p| match external {
-        true => team.owner_references().iter().any(|o| o.kind == "Pod" && Some(o.uid.as_str()) == p.metadata.uid.as_deref()),
+        true => p.metadata.uid.is_some() && team.lead_pod_uid() == p.metadata.uid.as_deref(),
         false => pod::controlled_by(p, &uid),
     });
 

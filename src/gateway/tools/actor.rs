@@ -184,8 +184,7 @@ async fn as_pod(state: &GatewayState, p: &PodCaller, namespace: &str, team_name:
 /// Team by uid (the owner reference team_create writes), so a re-created pod of the same name is
 /// not its lead.
 pub(super) fn led_by(team: &Team, p: &PodCaller) -> bool {
-    team.spec.lead.pod_name.as_deref() == Some(p.pod.as_str())
-        && team.owner_references().iter().any(|o| o.kind == "Pod" && o.api_version == "v1" && o.uid == p.pod_uid && o.name == p.pod)
+    team.spec.lead.pod_name.as_deref() == Some(p.pod.as_str()) && team.lead_pod_uid() == Some(p.pod_uid.as_str())
 }
 
 /// A person may act as another member of the team; members never.
