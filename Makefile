@@ -1,7 +1,7 @@
 # team-operator developer entry points. Keep targets grouped by area; see README.md.
 SHELL := /bin/bash
 
-.PHONY: help setup binaries teamctl-static images stack-up stack-down stack-status test
+.PHONY: help setup binaries images stack-up stack-down stack-status test
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -14,12 +14,8 @@ setup: ## install what the stack and the tests need (apt, pip, npm; idempotent, 
 binaries: ## build the control plane (+ kubelet, kube-proxy, containerd, runc, CNI, CoreDNS unless NODE=0; cached)
 	hack/build-binaries.sh
 
-teamctl-static: ## teamctl linked statically (glibc crt-static) into target/static, for images
-	hack/images.sh teamctl-static
-
 images: ## OCI images (pause, agent, redis, project) written here and imported into the node's containerd
-	cargo build --bins
-	hack/images.sh
+	source hack/lib.sh && cargo build --bins && hack/images.sh
 
 stack-up: binaries ## start the local stack (idempotent); then: eval "$$(hack/stack.sh env)"
 	hack/stack.sh up
@@ -37,13 +33,13 @@ test: ## all cargo tests against the local stack (starts/stops it if it was not 
 
 .PHONY: bench
 bench: ## P1–P4 benchmarks on the running stack; table + bench/results/latest.json (BENCH_ARGS=--quick)
-	cargo bench --bench fleet -- $(BENCH_ARGS)
+	source hack/lib.sh && cargo bench --bench fleet -- $(BENCH_ARGS)
 
 # --- Helm chart ------------------------------------------------------------------------------
 
 .PHONY: chart-test
 chart-test: ## lint, dry-run, install and RBAC tests of charts/team-operator on the running stack
-	eval "$$(hack/stack.sh env)" && cargo test --test chart
+	source hack/lib.sh && eval "$$(hack/stack.sh env)" && cargo test --test chart
 
 # --- demo ------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ METRICS_PORT=${DEMO_METRICS_PORT:-18081}
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-300}
 DEMO_DIR=$STACK_DIR/demo
 PIDFILE=$DEMO_DIR/pids
-TARGET=${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug
+TARGET=$CARGO_OUT/debug
 AGENT=$REPO_DIR/examples/agents/spec-review-agent.sh
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -6,7 +6,6 @@
 #
 #   hack/images.sh [IMAGE…]   build and import the named images (default: all)
 #   hack/images.sh list       print the image names
-#   hack/images.sh teamctl-static   only build the static teamctl (incremental cargo build)
 #
 #   pause    localhost/team-operator/pause:3.10      static C pause (gcc -static), the sandbox image
 #   agent    localhost/team-operator/agent:dev       busybox-static as /bin/sh & co, the scripted
@@ -14,10 +13,10 @@
 #   redis    localhost/team-operator/redis:dev       Debian's redis-server and redis-cli with their
 #                                                    shared libraries, uid 999 (the chart's)
 #   project  localhost/team-operator/team-operator:dev   the layout of /Dockerfile: team-operator
-#            and teamctl in /usr/local/bin, /teamctl, glibc + libgcc, CA certificates, uid 65532,
-#            entrypoint team-operator, cmd controller. From target/debug (TEAM_OPERATOR_PROFILE_DIR
-#            overrides) with a static teamctl from target/static (see `make teamctl-static`);
-#            binaries are stripped of debug info in the image.
+#            and teamctl in /usr/local/bin, /teamctl, static binaries, CA certificates, uid 65532,
+#            entrypoint team-operator, cmd controller. From the static debug build in
+#            $CARGO_OUT/debug (hack/lib.sh; TEAM_OPERATOR_PROFILE_DIR overrides); binaries are
+#            stripped of debug info in the image.
 #
 # The layouts are kept in $CACHE_DIR/images/<image>/ (an image whose inputs did not change is
 # not written again, and not imported again when containerd has its digest).
@@ -28,12 +27,7 @@ source "$HACK_DIR/node.sh"
 
 IMAGE_TAG=${IMAGE_TAG:-dev}
 IMAGES_DIR=$CACHE_DIR/images
-PROFILE_DIR=${TEAM_OPERATOR_PROFILE_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug}
-# teamctl is copied by the member pods' init container into images of any kind, so it must not
-# depend on their libc: glibc with crt-static, in its own target dir (RUSTFLAGS would otherwise
-# rebuild the main target). `--target` keeps build scripts and proc macros dynamic.
-STATIC_TARGET_DIR=$REPO_DIR/target/static
-STATIC_TEAMCTL=${TEAM_OPERATOR_STATIC_TEAMCTL:-$STATIC_TARGET_DIR/x86_64-unknown-linux-gnu/debug/teamctl}
+PROFILE_DIR=${TEAM_OPERATOR_PROFILE_DIR:-$CARGO_OUT/debug}
 ALL=(pause agent redis project)
 
 image_name() {
@@ -127,27 +121,18 @@ rootfs_redis() {
 # The Dockerfile's runtime stage: distroless/cc (glibc, libgcc, CA certificates, nonroot 65532)
 # plus /usr/local/bin/team-operator, /usr/local/bin/teamctl and /teamctl.
 rootfs_project() {
-  local root=$1 op=$PROFILE_DIR/team-operator
-  [[ -x $op ]] || die "$op not built — cargo build --bin team-operator"
-  [[ -x $STATIC_TEAMCTL ]] || die "$STATIC_TEAMCTL not built — make teamctl-static"
-  is_static "$STATIC_TEAMCTL" || die "$STATIC_TEAMCTL is dynamically linked; build it with RUSTFLAGS='-C target-feature=+crt-static' (make teamctl-static)"
+  local root=$1 op=$PROFILE_DIR/team-operator ctl=$PROFILE_DIR/teamctl bin
+  for bin in "$op" "$ctl"; do
+    [[ -x $bin ]] || die "$bin not built — make images (cargo build --bins with hack/lib.sh's target)"
+    is_static "$bin" || die "$bin is dynamically linked; build it with hack/lib.sh's CARGO_BUILD_TARGET and crt-static RUSTFLAGS"
+  done
   install -D -m 0755 "$op" "$root/usr/local/bin/team-operator"
-  install -D -m 0755 "$STATIC_TEAMCTL" "$root/usr/local/bin/teamctl"
-  install -D -m 0755 "$STATIC_TEAMCTL" "$root/teamctl"
+  install -D -m 0755 "$ctl" "$root/usr/local/bin/teamctl"
+  install -D -m 0755 "$ctl" "$root/teamctl"
   strip --strip-debug "$root/usr/local/bin/team-operator" "$root/usr/local/bin/teamctl" "$root/teamctl"
-  copy_libs "$root" "$op"
   install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   base_files "$root" 65532 nonroot
   echo '{"User":"65532:65532","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"WorkingDir":"/home/nonroot","Entrypoint":["/usr/local/bin/team-operator"],"Cmd":["controller"],"ExposedPorts":{"8080/tcp":{},"8081/tcp":{}}}'
-}
-
-build_static_teamctl() {
-  [[ -z ${TEAM_OPERATOR_STATIC_TEAMCTL:-} ]] || return 0
-  log "cargo build --bin teamctl, statically linked (glibc crt-static) into $STATIC_TARGET_DIR"
-  # No debug info: the image strips it anyway, and it would triple the target dir (~3 GB).
-  (cd "$REPO_DIR" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_DEV_DEBUG=0 \
-    cargo build --bin teamctl --target x86_64-unknown-linux-gnu --target-dir "$STATIC_TARGET_DIR")
-  is_static "$STATIC_TEAMCTL" || die "$STATIC_TEAMCTL is dynamically linked"
 }
 
 # --- OCI layout ----------------------------------------------------------------------------
@@ -191,7 +176,7 @@ inputs_of() {
     pause) sha256sum "$HACK_DIR/images.sh" "$(command -v gcc)" ;;
     agent) sha256sum "$HACK_DIR/images.sh" /bin/busybox "$REPO_DIR"/examples/agents/*.sh ;;
     redis) sha256sum "$HACK_DIR/images.sh" "$(readlink -f /usr/bin/redis-server)" /usr/bin/redis-cli ;;
-    project) sha256sum "$HACK_DIR/images.sh" "$PROFILE_DIR/team-operator" "$STATIC_TEAMCTL" ;;
+    project) sha256sum "$HACK_DIR/images.sh" "$PROFILE_DIR/team-operator" "$PROFILE_DIR/teamctl" ;;
   esac 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 
@@ -228,12 +213,10 @@ import_image() { # <image>
 mkdir -p "$IMAGES_DIR"
 case ${1:-} in
   list) for i in "${ALL[@]}"; do image_name "$i"; done; exit 0 ;;
-  teamctl-static) build_static_teamctl; exit 0 ;;
   "") set -- "${ALL[@]}" ;;
 esac
 ctr_node version >/dev/null 2>&1 || die "containerd is not running at $CTRD_SOCK — hack/stack.sh up (NODE=1)"
 for img in "$@"; do
-  [[ $img == project ]] && build_static_teamctl
   build_image "$img"
   import_image "$img"
 done

@@ -37,6 +37,15 @@ REDIS_PORT=${REDIS_PORT:-16379}
 KWOK_NODES=${KWOK_NODES:-4}
 
 export GOTOOLCHAIN=local
+
+# One cargo build serves the tests, the local processes and the images: every crate built for the
+# explicit host target with glibc's crt-static, so `teamctl` (copied into images of any libc by the
+# member pods' init container) and `team-operator` need no shared library. `--target` keeps build
+# scripts and proc macros dynamic. Outputs land in $CARGO_OUT/debug (a plain `cargo build` without
+# these variables builds a second, dynamic copy in target/debug).
+export CARGO_BUILD_TARGET=x86_64-unknown-linux-gnu
+export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+CARGO_OUT=${CARGO_TARGET_DIR:-$REPO_DIR/target}/$CARGO_BUILD_TARGET
 export PATH=$BIN_DIR:$PATH
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

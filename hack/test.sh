@@ -23,8 +23,8 @@ log "KUBECONFIG=$KUBECONFIG TEAM_OPERATOR_REDIS_URL=$TEAM_OPERATOR_REDIS_URL"
 cd "$REPO_DIR"
 rc=0
 if ((NODE)); then
-  # The project image for the real node, from the same debug build `cargo test` then reuses (one
-  # build of the crate) and a static teamctl.
+  # The project image for the real node, from the same static debug build `cargo test` then
+  # reuses (one build of the crate; hack/lib.sh sets the target and crt-static).
   cargo build --bins
   "$HACK_DIR/images.sh" project
 fi

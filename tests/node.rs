@@ -27,7 +27,7 @@ fn node_name() -> String {
 const NODE_TAINT: &str = "team-operator.local/real-node";
 /// Written by hack/images.sh (`agent`), imported by `hack/stack.sh up`.
 const AGENT_IMAGE: &str = "localhost/team-operator/agent:dev";
-/// Written by hack/images.sh (`project`) from target/debug and the static teamctl.
+/// Written by hack/images.sh (`project`) from the static debug build (hack/lib.sh).
 const PROJECT_IMAGE: &str = "localhost/team-operator/team-operator:dev";
 /// hack/node.sh's NODE_POD_CIDR (10.244.7.0/24).
 const POD_PREFIX: &str = "10.244.7.";
