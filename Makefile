@@ -45,8 +45,8 @@ chart-test: ## lint, dry-run, install and RBAC tests of charts/team-operator on 
 
 .PHONY: demo demo-down
 
-demo: ## a spec-review team at work on the local stack (agents run as local processes; see README)
+demo: ## a spec-review team at work in real containers on the local stack's node (the Helm chart installs the operator)
 	hack/demo.sh
 
-demo-down: ## stop the local processes a demo started (operator, gateway, agents; not the stack)
+demo-down: ## uninstall the demo's release and delete namespace demo (not the stack)
 	hack/demo.sh down

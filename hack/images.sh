@@ -9,7 +9,9 @@
 #
 #   pause    localhost/team-operator/pause:3.10      static C pause (gcc -static), the sandbox image
 #   agent    localhost/team-operator/agent:dev       busybox-static as /bin/sh & co, the scripted
-#                                                    agents in /opt/agentteams/bin, uid 65532
+#                                                    agents in /usr/local/bin, uid 65532 (member
+#                                                    pods get teamctl in /opt/agentteams/bin, an
+#                                                    emptyDir the init container fills)
 #   redis    localhost/team-operator/redis:dev       Debian's redis-server and redis-cli with their
 #                                                    shared libraries, uid 999 (the chart's)
 #   project  localhost/team-operator/team-operator:dev   the layout of /Dockerfile: team-operator
@@ -94,15 +96,15 @@ EOF
 rootfs_agent() {
   local root=$1 applet
   [[ -x /bin/busybox ]] && is_static /bin/busybox || die "/bin/busybox is not the static one — apt-get install busybox-static (hack/setup.sh)"
-  mkdir -p "$root/bin" "$root/opt/agentteams/bin"
+  mkdir -p "$root/bin" "$root/usr/local/bin"
   install -m 0755 /bin/busybox "$root/bin/busybox"
   for applet in $(/bin/busybox --list); do
     [[ $applet == busybox ]] || ln -sf busybox "$root/bin/$applet"
   done
   mkdir -p "$root/usr/bin" && ln -sf ../../bin/env "$root/usr/bin/env"
-  install -m 0755 "$REPO_DIR"/examples/agents/*.sh "$root/opt/agentteams/bin/"
+  install -m 0755 "$REPO_DIR"/examples/agents/*.sh "$root/usr/local/bin/"
   base_files "$root" 65532 nonroot
-  echo '{"User":"65532:65532","Env":["PATH=/opt/agentteams/bin:/bin:/usr/bin","HOME=/home/nonroot"],"WorkingDir":"/home/nonroot","Cmd":["/bin/sh"]}'
+  echo '{"User":"65532:65532","Env":["PATH=/opt/agentteams/bin:/usr/local/bin:/bin:/usr/bin","HOME=/home/nonroot"],"WorkingDir":"/home/nonroot","Cmd":["/bin/sh"]}'
 }
 
 rootfs_redis() {
