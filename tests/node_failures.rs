@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, HostPathVolumeSource, Pod, SecretKeySelector, Volume, VolumeMount};
-use kube::api::{Api, PostParams};
-use support::node::{AGENT_IMAGE, POD_TIMEOUT, agent_type, real_node, shell_container};
+use kube::api::{Api, LogParams, PostParams};
+use support::node::{AGENT_IMAGE, AGENT_ROOT_IMAGE, POD_TIMEOUT, agent_type, real_node, shell_container};
 use support::operator::Operator;
 use support::teams::{failure_notice, lead_name, member, team};
 use support::*;
@@ -102,6 +102,20 @@ async fn an_image_that_cannot_be_pulled_shows_while_starting_then_fails_frees_th
     let started = next.status.as_ref().and_then(|s| s.start_time.clone()).expect("startTime");
     let freed = failed.status.as_ref().and_then(|s| s.completion_time.clone()).expect("completionTime");
     assert!(started.0 >= freed.0, "next started at {started:?}, before the unpullable member failed at {freed:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_image_that_runs_as_root_gets_uid_65532_from_the_operator_and_runs() {
+    // Neither the template nor the container names a user; the image's config says root.
+    let rooted = agent_type("rooted", shell_container("agent", AGENT_ROOT_IMAGE, "id -u; id -g"), |_| {});
+    let (ns, _op, _) = team_with("fail-root", &[], "root", 1, vec![rooted]).await;
+    create_member(&ns, "root", "as-root", "rooted").await;
+    let done = wait_for(&ns.api::<Member>(), "as-root", POD_TIMEOUT, "the member to finish", |m| m.phase().is_terminal()).await;
+    assert_eq!((done.phase(), done.status.as_ref().and_then(|s| s.exit_code)), (MemberPhase::Completed, Some(0)), "{}", describe(&done));
+    let pod = done.status.and_then(|s| s.pod_name).expect("podName");
+    let log = ns.api::<Pod>().logs(&pod, &LogParams::default()).await.unwrap_or_else(|e| panic!("logs of {pod}: {e}"));
+    assert_eq!(log.lines().collect::<Vec<_>>(), ["65532", "65532"], "uid and gid in the container");
     ns.cleanup().await;
 }
 
