@@ -15,6 +15,11 @@
 #   agent-root  localhost/team-operator/agent-root:dev   the agent image whose config says root
 #                                                    (User 0:0), as busybox's and most public
 #                                                    images do (tests/node_failures.rs)
+#   opencode localhost/team-agent-opencode:<version> the opencode binary of the npm package
+#                                                    hack/setup.sh pins (opencode-ai), with its
+#                                                    glibc, bash, busybox tools, CA certificates,
+#                                                    uid 1000 (HOME /home/agent)
+#   claude   localhost/team-agent-claude:<version>   the same for @anthropic-ai/claude-code
 #   redis    localhost/team-operator/redis:dev       Debian's redis-server and redis-cli with their
 #                                                    shared libraries, uid 999 (the chart's)
 #   project  localhost/team-operator/team-operator:dev   the layout of /Dockerfile: team-operator
@@ -33,7 +38,14 @@ source "$HACK_DIR/node.sh"
 IMAGE_TAG=${IMAGE_TAG:-dev}
 IMAGES_DIR=$CACHE_DIR/images
 PROFILE_DIR=${TEAM_OPERATOR_PROFILE_DIR:-$CARGO_OUT/debug}
-ALL=(pause agent agent-root redis project)
+ALL=(pause agent agent-root redis project opencode claude)
+# The agent runtimes' npm packages (hack/setup.sh installs them) and their binaries in them.
+NPM_ROOT=$(npm root -g 2>/dev/null || echo /usr/lib/node_modules)
+declare -A RUNTIME_PACKAGE=([opencode]=opencode-ai [claude]=@anthropic-ai/claude-code)
+declare -A RUNTIME_BINARY=([opencode]=bin/opencode.exe [claude]=bin/claude.exe)
+
+# The installed version of a runtime's package: the image's tag.
+runtime_version() { jq -r .version "$NPM_ROOT/${RUNTIME_PACKAGE[$1]}/package.json" 2>/dev/null || echo missing; }
 
 image_name() {
   case $1 in
@@ -42,6 +54,7 @@ image_name() {
     agent-root) echo "localhost/team-operator/agent-root:$IMAGE_TAG" ;;
     redis) echo "localhost/team-operator/redis:$IMAGE_TAG" ;;
     project) echo "localhost/team-operator/team-operator:$IMAGE_TAG" ;;
+    opencode | claude) echo "localhost/team-agent-$1:$(runtime_version "$1")" ;;
     *) die "unknown image $1 (one of: ${ALL[*]})" ;;
   esac
 }
@@ -97,15 +110,22 @@ EOF
   echo '{"User":"65535:65535","Entrypoint":["/pause"]}'
 }
 
-rootfs_agent() {
+# busybox-static as /bin/sh and its applets, /usr/bin/env.
+busybox_tools() { # <rootfs>
   local root=$1 applet
   [[ -x /bin/busybox ]] && is_static /bin/busybox || die "/bin/busybox is not the static one — apt-get install busybox-static (hack/setup.sh)"
-  mkdir -p "$root/bin" "$root/usr/local/bin"
+  mkdir -p "$root/bin" "$root/usr/bin"
   install -m 0755 /bin/busybox "$root/bin/busybox"
   for applet in $(/bin/busybox --list); do
-    [[ $applet == busybox ]] || ln -sf busybox "$root/bin/$applet"
+    [[ $applet == busybox || -e $root/bin/$applet ]] || ln -sf busybox "$root/bin/$applet"
   done
-  mkdir -p "$root/usr/bin" && ln -sf ../../bin/env "$root/usr/bin/env"
+  ln -sf ../../bin/env "$root/usr/bin/env"
+}
+
+rootfs_agent() {
+  local root=$1
+  busybox_tools "$root"
+  mkdir -p "$root/usr/local/bin"
   install -m 0755 "$REPO_DIR"/examples/agents/*.sh "$root/usr/local/bin/"
   base_files "$root" 65532 nonroot
   echo '{"User":"65532:65532","Env":["PATH=/opt/agentteams/bin:/usr/local/bin:/bin:/usr/bin","HOME=/home/nonroot"],"WorkingDir":"/home/nonroot","Cmd":["/bin/sh"]}'
@@ -114,6 +134,26 @@ rootfs_agent() {
 rootfs_agent-root() {
   rootfs_agent "$1" | jq -c '.User = "0:0"'
 }
+
+# An agent runtime's native binary from its npm package (both are single executables linked
+# against glibc) with its libraries, bash (both runtimes run their shell tools in it; Claude Code
+# refuses to start without a POSIX shell in SHELL) and busybox's tools, CA certificates, uid 1000.
+# Their outside traffic is switched off by `teamctl run` (see src/teamctl/run/).
+rootfs_runtime() { # <rootfs> <runtime>
+  local root=$1 runtime=$2 bin
+  bin=$(readlink -f "$NPM_ROOT/${RUNTIME_PACKAGE[$runtime]}/${RUNTIME_BINARY[$runtime]}")
+  [[ -x $bin ]] || die "$runtime is not installed in $NPM_ROOT — hack/setup.sh installs it"
+  mkdir -p "$root/bin"
+  install -m 0755 /bin/bash "$root/bin/bash"
+  busybox_tools "$root"
+  install -D -m 0755 "$bin" "$root/usr/local/bin/$runtime"
+  copy_libs "$root" "$bin" /bin/bash
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  base_files "$root" 1000 agent
+  echo '{"User":"1000:1000","Env":["PATH=/opt/agentteams/bin:/usr/local/bin:/usr/bin:/bin","HOME=/home/agent","SHELL=/bin/bash","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"WorkingDir":"/home/agent","Cmd":["'"$runtime"'"]}'
+}
+rootfs_opencode() { rootfs_runtime "$1" opencode; }
+rootfs_claude() { rootfs_runtime "$1" claude; }
 
 rootfs_redis() {
   local root=$1
@@ -187,6 +227,7 @@ inputs_of() {
     agent | agent-root) sha256sum "$HACK_DIR/images.sh" /bin/busybox "$REPO_DIR"/examples/agents/*.sh ;;
     redis) sha256sum "$HACK_DIR/images.sh" "$(readlink -f /usr/bin/redis-server)" /usr/bin/redis-cli ;;
     project) sha256sum "$HACK_DIR/images.sh" "$PROFILE_DIR/team-operator" "$PROFILE_DIR/teamctl" ;;
+    opencode | claude) sha256sum "$HACK_DIR/images.sh" /bin/bash /bin/busybox "$NPM_ROOT/${RUNTIME_PACKAGE[$1]}/package.json" ;;
   esac 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 

@@ -9,9 +9,12 @@
 //! memory text, the task board, and the model server's record of turns (written, as a
 //! transcript, to `$CARGO_TARGET_TMPDIR/loop/transcript.txt`).
 //!
-//! Member pods on kwok run no containers: tests/support/agents.rs runs each pod's agent container
-//! command as a local process with the pod's env, mounts and projected token. Every runtime gets
-//! HTTP(S)_PROXY pointing at a refusing loopback proxy, which must see no request.
+//! Every member is a real container on the stack's real node: the runtimes' images
+//! (hack/images.sh `opencode`, `claude`: the npm packages' binaries), `teamctl` copied in by the
+//! operator's init container from the project image, the pod's projected token. The gateway, the
+//! model server and a refusing proxy run in the test on the node's own address (10.244.0.1),
+//! the only place a member pod can reach besides the cluster's Services; every runtime gets
+//! HTTP(S)_PROXY pointing at the proxy, which must see no request.
 #[path = "fixtures/gateway.rs"]
 mod fixture;
 mod support;
@@ -19,13 +22,13 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::agents::{LocalAgentOptions, LocalAgents};
 use support::model_server::{Api as Wire, Conversation, Item, ModelServer, Reply, tool_is};
+use support::node::{NODE_TAINT, PROJECT_IMAGE, node_ip, node_name, real_node};
 use support::operator::Operator;
 use support::proxy::RefusingProxy;
 use support::*;
@@ -133,12 +136,33 @@ fn example(file: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Puts an agent type's pods on the kwok nodes (until the real node runs them).
-fn onto_kwok(team: &mut Value) {
+/// Puts an agent type's pods on the real node and points their runtimes at the refusing proxy:
+/// the only changes the tests make to the example.
+fn onto_the_node(team: &mut Value, proxy_env: &[(&str, String)]) {
     for agent in team["spec"]["agents"].as_array_mut().expect("agents") {
         let spec = &mut agent["template"]["spec"];
-        spec["nodeSelector"] = json!({ "type": "kwok" });
-        spec["tolerations"] = json!([{ "key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule" }]);
+        spec["nodeSelector"] = json!({ "kubernetes.io/hostname": node_name() });
+        spec["tolerations"] = json!([{ "key": NODE_TAINT, "operator": "Exists", "effect": "NoSchedule" }]);
+        for container in spec["containers"].as_array_mut().expect("containers") {
+            let env = container["env"].as_array_mut().expect("env");
+            env.extend(proxy_env.iter().map(|(k, v)| json!({ "name": k, "value": v })));
+        }
+    }
+}
+
+/// The images of `team`'s agent types, which hack/images.sh must have imported into the node's
+/// containerd (no registry can be reached); panics naming the missing ones.
+async fn assert_images_on_the_node(client: &kube::Client, team: &Value) {
+    let node = real_node(client).await;
+    let present: Vec<String> = node.status.and_then(|s| s.images).unwrap_or_default().into_iter().flat_map(|i| i.names.unwrap_or_default()).collect();
+    for agent in team["spec"]["agents"].as_array().expect("agents") {
+        for c in agent["template"]["spec"]["containers"].as_array().expect("containers") {
+            let image = c["image"].as_str().expect("image");
+            assert!(
+                present.iter().any(|p| p == image || p.ends_with(&format!("/{image}"))),
+                "image {image} is not on the real node: run `hack/images.sh opencode claude` (make test does)"
+            );
+        }
     }
 }
 
@@ -147,41 +171,36 @@ fn phase_of(members: &[Member], name: &str) -> (Option<MemberPhase>, Option<i32>
     (m.map(|m| m.phase()), m.and_then(|m| m.status.as_ref().and_then(|s| s.exit_code)))
 }
 
-/// One example Team at work: the stack's operator, the gateway, the model stand-in, the
-/// refusing proxy and the local kubelet; what is left when the team disbanded.
+/// One example Team at work: the stack's operator, the gateway, the model stand-in and the
+/// refusing proxy; what is left when the team disbanded.
 struct Finished {
     s: Stack,
     ns: TestNamespace,
     gw: fixture::Gateway,
     model: ModelServer,
     proxy: RefusingProxy,
-    agents: LocalAgents,
     _operator: Operator,
     team: Team,
     memory_key: MemoryKey,
 }
 
-/// Applies `file` (its ConfigMaps and Team, onto kwok, with `member_timeout` when given) with the
-/// lead's agent type `lead_agent` remembering [`SEEDED_MEMORY`], runs its agents locally, and
-/// waits until the team disbands.
+/// Applies `file` (its ConfigMaps and Team, onto the real node, with `member_timeout` when given)
+/// with the lead's agent type `lead_agent` remembering [`SEEDED_MEMORY`], and waits until the
+/// team disbands.
 async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout: Option<i64>) -> Finished {
-    for runtime in ["opencode", "claude"] {
-        assert!(
-            std::process::Command::new(runtime).arg("--version").output().is_ok_and(|o| o.status.success()),
-            "`{runtime}` is not installed: run hack/setup.sh (it installs the pinned npm packages)"
-        );
-    }
     let s = stack().await;
     install_crds(&s.client).await;
     let ns = TestNamespace::new(&s.client, prefix).await;
-    let model = ModelServer::start(brain).await;
-    let proxy = RefusingProxy::start().await;
-    let gw = fixture::start_gateway_with(
+    let host = node_ip();
+    let model = ModelServer::start_on(&format!("{host}:0"), brain).await;
+    let proxy = RefusingProxy::start_on(&host).await;
+    let gw = fixture::start_gateway_on(
         &s,
         team_operator::gateway::GatewaySettings { name_wait: Duration::from_secs(3), ..Default::default() },
+        &host,
     )
     .await;
-    let operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url]);
+    let operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE]);
 
     // The model endpoint Secret the manifest reads, pointing at the stand-in.
     let secret = Secret {
@@ -200,11 +219,6 @@ async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout:
     };
     ns.api::<Secret>().create(&PostParams::default(), &secret).await.expect("secret");
 
-    let agents = LocalAgents::start(
-        s.client.clone(),
-        &ns.name,
-        LocalAgentOptions { extra_env: proxy.env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), max_seconds: 300 },
-    );
     let mut team_name = String::new();
     let mut memory_key = None;
     for mut doc in example(file) {
@@ -214,7 +228,8 @@ async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout:
                 ns.api::<ConfigMap>().create(&PostParams::default(), &cm).await.expect("create ConfigMap");
             }
             Some("Team") => {
-                onto_kwok(&mut doc);
+                onto_the_node(&mut doc, &proxy.env());
+                assert_images_on_the_node(&s.client, &doc).await;
                 if let Some(t) = member_timeout {
                     doc["spec"]["memberTimeoutSeconds"] = json!(t);
                 }
@@ -236,22 +251,22 @@ async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout:
     })
     .await;
     let memory_key = memory_key.expect("a Team in the example");
-    Finished { s, ns, gw, model, proxy, agents, _operator: operator, team, memory_key }
+    Finished { s, ns, gw, model, proxy, _operator: operator, team, memory_key }
 }
 
 impl Finished {
-    /// Writes the transcript and the agents' logs under `$CARGO_TARGET_TMPDIR/<dir>`; the context
-    /// for failure messages.
-    fn record(&self, dir: &str) -> String {
+    /// Writes the transcript and the member pods' logs under `$CARGO_TARGET_TMPDIR/<dir>`; the
+    /// context for failure messages.
+    async fn record(&self, dir: &str) -> String {
         let transcript = self.model.transcript();
         let dir = scratch_dir(dir);
         std::fs::write(dir.join("transcript.txt"), &transcript).expect("transcript");
-        let logs: String = self
-            .agents
-            .runs()
-            .values()
-            .map(|r| format!("--- {} ({}) exit {:?}\n{}\n", r.member, r.pod, r.exit, std::fs::read_to_string(&r.log).unwrap_or_default()))
-            .collect();
+        let mut logs = String::new();
+        for m in self.members().await {
+            let status = m.status.clone().unwrap_or_default();
+            let name = m.agent_name().unwrap_or("?").to_owned();
+            logs += &format!("--- {name} ({}) exit {:?}\n{}\n", status.pod_name.as_deref().unwrap_or("-"), status.exit_code, self.log_of(&name).await);
+        }
         std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
         format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display())
     }
@@ -260,9 +275,13 @@ impl Finished {
         self.ns.api::<Member>().list(&ListParams::default()).await.expect("members").items
     }
 
-    fn log_of(&self, member: &str) -> String {
-        let run = self.agents.run_of(member).unwrap_or_else(|| panic!("no local run of {member}"));
-        std::fs::read_to_string(&run.log).unwrap_or_default()
+    /// The agent container's log of `member`'s pod, from the node's kubelet (`kubectl logs`).
+    async fn log_of(&self, member: &str) -> String {
+        let members = self.members().await;
+        let m = members.iter().find(|m| m.agent_name() == Some(member)).unwrap_or_else(|| panic!("no member {member}"));
+        let Some(pod) = m.status.as_ref().and_then(|s| s.pod_name.clone()) else { return String::new() };
+        let params = LogParams { container: Some("agent".into()), ..Default::default() };
+        self.ns.api::<Pod>().logs(&pod, &params).await.unwrap_or_else(|e| format!("(no log of pod {pod}: {e})"))
     }
 
     /// The tool calls the model made as `who`, under the names the runtime offered them as.
@@ -278,7 +297,6 @@ impl Finished {
 
     async fn cleanup(self) {
         let _ = &self.s;
-        drop(self.agents);
         self.gw.bus.teardown(&team_operator::bus::TeamKey::new(self.ns.name.clone(), self.team.name_any())).await.ok();
         self.ns.cleanup().await;
     }
@@ -287,8 +305,8 @@ impl Finished {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     let run = run_example("opencode-team.yaml", "loop", "planner", None).await;
-    let Finished { ref model, ref agents, ref team, ref memory_key, ref gw, ref ns, .. } = run;
-    let context = run.record("loop");
+    let Finished { ref model, ref team, ref memory_key, ref gw, ref ns, .. } = run;
+    let context = run.record("loop").await;
 
     // Members: the lead and both specialists completed (exit 0), none failed or was cancelled.
     let members = run.members().await;
@@ -300,11 +318,10 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
 
     // The specialists completed by timeout: quiet for memberTimeoutSeconds after their report.
     for name in ["reviewer", "critic"] {
-        let run = agents.run_of(name).unwrap_or_else(|| panic!("no local run of {name}"));
-        let log = std::fs::read_to_string(&run.log).unwrap_or_default();
+        let log = run.log_of(name).await;
         assert!(log.contains("no message for 20s: done"), "{name} did not complete by timeout:\n{log}");
     }
-    let lead_log = std::fs::read_to_string(agents.run_of("planner").expect("lead run").log).unwrap_or_default();
+    let lead_log = run.log_of("planner").await;
     assert!(lead_log.contains("no message for 45s: done"), "the lead did not finish quiet:\n{lead_log}");
 
     // The lead's memory holds what both specialists reported.
@@ -355,11 +372,12 @@ async fn a_claude_code_team_runs_the_loop_to_disband() {
     // memberTimeoutSeconds 30 instead of the example's 60, to keep the test short (the lead's
     // wait for the first finding is bounded by it too).
     let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(30)).await;
-    let context = run.record("loop-claude");
+    let context = run.record("loop-claude").await;
     let members = run.members().await;
     for name in ["lead", "reviewer", "reviewer-2"] {
         assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
-        assert!(run.log_of(name).contains("no message for 30s: done"), "{name} did not finish quiet:\n{}", run.log_of(name));
+        let log = run.log_of(name).await;
+        assert!(log.contains("no message for 30s: done"), "{name} did not finish quiet:\n{log}");
     }
     let memory = run.gw.bus.memory().read(&run.memory_key).await.expect("memory").unwrap_or_default();
     assert!(memory.contains(REVIEWER_FINDING) && memory.contains(CRITIC_FINDING), "memory: {memory:?}\n{context}");

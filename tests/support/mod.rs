@@ -551,10 +551,10 @@ where
     owner.controller_owner_ref(&()).unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
 }
 
-pub mod agents;
 pub mod identity;
 pub mod model_server;
 pub mod node;
 pub mod operator;
 pub mod proxy;
 pub mod teams;
+pub mod tokens;

@@ -20,6 +20,12 @@ pub const PROJECT_IMAGE: &str = "localhost/team-operator/team-operator:dev";
 /// A container's first start includes the sandbox and the CNI set-up.
 pub const POD_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// hack/node.sh's NODE_IP: the node's own address, on the stack's dummy interface. Member pods
+/// reach servers the tests run on it (gateway, model server, proxy); nothing else.
+pub fn node_ip() -> String {
+    std::env::var("TEAM_OPERATOR_NODE_IP").unwrap_or_else(|_| "10.244.0.1".to_string())
+}
+
 /// hack/node.sh's NODE_NAME (override with TEAM_OPERATOR_NODE_NAME when the stack overrides it).
 pub fn node_name() -> String {
     std::env::var("TEAM_OPERATOR_NODE_NAME").unwrap_or_else(|_| "team-operator-node".to_string())

@@ -1,7 +1,9 @@
-//! A proxy on loopback that refuses everything and records what was asked of it: runtimes under
-//! test get `HTTP_PROXY`/`HTTPS_PROXY` pointing here (and `NO_PROXY` for loopback), so any
-//! attempt to reach the outside (update checks, telemetry, model catalogs, package fetches)
-//! shows up in [`RefusingProxy::requests`] instead of leaving the machine.
+//! A proxy on the stack's own addresses that refuses everything and records what was asked of it:
+//! runtimes under test get `HTTP_PROXY`/`HTTPS_PROXY` pointing here (and `NO_PROXY` for loopback
+//! and the proxy's own host, where the stack's servers are), so any attempt to reach the outside
+//! (update checks, telemetry, model catalogs, package fetches) shows up in
+//! [`RefusingProxy::requests`] instead of leaving the machine. (Member pods have no route off the
+//! node's bridge either: hack/node.sh drops it.)
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -10,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The proxy; stops when dropped.
 pub struct RefusingProxy {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://HOST:PORT`.
     pub url: String,
+    host: String,
     seen: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -23,8 +26,14 @@ impl Drop for RefusingProxy {
 }
 
 impl RefusingProxy {
+    /// On 127.0.0.1, for local processes.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        Self::start_on("127.0.0.1").await
+    }
+
+    /// On `host` (the real node's address, for member pods).
+    pub async fn start_on(host: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap_or_else(|e| panic!("proxy: bind {host}: {e}"));
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -42,7 +51,7 @@ impl RefusingProxy {
                 });
             }
         });
-        RefusingProxy { url, seen, task }
+        RefusingProxy { url, host: host.to_owned(), seen, task }
     }
 
     /// The request lines received (`CONNECT host:443 HTTP/1.1`, `GET http://… HTTP/1.1`).
@@ -50,9 +59,10 @@ impl RefusingProxy {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// The environment that points a process at this proxy, loopback excepted.
+    /// The environment that points a process at this proxy, loopback and the proxy's host
+    /// excepted.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let no = "127.0.0.1,localhost,::1".to_owned();
+        let no = format!("127.0.0.1,localhost,::1,{}", self.host);
         vec![
             ("HTTP_PROXY", self.url.clone()),
             ("HTTPS_PROXY", self.url.clone()),
