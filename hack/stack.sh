@@ -11,6 +11,8 @@
 #   hack/stack.sh env      print `export KUBECONFIG=… TEAM_OPERATOR_REDIS_URL=…` lines
 #   hack/stack.sh restart-kcm  restart only kube-controller-manager, with KCM_KUBE_API_QPS /
 #                          KCM_KUBE_API_BURST from the environment (the benchmarks use it)
+#   hack/stack.sh redis-cluster up|down|status|env  a 3-primary Redis Cluster (hack/redis-cluster.sh);
+#                          REDIS_CLUSTER=1 adds it to up, status and env
 #
 # State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
 # Tunables (env): NODE (1), KWOK_NODES, *_PORT, NODE_* (hack/node.sh), KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
@@ -41,6 +43,7 @@ if ((NODE)); then
   source "$HACK_DIR/node.sh"
   COMPONENTS+=("${NODE_COMPONENTS[@]}")
 fi
+source "$HACK_DIR/redis-cluster.sh"
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -55,7 +58,7 @@ alive() {
   [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
   local exe; exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
   case $1 in
-    redis) [[ $exe == *redis-server* || $exe == *redis-check* ]] ;;
+    redis | redis-cluster-*) [[ $exe == *redis-server* || $exe == *redis-check* ]] ;;
     containerd | kubelet | kube-proxy | coredns) [[ $exe == "$(readlink -f "$(node_bin "$1")")" ]] ;;
     *) [[ $exe == "$(readlink -f "$BIN_DIR/$1")" ]] ;;
   esac
@@ -71,6 +74,7 @@ healthy() {
     kube-scheduler) [[ $(curl -sfk --max-time 3 "https://127.0.0.1:$SCHEDULER_PORT/healthz" 2>/dev/null) == ok ]] ;;
     kwok) [[ $(curl -sf --max-time 3 "http://127.0.0.1:$KWOK_PORT/healthz" 2>/dev/null) == ok ]] && nodes_ready ;;
     redis) [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+    redis-cluster-*) [[ $(redis-cli -h 127.0.0.1 -p "${1##*-}" ping 2>/dev/null) == PONG ]] ;;
     *) node_healthy "$1" ;;
   esac
 }
@@ -120,6 +124,7 @@ port_of() {
     kube-scheduler) echo "$SCHEDULER_PORT" ;;
     kwok) echo "$KWOK_PORT" ;;
     redis) echo "$REDIS_PORT" ;;
+    redis-cluster-*) echo "${1##*-} $((${1##*-} + 10000))" ;;
     *) node_ports "$1" ;;
   esac
 }
@@ -408,6 +413,7 @@ up() {
   else
     log "stack already up and healthy — kubeconfig: $KUBECONFIG_PATH, redis: $REDIS_URL"
   fi
+  if ((REDIS_CLUSTER)); then redis_cluster_up; fi
 }
 
 # A running component started by an older version of this script with flags that matter now.
@@ -455,6 +461,7 @@ stop_one() { # <component>
 
 down() {
   local i
+  redis_cluster_down
   if ((NODE)); then
     # Nothing may re-create or re-schedule the node's pods while they are deleted.
     stop_one kube-controller-manager
@@ -484,12 +491,18 @@ status() {
     fi
   done
   if ((NODE)); then node_net_status || rc=1; fi
+  redis_cluster_in_status || rc=1
   return $rc
 }
 
 env_lines() {
   echo "export KUBECONFIG=$KUBECONFIG_PATH"
-  echo "export TEAM_OPERATOR_REDIS_URL=$REDIS_URL"
+  if ((REDIS_CLUSTER)); then
+    redis_cluster_env
+  else
+    echo "export TEAM_OPERATOR_REDIS_CLUSTER=false"
+    echo "export TEAM_OPERATOR_REDIS_URL=$REDIS_URL"
+  fi
   # The built kubectl and helm first: the preinstalled kubectl is outside 1.36's version skew.
   echo "export PATH=$BIN_DIR:\$PATH"
 }
@@ -512,5 +525,6 @@ case ${1:-} in
   down) down ;;
   status) status ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|status|env|restart-kcm" >&2; exit 2 ;;
+  redis-cluster) redis_cluster_command "${2:-}" ;;
+  *) echo "usage: $0 up|down|status|env|restart-kcm|redis-cluster" >&2; exit 2 ;;
 esac
