@@ -39,7 +39,7 @@ impl Operator {
             .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string()])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env("KUBECONFIG", support::kubeconfig_path())
-            .env("TEAM_OPERATOR_REDIS_URL", support::redis_url())
+            .envs(support::redis_env())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -30,19 +30,45 @@ pub struct BusLimitArgs {
     pub send_rate_per_second: u32,
 }
 
-impl BusLimitArgs {
-    /// The bus settings for `url`.
-    pub fn bus_config(&self, url: &str, cluster: bool) -> BusConfig {
+/// Where the bus's Redis is and its limits, the same on the controller and the gateway.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BusArgs {
+    /// Redis URL (redis:// or rediss://, with user and password if needed); with --redis-cluster,
+    /// the URLs of one or more of the cluster's nodes, comma-separated.
+    #[arg(long, env = "TEAM_OPERATOR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Talk to a Redis Cluster instead of a single server. `--redis-cluster` alone turns it on;
+    /// `--redis-cluster=<bool>` and the variable take true/false, 1/0, yes/no or on/off (what
+    /// charts and shells write).
+    #[arg(
+        long,
+        env = "TEAM_OPERATOR_REDIS_CLUSTER",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+    )]
+    pub redis_cluster: bool,
+    #[command(flatten)]
+    pub limits: BusLimitArgs,
+}
+
+impl BusArgs {
+    /// The bus settings these flags give.
+    pub fn bus_config(&self) -> BusConfig {
+        let l = &self.limits;
         BusConfig {
-            cluster,
+            cluster: self.redis_cluster,
             limits: BusLimits {
-                inbox_max_entries: self.inbox_max_entries,
-                inbox_max_bytes: self.inbox_max_bytes,
-                team_max_bytes: self.team_max_bytes,
-                send_burst: self.send_burst,
-                send_rate_per_second: self.send_rate_per_second,
+                inbox_max_entries: l.inbox_max_entries,
+                inbox_max_bytes: l.inbox_max_bytes,
+                team_max_bytes: l.team_max_bytes,
+                send_burst: l.send_burst,
+                send_rate_per_second: l.send_rate_per_second,
             },
-            ..BusConfig::from_url(url)
+            ..BusConfig::from_url(&self.redis_url)
         }
     }
 }
@@ -53,14 +79,8 @@ pub struct ControllerArgs {
     /// Operator-wide cap: specialist pods holding a slot across all teams.
     #[arg(long, env = "TEAM_OPERATOR_MAX_AGENTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_agents: u32,
-    /// Redis URL (redis:// or rediss://, with user and password if needed).
-    #[arg(long, env = "TEAM_OPERATOR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// Talk to a Redis Cluster instead of a single server.
-    #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
     #[command(flatten)]
-    pub bus_limits: BusLimitArgs,
+    pub bus: BusArgs,
     /// URL at which member pods reach the gateway.
     #[arg(long, env = "TEAM_OPERATOR_GATEWAY_URL", default_value = "http://team-operator-gateway:8080")]
     pub gateway_url: String,
@@ -130,14 +150,8 @@ pub struct GatewayArgs {
     /// Address of the JSON API, /mcp, /metrics, /readyz and /livez.
     #[arg(long, env = "TEAM_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Redis URL (redis:// or rediss://, with user and password if needed).
-    #[arg(long, env = "TEAM_OPERATOR_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
-    /// Talk to a Redis Cluster instead of a single server.
-    #[arg(long, env = "TEAM_OPERATOR_REDIS_CLUSTER")]
-    pub redis_cluster: bool,
     #[command(flatten)]
-    pub bus_limits: BusLimitArgs,
+    pub bus: BusArgs,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "TEAM_GATEWAY_MAX_BODY_BYTES", default_value_t = 262_144)]
     pub max_body_bytes: usize,
@@ -175,5 +189,46 @@ impl From<&ControllerArgs> for ControllerConfig {
                 token_expiration_seconds: 3600,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command, FromArgMatches};
+
+    use super::*;
+
+    /// The bus flags alone, deaf to this process's environment (clap parses a variable's value
+    /// with the flag's own parser, so the flag's cases are the variable's).
+    fn parse(args: &[&str]) -> Result<BusArgs, clap::Error> {
+        let cmd = BusArgs::augment_args(Command::new("t")).mut_args(|a| a.env(None));
+        BusArgs::from_arg_matches(&cmd.try_get_matches_from(std::iter::once("t").chain(args.iter().copied()))?)
+    }
+
+    #[test]
+    fn redis_cluster_is_off_by_default_and_on_as_a_bare_flag() {
+        assert!(!parse(&[]).expect("no flags").redis_cluster);
+        let on = parse(&["--redis-cluster", "--redis-url", "redis://a:1,redis://b:2"]).expect("bare flag");
+        assert!(on.redis_cluster);
+        assert_eq!(on.redis_url, "redis://a:1,redis://b:2", "the next flag is not taken as the bool");
+        let cfg = on.bus_config();
+        assert!(cfg.cluster);
+        assert_eq!(cfg.url, "redis://a:1,redis://b:2");
+    }
+
+    #[test]
+    fn redis_cluster_takes_what_charts_and_shells_write() {
+        for (value, want) in
+            [("true", true), ("1", true), ("yes", true), ("on", true), ("false", false), ("0", false), ("no", false), ("off", false)]
+        {
+            let got = parse(&[&format!("--redis-cluster={value}")]).unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(got.redis_cluster, want, "--redis-cluster={value}");
+        }
+    }
+
+    #[test]
+    fn redis_cluster_refuses_other_words_naming_the_flag() {
+        let err = parse(&["--redis-cluster=maybe"]).expect_err("maybe is no bool").to_string();
+        assert!(err.contains("--redis-cluster") && err.contains("maybe"), "{err}");
     }
 }

@@ -56,7 +56,7 @@ pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<
 /// Starts the watches, the reconcilers and the admission task.
 async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     wait_for_crds(&client, args.namespace.as_deref()).await?;
-    let bus = Bus::connect(args.bus_limits.bus_config(&args.redis_url, args.redis_cluster)).await?;
+    let bus = Bus::connect(args.bus.bus_config()).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());

@@ -156,7 +156,7 @@ where
 /// Runs `team-operator gateway` until the process ends.
 pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let bus = Bus::connect(args.bus_limits.bus_config(&args.redis_url, args.redis_cluster)).await?;
+    let bus = Bus::connect(args.bus.bus_config()).await?;
     let settings = GatewaySettings {
         max_body_bytes: args.max_body_bytes,
         max_wait: Duration::from_secs(args.max_wait_seconds),

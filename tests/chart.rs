@@ -715,7 +715,7 @@ async fn the_controller_runs_on_the_chart_rbac() {
     let mut child = cmd
         .env("POD_NAME", "chart-run-0")
         .env("POD_NAMESPACE", &rel)
-        .env("TEAM_OPERATOR_REDIS_URL", redis_url())
+        .envs(redis_env())
         .env("TEAM_OPERATOR_METRICS_ADDR", "127.0.0.1:0")
         .env("TEAM_OPERATOR_WATCH_NAMESPACE", &tns)
         .env("TEAM_OPERATOR_LOG_FORMAT", "text")
@@ -799,7 +799,7 @@ async fn the_gateway_runs_on_the_chart_rbac() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_team-operator"))
         .args(["gateway", "--listen", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", &kubeconfig)
-        .env("TEAM_OPERATOR_REDIS_URL", redis_url())
+        .envs(redis_env())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log"))

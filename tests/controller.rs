@@ -16,7 +16,7 @@ use support::operator::Operator;
 use support::teams::{member, task, team};
 use support::*;
 use team_operator::api::{Member, MemberPhase, TaskState, Team, TeamPhase, TeamTask};
-use team_operator::bus::{Bus, BusConfig, TeamKey};
+use team_operator::bus::{Bus, TeamKey};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -164,7 +164,7 @@ async fn operator_wide_cap_holds_across_two_teams() {
 
 #[tokio::test]
 async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
-    let (s, ns, op) = setup("failure", 10).await;
+    let (_s, ns, op) = setup("failure", 10).await;
     ns.api::<Team>().create(&PostParams::default(), &team("gamma", 3)).await.expect("team");
     let lead = lead_running(&ns, "gamma").await.status.and_then(|s| s.lead_name).expect("lead name");
     let members: Api<Member> = ns.api();
@@ -205,7 +205,7 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     }
     assert_eq!(tasks.get("t-done").await.expect("task").state(), TaskState::Completed, "a completed task stays completed");
 
-    let bus = Bus::connect(BusConfig::from_url(s.redis_url.clone())).await.expect("redis");
+    let bus = Bus::connect(support::bus_config()).await.expect("redis");
     let inbox = bus.wait(&TeamKey::new(ns.name(), "gamma"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
     let notice = inbox
         .iter()
@@ -219,7 +219,7 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
 
 #[tokio::test]
 async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_keys() {
-    let (s, ns, _op) = setup("disband", 10).await;
+    let (_s, ns, _op) = setup("disband", 10).await;
     ns.api::<Team>().create(&PostParams::default(), &team("delta", 2)).await.expect("team");
     lead_running(&ns, "delta").await;
     let members: Api<Member> = ns.api();
@@ -269,9 +269,7 @@ async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_ke
     let left = pods.list(&ListParams::default().labels("agentteams.dev/team=delta")).await.expect("pods");
     let survivors: Vec<String> = left.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| p.name_any()).collect();
     assert!(survivors.is_empty(), "pods survived the disband: {survivors:?}");
-    let mut redis = s.redis().await;
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name())).query_async(&mut redis).await.expect("keys");
+    let keys: Vec<String> = raw_redis(redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name()))).await;
     assert!(keys.is_empty(), "the team's Redis keys must be removed: {keys:?}");
     ns.cleanup().await;
 }

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::BusConfig;
 use super::error::BusError;
@@ -82,8 +82,9 @@ pub(crate) enum Connector {
 
 impl Connector {
     pub(crate) fn new(cfg: &BusConfig) -> Result<Self, BusError> {
+        // Errors name the seed by position, not by text: the URL may carry a password.
         if cfg.cluster {
-            let seeds: Vec<&str> = cfg.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let seeds = cluster_seeds(&cfg.url)?;
             let build = |timeout| {
                 ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
@@ -93,7 +94,11 @@ impl Connector {
             };
             Ok(Connector::Cluster { shared: Box::new(build(RESPONSE_TIMEOUT)?), blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?) })
         } else {
-            let client = redis::Client::open(cfg.url.as_str()).map_err(|e| BusError::InvalidArgument(format!("redis url: {e}")))?;
+            let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
+                let hint =
+                    if cfg.url.contains(',') { "; a comma-separated list of seeds needs cluster mode (--redis-cluster)" } else { "" };
+                BusError::InvalidArgument(format!("redis url: {e}{hint}"))
+            })?;
             Ok(Connector::Single(Box::new(client)))
         }
     }
@@ -124,6 +129,20 @@ impl Connector {
             Connector::Cluster { blocking, .. } => Ok(Conn::Cluster(blocking.get_async_connection().await?)),
         }
     }
+}
+
+/// The seed nodes of a cluster URL: comma-separated `redis://` or `rediss://` URLs, at least one.
+fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, BusError> {
+    let seeds = url.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate().map(|(i, seed)| {
+        seed.into_connection_info().map_err(|e| {
+            BusError::InvalidArgument(format!("redis cluster url: seed {} (comma-separated redis:// or rediss:// URLs): {e}", i + 1))
+        })
+    });
+    let seeds = seeds.collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err(BusError::InvalidArgument("redis cluster url: no seed (comma-separated redis:// or rediss:// URLs)".into()));
+    }
+    Ok(seeds)
 }
 
 /// Connections for blocking reads, reused across waits. A connection goes back only after its
@@ -205,5 +224,38 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(url: &str, cluster: bool) -> String {
+        match Connector::new(&BusConfig { cluster, ..BusConfig::from_url(url) }) {
+            Err(BusError::InvalidArgument(msg)) => msg,
+            Err(e) => panic!("{url}: not InvalidArgument: {e}"),
+            Ok(_) => panic!("{url} was accepted"),
+        }
+    }
+
+    #[test]
+    fn cluster_seeds_are_comma_separated_urls() {
+        let seeds = cluster_seeds(" redis://127.0.0.1:17000, redis://127.0.0.1:17001,").expect("two seeds");
+        assert_eq!(seeds.len(), 2);
+        assert!(Connector::new(&BusConfig { cluster: true, ..BusConfig::from_url("rediss://u:p@h1:6380,rediss://u:p@h2:6380") }).is_ok());
+    }
+
+    #[test]
+    fn a_bad_seed_is_named_by_position_without_its_text() {
+        let msg = refusal("redis://127.0.0.1:17000,http://secret@h:1", true);
+        assert!(msg.contains("seed 2") && !msg.contains("secret"), "{msg}");
+        assert!(refusal(" , ", true).contains("no seed"));
+    }
+
+    #[test]
+    fn a_seed_list_without_cluster_mode_says_so() {
+        let msg = refusal("redis://127.0.0.1:17000,redis://127.0.0.1:17001", false);
+        assert!(msg.contains("needs cluster mode"), "{msg}");
     }
 }

@@ -157,7 +157,7 @@ impl Replica {
             .args(["--lease-renew-deadline-seconds", &deadline.to_string()])
             .args(["--lease-retry-period-seconds", &retry.to_string()])
             .env("KUBECONFIG", kubeconfig)
-            .env("TEAM_OPERATOR_REDIS_URL", crate::support::redis_url())
+            .envs(crate::support::redis_env())
             .env("RUST_LOG", "info,team_operator=debug,kube_runtime=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap_or_else(|e| panic!("log file: {e}")))

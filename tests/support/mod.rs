@@ -52,7 +52,8 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// A multiplexed Redis connection to the stack's redis-server.
+    /// A multiplexed Redis connection to the stack's single redis-server (never the cluster:
+    /// suites that also run on one use [`raw_redis`]).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.redis_url.as_str()).unwrap_or_else(|e| panic!("bad Redis URL {}: {e}", self.redis_url));
         tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection())
@@ -100,18 +101,36 @@ pub fn redis_url() -> String {
     })
 }
 
-/// Bus settings of the suites; TEAM_OPERATOR_REDIS_CLUSTER=1 runs them against a Redis Cluster
-/// (TEAM_OPERATOR_REDIS_URL then lists seed nodes, comma-separated).
+/// Whether the suites run against a Redis Cluster: `TEAM_OPERATOR_REDIS_CLUSTER` read with the
+/// binary's own parser (true/false, 1/0, yes/no, on/off; unset or empty: no), so the harness and
+/// the processes it starts agree. `TEAM_OPERATOR_REDIS_URL` then lists seed nodes, comma-separated
+/// (`eval "$(REDIS_CLUSTER=1 hack/stack.sh env)"` sets both).
+pub fn redis_cluster() -> bool {
+    use clap::builder::TypedValueParser;
+    let value = std::env::var_os("TEAM_OPERATOR_REDIS_CLUSTER").unwrap_or_default();
+    if value.is_empty() {
+        return false;
+    }
+    clap::builder::BoolishValueParser::new()
+        .parse_ref(&clap::Command::new("tests"), None, &value)
+        .unwrap_or_else(|e| panic!("TEAM_OPERATOR_REDIS_CLUSTER={}: {e}", value.to_string_lossy()))
+}
+
+/// Bus settings of the suites: the stack's Redis, or the cluster (see [`redis_cluster`]).
 pub fn bus_config() -> team_operator::bus::BusConfig {
-    let cluster = std::env::var("TEAM_OPERATOR_REDIS_CLUSTER").is_ok_and(|v| v == "1");
-    team_operator::bus::BusConfig { cluster, ..team_operator::bus::BusConfig::from_url(redis_url()) }
+    team_operator::bus::BusConfig { cluster: redis_cluster(), ..team_operator::bus::BusConfig::from_url(redis_url()) }
+}
+
+/// The environment that points a `team-operator` process the harness starts at the suites' Redis.
+pub fn redis_env() -> [(&'static str, String); 2] {
+    [("TEAM_OPERATOR_REDIS_URL", redis_url()), ("TEAM_OPERATOR_REDIS_CLUSTER", redis_cluster().to_string())]
 }
 
 /// Runs one command on Redis directly, outside the bus (against the cluster when
 /// [`bus_config`] says so): how the suites look at what the bus really stored.
 pub async fn raw_redis<T: redis::FromRedisValue>(cmd: &redis::Cmd) -> T {
     let url = redis_url();
-    if bus_config().cluster {
+    if redis_cluster() {
         let client = redis::cluster::ClusterClient::new(url.split(',').collect::<Vec<_>>()).expect("cluster urls");
         let mut conn = client.get_async_connection().await.expect("raw cluster connection");
         cmd.query_async(&mut conn).await.unwrap_or_else(|e| panic!("raw Redis command: {e}"))

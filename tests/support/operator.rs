@@ -49,7 +49,7 @@ impl Operator {
             .args(["--unschedulable-deadline-seconds", "20"])
             .args(extra)
             .env("KUBECONFIG", controller_kubeconfig())
-            .env("TEAM_OPERATOR_REDIS_URL", super::redis_url())
+            .envs(super::redis_env())
             .env("RUST_LOG", "info,team_operator=debug,kube_runtime=warn")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap_or_else(|e| panic!("log file: {e}")))
