@@ -26,7 +26,7 @@ stack-down: ## stop the local stack
 stack-status: ## health of each stack component
 	hack/stack.sh status
 
-test: ## all cargo tests against the local stack (starts/stops it if it was not up)
+test: ## all cargo tests against the local stack, then the Redis suites again on a Redis Cluster (starts/stops what was not up)
 	hack/test.sh
 
 # --- benchmarks ------------------------------------------------------------------------------
