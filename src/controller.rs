@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(test)]
 pub mod fixtures;
 pub mod leader;
+pub mod readiness;
 pub mod member;
 pub mod member_status;
 pub mod pod;
@@ -38,6 +39,7 @@ use crate::bus::Bus;
 use crate::config::{ControllerArgs, ControllerConfig};
 use crate::metrics::{ErrorLabel, KindLabel, Metrics};
 use context::Context;
+use readiness::Readiness;
 use shared::shared;
 
 /// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
@@ -45,16 +47,17 @@ pub const MANAGER: &str = "team-operator";
 
 /// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
 /// only while this process holds the Lease.
-pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     match args.lease() {
-        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics)).await,
-        None => reconcile_all(client, args, metrics).await,
+        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics, readiness)).await,
+        None => reconcile_all(client, args, metrics, readiness).await,
     }
 }
 
 /// Starts the watches, the reconcilers and the admission task.
-async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> anyhow::Result<()> {
+    let _leading = readiness.lead();
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(args.bus_limits.bus_config(&args.redis_url, args.redis_cluster)).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
@@ -142,6 +145,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
             return warn!("a watch ended before its store listed; nothing was reconciled");
         }
         info!(max_agents = args.max_agents, "caches synced; reconciling");
+        readiness.synced();
         tokio::select! {
             () = admit => warn!("admission ended"),
             () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),

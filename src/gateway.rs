@@ -216,9 +216,18 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .with_state(state.clone());
     api.merge(mcp_routes)
-        .merge(crate::health::router(state.metrics.clone()))
+        .merge(crate::health::router(state.metrics.clone(), ready_check(&state)))
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET /v1/tools, POST /v1/tools/{tool} and /mcp") })
         .method_not_allowed_fallback(|| async { ApiError::new("method_not_allowed", "method not allowed on this endpoint") })
+}
+
+/// The gateway is ready while its Redis answers: every tool needs it.
+fn ready_check(state: &Arc<GatewayState>) -> crate::health::ReadyCheck {
+    let bus = state.bus.clone();
+    Arc::new(move || {
+        let bus = bus.clone();
+        Box::pin(async move { bus.ping().await })
+    })
 }
 
 /// Authenticates an MCP request and hands the caller to the MCP handler; 401 without a token.

@@ -33,6 +33,18 @@ pub struct NoticeLabel {
     pub notice: &'static str,
 }
 
+/// Label of gateway request durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabel {
+    pub tool: &'static str,
+}
+
+/// Label of the build information gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    pub version: &'static str,
+}
+
 /// Label of gateway requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
@@ -53,7 +65,10 @@ pub struct Metrics {
     pub notices: Family<NoticeLabel, Counter>,
     pub messages_sent: Counter,
     pub gateway_requests: Family<RequestLabel, Counter>,
+    pub gateway_request_duration: Family<ToolLabel, Histogram>,
     pub gateway_waits: Gauge,
+    /// 1 while this controller holds the Lease (or runs without leader election), else 0.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +86,19 @@ impl Default for Metrics {
         let messages_sent = Counter::default();
         let gateway_requests = Family::<RequestLabel, Counter>::default();
         let gateway_waits = Gauge::default();
+        // 1 ms to ~65 s: tool calls take milliseconds, a wait_messages up to its bound.
+        let gateway_request_duration =
+            Family::<ToolLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
+        let leader = Gauge::default();
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "The running version (always 1)", build_info);
+        registry.register("leader", "1 while this controller holds the Lease and reconciles, else 0", leader.clone());
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Duration of gateway tool calls (a wait_messages blocks until a message or its bound), per tool",
+            gateway_request_duration.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, per kind and error category", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Duration of reconciles, per kind", reconcile_duration.clone());
@@ -98,7 +126,9 @@ impl Default for Metrics {
             notices,
             messages_sent,
             gateway_requests,
+            gateway_request_duration,
             gateway_waits,
+            leader,
         }
     }
 }
@@ -120,8 +150,11 @@ impl Drop for InProgress {
     }
 }
 
+/// The content type of [`Metrics::encode`]: prometheus-client writes OpenMetrics text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

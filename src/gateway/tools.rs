@@ -279,6 +279,7 @@ pub fn tool_name(name: &str) -> Option<&'static str> {
 pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value) -> Result<Value, ApiError> {
     let parsed = tool.parse::<Tool>();
     let label = parsed.as_ref().map_or("unknown", |t| t.as_str());
+    let start = std::time::Instant::now();
     let result = match parsed {
         Ok(t) => dispatch(state, caller, t, args).await,
         Err(msg) => Err(ApiError::not_found(msg)),
@@ -288,6 +289,7 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
         Err(e) => e.code,
     };
     state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code }).inc();
+    state.metrics.gateway_request_duration.get_or_create(&crate::metrics::ToolLabel { tool: label }).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
         tracing::debug!(tool = label, caller = %caller.describe(), code = e.code, message = %e.message, "tool call refused");
     }
