@@ -7,9 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A task on a team's board: who owns it, what it waits for, where it stands. Agents move it
-/// pending → in_progress → completed | failed; the operator fails it when its owner fails, when a
-/// dependency fails, or when the team disbands.
+/// Desired state of a TeamTask: its team, what is to be done, who owns it and what it waits for.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
     group = "agentteams.dev",
     version = "v1alpha1",
     kind = "TeamTask",
+    doc = "A task on a team's board: who owns it, what it waits for, where it stands. Agents move status.state pending -> in_progress -> completed | failed; the operator fails it when its owner fails, when a dependency fails, or when the team disbands. status.conditions: Blocked, Complete, Failed.",
     namespaced,
     status = "TeamTaskStatus",
     shortname = "ttask",
@@ -82,7 +81,9 @@ pub struct TeamTaskStatus {
     /// When the task completed or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// Blocked: True while a dependency has not completed.
+    /// Latest observations. Blocked: a dependency has not completed. Complete: the task completed
+    /// (`kubectl wait --for=condition=Complete teamtask/<name>`). Failed: it failed, with the
+    /// reason (OwnerFailed, DependencyFailed, TeamDisbanded, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.

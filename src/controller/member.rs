@@ -76,13 +76,16 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
             delete_pod(&ctx, p, &uid).await?;
         }
-        if current == MemberPhase::Failed {
-            // The lead was not known, or the write of the failure lost a race: tell it now.
-            let status = member.status.clone().unwrap_or_default();
-            let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
-            let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
-            record_told(&ctx, &member, (observed, None), told, now).await?;
-        }
+        // The status as it is, written again only if its conditions lag (a phase written by
+        // hand, or by a version before conditions).
+        let status = member.status.clone().unwrap_or_default();
+        let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
+        // A Failed member's lead was not known, or the write of the failure lost a race: tell it now.
+        let told = match current {
+            MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
+            _ => None,
+        };
+        record_told(&ctx, &member, (observed, None), told, now).await?;
         return Ok(Action::await_change());
     }
 
@@ -212,8 +215,8 @@ fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
     (o, (!pod_name.is_empty()).then(|| pod_name.to_owned()))
 }
 
-/// Writes the pod-derived fields of the status (and `conditions`, when given) when they differ;
-/// returns whether it wrote.
+/// Writes the pod-derived fields of the status, with the conditions they give (on top of
+/// `conditions`, when given), when they differ; returns whether it wrote.
 async fn patch_status(
     ctx: &Context,
     member: &Member,
@@ -240,6 +243,7 @@ async fn patch_status(
             new.completion_time = Some(Time(now));
         }
     }
+    new.conditions = condition::for_member(&new, member.metadata.generation, &Time(now));
     if new == old {
         return Ok(false);
     }

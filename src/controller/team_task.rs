@@ -60,68 +60,83 @@ pub fn judge(
 pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action> {
     let ns = task.namespace().ok_or_else(|| Error::Invalid("task without namespace".into()))?;
     let state = task.state();
-    if state.is_terminal() {
-        return Ok(Action::await_change());
-    }
-    let team = match ctx.teams.get(&ObjectRef::new(&task.spec.team).within(&ns)) {
-        Some(t) => Some(t),
-        None => Api::<Team>::namespaced(ctx.client.clone(), &ns).get_opt(&task.spec.team).await?.map(Arc::new),
+    // A final task is judged no more; only its conditions are brought in line when they lag (a
+    // state written by hand, or by a version before conditions).
+    let verdict = match state.is_terminal() {
+        true => None,
+        false => Some(judge_now(&ctx, &task, &ns).await?),
     };
-    let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
-        ctx.members
-            .find(|m| {
-                m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns.as_str()) && m.agent_name() == Some(owner.as_str())
-            })
-            .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
-    });
-    let dep_state =
-        |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(&ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
-    let verdict = judge(&task, team.as_deref(), owner_phase, dep_state);
 
     let old = task.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let mut new = TeamTaskStatus { state: Some(state), observed_generation: task.metadata.generation, ..old.clone() };
     match &verdict {
-        Verdict::Fail(reason, message) => {
+        Some(Verdict::Fail(reason, message)) => {
             new.state = Some(TaskState::Failed);
             new.reason = Some((*reason).to_owned());
             new.result = Some(message.clone());
             new.completed_at = Some(now.clone());
         }
-        Verdict::Blocked(waiting) => {
+        Some(Verdict::Blocked(waiting)) => {
             let (blocked, reason, msg) = match waiting {
                 Some(w) => (true, "DependenciesOpen", w.clone()),
                 None => (false, "DependenciesDone", "all dependencies completed".to_owned()),
             };
-            condition::set(&mut new.conditions, condition::new("Blocked", blocked, reason, msg, task.metadata.generation, now));
+            condition::set(
+                &mut new.conditions,
+                condition::new(condition::BLOCKED, blocked, reason, msg, task.metadata.generation, now.clone()),
+            );
         }
+        None => {}
     }
-    if new != old {
-        // Only the fields this reconciler owns: agents move `state` through the gateway, and a
-        // stale cache must never write an old state back.
-        let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
-        if old.state.is_none() || matches!(verdict, Verdict::Fail(..)) {
-            patch["state"] = json!(new.state);
+    new.conditions = condition::for_task(&new, task.metadata.generation, &now);
+    if new == old {
+        return Ok(Action::await_change());
+    }
+    // Only the fields this reconciler owns: agents move `state` through the gateway.
+    let failing = matches!(verdict, Some(Verdict::Fail(..)));
+    let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
+    if old.state.is_none() || failing {
+        patch["state"] = json!(new.state);
+    }
+    if failing {
+        patch["reason"] = json!(new.reason);
+        patch["result"] = json!(new.result);
+        patch["completedAt"] = json!(new.completed_at);
+    }
+    // Conditional on the version judged, so that a stale cache can neither undo a move the
+    // gateway made meanwhile nor put the conditions of an older state over a newer one; the
+    // newer version is reconciled next.
+    let body = json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch });
+    let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("task changed since it was read; its newer version is reconciled next");
+            return Ok(Action::await_change());
         }
-        if let Verdict::Fail(..) = verdict {
-            patch["reason"] = json!(new.reason);
-            patch["result"] = json!(new.result);
-            patch["completedAt"] = json!(new.completed_at);
-        }
-        // Writing `state` is conditional on the version judged, so it cannot undo a move the
-        // gateway made meanwhile (a conflict retries with fresh data).
-        let body = if patch.get("state").is_some() {
-            json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch })
-        } else {
-            json!({ "status": patch })
-        };
-        let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
-        if let Verdict::Fail(reason, message) = verdict {
-            ctx.event(task.as_ref(), true, reason, message).await;
-        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(Verdict::Fail(reason, message)) = verdict {
+        ctx.event(task.as_ref(), true, reason, message).await;
     }
     Ok(Action::await_change())
+}
+
+/// [`judge`] on what the stores (or, for a team not seen yet, the API) hold now.
+async fn judge_now(ctx: &Context, task: &TeamTask, ns: &str) -> Result<Verdict> {
+    let team = match ctx.teams.get(&ObjectRef::new(&task.spec.team).within(ns)) {
+        Some(t) => Some(t),
+        None => Api::<Team>::namespaced(ctx.client.clone(), ns).get_opt(&task.spec.team).await?.map(Arc::new),
+    };
+    let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
+        ctx.members
+            .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns) && m.agent_name() == Some(owner.as_str()))
+            .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
+    });
+    let dep_state =
+        |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
+    Ok(judge(task, team.as_deref(), owner_phase, dep_state))
 }
 
 #[cfg(test)]

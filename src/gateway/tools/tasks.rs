@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::actor::*;
 use super::views::*;
-use crate::api::{TaskState, TeamTask, TeamTaskSpec, condition, labels};
+use crate::api::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus, condition, labels};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::Caller;
@@ -141,7 +141,9 @@ pub(super) async fn status_patch(
 ) -> Result<Value, ApiError> {
     let name = task.name_any();
     let current = task.state();
+    let now = Time(Timestamp::now());
     let mut status = serde_json::Map::new();
+    let mut after = TeamTaskStatus { state: Some(current), ..task.status.clone().unwrap_or_default() };
     if let Some(next) = next {
         if !current.can_become(next) {
             return Err(ApiError::conflict(format!(
@@ -160,25 +162,29 @@ pub(super) async fn status_patch(
                     open.push(format!("{dep} ({})", state.map_or("not found", TaskState::as_str)));
                 }
             }
-            if condition::is_true(conditions, "Blocked") || !open.is_empty() {
-                let why = conditions.iter().find(|c| c.type_ == "Blocked").map(|c| c.message.clone()).unwrap_or_default();
+            if condition::is_true(conditions, condition::BLOCKED) || !open.is_empty() {
+                let why = condition::get(conditions, condition::BLOCKED).map(|c| c.message.clone()).unwrap_or_default();
                 let detail = if open.is_empty() { why } else { format!("waiting for {}", open.join(", ")) };
                 return Err(ApiError::conflict(format!(
                     "task {name} is blocked (condition Blocked=True: {detail}); it can go in_progress once its dependencies completed"
                 )));
             }
         }
-        let now = serde_json::to_value(Time(Timestamp::now())).unwrap_or(Value::Null);
         status.insert("state".into(), json!(next));
+        after.state = Some(next);
         if next == TaskState::InProgress && current != TaskState::InProgress {
-            status.insert("startedAt".into(), now.clone());
+            status.insert("startedAt".into(), json!(now));
         }
         if next.is_terminal() && !current.is_terminal() {
-            status.insert("completedAt".into(), now);
+            status.insert("completedAt".into(), json!(now));
         }
     }
     if let Some(result) = result {
         status.insert("result".into(), json!(result));
+        after.result = Some(result);
     }
+    // The conditions of the state it moves to, in the same write; the write is conditional on the
+    // version read, so the list replaced is the one `after` started from.
+    status.insert("conditions".into(), json!(condition::for_task(&after, task.metadata.generation, &now)));
     Ok(json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": status }))
 }
