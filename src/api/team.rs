@@ -70,6 +70,27 @@ pub struct TeamSpec {
     /// templates they give, so that right is not handed to every agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_sub_teams: bool,
+
+    /// How the team's task board treats tasks whose owner is gone.
+    #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
+    pub tasks: TaskSettings,
+}
+
+/// Task board settings of a team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSettings {
+    /// When a member fails or is cancelled, its pending tasks go back to the board unowned, for
+    /// another member to claim (`team_task claim`), instead of failing with OwnerFailed. Its
+    /// in_progress tasks fail either way. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release_on_owner_failure: bool,
+}
+
+impl TaskSettings {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 fn default_member_timeout() -> i64 {

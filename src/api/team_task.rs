@@ -140,11 +140,74 @@ impl TeamTask {
     pub fn state(&self) -> TaskState {
         self.status.as_ref().and_then(|s| s.state).unwrap_or(TaskState::Pending)
     }
+
+    /// Whether a member may claim the task: pending, unowned and unblocked (its Blocked condition
+    /// not True and every dependency completed, by `dep_state`, None for a missing one); else why
+    /// not.
+    pub fn claimable(&self, dep_state: impl Fn(&str) -> Option<TaskState>) -> Result<(), String> {
+        if self.state() != TaskState::Pending {
+            return Err(format!("it is {}", self.state().as_str()));
+        }
+        if let Some(owner) = self.spec.owner.as_deref().filter(|o| !o.is_empty()) {
+            return Err(format!("it is owned by {owner}"));
+        }
+        let conditions = self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let open: Vec<String> = self
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| match dep_state(d) {
+                Some(TaskState::Completed) => None,
+                state => Some(format!("{d} ({})", state.map_or("not found", TaskState::as_str))),
+            })
+            .collect();
+        if !open.is_empty() {
+            return Err(format!("it is blocked, waiting for {}", open.join(", ")));
+        }
+        if let Some(blocked) = super::condition::get(conditions, super::condition::BLOCKED).filter(|c| c.status == "True") {
+            return Err(format!("it is blocked: {}", blocked.message));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::TaskState::*;
+    use super::*;
+
+    fn task(owner: Option<&str>, deps: &[&str], state: TaskState) -> TeamTask {
+        let mut t = TeamTask::new(
+            "t",
+            TeamTaskSpec {
+                team: "x".into(),
+                subject: "s".into(),
+                description: String::new(),
+                owner: owner.map(str::to_owned),
+                depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+                metadata: Default::default(),
+            },
+        );
+        t.status = Some(TeamTaskStatus { state: Some(state), ..Default::default() });
+        t
+    }
+
+    #[test]
+    fn only_pending_unowned_unblocked_tasks_are_claimable() {
+        assert_eq!(task(None, &[], Pending).claimable(|_| None), Ok(()));
+        assert_eq!(task(Some("general-2"), &[], Pending).claimable(|_| None), Err("it is owned by general-2".into()));
+        assert_eq!(task(None, &[], InProgress).claimable(|_| None), Err("it is in_progress".into()));
+        let waiting = task(None, &["a", "b"], Pending);
+        let err = waiting.claimable(|d| (d == "a").then_some(Completed)).unwrap_err();
+        assert_eq!(err, "it is blocked, waiting for b (not found)");
+        assert_eq!(waiting.claimable(|_| Some(Completed)), Ok(()));
+        let mut flagged = task(None, &[], Pending);
+        if let Some(s) = flagged.status.as_mut() {
+            s.conditions =
+                vec![crate::api::condition::new("Blocked", true, "DependenciesOpen", "waiting for a", None, crate::api::condition::at(1))];
+        }
+        assert!(flagged.claimable(|_| None).unwrap_err().contains("waiting for a"));
+    }
 
     #[test]
     fn final_states_are_final() {

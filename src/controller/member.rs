@@ -306,7 +306,7 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
     }
     let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(None) };
     let ns = member.namespace().unwrap_or_default();
-    let body = failure_notice(agent_name, failure);
+    let body = failure_notice(agent_name, failure, team.spec.tasks.release_on_owner_failure);
     let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
     let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
         Ok(()) => {
@@ -327,8 +327,9 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
     Ok(Some(Told { conditions, sent }))
 }
 
-/// Text of the failure notice the lead reads.
-pub fn failure_notice(agent_name: &str, failure: &Observed) -> String {
+/// Text of the failure notice the lead reads; `released`: the team hands the member's pending
+/// tasks back to the board (`spec.tasks.releaseOnOwnerFailure`).
+pub fn failure_notice(agent_name: &str, failure: &Observed, released: bool) -> String {
     let reason = failure.reason.as_deref().unwrap_or("Failed");
     let mut body = format!("[AGENT FAILURE] @{agent_name} failed: {reason}");
     if let Some(code) = failure.exit_code {
@@ -337,6 +338,9 @@ pub fn failure_notice(agent_name: &str, failure: &Observed) -> String {
     if let Some(m) = &failure.message {
         body.push_str(&format!(". {m}"));
     }
-    body.push_str(". Its pending and in-progress tasks are marked failed.");
+    body.push_str(match released {
+        true => ". Its in-progress tasks are marked failed; its pending tasks are back on the board, unowned.",
+        false => ". Its pending and in-progress tasks are marked failed.",
+    });
     body
 }

@@ -24,6 +24,8 @@ pub enum Verdict {
     Fail(&'static str, String),
     /// Leave the state; Blocked is true with this message, or false.
     Blocked(Option<String>),
+    /// Put the task back on the board unowned (its owner is gone; the team says so), with why.
+    Release(String),
 }
 
 /// Decides a task's fate. `dep_state(name)` is the state of a dependency (None when missing);
@@ -41,7 +43,12 @@ pub fn judge(
     }
     if let Some((phase, why)) = owner_phase.filter(|(p, _)| matches!(p, MemberPhase::Failed | MemberPhase::Cancelled)) {
         let owner = task.spec.owner.clone().unwrap_or_default();
-        return Verdict::Fail("OwnerFailed", format!("owner {owner} is {phase:?}: {why}"));
+        let message = format!("owner {owner} is {phase:?}: {why}");
+        // Work not started is handed back when the team says so; work under way fails.
+        if team.spec.tasks.release_on_owner_failure && task.state() == TaskState::Pending {
+            return Verdict::Release(format!("{message}; the task is back on the board, unowned"));
+        }
+        return Verdict::Fail("OwnerFailed", message);
     }
     let mut waiting = Vec::new();
     for dep in &task.spec.depends_on {
@@ -66,6 +73,9 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
         true => None,
         false => Some(judge_now(&ctx, &task, &ns).await?),
     };
+    if let Some(Verdict::Release(why)) = verdict {
+        return release(&ctx, &task, &ns, why).await;
+    }
 
     let old = task.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
@@ -87,7 +97,7 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
                 condition::new(condition::BLOCKED, blocked, reason, msg, task.metadata.generation, now.clone()),
             );
         }
-        None => {}
+        Some(Verdict::Release(_)) | None => {}
     }
     new.conditions = condition::for_task(&new, task.metadata.generation, &now);
     if new == old {
@@ -119,6 +129,21 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
     }
     if let Some(Verdict::Fail(reason, message)) = verdict {
         ctx.event(task.as_ref(), true, reason, message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Clears the owner of `task`, conditional on the version judged (an owner set meanwhile, by a
+/// claim, stays); the spec change brings the task back for its status.
+async fn release(ctx: &Context, task: &TeamTask, ns: &str, why: String) -> Result<Action> {
+    let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": null } });
+    match api.patch(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => ctx.event(task, false, "OwnerReleased", why).await,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("task changed since it was read; its newer version is reconciled next")
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(Action::await_change())
 }
@@ -181,5 +206,19 @@ mod tests {
         let t = team("review", 3);
         let v = judge(&task(&[], Some("general-2")), Some(&t), Some((MemberPhase::Failed, "OOMKilled".into())), |_| None);
         assert!(matches!(v, Verdict::Fail("OwnerFailed", m) if m.contains("OOMKilled")));
+    }
+
+    #[test]
+    fn a_team_that_releases_hands_back_pending_tasks_and_fails_started_ones() {
+        let mut t = team("review", 3);
+        t.spec.tasks.release_on_owner_failure = true;
+        let gone = || Some((MemberPhase::Failed, "OOMKilled".into()));
+        let pending = task(&[], Some("general-2"));
+        assert!(matches!(judge(&pending, Some(&t), gone(), |_| None), Verdict::Release(m) if m.contains("OOMKilled")));
+        let mut started = task(&[], Some("general-2"));
+        started.status = Some(TeamTaskStatus { state: Some(TaskState::InProgress), ..Default::default() });
+        assert!(matches!(judge(&started, Some(&t), gone(), |_| None), Verdict::Fail("OwnerFailed", _)));
+        let running = Some((MemberPhase::Active, String::new()));
+        assert_eq!(judge(&pending, Some(&t), running, |_| None), Verdict::Blocked(None));
     }
 }

@@ -20,8 +20,9 @@ pub(super) async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTask
         TaskAction::Update => need("update", "teamtasks", Some("status")),
         TaskAction::Get => need("get", "teamtasks", None),
         TaskAction::List => need("list", "teamtasks", None),
+        TaskAction::Claim => need("update", "teamtasks", None),
     };
-    let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
+    let mut actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
     let api: Api<TeamTask> = Api::namespaced(state.client.clone(), &actor.namespace);
     let team = actor.team_name();
     let only = |field: &str, given: bool| -> Result<(), ApiError> {
@@ -94,6 +95,23 @@ pub(super) async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTask
             let name = a.name.ok_or_else(|| ApiError::invalid("team_task: `name` is required for get"))?;
             Ok(task_view(&task_of(&api, &name, &team).await?))
         }
+        TaskAction::Claim => {
+            actor.require_active()?;
+            only("subject", a.subject.is_some())?;
+            only("description", a.description.is_some())?;
+            only("depends_on", !a.depends_on.is_empty())?;
+            only("metadata", !a.metadata.is_empty())?;
+            only("state", a.state.is_some())?;
+            only("result", a.result.is_some())?;
+            // Members claim for themselves; a person for the member `owner` names (default: the lead).
+            act_as(&mut actor, a.owner)?;
+            let me = actor.own_name()?;
+            let claimed = match a.name {
+                Some(name) => claim_named(&api, &team, &name, &me).await?,
+                None => claim_first(&api, &team, &me).await?,
+            };
+            Ok(task_view(&claimed))
+        }
         TaskAction::List => {
             only("name", a.name.is_some())?;
             let tasks = tasks_of(&api, &team).await?;
@@ -122,6 +140,61 @@ pub(super) async fn tasks_of(api: &Api<TeamTask>, team: &str) -> Result<Vec<Team
     let mut tasks: Vec<TeamTask> = list.items.into_iter().filter(|t| t.spec.team == team).collect();
     tasks.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then_with(|| a.name_any().cmp(&b.name_any())));
     Ok(tasks)
+}
+
+/// How often [`claim_first`] lists the board again when every claimable task it saw changed
+/// before it could take one (other claims, or the operator's writes of their conditions).
+const CLAIM_ROUNDS: usize = 5;
+
+/// Claims task `name` for `me`: conflict when it is not claimable or another claim won it.
+/// Claiming a pending task one already owns is a no-op.
+async fn claim_named(api: &Api<TeamTask>, team: &str, name: &str, me: &str) -> Result<TeamTask, ApiError> {
+    let task = task_of(api, name, team).await?;
+    if task.spec.owner.as_deref() == Some(me) && task.state() == TaskState::Pending {
+        return Ok(task);
+    }
+    let mut deps = std::collections::HashMap::new();
+    for dep in &task.spec.depends_on {
+        let state = api.get_opt(dep).await.map_err(|e| ApiError::from_kube(e, "reading a dependency"))?.map(|d| d.state());
+        deps.insert(dep.clone(), state);
+    }
+    task.claimable(|d| deps.get(d).copied().flatten())
+        .map_err(|why| ApiError::conflict(format!("task {name} cannot be claimed: {why}")))?;
+    take(api, &task, me).await?.ok_or_else(|| {
+        ApiError::conflict(format!("task {name} changed while it was claimed (another member may have taken it); read it and retry"))
+    })
+}
+
+/// Claims the first claimable task of the board, in creation order, for `me`; not_found when
+/// there is none. A task taken by another claim meanwhile is passed over for the next one.
+async fn claim_first(api: &Api<TeamTask>, team: &str, me: &str) -> Result<TeamTask, ApiError> {
+    for _ in 0..CLAIM_ROUNDS {
+        let tasks = tasks_of(api, team).await?;
+        let states: std::collections::HashMap<String, TaskState> = tasks.iter().map(|t| (t.name_any(), t.state())).collect();
+        let mut raced = false;
+        for task in tasks.iter().filter(|t| t.claimable(|d| states.get(d).copied()).is_ok()) {
+            match take(api, task, me).await? {
+                Some(claimed) => return Ok(claimed),
+                None => raced = true,
+            }
+        }
+        if !raced {
+            return Err(ApiError::not_found(format!("no pending, unblocked, unowned task in team {team}")));
+        }
+    }
+    Err(ApiError::conflict(format!("every claimable task of team {team} changed while it was claimed, {CLAIM_ROUNDS} times; retry")))
+}
+
+/// Sets `me` as the owner of `task`, conditional on the version read: of two claims of one task
+/// exactly one is written. None when the task changed since it was read.
+async fn take(api: &Api<TeamTask>, task: &TeamTask, me: &str) -> Result<Option<TeamTask>, ApiError> {
+    let name = task.name_any();
+    let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": me } });
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(claimed) => Ok(Some(claimed)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(ApiError::from_kube(e, &format!("claiming task {name}"))),
+    }
 }
 
 pub(super) fn task_error(e: kube::Error, name: &str) -> ApiError {
