@@ -14,7 +14,7 @@ setup: ## install what the stack and the tests need (apt, pip, npm; idempotent, 
 binaries: ## build the control plane (+ kubelet, kube-proxy, containerd, runc, CNI, CoreDNS unless NODE=0; cached)
 	hack/build-binaries.sh
 
-images: ## OCI images (pause, agent, redis, project) written here and imported into the node's containerd
+images: ## OCI images (pause, agent, agent-root, redis, project) written here and imported into the node's containerd
 	source hack/lib.sh && cargo build --bins && hack/images.sh
 
 stack-up: binaries ## start the local stack (idempotent); then: eval "$$(hack/stack.sh env)"
@@ -45,8 +45,8 @@ chart-test: ## lint, dry-run, install and RBAC tests of charts/team-operator on 
 
 .PHONY: demo demo-down
 
-demo: ## a spec-review team at work on the local stack (agents run as local processes; see README)
+demo: ## a spec-review team at work in real containers on the local stack's node (the Helm chart installs the operator)
 	hack/demo.sh
 
-demo-down: ## stop the local processes a demo started (operator, gateway, agents; not the stack)
+demo-down: ## uninstall the demo's release and delete namespace demo (not the stack)
 	hack/demo.sh down

@@ -9,7 +9,12 @@
 #
 #   pause    localhost/team-operator/pause:3.10      static C pause (gcc -static), the sandbox image
 #   agent    localhost/team-operator/agent:dev       busybox-static as /bin/sh & co, the scripted
-#                                                    agents in /opt/agentteams/bin, uid 65532
+#                                                    agents in /usr/local/bin, uid 65532 (member
+#                                                    pods get teamctl in /opt/agentteams/bin, an
+#                                                    emptyDir the init container fills)
+#   agent-root  localhost/team-operator/agent-root:dev   the agent image whose config says root
+#                                                    (User 0:0), as busybox's and most public
+#                                                    images do (tests/node_failures.rs)
 #   redis    localhost/team-operator/redis:dev       Debian's redis-server and redis-cli with their
 #                                                    shared libraries, uid 999 (the chart's)
 #   project  localhost/team-operator/team-operator:dev   the layout of /Dockerfile: team-operator
@@ -28,12 +33,13 @@ source "$HACK_DIR/node.sh"
 IMAGE_TAG=${IMAGE_TAG:-dev}
 IMAGES_DIR=$CACHE_DIR/images
 PROFILE_DIR=${TEAM_OPERATOR_PROFILE_DIR:-$CARGO_OUT/debug}
-ALL=(pause agent redis project)
+ALL=(pause agent agent-root redis project)
 
 image_name() {
   case $1 in
     pause) echo "$PAUSE_IMAGE" ;;
     agent) echo "localhost/team-operator/agent:$IMAGE_TAG" ;;
+    agent-root) echo "localhost/team-operator/agent-root:$IMAGE_TAG" ;;
     redis) echo "localhost/team-operator/redis:$IMAGE_TAG" ;;
     project) echo "localhost/team-operator/team-operator:$IMAGE_TAG" ;;
     *) die "unknown image $1 (one of: ${ALL[*]})" ;;
@@ -94,15 +100,19 @@ EOF
 rootfs_agent() {
   local root=$1 applet
   [[ -x /bin/busybox ]] && is_static /bin/busybox || die "/bin/busybox is not the static one — apt-get install busybox-static (hack/setup.sh)"
-  mkdir -p "$root/bin" "$root/opt/agentteams/bin"
+  mkdir -p "$root/bin" "$root/usr/local/bin"
   install -m 0755 /bin/busybox "$root/bin/busybox"
   for applet in $(/bin/busybox --list); do
     [[ $applet == busybox ]] || ln -sf busybox "$root/bin/$applet"
   done
   mkdir -p "$root/usr/bin" && ln -sf ../../bin/env "$root/usr/bin/env"
-  install -m 0755 "$REPO_DIR"/examples/agents/*.sh "$root/opt/agentteams/bin/"
+  install -m 0755 "$REPO_DIR"/examples/agents/*.sh "$root/usr/local/bin/"
   base_files "$root" 65532 nonroot
-  echo '{"User":"65532:65532","Env":["PATH=/opt/agentteams/bin:/bin:/usr/bin","HOME=/home/nonroot"],"WorkingDir":"/home/nonroot","Cmd":["/bin/sh"]}'
+  echo '{"User":"65532:65532","Env":["PATH=/opt/agentteams/bin:/usr/local/bin:/bin:/usr/bin","HOME=/home/nonroot"],"WorkingDir":"/home/nonroot","Cmd":["/bin/sh"]}'
+}
+
+rootfs_agent-root() {
+  rootfs_agent "$1" | jq -c '.User = "0:0"'
 }
 
 rootfs_redis() {
@@ -174,7 +184,7 @@ write_layout() { # <dir> <name> <rootfs> <config json>
 inputs_of() {
   case $1 in
     pause) sha256sum "$HACK_DIR/images.sh" "$(command -v gcc)" ;;
-    agent) sha256sum "$HACK_DIR/images.sh" /bin/busybox "$REPO_DIR"/examples/agents/*.sh ;;
+    agent | agent-root) sha256sum "$HACK_DIR/images.sh" /bin/busybox "$REPO_DIR"/examples/agents/*.sh ;;
     redis) sha256sum "$HACK_DIR/images.sh" "$(readlink -f /usr/bin/redis-server)" /usr/bin/redis-cli ;;
     project) sha256sum "$HACK_DIR/images.sh" "$PROFILE_DIR/team-operator" "$PROFILE_DIR/teamctl" ;;
   esac 2>/dev/null | sha256sum | cut -d' ' -f1

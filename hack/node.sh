@@ -594,9 +594,9 @@ start_containerd() {
 }
 
 start_kubelet() {
-  # The sandbox image first; the agent and Redis images need no cargo build, so they come too.
+  # The sandbox image first; the agent (and agent-root) and Redis images need no cargo build, so they come too.
   # (The project image needs the crate built: hack/test.sh and hack/demo.sh import it.)
-  "$HACK_DIR/images.sh" pause agent redis >>"$LOGS/images.log" 2>&1 ||
+  "$HACK_DIR/images.sh" pause agent agent-root redis >>"$LOGS/images.log" 2>&1 ||
     { tail -n 20 "$LOGS/images.log" >&2; die "importing the base images failed (see $LOGS/images.log)"; }
   record_config kubelet
   spawn kubelet "$BIN_DIR/kubelet" \

@@ -400,7 +400,7 @@ up() {
     node_net_first
     # Imported images may have been removed (disk pressure before they were pinned, a wiped
     # content store): import what is missing (cheap when they are there).
-    "$HACK_DIR/images.sh" pause agent redis >>"$LOGS/images.log" 2>&1 ||
+    "$HACK_DIR/images.sh" pause agent agent-root redis >>"$LOGS/images.log" 2>&1 ||
       { tail -n 20 "$LOGS/images.log" >&2; die "importing the base images failed (see $LOGS/images.log)"; }
   fi
   if (( started )); then

@@ -3,7 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use k8s_openapi::jiff::SignedDuration;
+
 use crate::bus::{BusConfig, BusLimits};
+use crate::controller::member_status::Deadlines;
 use crate::controller::pod::PodSettings;
 
 /// Limits of the message bus, on every process that sends (the gateway for members, the
@@ -67,6 +70,10 @@ pub struct ControllerArgs {
     /// Seconds a member's pod may stay unschedulable before the member fails.
     #[arg(long, env = "TEAM_OPERATOR_UNSCHEDULABLE_DEADLINE_SECONDS", default_value_t = 300)]
     pub unschedulable_deadline_seconds: i64,
+    /// Seconds a member's scheduled pod may take to start (an image that cannot be pulled, a
+    /// missing Secret) before the member fails with the kubelet's reason.
+    #[arg(long, env = "TEAM_OPERATOR_START_DEADLINE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(1..))]
+    pub start_deadline_seconds: i64,
     /// Watch and manage this namespace only (the operator-wide cap then applies to it alone);
     /// empty: every namespace.
     #[arg(long, env = "TEAM_OPERATOR_WATCH_NAMESPACE")]
@@ -150,7 +157,7 @@ pub struct GatewayArgs {
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
     pub max_agents: usize,
-    pub unschedulable_deadline_seconds: i64,
+    pub deadlines: Deadlines,
     pub pod: PodSettings,
 }
 
@@ -158,7 +165,10 @@ impl From<&ControllerArgs> for ControllerConfig {
     fn from(a: &ControllerArgs) -> Self {
         Self {
             max_agents: a.max_agents as usize,
-            unschedulable_deadline_seconds: a.unschedulable_deadline_seconds,
+            deadlines: Deadlines {
+                unschedulable: SignedDuration::from_secs(a.unschedulable_deadline_seconds),
+                start: SignedDuration::from_secs(a.start_deadline_seconds),
+            },
             pod: PodSettings {
                 gateway_url: a.gateway_url.clone(),
                 teamctl_image: a.teamctl_image.clone().filter(|s| !s.is_empty()),

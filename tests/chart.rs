@@ -226,6 +226,7 @@ fn bad_values_are_refused_naming_the_key() {
         ("redis.maxmemory=lots", "/redis/maxmemory"),
         ("messages.sendBurst=0", "/messages/sendBurst"),
         ("messages.inboxMaxByte=1", "inboxMaxByte"),
+        ("controller.startDeadlineSeconds=0", "/controller/startDeadlineSeconds"),
     ] {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         let msg = text(&out);
@@ -335,6 +336,15 @@ fn leader_election_timings_reach_the_controller_and_must_nest() {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         assert!(!out.status.success(), "--set {set} was accepted");
         assert!(text(&out).contains("retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"), "--set {set}:\n{}", text(&out));
+    }
+}
+
+#[test]
+fn member_pod_deadlines_reach_the_controller() {
+    for (set, unschedulable, start) in [(vec![], "300", "300"), (vec!["controller.startDeadlineSeconds=900"], "300", "900")] {
+        let env = env_of(container(&rendered(&set), "Deployment", "t-team-operator-controller"));
+        assert_eq!(env.get("TEAM_OPERATOR_UNSCHEDULABLE_DEADLINE_SECONDS").map(String::as_str), Some(unschedulable), "{set:?}");
+        assert_eq!(env.get("TEAM_OPERATOR_START_DEADLINE_SECONDS").map(String::as_str), Some(start), "{set:?}");
     }
 }
 

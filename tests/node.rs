@@ -9,58 +9,24 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, Node, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext, Toleration,
-};
+use k8s_openapi::api::core::v1::{Capabilities, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, LogParams, PostParams};
+use support::node::{AGENT_IMAGE, NODE_TAINT, POD_TIMEOUT, PROJECT_IMAGE, node_name, place_on_real_node, real_node};
 use support::*;
 
-/// hack/node.sh's NODE_NAME (override with TEAM_OPERATOR_NODE_NAME when the stack overrides it).
-fn node_name() -> String {
-    std::env::var("TEAM_OPERATOR_NODE_NAME").unwrap_or_else(|_| "team-operator-node".to_string())
-}
-
-/// The taint that keeps kwok-era workloads off the real node.
-const NODE_TAINT: &str = "team-operator.local/real-node";
-/// Written by hack/images.sh (`agent`), imported by `hack/stack.sh up`.
-const AGENT_IMAGE: &str = "localhost/team-operator/agent:dev";
-/// Written by hack/images.sh (`project`) from the static debug build (hack/lib.sh).
-const PROJECT_IMAGE: &str = "localhost/team-operator/team-operator:dev";
 /// hack/node.sh's NODE_POD_CIDR (10.244.7.0/24).
 const POD_PREFIX: &str = "10.244.7.";
-/// A container's first start includes the sandbox and the CNI set-up.
-const POD_TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn real_node(client: &kube::Client) -> Node {
-    let name = node_name();
-    let nodes: Api<Node> = Api::all(client.clone());
-    match nodes.get_opt(&name).await {
-        Ok(Some(node)) => node,
-        Ok(None) => panic!(
-            "no Node {name}: the stack runs without its real node; start it with `hack/stack.sh up` (NODE=1, the default) and see `hack/stack.sh status`"
-        ),
-        Err(e) => panic!("cannot read Node {name}: {e}"),
-    }
-}
 
 /// A pod for the real node with the restricted security context the operator gives members:
 /// uid 65532, non-root, read-only root filesystem, no capabilities, RuntimeDefault seccomp.
 fn restricted_pod(name: &str, script: &str) -> Pod {
     let container = restricted_container("probe", AGENT_IMAGE, vec!["/bin/sh".into(), "-c".into(), script.into()]);
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
-            node_selector: Some([("kubernetes.io/hostname".to_string(), node_name())].into()),
-            tolerations: Some(vec![Toleration {
-                key: Some(NODE_TAINT.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoSchedule".into()),
-                ..Default::default()
-            }]),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(65532),
@@ -73,7 +39,9 @@ fn restricted_pod(name: &str, script: &str) -> Pod {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    };
+    place_on_real_node(pod.spec.get_or_insert_default());
+    pod
 }
 
 fn restricted_container(name: &str, image: &str, command: Vec<String>) -> Container {

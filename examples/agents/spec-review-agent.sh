@@ -9,7 +9,9 @@
 #              disbands the team.
 # specialist:  waits for the lead's message, moves its task to in_progress, works a few seconds,
 #              completes the task with its findings and sends them to the lead. `performance`
-#              instead crashes with exit code 137 (as an OOM kill would) while its task is open.
+#              instead runs out of memory while its task is open: it allocates DEMO_ALLOC_MB
+#              (256) in one buffer, past its container's memory limit, and the kernel OOM-kills
+#              it (the kubelet reports OOMKilled, exit 137).
 #
 # Needs teamctl on PATH, TEAM_GATEWAY_URL and TEAM_TOKEN_FILE (set by the operator; the demo sets
 # TEAM_TOKEN_FILE to a token bound to the member's pod). DEMO_WORK_SECONDS scales the work time.
@@ -110,8 +112,11 @@ log "taking task $task"
 retry task update "$task" --state in_progress >/dev/null
 sleep "$work"
 if [ "${AGENT:-}" = performance ]; then
-    log "out of memory while profiling (simulated crash, exit 137)"
-    exit 137
+    log "profiling: loading ${DEMO_ALLOC_MB:-256} MiB of samples into memory"
+    # One buffer of that size, filled: resident memory past the container's limit.
+    dd if=/dev/zero of=/dev/null bs="${DEMO_ALLOC_MB:-256}M" count=1 2>/dev/null
+    log "profiling finished without running out of memory (no memory limit?)"
+    exit 1
 fi
 sleep "$work"
 result=$(findings "${AGENT:-}")

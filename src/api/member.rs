@@ -102,7 +102,9 @@ pub struct MemberStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// Machine-readable cause of the last transition (PodFailed, OOMKilled, Evicted, PodDeleted,
-    /// Unschedulable, TeamDisbanded, TeamNotFound, ...).
+    /// Unschedulable, ErrImagePull, InitContainerFailed, PodRejected, TeamDisbanded, TeamNotFound,
+    /// ...); while Starting, why the pod has not started yet (ErrImagePull, ImagePullBackOff,
+    /// CreateContainerConfigError, Unschedulable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Human-readable detail of the last transition.

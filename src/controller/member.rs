@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -72,7 +72,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
     if current.is_terminal() {
         // A pod that outlived its member (cancelled by a disband that raced an admission, or
-        // failed as unschedulable) is removed so it cannot hold a slot or keep working.
+        // failed past a deadline) is removed so it cannot hold a slot or keep working.
         if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
             delete_pod(&ctx, p, &uid).await?;
         }
@@ -105,9 +105,8 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let idle = current == MemberPhase::Idle;
-    let deadline = SignedDuration::from_secs(ctx.config.unschedulable_deadline_seconds);
     let (observed, recheck) = match &pod {
-        Some(p) => member_status::from_pod(p, idle, now, deadline),
+        Some(p) => member_status::from_pod(p, idle, now, ctx.config.deadlines),
         // Queued: why it waits (QuotaExceeded) is admission's to say, kept as it is.
         None if current == MemberPhase::Queued => {
             let s = member.status.clone().unwrap_or_default();
@@ -125,11 +124,13 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         _ => None,
     };
     let changed = record_told(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), told, now).await?;
-    // After the status says why, so a pod deleted here is not read as deleted from outside. A
-    // failure here retries through the terminal branch above.
+    // A member failed while its pod has not ended (unschedulable, or not started, past its
+    // deadline): the pod is removed, so it frees its slot. After the status says why, so a pod
+    // deleted here is not read as deleted from outside. A failure here retries through the
+    // terminal branch above.
     if changed
-        && observed.reason.as_deref() == Some("Unschedulable")
-        && let Some(p) = &pod
+        && observed.phase == MemberPhase::Failed
+        && let Some(p) = pod.as_ref().filter(|p| is_running(p))
     {
         delete_pod(&ctx, p, &uid).await?;
     }

@@ -22,6 +22,9 @@ pub const TOOLS_DIR: &str = "/opt/agentteams/bin";
 pub const ROLE_LABEL: &str = "agentteams.dev/role";
 /// Value of `app.kubernetes.io/managed-by` on everything this operator creates.
 pub const MANAGER: &str = "team-operator";
+/// uid and gid of a member container that must run as non-root and whose template names no
+/// user: distroless's `nonroot`, the user of the project's and the agent image.
+pub const DEFAULT_UID: i64 = 65532;
 
 /// Settings of the operator that end up in pods.
 #[derive(Clone, Debug)]
@@ -154,11 +157,14 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
         });
     }
     spec.restart_policy = Some("Never".into());
-    spec.security_context.get_or_insert_with(|| PodSecurityContext {
+    let pod_security = spec.security_context.get_or_insert_with(|| PodSecurityContext {
         run_as_non_root: Some(true),
         seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() }),
         ..Default::default()
     });
+    for c in spec.init_containers.iter_mut().flatten().chain(spec.containers.iter_mut()) {
+        default_user(pod_security, c);
+    }
 
     Some(Pod {
         metadata: ObjectMeta {
@@ -197,6 +203,25 @@ pub fn operator_labels(team: &str, agent_name: &str, agent: &str, role: MemberRo
 
 fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+/// Gives container `c` uid and gid [`DEFAULT_UID`] when it must run as non-root and neither its
+/// own nor the pod's security context names a user. The kubelet cannot tell from an image whose
+/// config says root (busybox and most public images) or names its user by name that it would
+/// run as non-root, and refuses to start it (CreateContainerConfigError) unless a uid is given.
+/// A template that names a user keeps it; to run as the image's own non-root uid, name it.
+fn default_user(pod: &PodSecurityContext, c: &mut Container) {
+    let own = c.security_context.as_ref();
+    let non_root = own.and_then(|s| s.run_as_non_root).or(pod.run_as_non_root).unwrap_or(false);
+    if !non_root || own.and_then(|s| s.run_as_user).or(pod.run_as_user).is_some() {
+        return;
+    }
+    let group = own.and_then(|s| s.run_as_group).or(pod.run_as_group);
+    let sc = c.security_context.get_or_insert_with(SecurityContext::default);
+    sc.run_as_user = Some(DEFAULT_UID);
+    if group.is_none() {
+        sc.run_as_group = Some(DEFAULT_UID);
+    }
 }
 
 /// The "restricted" Pod Security profile for a container, used unless the template sets its own.
@@ -259,6 +284,57 @@ mod tests {
         let mut lead = member("review", "general", "uid-2");
         lead.spec.role = MemberRole::Lead;
         assert_eq!(lead_env(&t, &lead, "general-3").as_deref(), Some("general-3"));
+    }
+
+    /// The pod of a `general` member of a team whose `general` template is changed by `edit`.
+    fn pod_of(edit: impl FnOnce(&mut PodSpec)) -> PodSpec {
+        let mut t = team("review", 3);
+        let general = t.spec.agents.iter_mut().find(|a| a.name == "general").expect("general agent type");
+        edit(general.template.spec.get_or_insert_with(Default::default));
+        let m = member("review", "general", "uid-1");
+        build(&t, &m, PodInputs { agent_name: "general", prompt: String::new(), settings: &settings() }).and_then(|p| p.spec).expect("pod")
+    }
+
+    fn users(spec: &PodSpec) -> Vec<(String, Option<i64>, Option<i64>)> {
+        let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+        all.map(|c| {
+            let sc = c.security_context.as_ref();
+            (c.name.clone(), sc.and_then(|s| s.run_as_user), sc.and_then(|s| s.run_as_group))
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_template_without_a_user_runs_as_65532() {
+        let spec = pod_of(|_| {});
+        let u = Some(DEFAULT_UID);
+        assert_eq!(users(&spec), vec![("teamctl".into(), u, u), ("agent".into(), u, u)]);
+        assert_eq!(spec.security_context.and_then(|s| s.run_as_non_root), Some(true));
+    }
+
+    #[test]
+    fn a_user_the_template_names_is_kept() {
+        let spec = pod_of(|s| {
+            s.security_context = Some(PodSecurityContext { run_as_non_root: Some(true), run_as_user: Some(1000), ..Default::default() });
+        });
+        assert_eq!(users(&spec), vec![("teamctl".into(), None, None), ("agent".into(), None, None)], "the pod's 1000 applies");
+
+        let spec = pod_of(|s| {
+            s.containers[0].security_context = Some(SecurityContext { run_as_user: Some(1000), ..restricted_container() });
+        });
+        let u = Some(DEFAULT_UID);
+        assert_eq!(users(&spec), vec![("teamctl".into(), u, u), ("agent".into(), Some(1000), None)]);
+    }
+
+    #[test]
+    fn a_template_that_allows_root_is_left_alone() {
+        let spec = pod_of(|s| {
+            s.security_context = Some(PodSecurityContext { run_as_non_root: Some(false), ..Default::default() });
+            s.containers[0].security_context = Some(SecurityContext { run_as_non_root: Some(false), ..Default::default() });
+        });
+        let u = Some(DEFAULT_UID);
+        // The operator's own init container still demands non-root and gets the default.
+        assert_eq!(users(&spec), vec![("teamctl".into(), u, u), ("agent".into(), None, None)]);
     }
 
     #[test]

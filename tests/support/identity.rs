@@ -49,10 +49,13 @@ fn chart_rbac() {
     static APPLIED: Once = Once::new();
     APPLIED.call_once(|| {
         let ns = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {RELEASE_NS}\n---\n");
-        // The suites' lead-member policy leaves alone the namespaces of the chart suite's own
-        // releases, whose controllers are other accounts.
-        let selector =
-            format!(r#"memberPolicy.namespaceSelector={{"matchExpressions":[{{"key":"{OWN_RELEASE_LABEL}","operator":"DoesNotExist"}}]}}"#);
+        // The suites' lead-member policy covers only the suites' own namespaces (never `demo` or
+        // a user's, where another release's controller creates the leads), and leaves alone the
+        // namespaces of the chart suite's own releases, whose controllers are other accounts.
+        let selector = format!(
+            r#"memberPolicy.namespaceSelector={{"matchExpressions":[{{"key":"{}","operator":"Exists"}},{{"key":"{OWN_RELEASE_LABEL}","operator":"DoesNotExist"}}]}}"#,
+            super::TEST_LABEL
+        );
         let mut args = vec!["template", RELEASE, CHART, "--namespace", RELEASE_NS, "--set-json", &selector];
         for template in [
             "templates/serviceaccounts.yaml",

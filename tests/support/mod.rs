@@ -554,6 +554,7 @@ where
 pub mod agents;
 pub mod identity;
 pub mod model_server;
+pub mod node;
 pub mod operator;
 pub mod proxy;
 pub mod teams;

@@ -84,3 +84,23 @@ pub fn task(name: &str, team: &str, owner: Option<&str>, depends_on: &[&str]) ->
         },
     )
 }
+
+/// Waits until `team` in namespace `ns` has named its lead, and returns that name.
+pub async fn lead_name(ns: &super::TestNamespace, team: &str) -> String {
+    let teams: kube::Api<Team> = ns.api();
+    let t = super::wait_for(&teams, team, super::TIMEOUT, "the team's lead to be named", |t| {
+        t.status.as_ref().is_some_and(|s| s.lead_name.is_some())
+    })
+    .await;
+    t.status.and_then(|s| s.lead_name).unwrap_or_default()
+}
+
+/// The `[AGENT FAILURE] @<agent_name>` notice in `lead`'s inbox of `team` (it is there before
+/// the failure is written, so a test that saw the Member Failed finds it at once).
+pub async fn failure_notice(ns: &str, team: &str, lead: &str, agent_name: &str) -> String {
+    let bus = team_operator::bus::Bus::connect(super::bus_config()).await.expect("bus");
+    let key = team_operator::bus::TeamKey::new(ns, team);
+    let inbox = bus.wait(&key, lead, std::time::Duration::from_secs(10)).await.expect("the lead's inbox");
+    let prefix = format!("[AGENT FAILURE] @{agent_name} ");
+    inbox.into_iter().map(|m| m.body).find(|b| b.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix}… notice for {lead}"))
+}
