@@ -9,11 +9,11 @@ pub mod error;
 #[cfg(test)]
 pub mod fixtures;
 pub mod leader;
-pub mod readiness;
 pub mod member;
 pub mod member_status;
 pub mod pod;
 pub mod pod_refusal;
+pub mod readiness;
 pub mod shared;
 pub mod team;
 pub mod team_task;
@@ -61,6 +61,8 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(args.bus_limits.bus_config(&args.redis_url, args.redis_cluster)).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
+    // The kinds `timed` labels the reconcilers with below.
+    metrics.zero_controller_series(&["Team", "Member", "TeamTask"], &Error::CATEGORIES);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);

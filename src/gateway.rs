@@ -111,6 +111,7 @@ impl GatewayState {
         let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
         let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members);
+        metrics.zero_gateway_series(&tools::Tool::ALL.map(tools::Tool::as_str));
         GatewayState { client, bus, auth, metrics, settings, teams, watches: [team_watch, member_watch] }
     }
 }

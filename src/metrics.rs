@@ -33,6 +33,12 @@ pub struct NoticeLabel {
     pub notice: &'static str,
 }
 
+impl NoticeLabel {
+    pub const AGENT_FAILURE: NoticeLabel = NoticeLabel { notice: "agent_failure" };
+    pub const TEAM_DISBANDED: NoticeLabel = NoticeLabel { notice: "team_disbanded" };
+    pub const ALL: [NoticeLabel; 2] = [Self::AGENT_FAILURE, Self::TEAM_DISBANDED];
+}
+
 /// Label of gateway request durations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabel {
@@ -154,6 +160,30 @@ impl Drop for InProgress {
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Metrics {
+    /// Creates the series of the controller at zero: every reconcile kind with every error
+    /// category, every notice. A family without a series is not exposed at all, and a query
+    /// (`rate(…)`, a dashboard panel, an alert) should see 0 before the first error, not nothing.
+    pub fn zero_controller_series(&self, kinds: &[&'static str], categories: &[&'static str]) {
+        for &kind in kinds {
+            let _ = self.reconciles.get_or_create(&KindLabel { kind });
+            let _ = self.reconcile_duration.get_or_create(&KindLabel { kind });
+            for &category in categories {
+                let _ = self.reconcile_errors.get_or_create(&ErrorLabel { kind, category });
+            }
+        }
+        for notice in &NoticeLabel::ALL {
+            let _ = self.notices.get_or_create(notice);
+        }
+    }
+
+    /// Likewise for the gateway: every tool's duration and its successful calls.
+    pub fn zero_gateway_series(&self, tools: &[&'static str]) {
+        for &tool in tools {
+            let _ = self.gateway_request_duration.get_or_create(&ToolLabel { tool });
+            let _ = self.gateway_requests.get_or_create(&RequestLabel { tool, code: "ok" });
+        }
+    }
+
     /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -246,7 +246,11 @@ fn kubernetes_before_1_30_is_refused() {
     let out = run("helm", &["template", "t", CHART, "--kube-version", "1.29.9"], None);
     assert!(!out.status.success(), "rendered for Kubernetes 1.29");
     assert!(text(&out).contains("chart requires kubeVersion: >=1.30.0-0"), "{}", text(&out));
-    run("helm", &["template", "t", CHART, "--kube-version", "1.30.4-eks-1234"], None).status.success().then_some(()).expect("1.30 vendor build refused");
+    run("helm", &["template", "t", CHART, "--kube-version", "1.30.4-eks-1234"], None)
+        .status
+        .success()
+        .then_some(())
+        .expect("1.30 vendor build refused");
 }
 
 /// The workload `kind`/`name` in `docs`.
@@ -260,7 +264,10 @@ fn names_pod_labels_placement_and_images_follow_the_values() {
     let docs = rendered(&[]);
     let gw = workload(&docs, "Deployment", "t-team-operator-gateway");
     let spread = &gw["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
-    assert_eq!((spread["topologyKey"].as_str(), spread["whenUnsatisfiable"].as_str()), (Some("kubernetes.io/hostname"), Some("ScheduleAnyway")));
+    assert_eq!(
+        (spread["topologyKey"].as_str(), spread["whenUnsatisfiable"].as_str()),
+        (Some("kubernetes.io/hostname"), Some("ScheduleAnyway"))
+    );
     assert_eq!(spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "gateway");
     assert_eq!(container(&docs, "StatefulSet", "t-team-operator-redis")["image"], "docker.io/library/redis:7.4.6");
     assert_eq!(container(&docs, "StatefulSet", "t-team-operator-redis")["command"][0], "redis-server");
@@ -288,6 +295,41 @@ fn names_pod_labels_placement_and_images_follow_the_values() {
     let docs = rendered(&["nameOverride=agents"]);
     let gw = workload(&docs, "Deployment", "t-agents-gateway");
     assert_eq!(gw["metadata"]["labels"]["app.kubernetes.io/name"], "agents");
+}
+
+#[test]
+fn monitors_and_the_dashboard_render_when_enabled() {
+    let kinds = |docs: &[serde_json::Value]| -> Vec<String> {
+        docs.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?"))).collect()
+    };
+    // By default: the controller's metrics Service, no monitor (their CRDs may not exist).
+    let docs = rendered(&[]);
+    let names = kinds(&docs);
+    assert!(names.contains(&"Service/t-team-operator-controller-metrics".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("ServiceMonitor/") || n.starts_with("PodMonitor/")), "{names:?}");
+    let svc = workload(&docs, "Service", "t-team-operator-controller-metrics");
+    assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/component"], "controller");
+
+    let docs = rendered(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prom",
+        "metrics.podMonitor.enabled=true",
+        "metrics.dashboard.enabled=true",
+    ]);
+    for component in ["controller", "gateway"] {
+        let name = format!("t-team-operator-{component}");
+        let sm = workload(&docs, "ServiceMonitor", &name);
+        assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+        assert_eq!(sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], component);
+        assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+        let pm = workload(&docs, "PodMonitor", &name);
+        assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], if component == "controller" { "metrics" } else { "http" });
+    }
+    let cm = workload(&docs, "ConfigMap", "t-team-operator-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(cm["data"]["team-operator.json"].as_str().expect("dashboard")).expect("dashboard JSON");
+    assert!(json["panels"].as_array().is_some_and(|p| p.len() >= 5), "{json}");
 }
 
 /// The documents of `helm template` with `set`, as JSON values.
@@ -549,8 +591,10 @@ async fn people_with_edit_run_teams_and_people_with_view_watch_them() {
         .iter()
         .flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None)))
         .collect();
-    let read: Vec<Access> =
-        ["get", "list", "watch"].iter().flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None))).collect();
+    let read: Vec<Access> = ["get", "list", "watch"]
+        .iter()
+        .flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None)))
+        .collect();
     let alice = impersonating(&user("alice")).await;
     let bob = impersonating(&user("bob")).await;
     wait_until(Duration::from_secs(30), "the editor role aggregated into edit", || async {
@@ -558,10 +602,8 @@ async fn people_with_edit_run_teams_and_people_with_view_watch_them() {
     })
     .await;
     assert_access(&alice, "alice (edit)", true, &read).await;
-    wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async {
-        allowed(&bob, &read).await.iter().all(|a| *a)
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async { allowed(&bob, &read).await.iter().all(|a| *a) })
+        .await;
     assert_access(&bob, "bob (view)", false, &write).await;
     // Status stays the operator's, even for an editor.
     assert_access(&alice, "alice (edit)", false, &[("patch", "agentteams.dev", "members/status", &ns, None)]).await;

@@ -154,7 +154,8 @@ fn onto_the_node(team: &mut Value, proxy_env: &[(&str, String)]) {
 /// containerd (no registry can be reached); panics naming the missing ones.
 async fn assert_images_on_the_node(client: &kube::Client, team: &Value) {
     let node = real_node(client).await;
-    let present: Vec<String> = node.status.and_then(|s| s.images).unwrap_or_default().into_iter().flat_map(|i| i.names.unwrap_or_default()).collect();
+    let present: Vec<String> =
+        node.status.and_then(|s| s.images).unwrap_or_default().into_iter().flat_map(|i| i.names.unwrap_or_default()).collect();
     for agent in team["spec"]["agents"].as_array().expect("agents") {
         for c in agent["template"]["spec"]["containers"].as_array().expect("containers") {
             let image = c["image"].as_str().expect("image");
@@ -265,7 +266,12 @@ impl Finished {
         for m in self.members().await {
             let status = m.status.clone().unwrap_or_default();
             let name = m.agent_name().unwrap_or("?").to_owned();
-            logs += &format!("--- {name} ({}) exit {:?}\n{}\n", status.pod_name.as_deref().unwrap_or("-"), status.exit_code, self.log_of(&name).await);
+            logs += &format!(
+                "--- {name} ({}) exit {:?}\n{}\n",
+                status.pod_name.as_deref().unwrap_or("-"),
+                status.exit_code,
+                self.log_of(&name).await
+            );
         }
         std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
         format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display())

@@ -44,7 +44,7 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         let Some(agent_name) = m.agent_name() else { continue };
         match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
             Ok(()) => {
-                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "team_disbanded" }).inc();
+                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
             }
             Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
         }

@@ -292,7 +292,7 @@ async fn record_told(
     let sent = told.as_ref().is_some_and(|t| t.sent);
     let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
     if changed && sent {
-        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
+        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::AGENT_FAILURE).inc();
     }
     Ok(changed)
 }
