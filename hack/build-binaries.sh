@@ -15,13 +15,20 @@ trap 'rm -rf "$build_dir"' EXIT
 
 # go build run in a wrapper module, output into the cache only once it succeeded.
 # OUT (default $BIN_DIR) is the target directory, CGO (default 0) the CGO_ENABLED value.
+# `.<name>.args` beside each binary records its build arguments: a binary is built again when
+# they change (a binary cached before the stamps existed is taken as built with today's).
 build() { # <module dir> <output name> <package> [extra go build args…]
   local mod=$1 name=$2 pkg=$3 out=${OUT:-$BIN_DIR}; shift 3
-  if [[ -x $out/$name ]]; then return; fi
+  local stamp=$out/.$name.args args="$pkg $* CGO=${CGO:-0}"
+  if [[ -x $out/$name ]]; then
+    [[ -f $stamp ]] || echo "$args" >"$stamp"
+    [[ $(cat "$stamp") == "$args" ]] && return
+  fi
   log "building $name ($pkg) — first run on this machine only"
   local start=$SECONDS
   (cd "$HACK_DIR/go/$mod" && CGO_ENABLED=${CGO:-0} nice -n 10 go build -trimpath "$@" -o "$build_dir/$name" "$pkg")
   mv "$build_dir/$name" "$out/$name"
+  echo "$args" >"$stamp"
   log "built $name in $((SECONDS - start))s"
 }
 
@@ -40,8 +47,11 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
 done
 build etcd etcd go.etcd.io/etcd/server/v3 -ldflags "-s -w"
 build tools kwok sigs.k8s.io/kwok/cmd/kwok -ldflags "-s -w"
+# The Kubernetes version `helm template` assumes without a cluster (upstream sets it from its
+# client-go; unset, it is v1.20 and the chart's kubeVersion refuses it): the stack's.
 build tools helm helm.sh/helm/v3/cmd/helm \
-  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
 
 if ((NODE)); then
   for cmd in kubelet kube-proxy; do

@@ -85,6 +85,8 @@ fi
 kubectl -n "$RELEASE_NS" rollout restart deployment "$RELEASE-controller" "$RELEASE-gateway" >/dev/null
 kubectl -n "$RELEASE_NS" rollout status deployment "$RELEASE-controller" "$RELEASE-gateway" --timeout 180s >/dev/null
 kubectl -n "$RELEASE_NS" get pods -o wide
+say "helm test $RELEASE: a pod asks the gateway, through its Service and with its own token, for this namespace's teams"
+helm test "$RELEASE" -n "$RELEASE_NS" --timeout 120s | sed -n '/^TEST SUITE/,/^Phase/p' | tail -n 4
 leader=$(kubectl -n "$RELEASE_NS" get lease "$RELEASE-controller" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
 log "controller leader (Lease $RELEASE_NS/$RELEASE-controller): ${leader:-none yet}"
 

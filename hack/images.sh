@@ -20,6 +20,8 @@
 #                                                    glibc, bash, busybox tools, CA certificates,
 #                                                    uid 1000 (HOME /home/agent)
 #   claude   localhost/team-agent-claude:<version>   the same for @anthropic-ai/claude-code
+#   codex    localhost/team-agent-codex:<version>    the same for @openai/codex (its static musl
+#                                                    binary from the linux-x64 platform package)
 #   redis    localhost/team-operator/redis:dev       Debian's redis-server and redis-cli with their
 #                                                    shared libraries, uid 999 (the chart's)
 #   project  localhost/team-operator/team-operator:dev   the layout of /Dockerfile: team-operator
@@ -38,11 +40,12 @@ source "$HACK_DIR/node.sh"
 IMAGE_TAG=${IMAGE_TAG:-dev}
 IMAGES_DIR=$CACHE_DIR/images
 PROFILE_DIR=${TEAM_OPERATOR_PROFILE_DIR:-$CARGO_OUT/debug}
-ALL=(pause agent agent-root redis project opencode claude)
+ALL=(pause agent agent-root redis project opencode claude codex)
 # The agent runtimes' npm packages (hack/setup.sh installs them) and their binaries in them.
 NPM_ROOT=$(npm root -g 2>/dev/null || echo /usr/lib/node_modules)
-declare -A RUNTIME_PACKAGE=([opencode]=opencode-ai [claude]=@anthropic-ai/claude-code)
-declare -A RUNTIME_BINARY=([opencode]=bin/opencode.exe [claude]=bin/claude.exe)
+declare -A RUNTIME_PACKAGE=([opencode]=opencode-ai [claude]=@anthropic-ai/claude-code [codex]=@openai/codex)
+declare -A RUNTIME_BINARY=([opencode]=bin/opencode.exe [claude]=bin/claude.exe
+  [codex]=node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex)
 
 # The installed version of a runtime's package: the image's tag.
 runtime_version() { jq -r .version "$NPM_ROOT/${RUNTIME_PACKAGE[$1]}/package.json" 2>/dev/null || echo missing; }
@@ -54,7 +57,7 @@ image_name() {
     agent-root) echo "localhost/team-operator/agent-root:$IMAGE_TAG" ;;
     redis) echo "localhost/team-operator/redis:$IMAGE_TAG" ;;
     project) echo "localhost/team-operator/team-operator:$IMAGE_TAG" ;;
-    opencode | claude) echo "localhost/team-agent-$1:$(runtime_version "$1")" ;;
+    opencode | claude | codex) echo "localhost/team-agent-$1:$(runtime_version "$1")" ;;
     *) die "unknown image $1 (one of: ${ALL[*]})" ;;
   esac
 }
@@ -135,9 +138,10 @@ rootfs_agent-root() {
   rootfs_agent "$1" | jq -c '.User = "0:0"'
 }
 
-# An agent runtime's native binary from its npm package (both are single executables linked
-# against glibc) with its libraries, bash (both runtimes run their shell tools in it; Claude Code
-# refuses to start without a POSIX shell in SHELL) and busybox's tools, CA certificates, uid 1000.
+# An agent runtime's native binary from its npm package (single executables: opencode's and
+# Claude Code's linked against glibc, whose libraries come along; Codex's static musl) with bash
+# (the runtimes run their shell tools in it; Claude Code refuses to start without a POSIX shell in
+# SHELL) and busybox's tools, CA certificates, uid 1000.
 # Their outside traffic is switched off by `teamctl run` (see src/teamctl/run/).
 rootfs_runtime() { # <rootfs> <runtime>
   local root=$1 runtime=$2 bin
@@ -154,6 +158,7 @@ rootfs_runtime() { # <rootfs> <runtime>
 }
 rootfs_opencode() { rootfs_runtime "$1" opencode; }
 rootfs_claude() { rootfs_runtime "$1" claude; }
+rootfs_codex() { rootfs_runtime "$1" codex; }
 
 rootfs_redis() {
   local root=$1
@@ -227,7 +232,7 @@ inputs_of() {
     agent | agent-root) sha256sum "$HACK_DIR/images.sh" /bin/busybox "$REPO_DIR"/examples/agents/*.sh ;;
     redis) sha256sum "$HACK_DIR/images.sh" "$(readlink -f /usr/bin/redis-server)" /usr/bin/redis-cli ;;
     project) sha256sum "$HACK_DIR/images.sh" "$PROFILE_DIR/team-operator" "$PROFILE_DIR/teamctl" ;;
-    opencode | claude) sha256sum "$HACK_DIR/images.sh" /bin/bash /bin/busybox "$NPM_ROOT/${RUNTIME_PACKAGE[$1]}/package.json" ;;
+    opencode | claude | codex) sha256sum "$HACK_DIR/images.sh" /bin/bash /bin/busybox "$NPM_ROOT/${RUNTIME_PACKAGE[$1]}/package.json" ;;
   esac 2>/dev/null | sha256sum | cut -d' ' -f1
 }
 

@@ -25,7 +25,7 @@ PIP_PACKAGES=(mcp==2.3.0)
 # --- npm packages ---------------------------------------------------------------------------
 # Global npm packages, pinned as name@version (e.g. agent CLIs for the agent images). Add them
 # here; each is installed with `npm install -g` when `npm ls -g name` does not show that version.
-NPM_PACKAGES=(opencode-ai@1.18.33 @anthropic-ai/claude-code@2.1.328)  # teamctl run's runtimes (tests/loop.rs)
+NPM_PACKAGES=(opencode-ai@1.18.33 @anthropic-ai/claude-code@2.1.328 @openai/codex@0.171.0)  # teamctl run's runtimes (tests/loop.rs)
 # --- end npm packages -----------------------------------------------------------------------
 
 sudo=""

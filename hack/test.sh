@@ -37,9 +37,9 @@ rc=0
 if ((NODE)); then
   # The project image for the real node, from the same static debug build `cargo test` then
   # reuses (one build of the crate; hack/lib.sh sets the target and crt-static), and the agent
-  # runtimes' images (tests/loop.rs runs opencode and Claude Code in real containers).
+  # runtimes' images (tests/loop.rs runs opencode, Claude Code and Codex in real containers).
   cargo build --bins
-  "$HACK_DIR/images.sh" project opencode claude
+  "$HACK_DIR/images.sh" project opencode claude codex
 fi
 cargo test --lib --bins --tests -- --test-threads=4 || rc=$?
 

@@ -126,6 +126,16 @@ impl Bus {
         Ok(Bus { conn, blocking: Arc::new(BlockingPool::new(connector)), cfg: Arc::new(cfg) })
     }
 
+    /// Whether Redis answers a PING within a second (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.conn();
+        match tokio::time::timeout(std::time::Duration::from_secs(1), redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("redis: {e}")),
+            Err(_) => Err("redis: no answer to PING within 1 s".into()),
+        }
+    }
+
     /// Agent memory over the same connection.
     pub fn memory(&self) -> Memory {
         Memory::new(self.conn.clone())

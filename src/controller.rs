@@ -13,6 +13,7 @@ pub mod member;
 pub mod member_status;
 pub mod pod;
 pub mod pod_refusal;
+pub mod readiness;
 pub mod shared;
 pub mod team;
 pub mod team_task;
@@ -38,6 +39,7 @@ use crate::bus::Bus;
 use crate::config::{ControllerArgs, ControllerConfig};
 use crate::metrics::{ErrorLabel, KindLabel, Metrics};
 use context::Context;
+use readiness::Readiness;
 use shared::shared;
 
 /// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
@@ -45,19 +47,22 @@ pub const MANAGER: &str = "team-operator";
 
 /// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
 /// only while this process holds the Lease.
-pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     match args.lease() {
-        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics)).await,
-        None => reconcile_all(client, args, metrics).await,
+        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics, readiness)).await,
+        None => reconcile_all(client, args, metrics, readiness).await,
     }
 }
 
 /// Starts the watches, the reconcilers and the admission task.
-async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> anyhow::Result<()> {
+    let _leading = readiness.lead();
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(args.bus.bus_config()).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
+    // The kinds `timed` labels the reconcilers with below.
+    metrics.zero_controller_series(&["Team", "Member", "TeamTask"], &Error::CATEGORIES);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
@@ -142,6 +147,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
             return warn!("a watch ended before its store listed; nothing was reconciled");
         }
         info!(max_agents = args.max_agents, "caches synced; reconciling");
+        readiness.synced();
         tokio::select! {
             () = admit => warn!("admission ended"),
             () = async { tokio::join!(team_ctl, member_ctl, task_ctl); } => info!("controllers shut down"),

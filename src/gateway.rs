@@ -111,6 +111,7 @@ impl GatewayState {
         let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
         let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members);
+        metrics.zero_gateway_series(&tools::Tool::ALL.map(tools::Tool::as_str));
         GatewayState { client, bus, auth, metrics, settings, teams, watches: [team_watch, member_watch] }
     }
 }
@@ -216,9 +217,18 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .with_state(state.clone());
     api.merge(mcp_routes)
-        .merge(crate::health::router(state.metrics.clone()))
+        .merge(crate::health::router(state.metrics.clone(), ready_check(&state)))
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET /v1/tools, POST /v1/tools/{tool} and /mcp") })
         .method_not_allowed_fallback(|| async { ApiError::new("method_not_allowed", "method not allowed on this endpoint") })
+}
+
+/// The gateway is ready while its Redis answers: every tool needs it.
+fn ready_check(state: &Arc<GatewayState>) -> crate::health::ReadyCheck {
+    let bus = state.bus.clone();
+    Arc::new(move || {
+        let bus = bus.clone();
+        Box::pin(async move { bus.ping().await })
+    })
 }
 
 /// Authenticates an MCP request and hands the caller to the MCP handler; 401 without a token.

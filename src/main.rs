@@ -47,9 +47,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Controller(args) => {
             telemetry::init(cli.log_format);
             let metrics = Arc::new(Metrics::default());
-            let server = team_operator::health::serve(args.metrics_addr, metrics.clone());
+            let bus = args.bus.bus_config();
+            let readiness = team_operator::controller::readiness::Readiness::new(bus, metrics.clone());
+            let server = team_operator::health::serve(args.metrics_addr, metrics.clone(), readiness.check());
             tokio::select! {
-                r = team_operator::controller::run(args, metrics) => r,
+                r = team_operator::controller::run(args, metrics, readiness) => r,
                 r = server => r,
             }
         }

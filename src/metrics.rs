@@ -33,6 +33,24 @@ pub struct NoticeLabel {
     pub notice: &'static str,
 }
 
+impl NoticeLabel {
+    pub const AGENT_FAILURE: NoticeLabel = NoticeLabel { notice: "agent_failure" };
+    pub const TEAM_DISBANDED: NoticeLabel = NoticeLabel { notice: "team_disbanded" };
+    pub const ALL: [NoticeLabel; 2] = [Self::AGENT_FAILURE, Self::TEAM_DISBANDED];
+}
+
+/// Label of gateway request durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabel {
+    pub tool: &'static str,
+}
+
+/// Label of the build information gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    pub version: &'static str,
+}
+
 /// Label of gateway requests.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
@@ -53,7 +71,10 @@ pub struct Metrics {
     pub notices: Family<NoticeLabel, Counter>,
     pub messages_sent: Counter,
     pub gateway_requests: Family<RequestLabel, Counter>,
+    pub gateway_request_duration: Family<ToolLabel, Histogram>,
     pub gateway_waits: Gauge,
+    /// 1 while this controller holds the Lease (or runs without leader election), else 0.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -71,6 +92,19 @@ impl Default for Metrics {
         let messages_sent = Counter::default();
         let gateway_requests = Family::<RequestLabel, Counter>::default();
         let gateway_waits = Gauge::default();
+        // 1 ms to ~65 s: tool calls take milliseconds, a wait_messages up to its bound.
+        let gateway_request_duration =
+            Family::<ToolLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
+        let leader = Gauge::default();
+        let build_info = Family::<BuildLabel, Gauge>::default();
+        build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "The running version (always 1)", build_info);
+        registry.register("leader", "1 while this controller holds the Lease and reconciles, else 0", leader.clone());
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Duration of gateway tool calls (a wait_messages blocks until a message or its bound), per tool",
+            gateway_request_duration.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, per kind and error category", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Duration of reconciles, per kind", reconcile_duration.clone());
@@ -98,7 +132,9 @@ impl Default for Metrics {
             notices,
             messages_sent,
             gateway_requests,
+            gateway_request_duration,
             gateway_waits,
+            leader,
         }
     }
 }
@@ -120,8 +156,35 @@ impl Drop for InProgress {
     }
 }
 
+/// The content type of [`Metrics::encode`]: prometheus-client writes OpenMetrics text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 impl Metrics {
-    /// The Prometheus text exposition of every metric.
+    /// Creates the series of the controller at zero: every reconcile kind with every error
+    /// category, every notice. A family without a series is not exposed at all, and a query
+    /// (`rate(…)`, a dashboard panel, an alert) should see 0 before the first error, not nothing.
+    pub fn zero_controller_series(&self, kinds: &[&'static str], categories: &[&'static str]) {
+        for &kind in kinds {
+            let _ = self.reconciles.get_or_create(&KindLabel { kind });
+            let _ = self.reconcile_duration.get_or_create(&KindLabel { kind });
+            for &category in categories {
+                let _ = self.reconcile_errors.get_or_create(&ErrorLabel { kind, category });
+            }
+        }
+        for notice in &NoticeLabel::ALL {
+            let _ = self.notices.get_or_create(notice);
+        }
+    }
+
+    /// Likewise for the gateway: every tool's duration and its successful calls.
+    pub fn zero_gateway_series(&self, tools: &[&'static str]) {
+        for &tool in tools {
+            let _ = self.gateway_request_duration.get_or_create(&ToolLabel { tool });
+            let _ = self.gateway_requests.get_or_create(&RequestLabel { tool, code: "ok" });
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric (ends with `# EOF`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -200,7 +200,9 @@ fn helm_lint_is_clean() {
             "controller.replicas=1",
             "gateway.podDisruptionBudget.enabled=false",
             "networkPolicy.enabled=false",
+            "userRoles.aggregate=false",
         ],
+        vec!["redis.server=valkey", "nameOverride=agents", "controller.priorityClassName=system-cluster-critical"],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         for s in &set {
@@ -227,6 +229,9 @@ fn bad_values_are_refused_naming_the_key() {
         ("messages.sendBurst=0", "/messages/sendBurst"),
         ("messages.inboxMaxByte=1", "inboxMaxByte"),
         ("controller.startDeadlineSeconds=0", "/controller/startDeadlineSeconds"),
+        ("redis.server=keydb", "/redis/server"),
+        ("image.digest=latest", "/image/digest"),
+        ("gateway.podLabel.a=b", "podLabel"),
     ] {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         let msg = text(&out);
@@ -234,6 +239,97 @@ fn bad_values_are_refused_naming_the_key() {
         assert!(msg.contains("values don't meet the specifications of the schema"), "--set {set}: not refused by the schema:\n{msg}");
         assert!(msg.contains(key), "--set {set}: the refusal does not name {key}:\n{msg}");
     }
+}
+
+#[test]
+fn kubernetes_before_1_30_is_refused() {
+    let out = run("helm", &["template", "t", CHART, "--kube-version", "1.29.9"], None);
+    assert!(!out.status.success(), "rendered for Kubernetes 1.29");
+    assert!(text(&out).contains("chart requires kubeVersion: >=1.30.0-0"), "{}", text(&out));
+    run("helm", &["template", "t", CHART, "--kube-version", "1.30.4-eks-1234"], None)
+        .status
+        .success()
+        .then_some(())
+        .expect("1.30 vendor build refused");
+}
+
+/// The workload `kind`/`name` in `docs`.
+fn workload<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+#[test]
+fn names_pod_labels_placement_and_images_follow_the_values() {
+    // Defaults: <release>-team-operator, the pinned Redis, replicas spread over nodes.
+    let docs = rendered(&[]);
+    let gw = workload(&docs, "Deployment", "t-team-operator-gateway");
+    let spread = &gw["spec"]["template"]["spec"]["topologySpreadConstraints"][0];
+    assert_eq!(
+        (spread["topologyKey"].as_str(), spread["whenUnsatisfiable"].as_str()),
+        (Some("kubernetes.io/hostname"), Some("ScheduleAnyway"))
+    );
+    assert_eq!(spread["labelSelector"]["matchLabels"]["app.kubernetes.io/component"], "gateway");
+    assert_eq!(container(&docs, "StatefulSet", "t-team-operator-redis")["image"], "docker.io/library/redis:7.4.6");
+    assert_eq!(container(&docs, "StatefulSet", "t-team-operator-redis")["command"][0], "redis-server");
+
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let docs = rendered(&[
+        "fullnameOverride=agents",
+        "controller.podLabels.cost-center=ml",
+        "controller.priorityClassName=system-cluster-critical",
+        &format!("image.digest={digest}"),
+        "redis.server=valkey",
+    ]);
+    let controller = workload(&docs, "Deployment", "agents-controller");
+    let pod = &controller["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["cost-center"], "ml");
+    assert!(controller["spec"]["selector"]["matchLabels"].get("cost-center").is_none(), "pod labels must stay out of the selector");
+    assert_eq!(pod["spec"]["priorityClassName"], "system-cluster-critical");
+    let image = format!("ghcr.io/agentteams/team-operator@{digest}");
+    assert_eq!(pod["spec"]["containers"][0]["image"], image.as_str());
+    let redis = container(&docs, "StatefulSet", "agents-redis");
+    assert_eq!(redis["image"], "docker.io/valkey/valkey:8.1.4");
+    assert_eq!(redis["command"][0], "valkey-server");
+    assert_eq!(redis["readinessProbe"]["exec"]["command"][0], "valkey-cli");
+
+    let docs = rendered(&["nameOverride=agents"]);
+    let gw = workload(&docs, "Deployment", "t-agents-gateway");
+    assert_eq!(gw["metadata"]["labels"]["app.kubernetes.io/name"], "agents");
+}
+
+#[test]
+fn monitors_and_the_dashboard_render_when_enabled() {
+    let kinds = |docs: &[serde_json::Value]| -> Vec<String> {
+        docs.iter().map(|d| format!("{}/{}", d["kind"].as_str().unwrap_or("?"), d["metadata"]["name"].as_str().unwrap_or("?"))).collect()
+    };
+    // By default: the controller's metrics Service, no monitor (their CRDs may not exist).
+    let docs = rendered(&[]);
+    let names = kinds(&docs);
+    assert!(names.contains(&"Service/t-team-operator-controller-metrics".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("ServiceMonitor/") || n.starts_with("PodMonitor/")), "{names:?}");
+    let svc = workload(&docs, "Service", "t-team-operator-controller-metrics");
+    assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/component"], "controller");
+
+    let docs = rendered(&[
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prom",
+        "metrics.podMonitor.enabled=true",
+        "metrics.dashboard.enabled=true",
+    ]);
+    for component in ["controller", "gateway"] {
+        let name = format!("t-team-operator-{component}");
+        let sm = workload(&docs, "ServiceMonitor", &name);
+        assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+        assert_eq!(sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], component);
+        assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+        let pm = workload(&docs, "PodMonitor", &name);
+        assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], if component == "controller" { "metrics" } else { "http" });
+    }
+    let cm = workload(&docs, "ConfigMap", "t-team-operator-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(cm["data"]["team-operator.json"].as_str().expect("dashboard")).expect("dashboard JSON");
+    assert!(json["panels"].as_array().is_some_and(|p| p.len() >= 5), "{json}");
 }
 
 /// The documents of `helm template` with `set`, as JSON values.
@@ -370,7 +466,9 @@ async fn rendered_chart_passes_server_dry_run_under_restricted_pod_security() {
         vec!["watchNamespace=NS", "redis.bundled=false", "redis.existingSecret=r", "gateway.service.type=NodePort"],
     ] {
         let set: Vec<String> = set.iter().map(|s| s.replace("NS", ns.name())).collect();
-        let mut args = vec!["template", "dry", CHART, "--namespace", ns.name()];
+        // Without the `helm test` hook: its pod names a ServiceAccount the dry run never creates
+        // (it runs for real in tests/demo.rs).
+        let mut args = vec!["template", "dry", CHART, "--namespace", ns.name(), "--skip-tests"];
         for s in &set {
             args.extend(["--set", s]);
         }
@@ -445,6 +543,74 @@ async fn helm_install_deploys_the_release() {
     r.uninstall().await;
 }
 
+/// Whether `user` may do each of `checks` (SelfSubjectAccessReview as that user).
+async fn allowed(client: &Client, checks: &[Access<'_>]) -> Vec<bool> {
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let mut answers = Vec::new();
+    for (verb, group, resource, namespace, _) in checks {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.to_string()),
+                    group: Some(group.to_string()),
+                    resource: Some(resource.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let done = api.create(&PostParams::default(), &review).await.expect("SelfSubjectAccessReview");
+        answers.push(done.status.is_some_and(|s| s.allowed));
+    }
+    answers
+}
+
+/// People get teams through Kubernetes' own roles: the chart's editor and viewer ClusterRoles
+/// are aggregated (by kube-controller-manager's clusterrole-aggregation controller) into `edit`
+/// and `view`, so a RoleBinding to those is all a namespace admin writes.
+#[tokio::test]
+async fn people_with_edit_run_teams_and_people_with_view_watch_them() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let r = Release::install(&s.client, "chart-users", &[]).await;
+    let teams_ns = TestNamespace::labelled(&s.client, "chart-users-teams", &[(OWN_RELEASE_LABEL, "true")]).await;
+    let ns = teams_ns.name().to_owned();
+    let user = |u: &str| format!("user-{u}-{}", &ns[ns.len() - 8..]);
+    for (who, role) in [("alice", "edit"), ("bob", "view")] {
+        let binding: RoleBinding = serde_json::from_value(json!({
+            "metadata": { "name": format!("{who}-{role}") },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+            "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user(who) }],
+        }))
+        .expect("RoleBinding");
+        teams_ns.api::<RoleBinding>().create(&PostParams::default(), &binding).await.expect("create RoleBinding");
+    }
+    let write: Vec<Access> = ["create", "patch", "delete"]
+        .iter()
+        .flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None)))
+        .collect();
+    let read: Vec<Access> = ["get", "list", "watch"]
+        .iter()
+        .flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None)))
+        .collect();
+    let alice = impersonating(&user("alice")).await;
+    let bob = impersonating(&user("bob")).await;
+    wait_until(Duration::from_secs(30), "the editor role aggregated into edit", || async {
+        allowed(&alice, &write).await.iter().all(|a| *a)
+    })
+    .await;
+    assert_access(&alice, "alice (edit)", true, &read).await;
+    wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async { allowed(&bob, &read).await.iter().all(|a| *a) })
+        .await;
+    assert_access(&bob, "bob (view)", false, &write).await;
+    // Status stays the operator's, even for an editor.
+    assert_access(&alice, "alice (edit)", false, &[("patch", "agentteams.dev", "members/status", &ns, None)]).await;
+    teams_ns.cleanup().await;
+    r.uninstall().await;
+}
+
 #[tokio::test]
 async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
     let s = stack().await;
@@ -474,6 +640,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
             ("patch", g, "members/status", &tns, None),
             ("list", g, "teamtasks", "", None),
             ("watch", g, "teamtasks", "", None),
+            ("patch", g, "teamtasks", &tns, None),
             ("patch", g, "teamtasks/status", &tns, None),
             ("list", "", "pods", "", None),
             ("watch", "", "pods", "", None),
@@ -499,7 +666,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
             ("update", g, "teams", &tns, None),
             ("delete", g, "members", &tns, None),
             ("create", g, "teamtasks", &tns, None),
-            ("patch", g, "teamtasks", &tns, None),
+            ("update", g, "teamtasks", &tns, None),
             ("update", "", "pods", &tns, None),
             ("create", "", "pods/exec", &tns, None),
             ("get", "", "secrets", &tns, None),

@@ -24,6 +24,8 @@ fn make_demo_runs_the_spec_review_team_in_real_containers() {
     // The kernel's OOM kill, as the kubelet reported it, and the lead's notice of it.
     assert!(out.contains("member performance: Failed (exit 137, OOMKilled)"), "{out}");
     assert!(out.contains("[AGENT FAILURE] @performance failed: OOMKilled (exit code 137)"), "the lead's log lacks the notice:\n{out}");
+    // `helm test`: the chart's test pod reached the gateway through its Service on the node.
+    assert!(out.contains("TEST SUITE:     team-operator-test") && out.contains("Phase:          Succeeded"), "helm test:\n{out}");
     // Every member ran on the real node, and the controller ran with leader election.
     assert!(out.contains("team-operator-node"), "{out}");
     assert!(out.contains("controller leader (Lease team-operator/team-operator-controller): team-operator-controller-"), "{out}");

@@ -1,6 +1,6 @@
 //! The member loop end to end with real agent runtimes: examples/agents/opencode-team.yaml (a lead
-//! and a reviewer running opencode, a critic running Claude Code, all under `teamctl run`) on the
-//! local stack, against a scripted model server on loopback.
+//! and a reviewer running opencode, a critic running Claude Code, all under `teamctl run`),
+//! claude-team.yaml and codex-team.yaml on the local stack, against a scripted model server.
 //!
 //! The lead spawns both specialists through MCP; each calls team_task and send_message("lead");
 //! their findings reach the lead as injected turns of its opencode session; the specialists
@@ -10,11 +10,11 @@
 //! transcript, to `$CARGO_TARGET_TMPDIR/loop/transcript.txt`).
 //!
 //! Every member is a real container on the stack's real node: the runtimes' images
-//! (hack/images.sh `opencode`, `claude`: the npm packages' binaries), `teamctl` copied in by the
-//! operator's init container from the project image, the pod's projected token. The gateway, the
-//! model server and a refusing proxy run in the test on the node's own address (10.244.0.1),
-//! the only place a member pod can reach besides the cluster's Services; every runtime gets
-//! HTTP(S)_PROXY pointing at the proxy, which must see no request.
+//! (hack/images.sh `opencode`, `claude`, `codex`: the npm packages' binaries), `teamctl` copied
+//! in by the operator's init container from the project image, the pod's projected token. The
+//! gateway, the model server and a refusing proxy run in the test on the node's own address
+//! (10.244.0.1), the only place a member pod can reach besides the cluster's Services; every
+//! runtime gets HTTP(S)_PROXY pointing at the proxy, which must see no request.
 #[path = "fixtures/gateway.rs"]
 mod fixture;
 mod support;
@@ -41,6 +41,8 @@ const CRITIC_PROMPT: &str = "You are the error-message critic";
 const REVIEWER_FINDING: &str = "GET /v1/teams has no pagination";
 const CRITIC_FINDING: &str = "errors name the field but not the value given";
 const SEEDED_MEMORY: &str = "Earlier run: the API had no tests for pagination.";
+const CODEX_LEAD_PROMPT: &str = "You lead a Codex review team";
+const FOLLOW_UP: &str = "FOLLOW-UP: which endpoint should be fixed first?";
 
 /// The `FINDING …` lines of the user messages: what the specialists reported.
 fn findings(c: &Conversation) -> Vec<String> {
@@ -125,6 +127,65 @@ fn brain(c: &Conversation) -> (String, Reply) {
     ("(other)".into(), Reply::text("ok"))
 }
 
+/// The Codex team's lead: spawn the reviewer and end the turn; when its finding comes in, ask it
+/// a follow-up question; when the answer comes in, save both to memory.
+fn codex_lead(c: &Conversation) -> Reply {
+    match c.last() {
+        Some(Item::Result { name, .. }) if tool_is(name, "agent_memory") => {
+            return Reply::text("Summary saved to memory; the review is done.");
+        }
+        Some(Item::Result { name, .. }) if tool_is(name, "send_message") => {
+            return Reply::text("Asked a follow-up; waiting for the answer.");
+        }
+        Some(Item::Result { name, .. }) if tool_is(name, "spawn_member") => {
+            return Reply::text("Started the reviewer; waiting for its finding.");
+        }
+        _ => {}
+    }
+    if c.calls("spawn_member").is_empty() {
+        let prompt = format!("{REVIEWER_PROMPT}. Review the API: record it on the task board, then report to the lead.");
+        return Reply::call("spawn_member", json!({ "agent": "reviewer", "prompt": prompt }));
+    }
+    let said = |head: &str| c.user_texts().flat_map(str::lines).find(|l| l.starts_with(head)).map(str::to_owned);
+    match (said("FINDING reviewer"), said("ANSWER reviewer")) {
+        (Some(finding), Some(answer)) if c.calls("agent_memory").is_empty() => {
+            Reply::call("agent_memory", json!({ "action": "write", "text": format!("Review summary: {finding} | {answer}") }))
+        }
+        (Some(_), None) if c.calls("send_message").is_empty() => {
+            // To the member the spawn result names.
+            let to = c.results("spawn_member").first().and_then(|r| task_name(r)).unwrap_or_else(|| "reviewer".into());
+            Reply::call("send_message", json!({ "to": to, "body": FOLLOW_UP }))
+        }
+        _ => Reply::text("Waiting."),
+    }
+}
+
+/// The Codex team's reviewer: turn 1 as every specialist's; a follow-up question is answered
+/// from what its thread holds, the task it created in turn 1 (none if the thread were new).
+fn codex_reviewer(c: &Conversation) -> Reply {
+    if !c.user_says("FOLLOW-UP") {
+        return specialist(c, "reviewer", REVIEWER_FINDING);
+    }
+    if c.calls("send_message").len() == 1 {
+        let body = match c.results("team_task").first().and_then(|r| task_name(r)) {
+            Some(task) => format!("ANSWER reviewer: fix GET /v1/teams first (task {task})"),
+            None => "ANSWER reviewer: this thread has no earlier turn".to_owned(),
+        };
+        return Reply::call("send_message", json!({ "to": "lead", "body": body }));
+    }
+    Reply::text("Answered the follow-up.")
+}
+
+fn codex_brain(c: &Conversation) -> (String, Reply) {
+    if c.user_says(CODEX_LEAD_PROMPT) {
+        return ("lead".into(), codex_lead(c));
+    }
+    if c.user_says(REVIEWER_PROMPT) {
+        return ("reviewer".into(), codex_reviewer(c));
+    }
+    ("(other)".into(), Reply::text("ok"))
+}
+
 /// The documents of an example manifest.
 fn example(file: &str) -> Vec<Value> {
     let path = format!("{}/examples/agents/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -154,13 +215,14 @@ fn onto_the_node(team: &mut Value, proxy_env: &[(&str, String)]) {
 /// containerd (no registry can be reached); panics naming the missing ones.
 async fn assert_images_on_the_node(client: &kube::Client, team: &Value) {
     let node = real_node(client).await;
-    let present: Vec<String> = node.status.and_then(|s| s.images).unwrap_or_default().into_iter().flat_map(|i| i.names.unwrap_or_default()).collect();
+    let present: Vec<String> =
+        node.status.and_then(|s| s.images).unwrap_or_default().into_iter().flat_map(|i| i.names.unwrap_or_default()).collect();
     for agent in team["spec"]["agents"].as_array().expect("agents") {
         for c in agent["template"]["spec"]["containers"].as_array().expect("containers") {
             let image = c["image"].as_str().expect("image");
             assert!(
                 present.iter().any(|p| p == image || p.ends_with(&format!("/{image}"))),
-                "image {image} is not on the real node: run `hack/images.sh opencode claude` (make test does)"
+                "image {image} is not on the real node: run `hack/images.sh opencode claude codex` (make test does)"
             );
         }
     }
@@ -185,9 +247,15 @@ struct Finished {
 }
 
 /// Applies `file` (its ConfigMaps and Team, onto the real node, with `member_timeout` when given)
-/// with the lead's agent type `lead_agent` remembering [`SEEDED_MEMORY`], and waits until the
-/// team disbands.
-async fn run_example(file: &str, prefix: &str, lead_agent: &str, member_timeout: Option<i64>) -> Finished {
+/// with the lead's agent type `lead_agent` remembering [`SEEDED_MEMORY`] and `brain` as the
+/// model, and waits until the team disbands.
+async fn run_example(
+    file: &str,
+    prefix: &str,
+    lead_agent: &str,
+    member_timeout: Option<i64>,
+    brain: fn(&Conversation) -> (String, Reply),
+) -> Finished {
     let s = stack().await;
     install_crds(&s.client).await;
     let ns = TestNamespace::new(&s.client, prefix).await;
@@ -265,7 +333,12 @@ impl Finished {
         for m in self.members().await {
             let status = m.status.clone().unwrap_or_default();
             let name = m.agent_name().unwrap_or("?").to_owned();
-            logs += &format!("--- {name} ({}) exit {:?}\n{}\n", status.pod_name.as_deref().unwrap_or("-"), status.exit_code, self.log_of(&name).await);
+            logs += &format!(
+                "--- {name} ({}) exit {:?}\n{}\n",
+                status.pod_name.as_deref().unwrap_or("-"),
+                status.exit_code,
+                self.log_of(&name).await
+            );
         }
         std::fs::write(dir.join("agents.log"), &logs).expect("agent logs");
         format!("transcript:\n{transcript}\nagent logs in {}", dir.join("agents.log").display())
@@ -304,7 +377,7 @@ impl Finished {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
-    let run = run_example("opencode-team.yaml", "loop", "planner", None).await;
+    let run = run_example("opencode-team.yaml", "loop", "planner", None, brain).await;
     let Finished { ref model, ref team, ref memory_key, ref gw, ref ns, .. } = run;
     let context = run.record("loop").await;
 
@@ -371,7 +444,7 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
 async fn a_claude_code_team_runs_the_loop_to_disband() {
     // memberTimeoutSeconds 30 instead of the example's 60, to keep the test short (the lead's
     // wait for the first finding is bounded by it too).
-    let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(30)).await;
+    let run = run_example("claude-team.yaml", "loop-claude", "lead", Some(30), brain).await;
     let context = run.record("loop-claude").await;
     let members = run.members().await;
     for name in ["lead", "reviewer", "reviewer-2"] {
@@ -395,6 +468,71 @@ async fn a_claude_code_team_runs_the_loop_to_disband() {
         assert_eq!(run.calls_of(who), ["mcp__team__team_task", "mcp__team__team_task", "mcp__team__send_message"], "{context}");
     }
     assert_eq!(run.calls_of("planner")[..2], ["mcp__team__spawn_member", "mcp__team__spawn_member"], "{context}");
+    run.assert_offline();
+    run.cleanup().await;
+}
+
+/// The Codex team (examples/agents/codex-team.yaml): the lead and its reviewer run `codex exec`;
+/// the reviewer's finding comes into the lead's thread through `codex exec resume`, and so does
+/// the lead's follow-up question into the reviewer's, which answers from its first turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_codex_team_runs_the_loop_to_disband() {
+    let run = run_example("codex-team.yaml", "loop-codex", "lead", None, codex_brain).await;
+    let context = run.record("loop-codex").await;
+    let members = run.members().await;
+    assert_eq!(members.len(), 2, "{context}");
+    for (name, quiet) in [("lead", 45), ("reviewer", 20)] {
+        assert_eq!(phase_of(&members, name), (Some(MemberPhase::Completed), Some(0)), "member {name}\n{context}");
+        let log = run.log_of(name).await;
+        assert!(log.contains(&format!("no message for {quiet}s: done")), "{name} did not finish quiet:\n{log}");
+    }
+
+    // The reviewer's task, completed with its finding; the lead's memory holds the finding and
+    // the answer to its follow-up, which names that task.
+    let tasks = run.ns.api::<TeamTask>().list(&ListParams::default()).await.expect("tasks").items;
+    let task = tasks
+        .iter()
+        .find(|t| t.status.as_ref().and_then(|s| s.result.as_deref()) == Some(REVIEWER_FINDING))
+        .unwrap_or_else(|| panic!("no task completed with the finding\n{context}"));
+    assert_eq!(task.status.as_ref().and_then(|s| s.state), Some(TaskState::Completed));
+    let answer = format!("ANSWER reviewer: fix GET /v1/teams first (task {})", task.name_any());
+    let memory = run.gw.bus.memory().read(&run.memory_key).await.expect("memory").unwrap_or_default();
+    assert!(memory.contains(REVIEWER_FINDING) && memory.contains(&answer), "memory: {memory:?}\n{context}");
+
+    // Every request was Codex's: the Responses API, streamed; the team tools under Codex's names.
+    let turns = run.model.turns();
+    assert!(turns.iter().all(|t| t.api == Wire::Responses && t.path == "/v1/responses" && t.stream), "{context}");
+    let mcp = |tool: &str| format!("mcp__team__{tool}");
+    let (task_call, send) = (mcp("team_task"), mcp("send_message"));
+    assert_eq!(run.calls_of("reviewer"), [&task_call, &task_call, &send, &send].map(String::clone), "{context}");
+    assert_eq!(run.calls_of("lead"), [mcp("spawn_member"), send.clone(), mcp("agent_memory")], "{context}");
+
+    // The lead's turns 2 and 3 and the reviewer's turn 2 continued their threads: each request
+    // carried the earlier turns' items, and each pod's Codex reported one thread throughout.
+    let by = |who: &str| -> Vec<_> { turns.iter().filter(|t| t.who == who).collect() };
+    let (lead, reviewer) = (by("lead"), by("reviewer"));
+    assert!(lead.first().is_some_and(|t| t.saw.contains(SEEDED_MEMORY) && t.saw.contains(CODEX_LEAD_PROMPT)), "{context}");
+    for (turns, news) in [(&lead, "FINDING reviewer"), (&lead, "ANSWER reviewer"), (&reviewer, FOLLOW_UP)] {
+        let first = turns.first().map_or(0, |t| t.items);
+        let injected = turns.iter().find(|t| t.saw.contains("new message") && t.saw.contains(news));
+        let injected = injected.unwrap_or_else(|| panic!("no turn brought {news:?}\n{context}"));
+        assert!(injected.items > first + 2, "{news:?} came into a new thread, not the resumed one\n{context}");
+    }
+    let answered = reviewer.iter().flat_map(|t| &t.reply.calls).filter_map(|(_, a)| a["body"].as_str()).any(|b| b == answer);
+    assert!(answered, "the reviewer's answer does not name its first turn's task {}\n{context}", task.name_any());
+    for name in ["lead", "reviewer"] {
+        let log = run.log_of(name).await;
+        // One `thread.started` per turn (codex exec prints it on resume too), one id.
+        let mut threads: Vec<String> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["type"] == "thread.started")
+            .filter_map(|v| v["thread_id"].as_str().map(str::to_owned))
+            .collect();
+        let turns = threads.len();
+        threads.dedup();
+        assert!(turns >= 2 && threads.len() == 1, "{name}: {turns} turns in threads {threads:?}\n{log}");
+    }
     run.assert_offline();
     run.cleanup().await;
 }

@@ -57,6 +57,12 @@ fn status(m: &Member) -> (MemberPhase, &str, &str) {
     (m.phase(), s.and_then(|s| s.reason.as_deref()).unwrap_or(""), s.and_then(|s| s.message.as_deref()).unwrap_or(""))
 }
 
+/// Status and reason of the member's condition `type_`.
+fn condition<'a>(m: &'a Member, type_: &str) -> Option<(&'a str, &'a str)> {
+    let c = m.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.as_str(), c.reason.as_str()))
+}
+
 /// Asserts the Failed member's status records that `lead` was told.
 fn assert_lead_notified(m: &Member) {
     let conditions = m.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
@@ -82,8 +88,9 @@ async fn an_image_that_cannot_be_pulled_shows_while_starting_then_fails_frees_th
         m.phase() == MemberPhase::Starting && pulling(m)
     })
     .await;
-    let (_, _, message) = status(&starting);
+    let (_, waiting, message) = status(&starting);
     assert!(message.contains("container agent is waiting") && message.contains(MISSING_IMAGE), "{}", describe(&starting));
+    assert_eq!(condition(&starting, "Ready"), Some(("False", waiting)), "Ready says why it is not: {}", describe(&starting));
 
     // maxAgents 1: the next member waits for the slot the unpullable pod holds.
     create_member(&ns, "pull", "next", "worker").await;
@@ -93,6 +100,7 @@ async fn an_image_that_cannot_be_pulled_shows_while_starting_then_fails_frees_th
     let (_, reason, message) = status(&failed);
     assert!(message.contains(&format!("did not start within {START_DEADLINE}s")) && message.contains(MISSING_IMAGE), "{message}");
     assert_lead_notified(&failed);
+    assert_eq!(condition(&failed, "Failed"), Some(("True", reason)), "{}", describe(&failed));
     let notice = failure_notice(ns.name(), "pull", &lead, "broken").await;
     assert!(notice.contains(reason), "{notice}");
     wait_pod_removed(&ns, &failed).await;

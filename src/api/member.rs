@@ -8,8 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A member of a Team: an agent of one of the team's agent types with a prompt, run in its own
-/// pod once a slot is free. The operator gives it a team-unique name in `status.name`.
+/// Desired state of a Member: its team, agent type and prompt, and additions to its pod.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
     group = "agentteams.dev",
     version = "v1alpha1",
     kind = "Member",
+    doc = "A member of a Team: an agent of one of the team's agent types with a prompt, run in its own pod once a slot is free. The operator gives it a team-unique name in status.name; status.phase and status.conditions (Ready, Complete, Failed) follow its pod.",
     namespaced,
     status = "MemberStatus",
     shortname = "mbr",
@@ -119,7 +119,10 @@ pub struct MemberStatus {
     /// When the member reached Completed, Failed or Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// Latest observations.
+    /// Latest observations, each with the member's reason and message. Ready: its pod runs
+    /// (Active or Idle). Complete: its pod succeeded (`kubectl wait --for=condition=Complete
+    /// member/<name>`). Failed: it failed or was cancelled. LeadNotified: the lead was told of
+    /// its failure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 /// Default for `spec.memberTimeoutSeconds`: how long a member's wait for messages blocks.
 pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
 
-/// A team of AI agents: one lead that orchestrates, and members (specialists) that each run in
-/// their own pod, at most `maxAgents` at a time.
+/// Desired state of a Team: its concurrency cap, its lead and the agent types its members can be.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -18,11 +17,14 @@ pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
     group = "agentteams.dev",
     version = "v1alpha1",
     kind = "Team",
+    doc = "A team of AI agents: one lead that orchestrates, and members (specialists) that each run in their own pod, at most spec.maxAgents at a time. Deleting the Team (or its lead finishing) disbands it: members are cancelled, open tasks fail. status.conditions: Ready, Complete, Failed, Disbanded.",
     namespaced,
     status = "TeamStatus",
     shortname = "tm",
     category = "agentteams",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Lead", type_ = "string", json_path = ".status.leadName", description = "Agent name of the lead"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxAgents", description = "Most members holding a pod at once"),
     printcolumn(name = "Active", type_ = "integer", json_path = ".status.active"),
     printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queued"),
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.completed"),
@@ -68,6 +70,27 @@ pub struct TeamSpec {
     /// templates they give, so that right is not handed to every agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_sub_teams: bool,
+
+    /// How the team's task board treats tasks whose owner is gone.
+    #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
+    pub tasks: TaskSettings,
+}
+
+/// Task board settings of a team.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSettings {
+    /// When a member fails or is cancelled, its pending tasks go back to the board unowned, for
+    /// another member to claim (`team_task claim`), instead of failing with OwnerFailed. Its
+    /// in_progress tasks fail either way. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release_on_owner_failure: bool,
+}
+
+impl TaskSettings {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 fn default_member_timeout() -> i64 {
@@ -169,7 +192,10 @@ pub struct TeamStatus {
     /// Agent name of the lead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead_name: Option<String>,
-    /// Latest observations: Ready, Disbanded.
+    /// Latest observations. Ready: the lead is named and the team runs. Disbanded: the team ended,
+    /// the reason says why (LeadCompleted, LeadFailed, TeamDeleted). Complete: it disbanded because
+    /// its lead completed (`kubectl wait --for=condition=Complete team/<name>`). Failed: it
+    /// disbanded because its lead failed or was cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.

@@ -7,9 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A task on a team's board: who owns it, what it waits for, where it stands. Agents move it
-/// pending → in_progress → completed | failed; the operator fails it when its owner fails, when a
-/// dependency fails, or when the team disbands.
+/// Desired state of a TeamTask: its team, what is to be done, who owns it and what it waits for.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -17,6 +15,7 @@ use serde::{Deserialize, Serialize};
     group = "agentteams.dev",
     version = "v1alpha1",
     kind = "TeamTask",
+    doc = "A task on a team's board: who owns it, what it waits for, where it stands. Agents move status.state pending -> in_progress -> completed | failed; the operator fails it when its owner fails, when a dependency fails, or when the team disbands. status.conditions: Blocked, Complete, Failed.",
     namespaced,
     status = "TeamTaskStatus",
     shortname = "ttask",
@@ -82,7 +81,9 @@ pub struct TeamTaskStatus {
     /// When the task completed or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// Blocked: True while a dependency has not completed.
+    /// Latest observations. Blocked: a dependency has not completed. Complete: the task completed
+    /// (`kubectl wait --for=condition=Complete teamtask/<name>`). Failed: it failed, with the
+    /// reason (OwnerFailed, DependencyFailed, TeamDisbanded, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.
@@ -139,11 +140,74 @@ impl TeamTask {
     pub fn state(&self) -> TaskState {
         self.status.as_ref().and_then(|s| s.state).unwrap_or(TaskState::Pending)
     }
+
+    /// Whether a member may claim the task: pending, unowned and unblocked (its Blocked condition
+    /// not True and every dependency completed, by `dep_state`, None for a missing one); else why
+    /// not.
+    pub fn claimable(&self, dep_state: impl Fn(&str) -> Option<TaskState>) -> Result<(), String> {
+        if self.state() != TaskState::Pending {
+            return Err(format!("it is {}", self.state().as_str()));
+        }
+        if let Some(owner) = self.spec.owner.as_deref().filter(|o| !o.is_empty()) {
+            return Err(format!("it is owned by {owner}"));
+        }
+        let conditions = self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let open: Vec<String> = self
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| match dep_state(d) {
+                Some(TaskState::Completed) => None,
+                state => Some(format!("{d} ({})", state.map_or("not found", TaskState::as_str))),
+            })
+            .collect();
+        if !open.is_empty() {
+            return Err(format!("it is blocked, waiting for {}", open.join(", ")));
+        }
+        if let Some(blocked) = super::condition::get(conditions, super::condition::BLOCKED).filter(|c| c.status == "True") {
+            return Err(format!("it is blocked: {}", blocked.message));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::TaskState::*;
+    use super::*;
+
+    fn task(owner: Option<&str>, deps: &[&str], state: TaskState) -> TeamTask {
+        let mut t = TeamTask::new(
+            "t",
+            TeamTaskSpec {
+                team: "x".into(),
+                subject: "s".into(),
+                description: String::new(),
+                owner: owner.map(str::to_owned),
+                depends_on: deps.iter().map(|d| (*d).to_owned()).collect(),
+                metadata: Default::default(),
+            },
+        );
+        t.status = Some(TeamTaskStatus { state: Some(state), ..Default::default() });
+        t
+    }
+
+    #[test]
+    fn only_pending_unowned_unblocked_tasks_are_claimable() {
+        assert_eq!(task(None, &[], Pending).claimable(|_| None), Ok(()));
+        assert_eq!(task(Some("general-2"), &[], Pending).claimable(|_| None), Err("it is owned by general-2".into()));
+        assert_eq!(task(None, &[], InProgress).claimable(|_| None), Err("it is in_progress".into()));
+        let waiting = task(None, &["a", "b"], Pending);
+        let err = waiting.claimable(|d| (d == "a").then_some(Completed)).unwrap_err();
+        assert_eq!(err, "it is blocked, waiting for b (not found)");
+        assert_eq!(waiting.claimable(|_| Some(Completed)), Ok(()));
+        let mut flagged = task(None, &[], Pending);
+        if let Some(s) = flagged.status.as_mut() {
+            s.conditions =
+                vec![crate::api::condition::new("Blocked", true, "DependenciesOpen", "waiting for a", None, crate::api::condition::at(1))];
+        }
+        assert!(flagged.claimable(|_| None).unwrap_err().contains("waiting for a"));
+    }
 
     #[test]
     fn final_states_are_final() {

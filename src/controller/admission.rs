@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -24,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::context::Context;
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
-use crate::api::{Member, MemberPhase, MemberRole, Team};
+use crate::api::{Member, MemberPhase, MemberRole, MemberStatus, Team, condition};
 
 /// (namespace, team name).
 pub type TeamId = (String, String);
@@ -401,10 +402,19 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .map(|(key, name)| async move {
             let ns = key.namespace.as_deref()?;
             let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
-            // A queued member's status is complete with its name: observedGeneration goes in the
-            // same write, or the member's reconciler would spend one more on it.
-            let generation = ctx.members.get(key).and_then(|m| m.metadata.generation);
-            let patch = serde_json::json!({ "status": { "name": name, "phase": "Queued", "observedGeneration": generation } });
+            // A queued member's status is complete with its name: observedGeneration and the
+            // conditions go in the same write, or the member's reconciler would spend one more on it.
+            let member = ctx.members.get(key);
+            let generation = member.as_ref().and_then(|m| m.metadata.generation);
+            let queued = MemberStatus {
+                name: Some(name.clone()),
+                phase: Some(MemberPhase::Queued),
+                ..member.and_then(|m| m.status.clone()).unwrap_or_default()
+            };
+            let conditions = condition::for_member(&queued, generation, &Time(Timestamp::now()));
+            let patch = serde_json::json!({ "status": {
+                "name": name, "phase": "Queued", "observedGeneration": generation, "conditions": conditions,
+            }});
             match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(m) => {
                     info!(member = %key.name, namespace = ns, name, "named member");
@@ -427,21 +437,30 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
 /// reconciler tells the lead, as for any failure.
 async fn record_refusal(ctx: &Context, member: &Member, refusal: &Refusal, tries: u32) -> Result<(), super::Error> {
     let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let status = member.status.clone().unwrap_or_default();
-    let patch = match refusal {
+    let mut status = member.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let fails = match refusal {
         Refusal::Rejected(msg) if tries >= REJECTED_TRIES => {
             let message = format!("the API server refused the member's pod: {msg}");
             ctx.event(member, true, POD_REJECTED, message.clone()).await;
-            serde_json::json!({ "status": {
-                "phase": MemberPhase::Failed, "reason": POD_REJECTED, "message": message,
-                "completionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-            }})
+            status.phase = Some(MemberPhase::Failed);
+            (status.reason, status.message) = (Some(POD_REJECTED.into()), Some(message));
+            status.completion_time = Some(now.clone());
+            true
         }
         Refusal::Quota(msg) if status.reason.as_deref() != Some(QUOTA_EXCEEDED) => {
-            serde_json::json!({ "status": { "reason": QUOTA_EXCEEDED, "message": format!("waiting for quota: {msg}") } })
+            (status.reason, status.message) = (Some(QUOTA_EXCEEDED.into()), Some(format!("waiting for quota: {msg}")));
+            false
         }
         _ => return Ok(()),
     };
+    let conditions = condition::for_member(&status, member.metadata.generation, &now);
+    let mut patch = serde_json::json!({ "status": { "reason": status.reason, "message": status.message, "conditions": conditions } });
+    // The phase only when it changes here: a quota refusal must not write back a cached phase.
+    if fails {
+        patch["status"]["phase"] = serde_json::json!(status.phase);
+        patch["status"]["completionTime"] = serde_json::json!(status.completion_time);
+    }
     api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }

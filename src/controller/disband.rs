@@ -16,7 +16,7 @@ use tracing::info;
 use super::context::Context;
 use super::error::ignore_not_found;
 use super::{Result, pod, team};
-use crate::api::{Member, MemberPhase, Team, TeamPhase, TeamTask, condition};
+use crate::api::{Member, MemberPhase, MemberStatus, TaskState, Team, TeamPhase, TeamTask, TeamTaskStatus, condition};
 use crate::bus::TeamKey;
 
 /// Members of a team, from the store.
@@ -44,7 +44,7 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         let Some(agent_name) = m.agent_name() else { continue };
         match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
             Ok(()) => {
-                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "team_disbanded" }).inc();
+                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
             }
             Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
         }
@@ -55,9 +55,17 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     for m in &open {
         // Cancelled first, then the pod goes: the other order would let the member reconciler see
         // a vanished pod and call it a failure.
+        let cancelled = MemberStatus {
+            phase: Some(MemberPhase::Cancelled),
+            reason: Some("TeamDisbanded".into()),
+            message: Some(format!("team {name} disbanded: {why}")),
+            completion_time: Some(now.clone()),
+            ..m.status.clone().unwrap_or_default()
+        };
         let patch = json!({ "status": {
-            "phase": MemberPhase::Cancelled, "reason": "TeamDisbanded", "message": format!("team {name} disbanded: {why}"),
-            "completionTime": now,
+            "phase": cancelled.phase, "reason": cancelled.reason, "message": cancelled.message,
+            "completionTime": cancelled.completion_time,
+            "conditions": condition::for_member(&cancelled, m.metadata.generation, &now),
         }});
         ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
         // Only the pods the member controls: an external lead's pod is not the operator's.
@@ -70,15 +78,22 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
 
     let tasks_api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
     for task in tasks_of(ctx, &ns, &name).iter().filter(|t| !t.state().is_terminal()) {
-        let patch = json!({ "status": { "state": "failed", "reason": "TeamDisbanded", "completedAt": now } });
+        let failed = TeamTaskStatus {
+            state: Some(TaskState::Failed),
+            reason: Some("TeamDisbanded".into()),
+            completed_at: Some(now.clone()),
+            ..task.status.clone().unwrap_or_default()
+        };
+        let conditions = condition::for_task(&failed, task.metadata.generation, &now);
+        let patch = json!({ "status": { "state": failed.state, "reason": failed.reason, "completedAt": now, "conditions": conditions } });
         ignore_not_found(tasks_api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
     }
 
     ctx.bus.mark_disbanded(&key).await?;
     ctx.bus.teardown(&key).await?;
 
-    let already = t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded);
     let old = t.status.clone().unwrap_or_default();
+    let already = old.phase == Some(TeamPhase::Disbanded);
     // Counts as they are now, with the members cancelled above counted cancelled.
     let mut status = team::counts(&members);
     status.cancelled += status.queued + status.starting + status.active;
@@ -89,10 +104,8 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     status.lead_name = old.lead_name.clone();
     status.observed_generation = t.metadata.generation;
     status.conditions = old.conditions.clone();
-    if !already {
-        condition::set(&mut status.conditions, condition::new("Ready", false, "Disbanded", why, t.metadata.generation, now.clone()));
-        condition::set(&mut status.conditions, condition::new("Disbanded", true, reason, why, t.metadata.generation, now));
-    }
+    // A team disbanded before keeps the cause it recorded then.
+    status.conditions = condition::for_team(&status, (!already).then_some((reason, why)), t.metadata.generation, &now);
     team::write_status(ctx, t, status).await?;
     if !already {
         info!(team = name, reason, "team disbanded");

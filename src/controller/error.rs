@@ -23,6 +23,9 @@ pub enum Error {
 
 impl Error {
     /// Stable, low-cardinality name of the error kind.
+    /// Every value of [`Error::category`], for metrics created at zero.
+    pub const CATEGORIES: [&'static str; 4] = ["KubeApi", "Bus", "Finalizer", "InvalidObject"];
+
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "KubeApi",

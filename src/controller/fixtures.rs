@@ -28,6 +28,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             agents: vec![agent("lead"), agent("general")],
             memory: Default::default(),
             allow_sub_teams: false,
+            tasks: Default::default(),
         },
     );
     t.metadata.namespace = Some("ns".into());

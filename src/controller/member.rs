@@ -76,13 +76,16 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
             delete_pod(&ctx, p, &uid).await?;
         }
-        if current == MemberPhase::Failed {
-            // The lead was not known, or the write of the failure lost a race: tell it now.
-            let status = member.status.clone().unwrap_or_default();
-            let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
-            let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
-            record_told(&ctx, &member, (observed, None), told, now).await?;
-        }
+        // The status as it is, written again only if its conditions lag (a phase written by
+        // hand, or by a version before conditions).
+        let status = member.status.clone().unwrap_or_default();
+        let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
+        // A Failed member's lead was not known, or the write of the failure lost a race: tell it now.
+        let told = match current {
+            MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
+            _ => None,
+        };
+        record_told(&ctx, &member, (observed, None), told, now).await?;
         return Ok(Action::await_change());
     }
 
@@ -213,8 +216,8 @@ fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
     (o, (!pod_name.is_empty()).then(|| pod_name.to_owned()))
 }
 
-/// Writes the pod-derived fields of the status (and `conditions`, when given) when they differ;
-/// returns whether it wrote.
+/// Writes the pod-derived fields of the status, with the conditions they give (on top of
+/// `conditions`, when given), when they differ; returns whether it wrote.
 async fn patch_status(
     ctx: &Context,
     member: &Member,
@@ -241,6 +244,7 @@ async fn patch_status(
             new.completion_time = Some(Time(now));
         }
     }
+    new.conditions = condition::for_member(&new, member.metadata.generation, &Time(now));
     if new == old {
         return Ok(false);
     }
@@ -288,7 +292,7 @@ async fn record_told(
     let sent = told.as_ref().is_some_and(|t| t.sent);
     let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
     if changed && sent {
-        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel { notice: "agent_failure" }).inc();
+        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::AGENT_FAILURE).inc();
     }
     Ok(changed)
 }
@@ -303,7 +307,7 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
     }
     let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(None) };
     let ns = member.namespace().unwrap_or_default();
-    let body = failure_notice(agent_name, failure);
+    let body = failure_notice(agent_name, failure, team.spec.tasks.release_on_owner_failure);
     let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
     let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
         Ok(()) => {
@@ -324,8 +328,9 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
     Ok(Some(Told { conditions, sent }))
 }
 
-/// Text of the failure notice the lead reads.
-pub fn failure_notice(agent_name: &str, failure: &Observed) -> String {
+/// Text of the failure notice the lead reads; `released`: the team hands the member's pending
+/// tasks back to the board (`spec.tasks.releaseOnOwnerFailure`).
+pub fn failure_notice(agent_name: &str, failure: &Observed, released: bool) -> String {
     let reason = failure.reason.as_deref().unwrap_or("Failed");
     let mut body = format!("[AGENT FAILURE] @{agent_name} failed: {reason}");
     if let Some(code) = failure.exit_code {
@@ -334,6 +339,9 @@ pub fn failure_notice(agent_name: &str, failure: &Observed) -> String {
     if let Some(m) = &failure.message {
         body.push_str(&format!(". {m}"));
     }
-    body.push_str(". Its pending and in-progress tasks are marked failed.");
+    body.push_str(match released {
+        true => ". Its in-progress tasks are marked failed; its pending tasks are back on the board, unowned.",
+        false => ". Its pending and in-progress tasks are marked failed.",
+    });
     body
 }

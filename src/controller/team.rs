@@ -65,9 +65,9 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     let lead = members.iter().find(|m| m.is_lead());
     if let Some(lead) = lead.filter(|l| l.phase().is_terminal()) {
         let (reason, why) = match lead.phase() {
-            MemberPhase::Completed => ("LeadCompleted", "the lead finished".to_owned()),
+            MemberPhase::Completed => (condition::LEAD_COMPLETED, "the lead finished".to_owned()),
             p => (
-                "LeadFailed",
+                condition::LEAD_FAILED,
                 format!("the lead ended {p:?}: {}", lead.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()),
             ),
         };
@@ -93,11 +93,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     status.lead_name = lead.and_then(|l| l.agent_name().map(str::to_owned));
     status.observed_generation = team.metadata.generation;
     status.conditions = team.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let (ready, reason, msg) = match &status.lead_name {
-        Some(l) => (true, "LeadNamed", format!("lead {l} runs the team")),
-        None => (false, "LeadPending", "waiting for the lead to be named".to_owned()),
-    };
-    condition::set(&mut status.conditions, condition::new("Ready", ready, reason, msg, team.metadata.generation, Time(Timestamp::now())));
+    status.conditions = condition::for_team(&status, None, team.metadata.generation, &Time(Timestamp::now()));
     if team.status.as_ref() == Some(&status) {
         return Ok(Action::await_change());
     }

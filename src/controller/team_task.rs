@@ -24,6 +24,8 @@ pub enum Verdict {
     Fail(&'static str, String),
     /// Leave the state; Blocked is true with this message, or false.
     Blocked(Option<String>),
+    /// Put the task back on the board unowned (its owner is gone; the team says so), with why.
+    Release(String),
 }
 
 /// Decides a task's fate. `dep_state(name)` is the state of a dependency (None when missing);
@@ -41,7 +43,12 @@ pub fn judge(
     }
     if let Some((phase, why)) = owner_phase.filter(|(p, _)| matches!(p, MemberPhase::Failed | MemberPhase::Cancelled)) {
         let owner = task.spec.owner.clone().unwrap_or_default();
-        return Verdict::Fail("OwnerFailed", format!("owner {owner} is {phase:?}: {why}"));
+        let message = format!("owner {owner} is {phase:?}: {why}");
+        // Work not started is handed back when the team says so; work under way fails.
+        if team.spec.tasks.release_on_owner_failure && task.state() == TaskState::Pending {
+            return Verdict::Release(format!("{message}; the task is back on the board, unowned"));
+        }
+        return Verdict::Fail("OwnerFailed", message);
     }
     let mut waiting = Vec::new();
     for dep in &task.spec.depends_on {
@@ -60,68 +67,101 @@ pub fn judge(
 pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action> {
     let ns = task.namespace().ok_or_else(|| Error::Invalid("task without namespace".into()))?;
     let state = task.state();
-    if state.is_terminal() {
-        return Ok(Action::await_change());
-    }
-    let team = match ctx.teams.get(&ObjectRef::new(&task.spec.team).within(&ns)) {
-        Some(t) => Some(t),
-        None => Api::<Team>::namespaced(ctx.client.clone(), &ns).get_opt(&task.spec.team).await?.map(Arc::new),
+    // A final task is judged no more; only its conditions are brought in line when they lag (a
+    // state written by hand, or by a version before conditions).
+    let verdict = match state.is_terminal() {
+        true => None,
+        false => Some(judge_now(&ctx, &task, &ns).await?),
     };
-    let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
-        ctx.members
-            .find(|m| {
-                m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns.as_str()) && m.agent_name() == Some(owner.as_str())
-            })
-            .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
-    });
-    let dep_state =
-        |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(&ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
-    let verdict = judge(&task, team.as_deref(), owner_phase, dep_state);
+    if let Some(Verdict::Release(why)) = verdict {
+        return release(&ctx, &task, &ns, why).await;
+    }
 
     let old = task.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let mut new = TeamTaskStatus { state: Some(state), observed_generation: task.metadata.generation, ..old.clone() };
     match &verdict {
-        Verdict::Fail(reason, message) => {
+        Some(Verdict::Fail(reason, message)) => {
             new.state = Some(TaskState::Failed);
             new.reason = Some((*reason).to_owned());
             new.result = Some(message.clone());
             new.completed_at = Some(now.clone());
         }
-        Verdict::Blocked(waiting) => {
+        Some(Verdict::Blocked(waiting)) => {
             let (blocked, reason, msg) = match waiting {
                 Some(w) => (true, "DependenciesOpen", w.clone()),
                 None => (false, "DependenciesDone", "all dependencies completed".to_owned()),
             };
-            condition::set(&mut new.conditions, condition::new("Blocked", blocked, reason, msg, task.metadata.generation, now));
+            condition::set(
+                &mut new.conditions,
+                condition::new(condition::BLOCKED, blocked, reason, msg, task.metadata.generation, now.clone()),
+            );
         }
+        Some(Verdict::Release(_)) | None => {}
     }
-    if new != old {
-        // Only the fields this reconciler owns: agents move `state` through the gateway, and a
-        // stale cache must never write an old state back.
-        let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
-        if old.state.is_none() || matches!(verdict, Verdict::Fail(..)) {
-            patch["state"] = json!(new.state);
+    new.conditions = condition::for_task(&new, task.metadata.generation, &now);
+    if new == old {
+        return Ok(Action::await_change());
+    }
+    // Only the fields this reconciler owns: agents move `state` through the gateway.
+    let failing = matches!(verdict, Some(Verdict::Fail(..)));
+    let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
+    if old.state.is_none() || failing {
+        patch["state"] = json!(new.state);
+    }
+    if failing {
+        patch["reason"] = json!(new.reason);
+        patch["result"] = json!(new.result);
+        patch["completedAt"] = json!(new.completed_at);
+    }
+    // Conditional on the version judged, so that a stale cache can neither undo a move the
+    // gateway made meanwhile nor put the conditions of an older state over a newer one; the
+    // newer version is reconciled next.
+    let body = json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch });
+    let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("task changed since it was read; its newer version is reconciled next");
+            return Ok(Action::await_change());
         }
-        if let Verdict::Fail(..) = verdict {
-            patch["reason"] = json!(new.reason);
-            patch["result"] = json!(new.result);
-            patch["completedAt"] = json!(new.completed_at);
-        }
-        // Writing `state` is conditional on the version judged, so it cannot undo a move the
-        // gateway made meanwhile (a conflict retries with fresh data).
-        let body = if patch.get("state").is_some() {
-            json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch })
-        } else {
-            json!({ "status": patch })
-        };
-        let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
-        if let Verdict::Fail(reason, message) = verdict {
-            ctx.event(task.as_ref(), true, reason, message).await;
-        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(Verdict::Fail(reason, message)) = verdict {
+        ctx.event(task.as_ref(), true, reason, message).await;
     }
     Ok(Action::await_change())
+}
+
+/// Clears the owner of `task`, conditional on the version judged (an owner set meanwhile, by a
+/// claim, stays); the spec change brings the task back for its status.
+async fn release(ctx: &Context, task: &TeamTask, ns: &str, why: String) -> Result<Action> {
+    let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": null } });
+    match api.patch(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => ctx.event(task, false, "OwnerReleased", why).await,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::debug!("task changed since it was read; its newer version is reconciled next")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+/// [`judge`] on what the stores (or, for a team not seen yet, the API) hold now.
+async fn judge_now(ctx: &Context, task: &TeamTask, ns: &str) -> Result<Verdict> {
+    let team = match ctx.teams.get(&ObjectRef::new(&task.spec.team).within(ns)) {
+        Some(t) => Some(t),
+        None => Api::<Team>::namespaced(ctx.client.clone(), ns).get_opt(&task.spec.team).await?.map(Arc::new),
+    };
+    let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
+        ctx.members
+            .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns) && m.agent_name() == Some(owner.as_str()))
+            .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
+    });
+    let dep_state =
+        |name: &str| ctx.tasks.get(&ObjectRef::new(name).within(ns)).filter(|d| d.spec.team == task.spec.team).map(|d| d.state());
+    Ok(judge(task, team.as_deref(), owner_phase, dep_state))
 }
 
 #[cfg(test)]
@@ -166,5 +206,19 @@ mod tests {
         let t = team("review", 3);
         let v = judge(&task(&[], Some("general-2")), Some(&t), Some((MemberPhase::Failed, "OOMKilled".into())), |_| None);
         assert!(matches!(v, Verdict::Fail("OwnerFailed", m) if m.contains("OOMKilled")));
+    }
+
+    #[test]
+    fn a_team_that_releases_hands_back_pending_tasks_and_fails_started_ones() {
+        let mut t = team("review", 3);
+        t.spec.tasks.release_on_owner_failure = true;
+        let gone = || Some((MemberPhase::Failed, "OOMKilled".into()));
+        let pending = task(&[], Some("general-2"));
+        assert!(matches!(judge(&pending, Some(&t), gone(), |_| None), Verdict::Release(m) if m.contains("OOMKilled")));
+        let mut started = task(&[], Some("general-2"));
+        started.status = Some(TeamTaskStatus { state: Some(TaskState::InProgress), ..Default::default() });
+        assert!(matches!(judge(&started, Some(&t), gone(), |_| None), Verdict::Fail("OwnerFailed", _)));
+        let running = Some((MemberPhase::Active, String::new()));
+        assert_eq!(judge(&pending, Some(&t), running, |_| None), Verdict::Blocked(None));
     }
 }

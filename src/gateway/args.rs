@@ -93,15 +93,19 @@ pub enum TaskAction {
     Get,
     /// List the team's tasks, optionally filtered by `state` and `owner`.
     List,
+    /// Take the first pending, unblocked, unowned task (or the one `name`s) as its owner,
+    /// atomically: of two claims of one task, one wins.
+    Claim,
 }
 
 /// `team_task`: the team's shared task board.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TeamTaskArgs {
-    /// create | update | get | list.
+    /// create | update | get | list | claim.
     pub action: TaskAction,
-    /// Task name (update, get), as returned by create and list.
+    /// Task name (update, get; claim: that task rather than the first claimable one), as returned
+    /// by create and list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// One-line summary (create; at most 200 characters).
@@ -110,7 +114,8 @@ pub struct TeamTaskArgs {
     /// What is to be done (create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Member name that owns the task (create, update; a filter for list).
+    /// Member name that owns the task (create, update; a filter for list; claim: who claims, for
+    /// callers outside member pods, default the lead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// Names of tasks that must complete before this one can start (create).

@@ -6,7 +6,8 @@
 //! the phase it replaces: `Active → Idle` and `Idle → Active` only, so the gateway never overwrites
 //! a phase the controller has moved on (Completed, Failed, Cancelled); a failed test is the
 //! expected outcome of that race and is not an error. The controller keeps `Idle` while the pod
-//! runs (see `controller::member_status::from_pod`).
+//! runs (see `controller::member_status::from_pod`). The phase is all it writes: Active and Idle
+//! have the same conditions (Ready: the pod runs; see `api::condition::for_member`).
 //!
 //! A gateway that dies while a member is marked leaves it `Idle` until that member's next wait
 //! that blocks, which marks it again and then restores `Active`; a wait dropped because its

@@ -18,7 +18,7 @@
 //! | team_create | create | teams |
 //! | team_delete | delete | teams |
 //! | spawn_member | create | members |
-//! | team_task create / update / get / list | create / update / get / list | teamtasks (update: teamtasks/status) |
+//! | team_task create / update / get / list / claim | create / update / get / list / update | teamtasks (update: teamtasks/status) |
 //! | send_message | create | teams/messages |
 //! | wait_messages | get | teams/messages |
 //! | agent_memory read / write, append | get / update | teams/memory |
@@ -228,7 +228,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::TeamTask.as_str(),
-        description: "The team's shared task board. action=create adds a task (subject, description, owner, depends_on); action=update moves its state (pending -> in_progress -> completed|failed; a task with open dependencies cannot go in_progress; completed and failed are final) and records a result or owner; action=get reads one; action=list lists them (filter by state, owner).",
+        description: "The team's shared task board. action=create adds a task (subject, description, owner, depends_on); action=update moves its state (pending -> in_progress -> completed|failed; a task with open dependencies cannot go in_progress; completed and failed are final) and records a result or owner; action=get reads one; action=list lists them (filter by state, owner); action=claim takes the first pending, unblocked, unowned task for you (or the task `name`s) and returns it: atomic, so of two members claiming one task one gets it and the other the next task (or, for a named task, conflict); not_found when none is left. Claiming sets the owner only: move it to in_progress with update.",
         schema: schema_of::<TeamTaskArgs>,
         hints: hints(false, false, false),
         output: out_task,
@@ -279,6 +279,7 @@ pub fn tool_name(name: &str) -> Option<&'static str> {
 pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value) -> Result<Value, ApiError> {
     let parsed = tool.parse::<Tool>();
     let label = parsed.as_ref().map_or("unknown", |t| t.as_str());
+    let start = std::time::Instant::now();
     let result = match parsed {
         Ok(t) => dispatch(state, caller, t, args).await,
         Err(msg) => Err(ApiError::not_found(msg)),
@@ -288,6 +289,7 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
         Err(e) => e.code,
     };
     state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code }).inc();
+    state.metrics.gateway_request_duration.get_or_create(&crate::metrics::ToolLabel { tool: label }).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
         tracing::debug!(tool = label, caller = %caller.describe(), code = e.code, message = %e.message, "tool call refused");
     }

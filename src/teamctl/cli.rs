@@ -168,6 +168,14 @@ pub enum TaskCommand {
         #[arg(long)]
         owner: Option<String>,
     },
+    /// Take the first pending, unblocked, unowned task (or NAME) as its owner; of two members
+    /// claiming one task, one gets it.
+    Claim {
+        name: Option<String>,
+        /// Who claims (people only; default the lead).
+        #[arg(long)]
+        owner: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

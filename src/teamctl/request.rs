@@ -57,6 +57,9 @@ pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
                     ..base
                 },
                 TaskCommand::Get { name } => TeamTaskArgs { action: TaskAction::Get, name: Some(name.clone()), ..base },
+                TaskCommand::Claim { name, owner } => {
+                    TeamTaskArgs { action: TaskAction::Claim, name: name.clone(), owner: owner.clone(), ..base }
+                }
                 TaskCommand::List { state, owner } => TeamTaskArgs {
                     action: TaskAction::List,
                     state: state.as_deref().map(task_state).transpose()?,
@@ -153,6 +156,9 @@ mod tests {
         let cli = Cli::try_parse_from(["teamctl", "task", "update", "t1", "--state", "completed", "--result", "ok"]).unwrap();
         let (tool, args) = request(&cli).unwrap();
         assert_eq!((tool, args["action"].as_str(), args["state"].as_str()), (Tool::TeamTask, Some("update"), Some("completed")));
+        let cli = Cli::try_parse_from(["teamctl", "task", "claim"]).unwrap();
+        let (tool, args) = request(&cli).unwrap();
+        assert_eq!((tool, args["action"].as_str(), args.get("name")), (Tool::TeamTask, Some("claim"), None));
         let cli = Cli::try_parse_from(["teamctl", "-n", "ns", "team", "create", "x", "--agent", "general=img"]).unwrap();
         let (tool, args) = request(&cli).unwrap();
         assert_eq!(tool, Tool::TeamCreate);

@@ -23,6 +23,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             agents: vec![],
             memory: Default::default(),
             allow_sub_teams: false,
+            tasks: Default::default(),
         },
     );
     t.metadata.namespace = Some("demo".into());

@@ -1,13 +1,15 @@
-//! A scripted model server on loopback: the OpenAI chat-completions (`POST …/chat/completions`)
-//! and Anthropic messages (`POST …/v1/messages`) APIs, streaming (SSE) and not, so real agent
-//! runtimes (opencode, Claude Code) can run against it.
+//! A scripted model server on loopback: the OpenAI chat-completions (`POST …/chat/completions`),
+//! OpenAI Responses (`POST …/responses`, in `responses`) and Anthropic messages
+//! (`POST …/v1/messages`) APIs, streaming (SSE) and not, so real agent runtimes (opencode, Codex,
+//! Claude Code) can run against it.
 //!
 //! It is a model that reads what it is sent: every request is parsed into a [`Conversation`]
 //! (system text, user texts, the tool calls made so far and their results, the tools offered),
 //! and the test's [`Brain`] decides the reply from it — a step that needs a tool result or an
 //! injected message waits until that text is in the conversation. Tool calls are given by the
 //! tool's own name (`send_message`) and sent under the name the runtime offered it as
-//! (`team_send_message` for opencode, `mcp__team__send_message` for Claude Code).
+//! (`team_send_message` for opencode, `mcp__team__send_message` for Claude Code and for Codex,
+//! which offers it as `send_message` in the namespace `mcp__team`).
 //!
 //! Every request and its reply is kept ([`ModelServer::turns`]): what the tests assert on and
 //! what the transcript is made of.
@@ -23,10 +25,15 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+mod responses;
+
 /// Which wire format a request came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
+    /// OpenAI chat completions.
     OpenAi,
+    /// OpenAI Responses.
+    Responses,
     Anthropic,
 }
 
@@ -248,6 +255,8 @@ async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, uri
     let path = uri.path().to_owned();
     let api = if path.ends_with("/chat/completions") {
         Api::OpenAi
+    } else if path.ends_with("/responses") {
+        Api::Responses
     } else if path.ends_with("/messages/count_tokens") {
         return axum::Json(json!({ "input_tokens": 100 })).into_response();
     } else if path.ends_with("/messages") {
@@ -264,6 +273,7 @@ async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, uri
     };
     let conversation = match api {
         Api::OpenAi => parse_openai(&request),
+        Api::Responses => responses::parse(&request),
         Api::Anthropic => parse_anthropic(&request),
     };
     let (who, mut reply) = (inner.brain)(&conversation);
@@ -290,6 +300,10 @@ async fn handle(State(inner): State<Arc<Inner>>, method: axum::http::Method, uri
     match (api, conversation.stream) {
         (Api::OpenAi, false) => axum::Json(openai_message(&conversation.model, &reply, n)).into_response(),
         (Api::OpenAi, true) => sse(openai_chunks(&conversation.model, &reply, n).into_iter().map(|d| (None, d)).collect(), true),
+        (Api::Responses, false) => axum::Json(responses::message(&request, &conversation.model, &reply, n)).into_response(),
+        (Api::Responses, true) => {
+            sse(responses::events(&request, &conversation.model, &reply, n).into_iter().map(|(e, d)| (Some(e), d)).collect(), false)
+        }
         (Api::Anthropic, false) => axum::Json(anthropic_message(&conversation.model, &reply, n)).into_response(),
         (Api::Anthropic, true) => {
             sse(anthropic_events(&conversation.model, &reply, n).into_iter().map(|(e, d)| (Some(e), d)).collect(), false)

@@ -69,9 +69,14 @@ impl Operator {
 
     /// A replica with leader election on the chart's one Lease (lease 6 s), for failover tests.
     pub fn replica(ns: &str, identity: &str) -> Self {
+        Self::replica_with(ns, identity, &[])
+    }
+
+    /// Like [`Operator::replica`], with extra flags.
+    pub fn replica_with(ns: &str, identity: &str, extra: &[&str]) -> Self {
         let (lease_ns, lease) = super::identity::chart_lease();
         let flags = ["--leader-election", "--lease-namespace", lease_ns, "--lease-name", &lease, "--identity", identity];
-        Self::start_with(ns, 10, &[&flags[..], &["--lease-duration-seconds", "6"]].concat())
+        Self::start_with(ns, 10, &[&flags[..], &["--lease-duration-seconds", "6"], extra].concat())
     }
 
     /// The Prometheus text of its /metrics.
@@ -79,6 +84,12 @@ impl Operator {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
         let resp = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
         resp.text().await.unwrap_or_else(|e| panic!("reading {url}: {e}"))
+    }
+
+    /// Status and body of its /readyz; None while it does not answer yet.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}/readyz", self.metrics_port)).await.ok()?;
+        Some((resp.status().as_u16(), resp.text().await.unwrap_or_default()))
     }
 
     /// The value of one series of its /metrics (`name{labels}` exactly as exposed), if present;

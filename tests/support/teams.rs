@@ -44,6 +44,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             agents: vec![agent_type("lead"), agent_type("general")],
             memory: Default::default(),
             allow_sub_teams: false,
+            tasks: Default::default(),
         },
     )
 }

@@ -3,12 +3,21 @@ The few helpers of this chart: names, labels, the image, and the restricted cont
 context every container shares. Everything else is spelled out in the templates.
 */}}
 
-{{/* Base name of every object: the release name, or <release>-team-operator. */}}
+{{/* The chart's name, or nameOverride: app.kubernetes.io/name and the default suffix. */}}
+{{- define "team-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Base name of every object: fullnameOverride, else the release name when it contains the
+name, else <release>-<name>. At most 50 characters, so suffixes such as -controller fit 63. */}}
 {{- define "team-operator.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- $name := include "team-operator.name" . -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 50 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -22,13 +31,65 @@ app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
 
 {{/* Labels a Deployment, StatefulSet, Service, PDB or NetworkPolicy selects pods by. */}}
 {{- define "team-operator.selectorLabels" -}}
-app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/name: {{ include "team-operator.name" .ctx }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* An image reference: repository@digest when a digest is given (it pins the content; the
+tag is then ignored), else repository:tag. Call with (dict "image" <values> "tag" <default tag>). */}}
+{{- define "team-operator.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .tag .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "team-operator.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- include "team-operator.imageRef" (dict "image" .Values.image "tag" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Pod metadata and placement of a component: call with (dict "ctx" $ "component" "controller"
+"values" .Values.controller). Pod labels, then in the pod spec priorityClassName, nodeSelector,
+tolerations, affinity and topologySpreadConstraints (default: spread over nodes, best effort). */}}
+{{- define "team-operator.podLabels" -}}
+{{- include "team-operator.selectorLabels" . }}
+{{- with .values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "team-operator.podPlacement" -}}
+{{- $v := .values -}}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml $v.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+# Replicas on different nodes where there are several (ScheduleAnyway: one node still runs all).
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "team-operator.selectorLabels" . | nindent 8 }}
+{{- end }}
 {{- end -}}
 
 {{/* Restricted Pod Security Standard, container level. */}}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::actor::*;
 use super::views::*;
-use crate::api::{TaskState, TeamTask, TeamTaskSpec, condition, labels};
+use crate::api::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus, condition, labels};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::Caller;
@@ -20,8 +20,9 @@ pub(super) async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTask
         TaskAction::Update => need("update", "teamtasks", Some("status")),
         TaskAction::Get => need("get", "teamtasks", None),
         TaskAction::List => need("list", "teamtasks", None),
+        TaskAction::Claim => need("update", "teamtasks", None),
     };
-    let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
+    let mut actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
     let api: Api<TeamTask> = Api::namespaced(state.client.clone(), &actor.namespace);
     let team = actor.team_name();
     let only = |field: &str, given: bool| -> Result<(), ApiError> {
@@ -94,6 +95,23 @@ pub(super) async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTask
             let name = a.name.ok_or_else(|| ApiError::invalid("team_task: `name` is required for get"))?;
             Ok(task_view(&task_of(&api, &name, &team).await?))
         }
+        TaskAction::Claim => {
+            actor.require_active()?;
+            only("subject", a.subject.is_some())?;
+            only("description", a.description.is_some())?;
+            only("depends_on", !a.depends_on.is_empty())?;
+            only("metadata", !a.metadata.is_empty())?;
+            only("state", a.state.is_some())?;
+            only("result", a.result.is_some())?;
+            // Members claim for themselves; a person for the member `owner` names (default: the lead).
+            act_as(&mut actor, a.owner)?;
+            let me = actor.own_name()?;
+            let claimed = match a.name {
+                Some(name) => claim_named(&api, &team, &name, &me).await?,
+                None => claim_first(&api, &team, &me).await?,
+            };
+            Ok(task_view(&claimed))
+        }
         TaskAction::List => {
             only("name", a.name.is_some())?;
             let tasks = tasks_of(&api, &team).await?;
@@ -124,6 +142,61 @@ pub(super) async fn tasks_of(api: &Api<TeamTask>, team: &str) -> Result<Vec<Team
     Ok(tasks)
 }
 
+/// How often [`claim_first`] lists the board again when every claimable task it saw changed
+/// before it could take one (other claims, or the operator's writes of their conditions).
+const CLAIM_ROUNDS: usize = 5;
+
+/// Claims task `name` for `me`: conflict when it is not claimable or another claim won it.
+/// Claiming a pending task one already owns is a no-op.
+async fn claim_named(api: &Api<TeamTask>, team: &str, name: &str, me: &str) -> Result<TeamTask, ApiError> {
+    let task = task_of(api, name, team).await?;
+    if task.spec.owner.as_deref() == Some(me) && task.state() == TaskState::Pending {
+        return Ok(task);
+    }
+    let mut deps = std::collections::HashMap::new();
+    for dep in &task.spec.depends_on {
+        let state = api.get_opt(dep).await.map_err(|e| ApiError::from_kube(e, "reading a dependency"))?.map(|d| d.state());
+        deps.insert(dep.clone(), state);
+    }
+    task.claimable(|d| deps.get(d).copied().flatten())
+        .map_err(|why| ApiError::conflict(format!("task {name} cannot be claimed: {why}")))?;
+    take(api, &task, me).await?.ok_or_else(|| {
+        ApiError::conflict(format!("task {name} changed while it was claimed (another member may have taken it); read it and retry"))
+    })
+}
+
+/// Claims the first claimable task of the board, in creation order, for `me`; not_found when
+/// there is none. A task taken by another claim meanwhile is passed over for the next one.
+async fn claim_first(api: &Api<TeamTask>, team: &str, me: &str) -> Result<TeamTask, ApiError> {
+    for _ in 0..CLAIM_ROUNDS {
+        let tasks = tasks_of(api, team).await?;
+        let states: std::collections::HashMap<String, TaskState> = tasks.iter().map(|t| (t.name_any(), t.state())).collect();
+        let mut raced = false;
+        for task in tasks.iter().filter(|t| t.claimable(|d| states.get(d).copied()).is_ok()) {
+            match take(api, task, me).await? {
+                Some(claimed) => return Ok(claimed),
+                None => raced = true,
+            }
+        }
+        if !raced {
+            return Err(ApiError::not_found(format!("no pending, unblocked, unowned task in team {team}")));
+        }
+    }
+    Err(ApiError::conflict(format!("every claimable task of team {team} changed while it was claimed, {CLAIM_ROUNDS} times; retry")))
+}
+
+/// Sets `me` as the owner of `task`, conditional on the version read: of two claims of one task
+/// exactly one is written. None when the task changed since it was read.
+async fn take(api: &Api<TeamTask>, task: &TeamTask, me: &str) -> Result<Option<TeamTask>, ApiError> {
+    let name = task.name_any();
+    let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": me } });
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(claimed) => Ok(Some(claimed)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(ApiError::from_kube(e, &format!("claiming task {name}"))),
+    }
+}
+
 pub(super) fn task_error(e: kube::Error, name: &str) -> ApiError {
     match e {
         kube::Error::Api(s) if s.code == 409 => ApiError::conflict(format!("task {name} changed while it was updated; read it and retry")),
@@ -141,7 +214,9 @@ pub(super) async fn status_patch(
 ) -> Result<Value, ApiError> {
     let name = task.name_any();
     let current = task.state();
+    let now = Time(Timestamp::now());
     let mut status = serde_json::Map::new();
+    let mut after = TeamTaskStatus { state: Some(current), ..task.status.clone().unwrap_or_default() };
     if let Some(next) = next {
         if !current.can_become(next) {
             return Err(ApiError::conflict(format!(
@@ -160,25 +235,29 @@ pub(super) async fn status_patch(
                     open.push(format!("{dep} ({})", state.map_or("not found", TaskState::as_str)));
                 }
             }
-            if condition::is_true(conditions, "Blocked") || !open.is_empty() {
-                let why = conditions.iter().find(|c| c.type_ == "Blocked").map(|c| c.message.clone()).unwrap_or_default();
+            if condition::is_true(conditions, condition::BLOCKED) || !open.is_empty() {
+                let why = condition::get(conditions, condition::BLOCKED).map(|c| c.message.clone()).unwrap_or_default();
                 let detail = if open.is_empty() { why } else { format!("waiting for {}", open.join(", ")) };
                 return Err(ApiError::conflict(format!(
                     "task {name} is blocked (condition Blocked=True: {detail}); it can go in_progress once its dependencies completed"
                 )));
             }
         }
-        let now = serde_json::to_value(Time(Timestamp::now())).unwrap_or(Value::Null);
         status.insert("state".into(), json!(next));
+        after.state = Some(next);
         if next == TaskState::InProgress && current != TaskState::InProgress {
-            status.insert("startedAt".into(), now.clone());
+            status.insert("startedAt".into(), json!(now));
         }
         if next.is_terminal() && !current.is_terminal() {
-            status.insert("completedAt".into(), now);
+            status.insert("completedAt".into(), json!(now));
         }
     }
     if let Some(result) = result {
         status.insert("result".into(), json!(result));
+        after.result = Some(result);
     }
+    // The conditions of the state it moves to, in the same write; the write is conditional on the
+    // version read, so the list replaced is the one `after` started from.
+    status.insert("conditions".into(), json!(condition::for_task(&after, task.metadata.generation, &now)));
     Ok(json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": status }))
 }

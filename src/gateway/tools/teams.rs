@@ -80,6 +80,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             agents,
             memory: TeamMemory { project },
             allow_sub_teams: false,
+            tasks: Default::default(),
         },
     );
     team.metadata.namespace = Some(namespace.clone());

@@ -46,7 +46,7 @@ pub fn member_view(m: &Member) -> Value {
 /// What callers see of a TeamTask.
 pub fn task_view(t: &TeamTask) -> Value {
     let s = t.status.clone().unwrap_or_default();
-    let blocked = condition::is_true(&s.conditions, "Blocked");
+    let blocked = condition::is_true(&s.conditions, condition::BLOCKED);
     let meta: BTreeMap<String, String> = t.spec.metadata.clone();
     json!({
         "name": t.name_any(),
