@@ -62,7 +62,12 @@ type Client = kube::Client;
 
 async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: f64) -> anyhow::Result<Value> {
     let max_pairs = pairs.iter().copied().max().unwrap_or(1);
-    let stack = support::Stack { client: client.clone(), redis_url: support::redis_url(), kubeconfig: support::kubeconfig_path() };
+    let stack = support::Stack {
+        client: client.clone(),
+        redis_url: support::redis_url(),
+        redis_cluster: support::redis_cluster(),
+        kubeconfig: support::kubeconfig_path(),
+    };
     // The message path at full speed: the per-sender rate limit (tests/flood.rs tests it) is off
     // in the bus and in the gateway, which is served here on such a bus.
     let limits = BusLimits { send_rate_per_second: 0, ..BusLimits::default() };

@@ -15,7 +15,7 @@ use support::operator::Operator;
 use support::teams::{member, task, team};
 use support::*;
 use team_operator::api::{Member, MemberPhase, TaskState, Team, TeamTask};
-use team_operator::bus::{Bus, BusConfig, TeamKey};
+use team_operator::bus::{Bus, TeamKey};
 
 fn claim(name: Option<&str>) -> Value {
     match name {
@@ -144,7 +144,7 @@ async fn a_failed_members_pending_tasks_go_back_to_the_board_when_the_team_says_
     .await;
 
     // The lead is told which way its member's tasks went.
-    let bus = Bus::connect(BusConfig::from_url(s.redis_url.clone())).await.expect("redis");
+    let bus = Bus::connect(s.bus_config()).await.expect("redis");
     let inbox = bus.wait(&TeamKey::new(ns.name(), "xi"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
     let notice = inbox.iter().find(|m| m.body.starts_with(&format!("[AGENT FAILURE] @{name}"))).expect("a failure notice");
     assert!(notice.body.contains("pending tasks are back on the board"), "{}", notice.body);

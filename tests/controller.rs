@@ -164,7 +164,7 @@ async fn operator_wide_cap_holds_across_two_teams() {
 
 #[tokio::test]
 async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
-    let (_s, ns, op) = setup("failure", 10).await;
+    let (s, ns, op) = setup("failure", 10).await;
     ns.api::<Team>().create(&PostParams::default(), &team("gamma", 3)).await.expect("team");
     let lead = lead_running(&ns, "gamma").await.status.and_then(|s| s.lead_name).expect("lead name");
     let members: Api<Member> = ns.api();
@@ -205,7 +205,7 @@ async fn oom_killed_member_fails_with_137_lead_is_told_and_its_tasks_fail() {
     }
     assert_eq!(tasks.get("t-done").await.expect("task").state(), TaskState::Completed, "a completed task stays completed");
 
-    let bus = Bus::connect(support::bus_config()).await.expect("redis");
+    let bus = Bus::connect(s.bus_config()).await.expect("redis");
     let inbox = bus.wait(&TeamKey::new(ns.name(), "gamma"), &lead, Duration::from_secs(10)).await.expect("lead inbox");
     let notice = inbox
         .iter()

@@ -262,7 +262,7 @@ async fn the_gateway_answers_429_inbox_full_and_rate_limited() {
     support::install_crds(&s.client).await;
     let ns = support::TestNamespace::new(&s.client, "gw-flood").await;
     let limits = BusLimits { inbox_max_entries: 3, send_burst: 4, send_rate_per_second: 1, ..BusLimits::default() };
-    let bus = Bus::connect(BusConfig { limits, ..support::bus_config() }).await.expect("redis");
+    let bus = Bus::connect(BusConfig { limits, ..s.bus_config() }).await.expect("redis");
     let client = support::identity::impersonating(&support::identity::chart_user("gateway")).await;
     let settings = team_operator::gateway::GatewaySettings::default();
     let state = Arc::new(team_operator::gateway::GatewayState::new(client, bus.clone(), Arc::default(), settings));

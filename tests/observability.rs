@@ -94,7 +94,7 @@ async fn readyz_follows_redis_and_a_standby_is_ready() {
 
     // The gateway: ready while its Redis answers, 503 naming Redis once it is gone.
     let redis = PrivateRedis::start(&[]).await;
-    let private = Stack { client: s.client.clone(), redis_url: redis.url(), kubeconfig: s.kubeconfig.clone() };
+    let private = Stack { client: s.client.clone(), redis_url: redis.url(), redis_cluster: false, kubeconfig: s.kubeconfig.clone() };
     let gw = fixture::start_gateway(&private).await;
     let readyz = format!("{}/readyz", gw.url);
     let status = |url: String| async move {
@@ -106,7 +106,7 @@ async fn readyz_follows_redis_and_a_standby_is_ready() {
     // Two controller replicas on that Redis: the Lease holder is ready once its caches synced,
     // the standby at once; both report who leads.
     let _lease = Operator::lease_guard().await;
-    let redis_flag = ["--redis-url", &redis.url()];
+    let redis_flag = ["--redis-url", &redis.url(), "--redis-cluster=false"];
     let first = Operator::replica_with(&ns.name, "obs-a", &redis_flag);
     let second = Operator::replica_with(&ns.name, "obs-b", &redis_flag);
     wait_until(Duration::from_secs(30), "one replica to lead and both to be ready", || async {

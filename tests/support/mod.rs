@@ -48,10 +48,18 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Stack {
     pub client: Client,
     pub redis_url: String,
+    /// `redis_url` lists a Redis Cluster's seeds (see [`redis_cluster`]).
+    pub redis_cluster: bool,
     pub kubeconfig: PathBuf,
 }
 
 impl Stack {
+    /// Bus settings for this stack's Redis (a test's private redis-server, or the suites' Redis:
+    /// see [`bus_config`]).
+    pub fn bus_config(&self) -> team_operator::bus::BusConfig {
+        team_operator::bus::BusConfig { cluster: self.redis_cluster, ..team_operator::bus::BusConfig::from_url(self.redis_url.clone()) }
+    }
+
     /// A multiplexed Redis connection to the stack's single redis-server (never the cluster:
     /// suites that also run on one use [`raw_redis`]).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -167,7 +175,7 @@ pub async fn stack() -> Stack {
         Ok(Err(e)) => panic!("cannot reach the API server {server} (kubeconfig {}): {e}; run `make stack-up`", kubeconfig.display()),
         Err(_) => panic!("API server {server} (kubeconfig {}) did not answer in 10s; run `make stack-up`", kubeconfig.display()),
     }
-    Stack { client, redis_url: redis_url(), kubeconfig }
+    Stack { client, redis_url: redis_url(), redis_cluster: redis_cluster(), kubeconfig }
 }
 
 /// A namespace of its own for one test, labelled `agentteams.dev/test=true`. Call
