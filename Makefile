@@ -14,7 +14,7 @@ setup: ## install what the stack and the tests need (apt, pip, npm; idempotent, 
 binaries: ## build the control plane (+ kubelet, kube-proxy, containerd, runc, CNI, CoreDNS unless NODE=0; cached)
 	hack/build-binaries.sh
 
-images: ## OCI images (pause, agent, agent-root, redis, project) written here and imported into the node's containerd
+images: ## OCI images (pause, agent, agent-root, redis, project, opencode, claude, codex) written here and imported into the node's containerd
 	source hack/lib.sh && cargo build --bins && hack/images.sh
 
 stack-up: binaries ## start the local stack (idempotent); then: eval "$$(hack/stack.sh env)"

@@ -80,36 +80,42 @@ impl Drop for Release {
 /// One access check: verb, API group, resource (`pods`, `members/status`), namespace, name.
 type Access<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>);
 
+/// Whether the impersonated user of `client` may do `access` (a SelfSubjectAccessReview).
+async fn allowed(client: &Client, access: &Access<'_>) -> bool {
+    let (verb, group, resource, namespace, name) = access;
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (*resource, None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_string()),
+                group: Some(group.to_string()),
+                resource: Some(resource.to_string()),
+                subresource,
+                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                name: name.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let done = api.create(&PostParams::default(), &review).await.unwrap_or_else(|e| panic!("SelfSubjectAccessReview: {e}"));
+    done.status.is_some_and(|s| s.allowed)
+}
+
 /// Asks the API server (SelfSubjectAccessReview, as the impersonated user) whether each access is
 /// allowed; fails listing every answer that is not `expect`.
 async fn assert_access(client: &Client, who: &str, expect: bool, checks: &[Access<'_>]) {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let mut wrong = Vec::new();
-    for (verb, group, resource, namespace, name) in checks {
-        let (resource, subresource) = match resource.split_once('/') {
-            Some((r, s)) => (r, Some(s.to_string())),
-            None => (*resource, None),
-        };
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.to_string()),
-                    group: Some(group.to_string()),
-                    resource: Some(resource.to_string()),
-                    subresource: subresource.clone(),
-                    namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
-                    name: name.map(str::to_owned),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let done = api.create(&PostParams::default(), &review).await.unwrap_or_else(|e| panic!("SelfSubjectAccessReview as {who}: {e}"));
-        let allowed = done.status.as_ref().is_some_and(|s| s.allowed);
-        if allowed != expect {
-            let sub = subresource.map(|s| format!("/{s}")).unwrap_or_default();
-            wrong.push(format!("{verb} {resource}{sub}.{group} in {namespace:?} name {name:?}: allowed={allowed}"));
+    for access in checks {
+        let got = allowed(client, access).await;
+        if got != expect {
+            let (verb, group, resource, namespace, name) = access;
+            wrong.push(format!("{verb} {resource}.{group} in {namespace:?} name {name:?}: allowed={got}"));
         }
     }
     assert!(wrong.is_empty(), "{who}: expected allowed={expect}, but:\n  {}", wrong.join("\n  "));
@@ -543,28 +549,14 @@ async fn helm_install_deploys_the_release() {
     r.uninstall().await;
 }
 
-/// Whether `user` may do each of `checks` (SelfSubjectAccessReview as that user).
-async fn allowed(client: &Client, checks: &[Access<'_>]) -> Vec<bool> {
-    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
-    let mut answers = Vec::new();
-    for (verb, group, resource, namespace, _) in checks {
-        let review = SelfSubjectAccessReview {
-            spec: SelfSubjectAccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(verb.to_string()),
-                    group: Some(group.to_string()),
-                    resource: Some(resource.to_string()),
-                    namespace: Some(namespace.to_string()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let done = api.create(&PostParams::default(), &review).await.expect("SelfSubjectAccessReview");
-        answers.push(done.status.is_some_and(|s| s.allowed));
+/// Whether the impersonated user of `client` may do every one of `checks`.
+async fn allowed_all(client: &Client, checks: &[Access<'_>]) -> bool {
+    for access in checks {
+        if !allowed(client, access).await {
+            return false;
+        }
     }
-    answers
+    true
 }
 
 /// People get teams through Kubernetes' own roles: the chart's editor and viewer ClusterRoles
@@ -597,13 +589,9 @@ async fn people_with_edit_run_teams_and_people_with_view_watch_them() {
         .collect();
     let alice = impersonating(&user("alice")).await;
     let bob = impersonating(&user("bob")).await;
-    wait_until(Duration::from_secs(30), "the editor role aggregated into edit", || async {
-        allowed(&alice, &write).await.iter().all(|a| *a)
-    })
-    .await;
+    wait_until(Duration::from_secs(30), "the editor role aggregated into edit", || async { allowed_all(&alice, &write).await }).await;
     assert_access(&alice, "alice (edit)", true, &read).await;
-    wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async { allowed(&bob, &read).await.iter().all(|a| *a) })
-        .await;
+    wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async { allowed_all(&bob, &read).await }).await;
     assert_access(&bob, "bob (view)", false, &write).await;
     // Status stays the operator's, even for an editor.
     assert_access(&alice, "alice (edit)", false, &[("patch", "agentteams.dev", "members/status", &ns, None)]).await;
