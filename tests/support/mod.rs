@@ -552,6 +552,7 @@ where
 }
 
 pub mod agents;
+pub mod aggregated;
 pub mod identity;
 pub mod model_server;
 pub mod node;
