@@ -154,6 +154,25 @@ async fn a_user_without_rbac_is_refused_by_the_gateway() {
     ns.cleanup().await;
 }
 
+#[tokio::test]
+async fn an_exec_plugin_credential_reaches_the_gateway_as_its_user() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "kubectl-exec").await;
+    let api = aggregated::start(&s, &ns).await;
+    team_with_members(&s, &ns, &api.bus, "alpha", &["general"]).await;
+    // The plugin hands teamctl a ServiceAccount's token, as cloud helpers hand out theirs.
+    let token = fixture::user_token(&s, ns.name(), "e2e-exec").await;
+    let kc = aggregated::exec_kubeconfig(&token, ns.name(), &format!("exec-{}", ns.name()));
+    let (code, out, err) = teamctl(&kc, &api, &["--team", "alpha", "get", "members"]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    let user = format!("system:serviceaccount:{}:e2e-exec", ns.name());
+    assert!(err.contains(&format!("user {user} may not list members")), "{err}");
+
+    api.stop().await;
+    ns.cleanup().await;
+}
+
 /// A request straight to the gateway, as `client` builds it, with `headers`.
 async fn post(client: &reqwest::Client, url: &str, headers: &[(&str, &str)], body: Value) -> reqwest::Result<(u16, Value)> {
     let mut req = client.post(url).json(&body);

@@ -129,6 +129,34 @@ pub fn cert_kubeconfig(pem: &Pem, namespace: Option<&str>, tag: &str) -> PathBuf
     file
 }
 
+/// A kubeconfig like the stack's admin one whose user is an exec plugin (a script, as EKS's or
+/// GKE's helpers are) printing `token` in an ExecCredential; `tag` names the files.
+pub fn exec_kubeconfig(token: &str, namespace: &str, tag: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = super::scratch_dir("kubeconfigs");
+    let script = dir.join(format!("{tag}-credential.sh"));
+    let credential = json!({ "apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", "status": { "token": token } });
+    std::fs::write(&script, format!("#!/bin/sh\ncat <<'EOF'\n{credential}\nEOF\n")).expect("write the exec plugin");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod the exec plugin");
+    let path = super::kubeconfig_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let mut kc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    for entry in kc["users"].as_sequence_mut().expect("kubeconfig users") {
+        entry["user"] = serde_yaml::to_value(json!({ "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": script.to_string_lossy(),
+            "interactiveMode": "Never",
+        } }))
+        .expect("user");
+    }
+    for entry in kc["contexts"].as_sequence_mut().expect("kubeconfig contexts") {
+        entry["context"]["namespace"] = namespace.into();
+    }
+    let file = dir.join(format!("{tag}.kubeconfig"));
+    std::fs::write(&file, serde_yaml::to_string(&kc).expect("yaml")).expect("write kubeconfig");
+    file
+}
+
 /// The gateway of one test, served through the API server as `v1alpha1.<group>`.
 pub struct AggregatedApi {
     /// The API group (`<namespace>.e2e.agentteams.dev`): what teamctl's `--api-group` takes.
