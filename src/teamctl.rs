@@ -75,7 +75,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Man => return docs::man("teamctl"),
         _ => {}
     }
-    if let Err(msg) = output::check(&cli) {
+    if let Err(msg) = connect::check(&cli).and_then(|()| output::check(&cli)) {
         eprintln!("error: {msg}");
         return EXIT_USAGE;
     }

@@ -26,6 +26,17 @@ pub(crate) struct Target {
     pub(crate) kube: Option<kube::Client>,
 }
 
+/// Refuses flags that do not go together, before anything is called.
+pub(super) fn check(cli: &Cli) -> Result<(), String> {
+    if cli.gateway.is_none() && (cli.token.is_some() || cli.token_file.is_some()) {
+        return Err("--token and --token-file (TEAM_TOKEN, TEAM_TOKEN_FILE) go with --gateway; without it teamctl calls through the API server with the kubeconfig's credentials".into());
+    }
+    if cli.gateway.is_some() && (cli.kubeconfig.is_some() || cli.context.is_some()) && !matches!(cli.command, super::Command::Watch(_)) {
+        return Err("--kubeconfig and --context choose the API server to call through; with --gateway the gateway is called directly (only `watch` reads the API server then)".into());
+    }
+    Ok(())
+}
+
 pub(crate) async fn connect(cli: &Cli) -> Result<Target, String> {
     if let Some(url) = &cli.gateway {
         let token = match (&cli.token, &cli.token_file) {
@@ -35,9 +46,6 @@ pub(crate) async fn connect(cli: &Cli) -> Result<Target, String> {
         };
         let client = GatewayClient::new(url, token).map_err(|e| e.to_string())?;
         return Ok(Target { client, namespace: cli.namespace.clone(), kube: None });
-    }
-    if cli.token.is_some() || cli.token_file.is_some() {
-        return Err("--token and --token-file (TEAM_TOKEN, TEAM_TOKEN_FILE) go with --gateway; without it teamctl calls through the API server with the kubeconfig's credentials".into());
     }
     let config = kube_config(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     let namespace = if cli.all_namespaces { None } else { Some(cli.namespace.clone().unwrap_or_else(|| config.default_namespace.clone())) };
@@ -61,5 +69,22 @@ async fn kube_config(kubeconfig: Option<&Path>, context: Option<&str>) -> Result
         }
         None if context.is_some() => kube::Config::from_kubeconfig(&options).await.map_err(|e| format!("kubeconfig: {e}")),
         None => kube::Config::infer().await.map_err(|e| format!("no Kubernetes credentials (kubeconfig or in-cluster): {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn tokens_go_with_the_gateway_and_kubeconfigs_without_it() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("teamctl").chain(args.iter().copied())).unwrap();
+        assert!(check(&parse(&["--token", "t", "get", "teams"])).unwrap_err().contains("--gateway"));
+        assert!(check(&parse(&["--gateway", "http://gw", "--token", "t", "get", "teams"])).is_ok());
+        assert!(check(&parse(&["--gateway", "http://gw", "--context", "c", "get", "teams"])).unwrap_err().contains("--context"));
+        assert!(check(&parse(&["--gateway", "http://gw", "--context", "c", "watch"])).is_ok());
+        assert!(check(&parse(&["--context", "c", "get", "teams"])).is_ok());
     }
 }
