@@ -13,8 +13,9 @@
 # Every member is a pod the kubelet runs with containerd and runc: its init container copies
 # /teamctl from the project image, its agent (examples/agents/spec-review-agent.sh in the agent
 # image) calls the gateway's Service by name with the pod's projected token, its exit code is the
-# container's. Nothing runs as a local process but the stack itself and a port-forward to the
-# bundled Redis for the final `teamctl watch`.
+# container's. Nothing runs as a local process but the stack itself; the final `teamctl watch`
+# reaches the gateway through the API server (the chart's APIService) with the admin kubeconfig's
+# client certificate, as any kubectl user would.
 #
 # Env: DEMO_TIMEOUT (300 s for the team to disband), DEMO_RELEASE (team-operator),
 # DEMO_RELEASE_NAMESPACE (team-operator).
@@ -64,9 +65,6 @@ say "images (pause, agent, redis, project) into the node's containerd"
 "$HACK_DIR/images.sh"
 
 mkdir -p "$DEMO_DIR"
-portforward_pid=""
-cleanup() { [[ -z $portforward_pid ]] || kill "$portforward_pid" 2>/dev/null || true; }
-trap cleanup EXIT
 
 say "CRDs (applied before the chart: helm installs CRDs only on first install, never upgrades them)"
 kubectl apply --server-side --force-conflicts -f "$REPO_DIR/crds/" >/dev/null
@@ -85,6 +83,8 @@ fi
 kubectl -n "$RELEASE_NS" rollout restart deployment "$RELEASE-controller" "$RELEASE-gateway" >/dev/null
 kubectl -n "$RELEASE_NS" rollout status deployment "$RELEASE-controller" "$RELEASE-gateway" --timeout 180s >/dev/null
 kubectl -n "$RELEASE_NS" get pods -o wide
+# The gateway's aggregated API (what teamctl reaches through the API server) answers.
+kubectl wait --for condition=Available --timeout 120s apiservice/v1alpha1.gateway.agentteams.dev >/dev/null
 say "helm test $RELEASE: a pod asks the gateway, through its Service and with its own token, for this namespace's teams"
 helm test "$RELEASE" -n "$RELEASE_NS" --timeout 120s | sed -n '/^TEST SUITE/,/^Phase/p' | tail -n 4
 leader=$(kubectl -n "$RELEASE_NS" get lease "$RELEASE-controller" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
@@ -127,25 +127,18 @@ if [[ -n $lead_pod ]]; then
   kubectl -n "$NS" logs "$lead_pod" -c agent 2>&1 | tail -n 12 || true
 fi
 
-say "teamctl watch --once -n $NS (through a port-forward to the bundled Redis)"
-password=$(kubectl -n "$RELEASE_NS" get secret "$RELEASE-redis" -o jsonpath='{.data.redis-password}' | base64 -d)
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-kubectl -n "$RELEASE_NS" port-forward --address 127.0.0.1 "svc/$RELEASE-redis" "$port:6379" >"$DEMO_DIR/port-forward.log" 2>&1 &
-portforward_pid=$!
-for _ in $(seq 1 40); do
-  grep -q "Forwarding from" "$DEMO_DIR/port-forward.log" 2>/dev/null && break
-  sleep 0.25
-done
-teamctl watch --once -n "$NS" --redis-url "redis://:$password@127.0.0.1:$port" || true
+say "teamctl watch --once -n $NS (through the API server: the gateway's APIService, your kubeconfig)"
+watched=0
+teamctl watch --once -n "$NS" || watched=$?
 
 # The verdict.
 members_json=$(kubectl -n "$NS" get members -o json)
 summary=$(jq -r '[.items[] | select(.spec.role != "Lead") | .status.phase] | group_by(.) | map("\(length) \(.[0])") | join(",")' <<<"$members_json")
 lead=$(jq -r '[.items[] | select(.spec.role == "Lead") | .status.phase] | join(",")' <<<"$members_json")
 oom=$(jq -r '[.items[] | select(.status.name == "performance") | "\(.status.phase) \(.status.reason) \(.status.exitCode)"] | join(",")' <<<"$members_json")
-if [[ $team_phase == Disbanded && $summary == "4 Completed,1 Failed" && $lead == Completed && $oom == "Failed OOMKilled 137" ]]; then
+if ((watched == 0)) && [[ $team_phase == Disbanded && $summary == "4 Completed,1 Failed" && $lead == Completed && $oom == "Failed OOMKilled 137" ]]; then
   say "demo done: team $TEAM Disbanded; lead Completed; specialists: 4 Completed, performance OOM-killed by the kernel (exit 137)"
   exit 0
 fi
-say "demo FAILED: team phase '${team_phase:-none}', lead '${lead:-none}', specialists '${summary:-none}', performance '${oom:-none}'"
+say "demo FAILED: team phase '${team_phase:-none}', lead '${lead:-none}', specialists '${summary:-none}', performance '${oom:-none}', teamctl watch exit $watched"
 exit 1

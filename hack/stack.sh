@@ -189,6 +189,28 @@ EOF
   write_kubeconfig
 }
 
+# The API server's front proxy (API aggregation): its own CA, as kubeadm does, so no cluster
+# client certificate can pass for it; the API server proxies aggregated APIs (the gateway's
+# APIService) with this client certificate and the caller's identity in X-Remote-* headers, and
+# publishes the CA, the allowed name and the header names in kube-system's
+# extension-apiserver-authentication ConfigMap. Created once, beside a PKI from before it too.
+front_proxy_pki() {
+  [[ -f $PKI/front-proxy-client.crt ]] && return
+  log "generating the front-proxy CA and client certificate in $PKI"
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -keyout front-proxy-ca.key -out front-proxy-ca.crt \
+      -subj "/CN=team-operator-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout front-proxy-client.key -out front-proxy-client.csr \
+      -subj "/CN=front-proxy-client" 2>/dev/null
+    openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+      -days 3650 -sha256 -extfile client.ext -out front-proxy-client.crt 2>/dev/null
+    rm -f front-proxy-client.csr
+  )
+}
+
 # A serving certificate from before the node (or for another NODE_IP) lacks the node's address:
 # sign a new one with the same CA, so clients that trust the CA keep working.
 serving_cert_covers_node() {
@@ -276,6 +298,11 @@ start_kube-apiserver() {
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-uid-headers=X-Remote-Uid \
+    --requestheader-group-headers=X-Remote-Group --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
+    --enable-aggregator-routing=true \
     --allow-privileged=true \
     --disable-admission-plugins=TaintNodesByCondition \
     --profiling=false \
@@ -388,7 +415,7 @@ up() {
       log "$c: a healthy instance not started by this script answers on its port; using it (down leaves it alone)"
       continue
     fi
-    if (( ! started )); then gen_pki; [[ -f $KUBECONFIG_PATH ]] || write_kubeconfig; fi
+    if (( ! started )); then gen_pki; front_proxy_pki; [[ -f $KUBECONFIG_PATH ]] || write_kubeconfig; fi
     started=1
     if alive "$c"; then
       log "$c is running but not healthy yet; waiting"
@@ -422,6 +449,8 @@ stale() { # <component>
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
   case $1 in
     kube-apiserver)
+      # Aggregated APIs (the gateway's APIService) need the front-proxy flags.
+      [[ $cmd == *"--enable-aggregator-routing=true "* ]] || return 0
       if ((NODE)); then [[ $cmd != *"--advertise-address=$NODE_IP "* ]]; else [[ $cmd == *"--bind-address=0.0.0.0 "* ]]; fi ;;
     kube-controller-manager) [[ $cmd != *"--controllers=$KCM_CONTROLLERS "* ]] ;;
     containerd | kubelet | coredns) node_stale "$1" ;;

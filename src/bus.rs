@@ -32,6 +32,7 @@ mod conn;
 mod error;
 mod inbox;
 mod keys;
+mod latest;
 mod memory;
 mod message;
 mod peek;

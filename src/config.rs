@@ -165,6 +165,19 @@ pub struct GatewayArgs {
     /// is then namespaced); empty: every namespace.
     #[arg(long, env = "TEAM_OPERATOR_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Address of the aggregated API (TLS; what the APIService's Service points at); unset: none.
+    #[arg(long, env = "TEAM_GATEWAY_AGGREGATED_LISTEN", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub aggregated_listen: Option<SocketAddr>,
+    /// PEM serving certificate of the aggregated API (for `<service>.<namespace>.svc`, signed by
+    /// the CA in the APIService's caBundle).
+    #[arg(long, env = "TEAM_GATEWAY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "TEAM_GATEWAY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// API group of the aggregated API (the APIService is `v1alpha1.<group>`).
+    #[arg(long, env = "TEAM_GATEWAY_API_GROUP", default_value = crate::gateway::aggregated::DEFAULT_GROUP)]
+    pub api_group: String,
 }
 
 /// The controller's settings as the reconcilers use them.

@@ -16,19 +16,26 @@
 //!   unknown_recipient 404, conflict 409, recipient_finished 409, team_disbanded 410,
 //!   too_large 413, unavailable 503.
 //! - `/metrics`, `/livez`, `/readyz` on the same port.
+//! - With `--aggregated-listen`, the same routes over TLS plus `/apis/<group>/v1alpha1/…`: the
+//!   aggregated API the API server proxies to with the caller's identity ([`aggregated`]).
 //!
 //! # Layout
 //! - [`auth`]: TokenReview / SubjectAccessReview and the identity cache.
+//! - [`aggregated`], [`front_proxy`], [`tls`]: the aggregated API, how the API server's front
+//!   proxy is trusted, the TLS listener.
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
 //! - [`idle`]: a member blocked in `wait_messages` reads Idle.
 
+pub mod aggregated;
 pub mod args;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod front_proxy;
 pub mod idle;
 pub mod mcp;
+pub mod tls;
 pub mod tools;
 
 use std::sync::Arc;
@@ -60,6 +67,7 @@ use crate::config::GatewayArgs;
 use crate::metrics::Metrics;
 use auth::Authenticator;
 use error::ApiError;
+use front_proxy::Peer;
 
 /// Limits and timings of the gateway.
 #[derive(Clone, Debug)]
@@ -76,6 +84,8 @@ pub struct GatewaySettings {
     pub mcp_wait_bound: Duration,
     /// The namespace whose Teams are cached (the others are read with a GET); None: all.
     pub namespace: Option<String>,
+    /// The API group of the aggregated API (`/apis/<group>/v1alpha1`).
+    pub api_group: String,
 }
 
 impl Default for GatewaySettings {
@@ -87,6 +97,7 @@ impl Default for GatewaySettings {
             auth_cache_ttl: Duration::from_secs(30),
             mcp_wait_bound: mcp::MCP_WAIT_BOUND,
             namespace: None,
+            api_group: aggregated::DEFAULT_GROUP.to_owned(),
         }
     }
 }
@@ -163,18 +174,37 @@ pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()>
         max_wait: Duration::from_secs(args.max_wait_seconds),
         auth_cache_ttl: Duration::from_secs(args.auth_cache_seconds),
         namespace: args.namespace.clone(),
+        api_group: args.api_group.clone(),
         ..GatewaySettings::default()
+    };
+    // A bad certificate fails the start, not the first request.
+    let cert = match (&args.aggregated_listen, &args.tls_cert_file, &args.tls_key_file) {
+        (Some(_), Some(c), Some(k)) => Some(tls::ServingCert::from_files(c, k)?),
+        _ => None,
     };
     let state = Arc::new(GatewayState::new(client, bus, metrics, settings));
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %args.listen, "gateway listening");
-    serve(listener, state).await
+    match (args.aggregated_listen, cert) {
+        (Some(addr), Some(cert)) => {
+            let tls_listener = TcpListener::bind(addr).await?;
+            tracing::info!(%addr, group = %args.api_group, "gateway serving its aggregated API over TLS");
+            tokio::try_join!(serve(listener, state.clone()), serve_aggregated(tls_listener, state, cert)).map(|_| ())
+        }
+        _ => serve(listener, state).await,
+    }
 }
 
 /// Serves the gateway on `listener` until the process ends (or SIGTERM).
 pub async fn serve(listener: TcpListener, state: Arc<GatewayState>) -> anyhow::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
+}
+
+/// Serves the gateway over TLS on `listener`, with the front proxy trusted, until the process
+/// ends (or SIGTERM): what the APIService points at.
+pub async fn serve_aggregated(listener: TcpListener, state: Arc<GatewayState>, cert: tls::ServingCert) -> anyhow::Result<()> {
+    tls::serve(listener, router(state.clone()), state.client.clone(), cert, shutdown()).await
 }
 
 async fn shutdown() {
@@ -214,6 +244,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .route("/v1/teams/{team}", get(get_team))
         .route("/v1/teams/{team}/{kind}", get(list_in_team))
         .route("/v1/teams/{team}/{kind}/{name}", get(get_in_team))
+        .merge(aggregated::routes())
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .with_state(state.clone());
     api.merge(mcp_routes)
@@ -233,7 +264,8 @@ fn ready_check(state: &Arc<GatewayState>) -> crate::health::ReadyCheck {
 
 /// Authenticates an MCP request and hands the caller to the MCP handler; 401 without a token.
 async fn authenticate_mcp(State(state): State<Arc<GatewayState>>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(req.headers()).await {
+    let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
+    match state.auth.authenticate(req.headers(), &peer).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -254,18 +286,34 @@ async fn catalog() -> Json<Value> {
 async fn call_tool(
     State(state): State<Arc<GatewayState>>,
     Path(tool): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let label = tools::tool_name(&tool).unwrap_or("unknown");
+    call_tool_with(&state, &tool, &headers, &peer, body, None).await
+}
+
+/// One tool call from the JSON API or the aggregated API (which binds the namespace).
+async fn call_tool_with(
+    state: &GatewayState,
+    tool: &str,
+    headers: &HeaderMap,
+    peer: &Peer,
+    body: Result<Bytes, BytesRejection>,
+    namespace: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    let label = tools::tool_name(tool).unwrap_or("unknown");
     let count = |e: ApiError| {
         state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code: e.code }).inc();
         e
     };
-    let caller = state.auth.authenticate(&headers).await.map_err(count)?;
+    let caller = state.auth.authenticate(headers, peer).await.map_err(count)?;
     let body = body.map_err(|r| count(body_rejection(r, state.settings.max_body_bytes)))?;
-    let args = args::parse_body(&body).map_err(count)?;
-    tools::call(&state, &caller, &tool, args).await.map(Json)
+    let mut args = args::parse_body(&body).map_err(count)?;
+    if let Some(ns) = namespace {
+        args = aggregated::bind_namespace(args, ns).map_err(count)?;
+    }
+    tools::call(state, &caller, tool, args).await.map(Json)
 }
 
 fn body_rejection(r: BytesRejection, max: usize) -> ApiError {
@@ -287,28 +335,30 @@ fn query(q: Result<Query<NsQuery>, QueryRejection>) -> Result<Option<String>, Ap
     q.map(|Query(q)| q.namespace).map_err(|r| ApiError::invalid(format!("bad query string: {}", r.body_text())))
 }
 
-async fn get_via_tool(state: &GatewayState, headers: &HeaderMap, args: Value) -> Result<Json<Value>, ApiError> {
-    let caller = state.auth.authenticate(headers).await?;
+async fn get_via_tool(state: &GatewayState, headers: &HeaderMap, peer: &Peer, args: Value) -> Result<Json<Value>, ApiError> {
+    let caller = state.auth.authenticate(headers, peer).await?;
     tools::call(state, &caller, "get", args).await.map(Json)
 }
 
 async fn list_teams(
     State(state): State<Arc<GatewayState>>,
+    peer: Peer,
     headers: HeaderMap,
     q: Result<Query<NsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let ns = query(q)?;
-    get_via_tool(&state, &headers, json!({ "kind": "teams", "namespace": ns })).await
+    get_via_tool(&state, &headers, &peer, json!({ "kind": "teams", "namespace": ns })).await
 }
 
 async fn get_team(
     State(state): State<Arc<GatewayState>>,
     Path(team): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     q: Result<Query<NsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let ns = query(q)?;
-    get_via_tool(&state, &headers, json!({ "kind": "teams", "name": team, "namespace": ns })).await
+    get_via_tool(&state, &headers, &peer, json!({ "kind": "teams", "name": team, "namespace": ns })).await
 }
 
 fn kind(kind: &str) -> Result<&'static str, ApiError> {
@@ -322,19 +372,21 @@ fn kind(kind: &str) -> Result<&'static str, ApiError> {
 async fn list_in_team(
     State(state): State<Arc<GatewayState>>,
     Path((team, k)): Path<(String, String)>,
+    peer: Peer,
     headers: HeaderMap,
     q: Result<Query<NsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let ns = query(q)?;
-    get_via_tool(&state, &headers, json!({ "kind": kind(&k)?, "team": team, "namespace": ns })).await
+    get_via_tool(&state, &headers, &peer, json!({ "kind": kind(&k)?, "team": team, "namespace": ns })).await
 }
 
 async fn get_in_team(
     State(state): State<Arc<GatewayState>>,
     Path((team, k, name)): Path<(String, String, String)>,
+    peer: Peer,
     headers: HeaderMap,
     q: Result<Query<NsQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let ns = query(q)?;
-    get_via_tool(&state, &headers, json!({ "kind": kind(&k)?, "team": team, "name": name, "namespace": ns })).await
+    get_via_tool(&state, &headers, &peer, json!({ "kind": kind(&k)?, "team": team, "name": name, "namespace": ns })).await
 }

@@ -8,7 +8,8 @@
 //! - [`controller`]: one reconciler per kind, the slot admission (names and caps, one writer) and
 //!   pod building.
 //! - [`bus`]: Redis inbox streams, the roster the operator projects into Redis, agent memory.
-//! - [`gateway`]: the agents' tools over a JSON API and MCP, with TokenReview-based auth, and the
+//! - [`gateway`]: the agents' tools over a JSON API and MCP, with TokenReview-based auth, the
+//!   aggregated API the Kubernetes API server proxies to with the caller's identity, and the
 //!   client `teamctl` uses.
 //! - [`teamctl`]: the `teamctl` CLI (every tool as a subcommand, `teamctl mcp` over stdio).
 //! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,

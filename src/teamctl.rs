@@ -2,21 +2,26 @@
 //!
 //! Every tool is a subcommand; `teamctl mcp` serves the same tools as a stdio MCP server that
 //! forwards to the gateway; `teamctl install DIR` copies the binary (the member pods' init
-//! container does this). Settings come from flags or the environment the operator gives member
-//! pods (`TEAM_GATEWAY_URL`, `TEAM_TOKEN_FILE`).
+//! container does this). Member pods reach the gateway's URL with their projected token (the
+//! operator sets `TEAM_GATEWAY_URL`, `TEAM_TOKEN_FILE`); people reach it through the API server
+//! with their kubeconfig, as kubectl does (see `connect`). Named `kubectl-team`, it is the kubectl
+//! plugin `kubectl team`.
 
 //!
 //! # Layout
 //! - `cli`: the clap types (flags, subcommands, exit-code help).
+//! - `connect`: where calls go (the gateway's URL, or the API server of the kubeconfig) and the
+//!   namespace they act in.
 //! - `request`: a command as a tool call, built from the gateway's typed argument structs.
-//! - `output`: human output (lines and tables); `-o json` prints the answer as it is.
-//! - `install`, `mcp`, `run`: the subcommands that are not tool calls (`run` is the member loop).
+//! - `output`: tables and lines, `-o wide|json|yaml|name`.
+//! - `install`, `mcp`, `run`, `docs`: the subcommands that are not tool calls (`run` is the member
+//!   loop; `docs` the completion scripts and the man page).
 
-use clap::Parser;
+use clap::FromArgMatches;
 use serde_json::Value;
 
 use crate::gateway::args::WaitMessagesArgs;
-use crate::gateway::client::{ClientError, GatewayClient, Token};
+use crate::gateway::client::ClientError;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -28,6 +33,8 @@ pub const EXIT_REFUSED: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 3;
 
 mod cli;
+mod connect;
+mod docs;
 mod install;
 mod mcp;
 mod output;
@@ -35,10 +42,19 @@ mod request;
 pub mod run;
 
 pub use cli::{Cli, Command, GetKind, MemoryCommand, Output, TaskCommand, TeamCommand, TeamCreate};
+pub(crate) use connect::{Target, kube_client};
+
+/// The name kubectl finds its plugin `kubectl team` by.
+pub const PLUGIN_NAME: &str = "kubectl-team";
 
 /// Parses the command line and runs; the process exit code.
 pub async fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    // Run as `kubectl team …`, usage and help say so.
+    let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
+    let as_plugin = invoked.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == PLUGIN_NAME);
+    let parsed =
+        docs::command(if as_plugin { "kubectl team" } else { "teamctl" }).try_get_matches().and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -53,25 +69,32 @@ pub async fn main() -> u8 {
 
 /// Runs a parsed command line; the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    if let Command::Watch(args) = &cli.command {
-        return crate::watch::run(cli.namespace.as_deref(), cli.team.as_deref(), args).await;
-    }
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(t), _) => Token::Literal(t.clone()),
-        (None, Some(f)) => Token::File(f.clone()),
-        (None, None) => Token::None,
-    };
-    let client = match GatewayClient::new(&cli.gateway, token) {
-        Ok(c) => c,
-        Err(e) => return report(&cli, &e),
-    };
     match &cli.command {
         Command::Install { dir } => return install::install(dir),
-        Command::Mcp { wait_bound } => return mcp::serve(&cli, client, *wait_bound).await,
-        Command::Run(args) => return run::run(&cli, args, client).await,
+        Command::Completion { shell } => return docs::completion(*shell, "teamctl"),
+        Command::Man => return docs::man("teamctl"),
         _ => {}
     }
-    let (tool, args) = match request::request(&cli) {
+    if let Err(msg) = connect::check(&cli).and_then(|()| output::check(&cli)) {
+        eprintln!("error: {msg}");
+        return EXIT_USAGE;
+    }
+    let target = match connect::connect(&cli).await {
+        Ok(t) => t,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    let namespace = target.namespace.clone();
+    let client = target.client.clone();
+    match &cli.command {
+        Command::Watch(args) => return crate::watch::run(&cli, target, args).await,
+        Command::Mcp { wait_bound } => return mcp::serve(&cli, namespace, client, *wait_bound).await,
+        Command::Run(args) => return run::run(&cli, namespace, args, client).await,
+        _ => {}
+    }
+    let (tool, args) = match request::request(&cli, namespace.clone()) {
         Ok(r) => r,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -82,7 +105,8 @@ pub async fn run(cli: Cli) -> u8 {
         Ok(r) => r,
         Err(e) => return report(&cli, &e),
     };
-    if let Command::Wait { no_ack: false, .. } = &cli.command {
+    // A person's wait only looks at an inbox (`peek`): the acks are the member's.
+    if let (Command::Wait { no_ack: false, .. }, false) = (&cli.command, result["peek"] == true) {
         let ack: Vec<String> = result["messages"]
             .as_array()
             .into_iter()
@@ -90,13 +114,8 @@ pub async fn run(cli: Cli) -> u8 {
             .filter_map(|m| m.get("stream_id").and_then(Value::as_str).map(str::to_owned))
             .collect();
         if !ack.is_empty() {
-            let args = WaitMessagesArgs {
-                ack,
-                receive: Some(false),
-                namespace: cli.namespace.clone(),
-                team: cli.team.clone(),
-                ..Default::default()
-            };
+            let args =
+                WaitMessagesArgs { ack, receive: Some(false), namespace: namespace.clone(), team: cli.team.clone(), ..Default::default() };
             if let Err(e) = client.call(crate::gateway::tools::Tool::WaitMessages.as_str(), &request::to_value(&args)).await {
                 output::print(&cli, &result);
                 return report(&cli, &e);
@@ -108,10 +127,10 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 fn report(cli: &Cli, e: &ClientError) -> u8 {
-    if cli.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&e.body()).unwrap_or_default());
-    } else {
-        eprintln!("error: {e}");
+    match cli.output {
+        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(&e.body()).unwrap_or_default()),
+        Some(Output::Yaml) => print!("{}", serde_yaml::to_string(&e.body()).unwrap_or_default()),
+        _ => eprintln!("error: {e}"),
     }
     match e {
         ClientError::Refused { .. } => EXIT_REFUSED,

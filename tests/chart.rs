@@ -40,7 +40,11 @@ impl Release {
         // The release's lead-member policy covers its own namespace only, so it cannot refuse the
         // other suites' operator its lead Members (each release admits its own controller alone).
         let selector = format!(r#"memberPolicy.namespaceSelector={{"matchLabels":{{"kubernetes.io/metadata.name":"{name}"}}}}"#);
-        let mut args = vec!["install", &name, CHART, "--namespace", ns.name(), "--set-json", &selector];
+        // No APIService: these releases' gateways run on kwok nodes (no process answers), and an
+        // unavailable aggregated API stalls every namespace deletion of the stack; tests/kubectl.rs
+        // runs the chart's APIService against a real gateway, tests/demo.rs the whole release.
+        let mut args =
+            vec!["install", &name, CHART, "--namespace", ns.name(), "--set-json", &selector, "--set", "gateway.apiService.enabled=false"];
         for s in set {
             args.extend(["--set", s]);
         }
@@ -238,6 +242,8 @@ fn bad_values_are_refused_naming_the_key() {
         ("redis.server=keydb", "/redis/server"),
         ("image.digest=latest", "/image/digest"),
         ("gateway.podLabel.a=b", "podLabel"),
+        ("gateway.apiService.group=gateway", "/gateway/apiService/group"),
+        ("gateway.apiService.callers[0].kind=Team", "/gateway/apiService/callers/0"),
     ] {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         let msg = text(&out);
@@ -351,6 +357,11 @@ fn rendered(set: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The document of `kind` named `name`.
+fn doc<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
 /// The first container of the workload `kind`/`name` in `docs`.
 fn container<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
     docs.iter()
@@ -398,6 +409,58 @@ fn bundled_redis_refuses_writes_at_maxmemory_below_its_memory_limit() {
         let limit = redis["resources"]["limits"]["memory"].as_str().expect("a memory limit on redis");
         assert!(bytes_of(want) < bytes_of(limit), "{set:?}: maxmemory {want} is not below the container's limit {limit}");
     }
+}
+
+#[test]
+fn the_apiservice_trusts_the_certificate_the_gateway_serves() {
+    let b64 = |v: &serde_json::Value| serde_json::from_value::<k8s_openapi::ByteString>(v.clone()).expect("base64").0;
+    let docs = rendered(&[]);
+    let api = doc(&docs, "APIService", "v1alpha1.gateway.agentteams.dev");
+    assert_eq!(api["spec"]["service"], json!({ "name": "t-team-operator-gateway", "namespace": "t", "port": 443 }));
+    let secret = doc(&docs, "Secret", "t-team-operator-gateway-tls");
+    assert_eq!(b64(&api["spec"]["caBundle"]), b64(&secret["data"]["ca.crt"]), "caBundle is the Secret's CA");
+    // The certificate is for the name the API server checks, and signed by that CA.
+    let pem = String::from_utf8(b64(&secret["data"]["tls.crt"])).expect("PEM");
+    let ca_pem = String::from_utf8(b64(&secret["data"]["ca.crt"])).expect("PEM");
+    let der = |p: &str| x509_parser::pem::parse_x509_pem(p.as_bytes()).expect("PEM certificate").1.contents;
+    let (cert_der, ca_der) = (der(&pem), der(&ca_pem));
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).expect("certificate");
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).expect("CA");
+    let sans = cert
+        .subject_alternative_name()
+        .expect("SAN extension")
+        .expect("SANs")
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>();
+    assert!(sans.iter().any(|n| n.contains("t-team-operator-gateway.t.svc")), "{sans:?}");
+    cert.verify_signature(Some(ca.public_key())).expect("signed by the caBundle's CA");
+
+    let gw = container(&docs, "Deployment", "t-team-operator-gateway");
+    let env = env_of(gw);
+    assert_eq!(env.get("TEAM_GATEWAY_AGGREGATED_LISTEN").map(String::as_str), Some("0.0.0.0:8443"));
+    assert_eq!(env.get("TEAM_GATEWAY_API_GROUP").map(String::as_str), Some("gateway.agentteams.dev"));
+    let svc = doc(&docs, "Service", "t-team-operator-gateway");
+    assert!(svc["spec"]["ports"].as_array().expect("ports").iter().any(|p| p["name"] == "https" && p["port"] == 443), "{svc}");
+    let reader = doc(&docs, "RoleBinding", "t-team-operator-gateway-authentication-reader");
+    assert_eq!(
+        (reader["metadata"]["namespace"].as_str(), reader["roleRef"]["name"].as_str()),
+        (Some("kube-system"), Some("extension-apiserver-authentication-reader"))
+    );
+    let callers = doc(&docs, "ClusterRoleBinding", "t-team-operator-gateway-caller");
+    assert_eq!(callers["subjects"][0]["name"], "system:authenticated");
+    let role = doc(&docs, "ClusterRole", "t-team-operator-gateway-caller");
+    assert_eq!(role["rules"], json!([{ "apiGroups": ["gateway.agentteams.dev"], "resources": ["tools"], "verbs": ["create"] }]));
+
+    // Off: none of it, and the gateway serves no TLS.
+    let off = rendered(&["gateway.apiService.enabled=false"]);
+    assert!(!off.iter().any(|d| d["kind"] == "APIService" || d["metadata"]["name"] == "t-team-operator-gateway-tls"));
+    assert!(!env_of(container(&off, "Deployment", "t-team-operator-gateway")).contains_key("TEAM_GATEWAY_AGGREGATED_LISTEN"));
+    // A Secret of one's own needs its CA.
+    let out = run("helm", &["template", "t", CHART, "--set", "gateway.apiService.tls.existingSecret=mine"], None);
+    assert!(!out.status.success() && text(&out).contains("gateway.apiService.tls.caBundle"), "{}", text(&out));
 }
 
 #[test]
@@ -479,7 +542,9 @@ async fn rendered_chart_passes_server_dry_run_under_restricted_pod_security() {
             args.extend(["--set", s]);
         }
         let manifest = ok("helm", &args, None);
-        let out = run("kubectl", &["apply", "--dry-run=server", "--namespace", ns.name(), "-f", "-"], Some(manifest.as_bytes()));
+        // Every namespaced object names its namespace (the gateway's RoleBinding is kube-system's,
+        // which `--namespace` would refuse).
+        let out = run("kubectl", &["apply", "--dry-run=server", "-f", "-"], Some(manifest.as_bytes()));
         let msg = text(&out);
         assert!(out.status.success(), "kubectl apply --dry-run=server of the chart ({set:?}) failed:\n{msg}");
         assert!(!msg.contains("Warning"), "the chart ({set:?}) draws warnings (Pod Security restricted?):\n{msg}");
@@ -837,6 +902,38 @@ async fn chart_rbac_grants_the_gateway_what_it_uses_and_nothing_more() {
 
     teams_ns.cleanup().await;
     r.uninstall().await;
+}
+
+/// The aggregated API's trust (tls.rs `watch_trust`): the chart's gateway may read the one
+/// ConfigMap the API server publishes it in, and nothing else of kube-system.
+#[tokio::test]
+async fn chart_rbac_lets_the_gateway_read_the_front_proxy_trust_and_no_more() {
+    let who = support::identity::chart_user("gateway");
+    let gw = impersonating(&who).await;
+    let cm = Some("extension-apiserver-authentication");
+    assert_access(
+        &gw,
+        &who,
+        true,
+        &[
+            ("get", "", "configmaps", "kube-system", cm),
+            ("list", "", "configmaps", "kube-system", cm),
+            ("watch", "", "configmaps", "kube-system", cm),
+        ],
+    )
+    .await;
+    assert_access(
+        &gw,
+        &who,
+        false,
+        &[
+            ("get", "", "configmaps", "kube-system", Some("kube-root-ca.crt")),
+            ("list", "", "configmaps", "kube-system", None),
+            ("update", "", "configmaps", "kube-system", cm),
+            ("get", "", "secrets", "kube-system", None),
+        ],
+    )
+    .await;
 }
 
 /// The real controller, authenticating as the chart's controller ServiceAccount, with leader

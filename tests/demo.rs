@@ -1,8 +1,9 @@
 //! `make demo`, the README's first command, as a test: hack/demo.sh installs the Helm chart on
 //! the stack's real node and runs the spec-review team in real containers; it exits 0 only when
 //! the team disbanded with its lead and four specialists Completed and `performance` OOM-killed by
-//! the kernel. Then `hack/demo.sh down` removes the release and namespace `demo` (a demo a
-//! developer left running is replaced).
+//! the kernel, and `teamctl watch` reads it through the API server (the chart's APIService). Then
+//! `hack/demo.sh down` removes the release and namespace `demo` (a demo a developer left running
+//! is replaced).
 mod support;
 
 use std::process::Command;
@@ -29,6 +30,10 @@ fn make_demo_runs_the_spec_review_team_in_real_containers() {
     // Every member ran on the real node, and the controller ran with leader election.
     assert!(out.contains("team-operator-node"), "{out}");
     assert!(out.contains("controller leader (Lease team-operator/team-operator-controller): team-operator-controller-"), "{out}");
+    // `teamctl watch` reached the gateway through the API server (the chart's APIService) with
+    // the admin kubeconfig's client certificate: the snapshot and its messages panel.
+    assert!(out.contains("TEAM spec-review  Disbanded") && out.contains(" MESSAGES (newest last, UTC)"), "{out}");
+    assert!(!out.contains("messages not shown"), "{out}");
     let (ok, out) = demo(&["down"]);
     assert!(ok, "hack/demo.sh down failed:\n{out}");
 }

@@ -248,21 +248,29 @@ pub struct SpawnMemberArgs {
 }
 
 /// What `get` lists.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    #[default]
     Teams,
     Members,
     Tasks,
+    /// The newest messages of the team's inboxes (a member: of its own inbox), read-only.
+    Messages,
 }
 
-/// `get`: list or read teams, members of a team, or tasks of a team.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+/// Most messages one `get messages` returns, and how many unless `limit` says.
+pub const MESSAGES_MAX: usize = 100;
+pub const MESSAGES_DEFAULT: usize = 20;
+
+/// `get`: list or read teams, members of a team, tasks of a team, or its newest messages.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetArgs {
-    /// teams | members | tasks.
+    /// teams | members | tasks | messages.
     pub kind: Kind,
-    /// One object: a team name, a member's agent name (or its Member object name), a task name.
+    /// One object: a team name, a member's agent name (or its Member object name), a task name;
+    /// for messages: whose inbox (default: every inbox of the team).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// The team (default: the caller's own team).
@@ -271,6 +279,13 @@ pub struct GetArgs {
     /// Namespace (only for callers outside member pods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// kind=teams without a name: the teams of every namespace (only for callers outside member
+    /// pods; RBAC must allow listing teams cluster-wide).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_namespaces: bool,
+    /// kind=messages: how many of the newest (1 to 100, default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 /// Decodes tool arguments, naming the field of the first problem:

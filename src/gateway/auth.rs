@@ -17,6 +17,11 @@
 //!    credential. Such a [`UserCaller`] is authorized per call with a SubjectAccessReview against
 //!    RBAC on the `agentteams.dev` resources (see [`super::tools`] for the verbs).
 //!
+//! 4. A request the API server proxies to the aggregated API carries no token: its caller is the
+//!    user the API server's front proxy names in its headers, believed only on a connection that
+//!    proves to be the front proxy (see [`super::front_proxy`]), and authorized like 3. The same
+//!    headers from anyone else are refused.
+//!
 //! Identities are cached by token for a short time (default 30 s). A cached member identity is
 //! checked on every use against the gateway's watch of Members and dropped at once when its
 //! Member is gone or replaced (uid), names another pod in `status.podName`, or has ended; a
@@ -36,6 +41,7 @@ use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::error::ApiError;
+use super::front_proxy::Peer;
 use crate::api::{GROUP, Member, MemberRole};
 use crate::controller::pod::GATEWAY_AUDIENCE;
 
@@ -121,8 +127,13 @@ impl Authenticator {
         Authenticator { client, ttl, cache: Mutex::new(HashMap::new()), members }
     }
 
-    /// The caller behind the request's `Authorization: Bearer` header.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// The caller of a request that came over a connection proving `peer`: the user the front
+    /// proxy names, or the one behind the `Authorization: Bearer` header.
+    pub async fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Result<Caller, ApiError> {
+        if let Some(user) = peer.identity(headers) {
+            return user.map(Caller::User);
+        }
+        peer.refuse_claims(headers)?;
         let token = bearer(headers)?;
         if let Some(caller) = self.cached(token) {
             return Ok(caller);

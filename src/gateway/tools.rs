@@ -23,6 +23,7 @@
 //! | wait_messages | get | teams/messages |
 //! | agent_memory read / write, append | get / update | teams/memory |
 //! | get teams / members / tasks | list or get | teams / members / teamtasks |
+//! | get messages (the newest, read-only; `teamctl watch`) | get | teams/messages |
 
 mod actor;
 mod get;
@@ -157,6 +158,11 @@ fn out_wait() -> serde_json::Map<String, Value> {
         ("messages", "array", "Messages: { id, stream_id, from, to, kind (message | system), body, sent_at }."),
         ("acked", "integer", "How many of `ack` were pending."),
         ("timed_out", "boolean", "No message came within the wait: call again."),
+        (
+            "max_timeout_seconds",
+            "integer",
+            "The longest one wait may block in this team (its memberTimeoutSeconds, capped by the gateway).",
+        ),
         ("peek", "boolean", "A person's look at the inbox: nothing was delivered or acked."),
     ])
 }
@@ -198,7 +204,11 @@ fn out_deleted() -> serde_json::Map<String, Value> {
 }
 fn out_get() -> serde_json::Map<String, Value> {
     let mut fields = team_fields();
-    fields.extend([("members", "array", "Members (kind=members)."), ("tasks", "array", "Tasks (kind=tasks).")]);
+    fields.extend([
+        ("members", "array", "Members (kind=members)."),
+        ("tasks", "array", "Tasks (kind=tasks)."),
+        ("messages", "array", "The newest messages, oldest first (kind=messages)."),
+    ]);
     object(&fields)
 }
 
@@ -263,7 +273,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::Get.as_str(),
-        description: "Read the state of things: kind=teams (your team), kind=members (the members of your team with phase, agent type and role), kind=tasks (the task board). Give `name` for one object.",
+        description: "Read the state of things: kind=teams (your team), kind=members (the members of your team with phase, agent type and role), kind=tasks (the task board), kind=messages (the newest messages of your inbox, read-only: nothing is acknowledged). Give `name` for one object.",
         schema: schema_of::<GetArgs>,
         hints: hints(true, false, true),
         output: out_get,

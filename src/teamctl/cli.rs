@@ -11,43 +11,66 @@ Exit codes:
   2  refused by the gateway (4xx: invalid_argument, unauthenticated, forbidden, not_found, conflict, team_disbanded, too_large, ...)
   3  gateway unavailable (5xx or network error)
 
-Errors are printed to stderr as `error: <code>: <message>` (with -o json: the gateway's
+Errors are printed to stderr as `error: <code>: <message>` (with -o json or yaml: the gateway's
 {\"error\": {\"code\", \"message\"}} object on stdout).
 
-Environment: TEAM_GATEWAY_URL, TEAM_TOKEN_FILE (or TEAM_TOKEN), TEAM_NAMESPACE, TEAM.
-In a member pod these are set by the operator, so `teamctl send general-2 \"hi\"` just works.";
+Without --gateway, teamctl reaches the gateway through the Kubernetes API server (the chart's
+APIService v1alpha1.gateway.agentteams.dev) with the kubeconfig's own credentials, as kubectl
+does: --kubeconfig / KUBECONFIG, --context, and -n defaulting to the context's namespace.
+
+Environment: TEAM_GATEWAY_URL, TEAM_TOKEN_FILE (or TEAM_TOKEN), TEAM_NAMESPACE, TEAM,
+TEAM_API_GROUP. In a member pod the operator sets the first ones, so `teamctl send general-2
+\"hi\"` just works. As a kubectl plugin (`kubectl team …`) it is the same program named kubectl-team.";
 
 /// The team tools from a shell.
 #[derive(Parser, Debug)]
 #[command(name = "teamctl", version, about = "Talk to your agent team: messages, tasks, memory, members", after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Gateway URL.
-    #[arg(long, env = "TEAM_GATEWAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
-    pub gateway: String,
-    /// Bearer token (a kube credential for people; member pods use --token-file).
+    /// Gateway URL, reached directly (member pods, a port-forward); unset: through the API server.
+    #[arg(long, env = "TEAM_GATEWAY_URL", global = true)]
+    pub gateway: Option<String>,
+    /// Bearer token for --gateway (member pods use --token-file).
     #[arg(long, env = "TEAM_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// File holding the bearer token, read on every call (projected tokens rotate).
+    /// File holding the bearer token for --gateway, read on every call (projected tokens rotate).
     #[arg(long, env = "TEAM_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
-    /// Namespace (people; member pods act in their own).
+    /// Path to the kubeconfig file (default: KUBECONFIG, else ~/.kube/config, else in-cluster).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Namespace (default: the kubeconfig context's; member pods act in their own).
     #[arg(short = 'n', long, env = "TEAM_NAMESPACE", global = true)]
     pub namespace: Option<String>,
+    /// Every namespace (get teams, watch).
+    #[arg(short = 'A', long, global = true, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
     /// Team (default: the caller's own team).
     #[arg(long, env = "TEAM", global = true)]
     pub team: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Human, global = true)]
-    pub output: Output,
+    /// Output format (default: human-readable lines and tables).
+    #[arg(short = 'o', long, value_enum, global = true)]
+    pub output: Option<Output>,
+    /// API group of the gateway's APIService (another install of the chart may use another).
+    #[arg(long, env = "TEAM_API_GROUP", default_value = crate::gateway::aggregated::DEFAULT_GROUP, global = true)]
+    pub api_group: String,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Output formats.
+/// Output formats, as kubectl's `-o`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    Human,
+    /// The gateway's answer as JSON.
     Json,
+    /// The gateway's answer as YAML.
+    Yaml,
+    /// Tables with more columns.
+    Wide,
+    /// `kind.group/name` of each object (to pipe into kubectl).
+    Name,
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,13 +118,16 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
-    /// Show teams, members or tasks.
+    /// Show teams, members, tasks or the newest messages.
     Get {
-        /// teams | members | tasks.
+        /// teams | members | tasks | messages.
         #[arg(value_enum)]
         kind: GetKind,
-        /// One object by name.
+        /// One object by name (messages: one member's inbox).
         name: Option<String>,
+        /// messages: how many of the newest (1 to 100).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Call any tool with raw JSON arguments (`-` reads them from stdin).
     Call {
@@ -117,6 +143,13 @@ pub enum Command {
     },
     /// Copy this binary into DIR (used by member pods' init container).
     Install { dir: PathBuf },
+    /// Print a shell completion script (e.g. `source <(teamctl completion bash)`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `teamctl man > teamctl.1`.
+    Man,
     /// Live view of teams, members, task boards and messages (`--once`: one plain snapshot).
     Watch(crate::watch::WatchArgs),
     /// The member loop (a member pod's entrypoint): run an agent runtime on the prompt, then on
@@ -130,6 +163,7 @@ pub enum GetKind {
     Teams,
     Members,
     Tasks,
+    Messages,
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,10 +11,13 @@ use crate::api::TaskState;
 use crate::gateway::args::*;
 use crate::gateway::tools::Tool;
 
-/// The tool and arguments of a command.
-pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
-    let namespace = cli.namespace.clone();
+/// The tool and arguments of a command acting in `namespace` (None: the caller's own, or every
+/// one with -A).
+pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Value), String> {
     let team = cli.team.clone();
+    if cli.all_namespaces && !matches!(cli.command, Command::Get { kind: GetKind::Teams, name: None, .. }) {
+        return Err("-A (--all-namespaces) applies to `get teams` and `watch`".into());
+    }
     let call = match &cli.command {
         Command::Send { to, body, id } => (
             Tool::SendMessage,
@@ -102,13 +105,19 @@ pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
             Tool::SpawnMember,
             to_value(&SpawnMemberArgs { agent: agent.clone(), prompt: text_arg(prompt)?, model: model.clone(), team, namespace }),
         ),
-        Command::Get { kind, name } => {
+        Command::Get { kind, name, limit } => {
             let kind = match kind {
                 GetKind::Teams => Kind::Teams,
                 GetKind::Members => Kind::Members,
                 GetKind::Tasks => Kind::Tasks,
+                GetKind::Messages => Kind::Messages,
             };
-            (Tool::Get, to_value(&GetArgs { kind, name: name.clone(), team, namespace }))
+            if limit.is_some() && kind != Kind::Messages {
+                return Err("--limit applies to `get messages`".into());
+            }
+            let all_namespaces = cli.all_namespaces;
+            let args = GetArgs { kind, name: name.clone(), team, namespace, all_namespaces, limit: *limit };
+            (Tool::Get, to_value(&args))
         }
         Command::Call { tool, args } => {
             let text = text_arg(std::slice::from_ref(args))?;
@@ -116,7 +125,9 @@ pub(super) fn request(cli: &Cli) -> Result<(Tool, Value), String> {
             let tool: Tool = tool.parse()?;
             (tool, v)
         }
-        Command::Mcp { .. } | Command::Install { .. } | Command::Watch(_) | Command::Run(_) => return Err("not a tool".into()),
+        Command::Mcp { .. } | Command::Install { .. } | Command::Watch(_) | Command::Run(_) | Command::Completion { .. } | Command::Man => {
+            return Err("not a tool".into());
+        }
     };
     Ok(call)
 }
@@ -150,25 +161,39 @@ mod tests {
     #[test]
     fn commands_map_to_tools() {
         let cli = Cli::try_parse_from(["teamctl", "send", "general-2", "hello", "there"]).unwrap();
-        let (tool, args) = request(&cli).unwrap();
+        let (tool, args) = request(&cli, cli.namespace.clone()).unwrap();
         assert_eq!(tool, Tool::SendMessage);
         assert_eq!(args["body"], "hello there");
         let cli = Cli::try_parse_from(["teamctl", "task", "update", "t1", "--state", "completed", "--result", "ok"]).unwrap();
-        let (tool, args) = request(&cli).unwrap();
+        let (tool, args) = request(&cli, cli.namespace.clone()).unwrap();
         assert_eq!((tool, args["action"].as_str(), args["state"].as_str()), (Tool::TeamTask, Some("update"), Some("completed")));
         let cli = Cli::try_parse_from(["teamctl", "task", "claim"]).unwrap();
-        let (tool, args) = request(&cli).unwrap();
+        let (tool, args) = request(&cli, cli.namespace.clone()).unwrap();
         assert_eq!((tool, args["action"].as_str(), args.get("name")), (Tool::TeamTask, Some("claim"), None));
         let cli = Cli::try_parse_from(["teamctl", "-n", "ns", "team", "create", "x", "--agent", "general=img"]).unwrap();
-        let (tool, args) = request(&cli).unwrap();
+        let (tool, args) = request(&cli, cli.namespace.clone()).unwrap();
         assert_eq!(tool, Tool::TeamCreate);
         assert_eq!(args["agents"][0]["image"], "img");
         assert!(args.get("team").is_none());
     }
 
     #[test]
+    fn all_namespaces_lists_teams_only() {
+        let cli = Cli::try_parse_from(["teamctl", "-A", "get", "teams"]).unwrap();
+        let (_, args) = request(&cli, None).unwrap();
+        assert_eq!((args["kind"].as_str(), args["all_namespaces"].as_bool()), (Some("teams"), Some(true)));
+        let cli = Cli::try_parse_from(["teamctl", "-A", "get", "tasks"]).unwrap();
+        assert!(request(&cli, None).unwrap_err().contains("-A"));
+        assert!(Cli::try_parse_from(["teamctl", "-A", "-n", "x", "get", "teams"]).is_err());
+        let cli = Cli::try_parse_from(["teamctl", "get", "messages", "lead", "--limit", "5"]).unwrap();
+        let (_, args) = request(&cli, Some("ns".into())).unwrap();
+        assert_eq!((args["name"].as_str(), args["limit"].as_u64(), args["namespace"].as_str()), (Some("lead"), Some(5), Some("ns")));
+        assert!(args.get("all_namespaces").is_none(), "{args}");
+    }
+
+    #[test]
     fn a_bad_state_names_the_flag() {
         let cli = Cli::try_parse_from(["teamctl", "task", "update", "t1", "--state", "done"]).unwrap();
-        assert!(request(&cli).unwrap_err().contains("--state"));
+        assert!(request(&cli, cli.namespace.clone()).unwrap_err().contains("--state"));
     }
 }

@@ -127,7 +127,7 @@ fn say(msg: impl std::fmt::Display) {
 }
 
 /// Runs the loop; the process exit code.
-pub(super) async fn run(cli: &Cli, args: &RunArgs, client: GatewayClient) -> u8 {
+pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, client: GatewayClient) -> u8 {
     let mut adapter = match runtime::adapter(args) {
         Ok(a) => a,
         Err(msg) => {
@@ -142,7 +142,7 @@ pub(super) async fn run(cli: &Cli, args: &RunArgs, client: GatewayClient) -> u8 
             return EXIT_UNAVAILABLE;
         }
     };
-    let gateway = Gateway { client, namespace: cli.namespace.clone(), team: cli.team.clone() };
+    let gateway = Gateway { client, namespace, team: cli.team.clone() };
 
     let memory = if args.memory == "local" {
         match gateway.memory().await {

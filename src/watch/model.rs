@@ -13,9 +13,7 @@ pub type TeamId = (String, String);
 /// The latest messages of a team, or why there are none to show.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Messages {
-    /// No Redis URL was given (`TEAM_OPERATOR_REDIS_URL` / `--redis-url`).
-    NotConfigured,
-    /// Redis could not be reached or read.
+    /// The gateway refused the read (RBAC: `get` on `teams/messages`) or could not be reached.
     Unavailable(String),
     /// The newest entries across the team's inboxes, oldest first.
     Loaded(Vec<MessageView>),

@@ -184,10 +184,7 @@ pub fn tasks(t: &TeamView) -> Vec<Line> {
 /// The latest messages of one team.
 pub fn messages(t: &TeamView) -> Vec<Line> {
     match &t.messages {
-        Messages::NotConfigured => {
-            vec![line(Tone::Dim, "  messages not shown: set TEAM_OPERATOR_REDIS_URL (or --redis-url) to read the inboxes")]
-        }
-        Messages::Unavailable(why) => vec![line(Tone::Dim, format!("  messages not shown: Redis unavailable ({})", clip(why, 80)))],
+        Messages::Unavailable(why) => vec![line(Tone::Dim, format!("  messages not shown: {}", clip(why, 100)))],
         Messages::Loaded(ms) if ms.is_empty() && t.disbanded => {
             vec![line(Tone::Dim, "  none (a disbanded team's inboxes are removed)")]
         }

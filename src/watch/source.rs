@@ -1,17 +1,18 @@
 //! Where the watch gets its data: the API server (lists for `--once`, reflectors for the live
-//! view) and the teams' inbox streams in Redis (XREVRANGE, read-only: nothing is acknowledged).
+//! view) and the gateway (the teams' newest messages, read-only).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::ListParams;
 use kube::{Api, Client};
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamRangeReply;
 
 use super::model::{MessageView, Messages, TeamId, latest};
 use crate::api::{Member, Team, TeamTask};
-use crate::bus::TeamKey;
+use crate::bus::{Message, MessageKind};
+use crate::gateway::args::{GetArgs, Kind, MESSAGES_MAX};
+use crate::gateway::client::GatewayClient;
+use crate::gateway::tools::Tool;
 
 /// `Api` of kind `K` in `ns`, or across all namespaces.
 pub fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -33,85 +34,59 @@ pub async fn list_all(client: &Client, ns: Option<&str>) -> anyhow::Result<(Vec<
     Ok((t.items, m.items, k.items))
 }
 
-/// A read-only view of the inboxes.
+/// The teams' newest messages, read through the gateway's `get messages` (read-only: nothing is
+/// acknowledged), under the caller's RBAC: `get` on `teams/messages`, as for wait_messages.
 pub struct Inboxes {
-    conn: Option<Result<MultiplexedConnection, String>>,
+    client: GatewayClient,
     per_team: usize,
 }
 
+/// Longest one team's read may take before the panel says so.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Inboxes {
-    /// Connects to `url` (None: messages are not shown). Never fails: an unreachable Redis is
-    /// reported in the messages panel.
-    pub async fn connect(url: Option<&str>, per_team: usize) -> Self {
-        let conn = match url {
-            None => None,
-            Some(url) => Some(
-                async {
-                    let client = redis::Client::open(url).map_err(|e| format!("bad URL: {e}"))?;
-                    match tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection()).await {
-                        Ok(Ok(c)) => Ok(c),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("no answer from {} in 3s", redact(url))),
-                    }
-                }
-                .await,
-            ),
-        };
-        Inboxes { conn, per_team }
+    pub fn new(client: GatewayClient, per_team: usize) -> Self {
+        Inboxes { client, per_team: per_team.clamp(1, MESSAGES_MAX) }
     }
 
-    /// The latest messages of `team`, whose inboxes are `members` plus what its roster names.
-    pub async fn read(&self, team: &TeamId, members: &[String]) -> Messages {
-        let conn = match &self.conn {
-            None => return Messages::NotConfigured,
-            Some(Err(e)) => return Messages::Unavailable(e.clone()),
-            Some(Ok(c)) => c.clone(),
+    /// The newest messages of `team`. Never fails: a refusal or an unreachable gateway is
+    /// reported in the messages panel.
+    pub async fn read(&self, team: &TeamId) -> Messages {
+        let args = GetArgs {
+            kind: Kind::Messages,
+            team: Some(team.1.clone()),
+            namespace: Some(team.0.clone()),
+            limit: Some(self.per_team),
+            ..Default::default()
         };
-        match tokio::time::timeout(Duration::from_secs(3), read_team(conn, team, members, self.per_team)).await {
-            Ok(Ok(ms)) => Messages::Loaded(ms),
+        let args = serde_json::to_value(args).unwrap_or_default();
+        match tokio::time::timeout(READ_TIMEOUT, self.client.call(Tool::Get.as_str(), &args)).await {
+            Ok(Ok(answer)) => match serde_json::from_value::<Vec<Message>>(answer["messages"].clone()) {
+                Ok(ms) => Messages::Loaded(latest(ms.into_iter().map(view).collect(), self.per_team)),
+                Err(e) => Messages::Unavailable(format!("the gateway's answer is not a message list: {e}")),
+            },
             Ok(Err(e)) => Messages::Unavailable(e.to_string()),
-            Err(_) => Messages::Unavailable("Redis did not answer in 3s".into()),
+            Err(_) => Messages::Unavailable(format!("the gateway did not answer in {}s", READ_TIMEOUT.as_secs())),
         }
     }
 
-    /// Messages of every team in `teams` (namespace, name, member names).
-    pub async fn read_all(&self, teams: &[(TeamId, Vec<String>)]) -> BTreeMap<TeamId, Messages> {
+    /// Messages of every team in `teams`.
+    pub async fn read_all(&self, teams: &[TeamId]) -> BTreeMap<TeamId, Messages> {
         let mut out = BTreeMap::new();
-        for (id, members) in teams {
-            out.insert(id.clone(), self.read(id, members).await);
+        for id in teams {
+            out.insert(id.clone(), self.read(id).await);
         }
         out
     }
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_owned(),
+fn view(m: Message) -> MessageView {
+    MessageView {
+        stream_id: m.stream_id,
+        sent_at: Some(m.sent_at),
+        from: m.from,
+        to: m.to,
+        system: m.kind == MessageKind::System,
+        body: m.body,
     }
-}
-
-async fn read_team(mut conn: MultiplexedConnection, team: &TeamId, members: &[String], n: usize) -> redis::RedisResult<Vec<MessageView>> {
-    let key = TeamKey::new(team.0.clone(), team.1.clone());
-    let roster: Vec<String> = redis::cmd("HKEYS").arg(key.roster()).query_async(&mut conn).await?;
-    let mut names: Vec<String> = members.iter().cloned().chain(roster).collect();
-    names.sort();
-    names.dedup();
-    let mut all = Vec::new();
-    for name in names {
-        let reply: StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(key.inbox(&name)).arg("+").arg("-").arg("COUNT").arg(n).query_async(&mut conn).await?;
-        for entry in reply.ids {
-            let get = |f: &str| entry.get::<String>(f);
-            all.push(MessageView {
-                sent_at: get("ts").and_then(|t| t.parse::<i64>().ok()).and_then(chrono::DateTime::from_timestamp_millis),
-                from: get("from").unwrap_or_else(|| "?".into()),
-                to: get("to").unwrap_or_else(|| name.clone()),
-                system: get("kind").as_deref() == Some("system"),
-                body: get("body").unwrap_or_default(),
-                stream_id: entry.id.clone(),
-            });
-        }
-    }
-    Ok(latest(all, n))
 }

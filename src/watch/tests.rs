@@ -191,8 +191,7 @@ TEAM spec-review  Active  (max 3 at a time; 1 queued, 0 starting, 3 active, 1 co
 fn messages_panel_says_why_it_is_empty() {
     let (teams, members, tasks, _) = fixture();
     for (m, want) in [
-        (Messages::NotConfigured, "messages not shown: set TEAM_OPERATOR_REDIS_URL"),
-        (Messages::Unavailable("connection refused".into()), "messages not shown: Redis unavailable (connection refused)"),
+        (Messages::Unavailable("forbidden: user bob may not get teams/messages".into()), "messages not shown: forbidden: user bob may not"),
         (Messages::Loaded(vec![]), "none yet"),
     ] {
         let messages = BTreeMap::from([(("demo".to_owned(), "spec-review".to_owned()), m)]);

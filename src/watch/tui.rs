@@ -190,8 +190,7 @@ pub async fn run(client: Client, namespace: Option<&str>, team: Option<&str>, in
                 while changed.try_recv().is_ok() {}
             }
             _ = tick.tick() => {
-                let wanted = super::team_inboxes(&screen);
-                let new = inboxes.read_all(&wanted).await;
+                let new = inboxes.read_all(&super::team_ids(&screen)).await;
                 merge_messages(&mut messages, new, &screen);
             }
             input = key_rx.recv() => match input {

@@ -578,6 +578,7 @@ where
     owner.controller_owner_ref(&()).unwrap_or_else(|| panic!("owner {} has no name or uid", owner.name_any()))
 }
 
+pub mod aggregated;
 pub mod identity;
 pub mod model_server;
 pub mod node;

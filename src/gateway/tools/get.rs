@@ -14,7 +14,14 @@ use crate::gateway::auth::{Caller, UserCaller};
 use crate::gateway::error::ApiError;
 
 pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Result<Value, ApiError> {
+    if a.all_namespaces && (a.kind != Kind::Teams || a.name.is_some() || a.team.is_some() || a.namespace.is_some()) {
+        return Err(ApiError::invalid("get: `all_namespaces` lists teams only: kind=teams without name, team or namespace"));
+    }
     match a.kind {
+        Kind::Teams if a.all_namespaces => match caller {
+            Caller::User(u) => list_teams_everywhere(state, u).await,
+            Caller::Pod(_) => Err(ApiError::forbidden(format!("{} acts only in its own namespace", caller.describe()))),
+        },
         Kind::Teams => {
             let list_all = a.name.is_none() && a.team.is_none();
             if let (true, Caller::User(u)) = (list_all, caller) {
@@ -61,6 +68,7 @@ pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Re
                 None => Ok(json!({ "members": members.iter().map(member_view).collect::<Vec<_>>() })),
             }
         }
+        Kind::Messages => messages(state, caller, a).await,
         Kind::Tasks => {
             let n = if a.name.is_some() { need("get", "teamtasks", None) } else { need("list", "teamtasks", None) };
             let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), n).await?;
@@ -81,4 +89,34 @@ pub(super) async fn list_teams(state: &GatewayState, user: &UserCaller, ns: &str
         .await
         .map_err(|e| ApiError::from_kube(e, "listing teams"))?;
     Ok(json!({ "teams": all.items.iter().map(team_view).collect::<Vec<_>>() }))
+}
+
+/// Every team of every namespace, for a user RBAC lets list teams cluster-wide.
+async fn list_teams_everywhere(state: &GatewayState, user: &UserCaller) -> Result<Value, ApiError> {
+    state.auth.check(user, "list", "teams", None, "", None).await?;
+    let all =
+        Api::<Team>::all(state.client.clone()).list(&ListParams::default()).await.map_err(|e| ApiError::from_kube(e, "listing teams"))?;
+    Ok(json!({ "teams": all.items.iter().map(team_view).collect::<Vec<_>>() }))
+}
+
+/// The newest messages, under the RBAC of wait_messages (`get teams/messages`): a person sees
+/// every inbox of the team (or `name`'s); a member only its own, as its waits do.
+async fn messages(state: &GatewayState, caller: &Caller, a: GetArgs) -> Result<Value, ApiError> {
+    let limit = a.limit.unwrap_or(MESSAGES_DEFAULT);
+    if !(1..=MESSAGES_MAX).contains(&limit) {
+        return Err(ApiError::invalid(format!("get: `limit` must be 1 to {MESSAGES_MAX}, not {limit}")));
+    }
+    let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), need("get", "teams", Some("messages"))).await?;
+    let inbox = match actor.role {
+        Role::Person => a.name,
+        Role::Lead | Role::Specialist => {
+            let me = actor.own_name()?;
+            if a.name.as_ref().is_some_and(|n| *n != me) {
+                return Err(ApiError::forbidden(format!("{me} reads only its own inbox")));
+            }
+            Some(me)
+        }
+    };
+    let messages = state.bus.latest(&actor.key(), inbox.as_deref(), limit).await?;
+    Ok(json!({ "messages": messages }))
 }

@@ -54,8 +54,8 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
         let acked = state.bus.ack(&key, &me, &a.ack).await?;
         return Ok(json!({ "acked": acked, "messages": [] }));
     }
-    let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
-    let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
+    let cap = wait_cap(state, &actor);
+    let seconds = a.timeout_seconds.unwrap_or(cap).min(cap);
     let _counted = crate::metrics::InProgress::count(&state.metrics.gateway_waits);
     let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
     let (acked, messages) = match caller {
@@ -67,7 +67,15 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
         _ => wait.await?,
     };
     let timed_out = messages.is_empty();
-    Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out }))
+    Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out, "max_timeout_seconds": cap }))
+}
+
+/// The longest one wait may block in the actor's team: its memberTimeoutSeconds, at most the
+/// gateway's own bound. Answered with every wait, so a client that must wait in shorter calls
+/// (through the API server, which ends a request after 60 s) knows how long to go on.
+fn wait_cap(state: &GatewayState, actor: &Actor) -> u64 {
+    let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
+    team_cap.min(state.settings.max_wait.as_secs())
 }
 
 /// The member name of the actor's team's lead.
@@ -88,9 +96,9 @@ async fn peek(state: &GatewayState, actor: &Actor, member: &str, a: WaitMessages
             "wait_messages: a person only looks at {member}'s inbox; acks are {member}'s own (leave out `ack` and `receive`)"
         )));
     }
-    let team_cap = u64::try_from(actor.team.spec.member_timeout_seconds).unwrap_or(1).max(1);
-    let seconds = a.timeout_seconds.unwrap_or(team_cap).min(team_cap).min(state.settings.max_wait.as_secs());
+    let cap = wait_cap(state, actor);
+    let seconds = a.timeout_seconds.unwrap_or(cap).min(cap);
     let messages = state.bus.peek(&actor.key(), member, Duration::from_secs(seconds)).await?;
     let timed_out = messages.is_empty();
-    Ok(json!({ "acked": 0, "messages": messages, "timed_out": timed_out, "peek": true }))
+    Ok(json!({ "acked": 0, "messages": messages, "timed_out": timed_out, "peek": true, "max_timeout_seconds": cap }))
 }
