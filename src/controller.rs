@@ -42,6 +42,9 @@ use context::Context;
 use readiness::Readiness;
 use shared::shared;
 
+/// The kind labels of the reconcilers' metrics (Team, Member, TeamTask), created at zero.
+const KINDS: [&str; 3] = ["Team", "Member", "TeamTask"];
+
 /// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
 pub const MANAGER: &str = "team-operator";
 
@@ -61,8 +64,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(args.bus.bus_config()).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
-    // The kinds `timed` labels the reconcilers with below.
-    metrics.zero_controller_series(&["Team", "Member", "TeamTask"], &Error::CATEGORIES);
+    metrics.zero_controller_series(&KINDS, &Error::CATEGORIES);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
@@ -90,7 +92,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
         .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
         .shutdown_on_signal()
-        .run(timed(team::reconcile, "Team"), error_policy, ctx.clone())
+        .run(timed(team::reconcile, KINDS[0]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let teams_for_leads = teams.store.clone();
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
@@ -104,7 +106,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
                 .filter_map(|t| Some(ObjectRef::new(&team::lead_member_name(&t.name_any())).within(&t.namespace()?)))
         })
         .shutdown_on_signal()
-        .run(timed(member::reconcile, "Member"), error_policy, ctx.clone())
+        .run(timed(member::reconcile, KINDS[1]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let tasks_for_owner = tasks.store.clone();
     let tasks_for_deps = tasks.store.clone();
@@ -126,7 +128,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
         })
         .shutdown_on_signal()
-        .run(timed(team_task::reconcile, "TeamTask"), error_policy, ctx.clone())
+        .run(timed(team_task::reconcile, KINDS[2]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
     // Admission plans again on every change of what it plans from.
