@@ -401,9 +401,14 @@ async fn two_replicas_only_the_leader_reconciles_and_failover_is_clean() {
     create_all(&members, names.iter().map(|n| member(n, "theta", Some((0, "2s")))).collect()).await;
     wait_for(&members, "l00", LONG, "Active", |m| matches!(phase(m), MemberPhase::Active | MemberPhase::Completed)).await;
     let follower_log = std::fs::read_to_string(&b.log).expect("follower log");
+    // On a starved machine the leader may miss its renew deadline: it then stops reconciling and
+    // exits, and the follower taking over is the failover working. Either way one replica
+    // reconciles at a time, which the pod ledger checks below.
+    let leader_log = std::fs::read_to_string(&a.log).expect("leader log");
+    let stepped_down = leader_log.contains("(the renew deadline); stopped reconciling");
     assert!(
-        follower_log.contains("waiting for the lease") && !follower_log.contains("acquired the lease"),
-        "the follower must not reconcile: {follower_log}"
+        follower_log.contains("waiting for the lease") && (stepped_down || !follower_log.contains("acquired the lease")),
+        "the follower must not reconcile while the leader holds the lease: {follower_log}"
     );
 
     // kill -9 the leader mid-run: the follower takes over once the lease expires.
