@@ -8,10 +8,12 @@
 
 pub mod condition;
 pub mod member;
+pub mod quality_check;
 pub mod team;
 pub mod team_task;
 
 pub use member::{Member, MemberPhase, MemberRole, MemberSpec, MemberStatus, PodOverrides};
+pub use quality_check::QualityCheck;
 pub use team::{AgentType, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
 pub use team_task::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus};
 

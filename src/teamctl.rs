@@ -38,6 +38,7 @@ mod docs;
 mod install;
 mod mcp;
 mod output;
+mod quality_gate;
 mod request;
 pub mod run;
 
@@ -87,7 +88,15 @@ pub async fn run(cli: Cli) -> u8 {
         }
     };
     let namespace = target.namespace.clone();
-    let client = target.client.clone();
+    // In a member pod whose agent type has a taskCompletedCheck, completions wait for it.
+    let client = match quality_gate::Gate::task_completed() {
+        Ok(Some(gate)) => target.client.clone().with_check(gate.into_call_check()),
+        Ok(None) => target.client.clone(),
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return EXIT_USAGE;
+        }
+    };
     match &cli.command {
         Command::Watch(args) => return crate::watch::run(&cli, target, args).await,
         Command::Mcp { wait_bound } => return mcp::serve(&cli, namespace, client, *wait_bound).await,

@@ -6,6 +6,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::QualityCheck;
+
 /// Default for `spec.memberTimeoutSeconds`: how long a member's wait for messages blocks.
 pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
 
@@ -119,7 +121,7 @@ pub struct LeadSpec {
 }
 
 /// One agent type of a team.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentType {
     /// Name of the agent type; members of this type are named `<name>`, `<name>-2`, ...
@@ -140,6 +142,18 @@ pub struct AgentType {
     /// restartPolicy Never.
     #[schemars(schema_with = "preserve_unknown_object")]
     pub template: PodTemplateSpec,
+
+    /// A quality gate run in the member's pod when the member completes a task through the
+    /// tools (`team_task update` to `completed`): a non-zero exit refuses the completion, and the
+    /// command's output is the agent's tool result. A quality check, not a security boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_completed_check: Option<QualityCheck>,
+
+    /// A quality gate `teamctl run` runs after each of the member's turns, before it waits for
+    /// messages: a non-zero exit makes the command's output the member's next turn, so it keeps
+    /// working instead of going idle (bounded by `teamctl run --max-turns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_check: Option<QualityCheck>,
 }
 
 /// Whether an agent type keeps memory across members.

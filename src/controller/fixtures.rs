@@ -18,6 +18,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
                 ..Default::default()
             }),
         },
+        ..Default::default()
     };
     let mut t = Team::new(
         name,

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 use kube::Resource;
 use kube::api::ObjectMeta;
 
+use crate::api::quality_check::{IDLE_CHECK_ENV, TASK_COMPLETED_CHECK_ENV};
 use crate::api::{Member, MemberRole, Team, labels};
 
 /// Audience of the projected ServiceAccount token a member presents to the gateway.
@@ -94,6 +95,9 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
     let model = member.spec.model.clone().or_else(|| agent.model.clone()).unwrap_or_default();
     let memory_mode = serde_json::to_value(agent.memory).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let lead = lead_name(team, member, input.agent_name);
+    // The agent type's quality gates, for teamctl in the pod to run (see api::quality_check).
+    let checks = [(TASK_COMPLETED_CHECK_ENV, &agent.task_completed_check), (IDLE_CHECK_ENV, &agent.idle_check)];
+    let gates: Vec<EnvVar> = checks.into_iter().filter_map(|(var, c)| c.as_ref().map(|c| env(var, &c.to_env_value()))).collect();
     let mut env = vec![
         env("TEAM", team_name),
         env("TEAM_NAMESPACE", member.metadata.namespace.as_deref().unwrap_or_default()),
@@ -108,6 +112,7 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
         env("TEAM_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
         env("TEAM_PROMPT", &input.prompt),
     ];
+    env.extend(gates);
     if let Some(o) = &member.spec.pod {
         env.extend(o.env.iter().cloned());
     }
@@ -284,6 +289,23 @@ mod tests {
         let mut lead = member("review", "general", "uid-2");
         lead.spec.role = MemberRole::Lead;
         assert_eq!(lead_env(&t, &lead, "general-3").as_deref(), Some("general-3"));
+    }
+
+    #[test]
+    fn quality_gates_reach_the_agent_container_only_when_set() {
+        let env_of = |t: &Team| {
+            let m = member("review", "general", "uid-1");
+            let pod = build(t, &m, PodInputs { agent_name: "general", prompt: String::new(), settings: &settings() }).expect("pod");
+            pod.spec.expect("spec").containers[0].env.clone().expect("env")
+        };
+        let mut t = team("review", 3);
+        assert!(!env_of(&t).iter().any(|e| e.name == TASK_COMPLETED_CHECK_ENV || e.name == IDLE_CHECK_ENV));
+        let check = crate::api::QualityCheck { command: vec!["make".into(), "test".into()], timeout_seconds: 60 };
+        t.spec.agents.iter_mut().find(|a| a.name == "general").expect("general").task_completed_check = Some(check.clone());
+        let env = env_of(&t);
+        let value = env.iter().find(|e| e.name == TASK_COMPLETED_CHECK_ENV).and_then(|e| e.value.clone()).expect("the check");
+        assert_eq!(crate::api::QualityCheck::from_env_value(TASK_COMPLETED_CHECK_ENV, &value), Ok(check));
+        assert!(!env.iter().any(|e| e.name == IDLE_CHECK_ENV));
     }
 
     /// The pod of a `general` member of a team whose `general` template is changed by `edit`.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::api::{MemoryMode, TaskState};
+use crate::api::{MemoryMode, QualityCheck, TaskState};
 
 /// `team_create`: start a new team.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
@@ -67,6 +67,13 @@ pub struct AgentTypeArgs {
     /// A full Kubernetes PodTemplateSpec instead of `image`/`command`/`args`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<Value>,
+    /// A check run in the member's pod when it completes a task: `{"command": [...],
+    /// "timeoutSeconds": 300}`; a non-zero exit refuses the completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_completed_check: Option<QualityCheck>,
+    /// A check run after each of the member's turns: a non-zero exit makes its output the next turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_check: Option<QualityCheck>,
 }
 
 /// `team_delete`: disband the caller's team (lead only).

@@ -3,9 +3,11 @@
 //! server's aggregated API with the kubeconfig's own credentials (see [`super::aggregated`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http;
+use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -69,10 +71,15 @@ enum Transport {
     ApiServer { client: kube::Client, group: String },
 }
 
+/// A check run on the caller's side before a call goes out: None lets the call pass at once, a
+/// future that fails refuses it there, as the gateway would (teamctl's quality gates).
+pub type CallCheck = Arc<dyn Fn(&str, &Value) -> Option<BoxFuture<'static, Result<(), ClientError>>> + Send + Sync>;
+
 /// A handle on one gateway.
 #[derive(Clone)]
 pub struct GatewayClient {
     transport: Transport,
+    check: Option<CallCheck>,
 }
 
 impl GatewayClient {
@@ -82,17 +89,26 @@ impl GatewayClient {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ClientError::Unavailable(format!("cannot build an HTTP client: {e}")))?;
-        Ok(GatewayClient { transport: Transport::Direct { http, base: base.trim_end_matches('/').to_owned(), token } })
+        Ok(GatewayClient { transport: Transport::Direct { http, base: base.trim_end_matches('/').to_owned(), token }, check: None })
     }
 
     /// The gateway behind the APIService `v1alpha1.<group>` of `client`'s API server: calls
     /// carry the kube client's credentials, and the gateway sees the caller's own identity.
     pub fn through_api_server(client: kube::Client, group: &str) -> Self {
-        GatewayClient { transport: Transport::ApiServer { client, group: group.to_owned() } }
+        GatewayClient { transport: Transport::ApiServer { client, group: group.to_owned() }, check: None }
+    }
+
+    /// The same gateway, with `check` run before every call.
+    pub fn with_check(mut self, check: CallCheck) -> Self {
+        self.check = Some(check);
+        self
     }
 
     /// Calls `tool` with `args`; the result object on success.
     pub async fn call(&self, tool: &str, args: &Value) -> Result<Value, ClientError> {
+        if let Some(pending) = self.check.as_ref().and_then(|check| check(tool, args)) {
+            pending.await?;
+        }
         match &self.transport {
             Transport::ApiServer { .. } if tool == Tool::WaitMessages.as_str() => self.bounded_waits(args).await,
             _ => self.call_once(tool, args).await,

@@ -30,6 +30,10 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// A quality gate in the member's pod refused the call (teamctl answers it, never the gateway:
+/// see `teamctl::quality_gate`).
+pub const CHECK_FAILED: &str = "check_failed";
+
 /// Every code the gateway answers with, and its HTTP status.
 pub const CODES: &[(&str, u16)] = &[
     ("invalid_argument", 400),
@@ -42,6 +46,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("recipient_finished", 409),
     ("team_disbanded", 410),
     ("too_large", 413),
+    (CHECK_FAILED, 422),
     ("inbox_full", 429),
     ("rate_limited", 429),
     ("internal", 500),

@@ -11,6 +11,9 @@
 //! - when the runtime fails: with the runtime's exit code (128 + signal when killed);
 //! - on SIGTERM or SIGINT: passed on to the runtime, which gets a grace period; then 143 / 130.
 //!
+//! With an `idleCheck` on the agent type, a turn is followed by the check before the wait: while
+//! it exits non-zero, its output is the next turn (see `quality_gate`).
+//!
 //! # Layout
 //! - `runtime`: what every adapter does (one turn as a command) and the choice among them.
 //! - `opencode`, `claude`, `codex`, `exec`: one adapter per runtime.
@@ -23,6 +26,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::cli::Cli;
+use super::quality_gate::{Gate, Verdict};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
@@ -117,6 +121,11 @@ pub fn batch_turn(batch: &[Incoming]) -> String {
     out
 }
 
+/// The text of a turn made of an idle check's refusal.
+pub fn idle_check_turn(why: &str) -> String {
+    format!("Your idle check did not pass, so the team is not told you are done yet. Fix what it reports, then end your turn:\n\n{why}")
+}
+
 /// Whether the batch holds the disband notice.
 pub fn disbanded(batch: &[Incoming]) -> bool {
     batch.iter().any(|m| m.system && m.body.contains(DISBANDED_MARK))
@@ -140,6 +149,13 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
         Err(e) => {
             say(format!("error: cannot watch signals: {e}"));
             return EXIT_UNAVAILABLE;
+        }
+    };
+    let idle_check = match Gate::idle() {
+        Ok(g) => g,
+        Err(msg) => {
+            say(format!("error: {msg}"));
+            return EXIT_USAGE;
         }
     };
     let gateway = Gateway { client, namespace, team: cli.team.clone() };
@@ -171,6 +187,22 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
             child::Outcome::NotStarted(e) => {
                 say(format!("error: cannot start the runtime: {e}"));
                 return 127;
+            }
+        }
+        // The idle check stands between a turn and the wait: while it refuses, its output is the
+        // next turn (the acks of the batch before ride the wait that follows).
+        if let Some(gate) = &idle_check {
+            let verdict = tokio::select! {
+                v = gate.run(&[]) => v,
+                code = signals.next() => {
+                    say("stopped by a signal during the idle check");
+                    return code;
+                }
+            };
+            if let Verdict::Refused(why) = verdict {
+                say(format!("the idle check refused after turn {turn}: its output is the next turn"));
+                text = idle_check_turn(&why);
+                continue;
             }
         }
         // Wait for the next batch, acking what the last turn handled.

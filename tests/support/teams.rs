@@ -30,6 +30,7 @@ pub fn agent_type(name: &str) -> AgentType {
                 ..Default::default()
             }),
         },
+        ..Default::default()
     }
 }
 
