@@ -41,7 +41,7 @@ if ((NODE)); then
   cargo build --bins
   "$HACK_DIR/images.sh" project opencode claude codex
 fi
-cargo test --lib --bins --tests -- --test-threads=4 || rc=$?
+cargo test --no-fail-fast --lib --bins --tests -- --test-threads=4 || rc=$?
 
 # The bus's path past one Redis: the same suites on a Redis Cluster (keys of a team in one slot,
 # scripts within it, connections that follow the cluster's nodes).
