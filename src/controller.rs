@@ -3,8 +3,10 @@
 //! health endpoints.
 
 pub mod admission;
+pub mod admission_status;
 pub mod context;
 pub mod disband;
+pub mod disbanded;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
@@ -16,6 +18,8 @@ pub mod pod_refusal;
 pub mod readiness;
 pub mod shared;
 pub mod team;
+pub mod team_filter;
+pub mod team_status;
 pub mod team_task;
 
 use std::future::ready;
@@ -45,7 +49,8 @@ use shared::shared;
 /// The kind labels of the reconcilers' metrics (Team, Member, TeamTask), created at zero.
 const KINDS: [&str; 3] = ["Team", "Member", "TeamTask"];
 
-/// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
+/// The `app.kubernetes.io/managed-by` value and the Event reporter; each writer's field manager
+/// is in `api::field_managers`.
 pub const MANAGER: &str = "team-operator";
 
 /// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
@@ -67,7 +72,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     metrics.zero_controller_series(&KINDS, &Error::CATEGORIES);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
-    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
+    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
     // Every pod of the scope, not only labelled ones: a member pod is known by its controller
@@ -95,8 +100,17 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team::reconcile, KINDS[0]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let teams_for_leads = teams.store.clone();
+    let members_of_team = members.store.clone();
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
         .owns_shared_stream(pods.subscribe()?)
+        .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
+            // A team that disbanded, changed its spec or named its lead concerns all its members.
+            let (ns, name) = (t.namespace(), t.name_any());
+            members_of_team
+                .state_filter(|m| m.spec.team == name && m.namespace() == ns)
+                .into_iter()
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+        })
         .watches_shared_stream(pods.subscribe()?, move |p: Arc<Pod>| {
             // An external lead's pod (`spec.lead.podName`) wakes its team's lead Member.
             let (ns, name) = (p.namespace(), p.name_any());
@@ -110,7 +124,13 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .for_each(|_| ready(()));
     let tasks_for_owner = tasks.store.clone();
     let tasks_for_deps = tasks.store.clone();
+    let tasks_of_team = tasks.store.clone();
     let task_ctl = Controller::for_shared_stream(tasks.subscribe()?, tasks.store.clone())
+        .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
+            // A team that disbanded (or changed its settings) concerns all its tasks.
+            let (ns, name) = (t.namespace(), t.name_any());
+            tasks_of_team.state_filter(|k| k.spec.team == name && k.namespace() == ns).into_iter().map(|k| ObjectRef::from_obj(k.as_ref()))
+        })
         .watches_shared_stream(members.subscribe()?, move |m: Arc<Member>| {
             // A member that ended wakes the tasks it owns.
             let (ns, name) = (m.namespace(), m.agent_name().map(str::to_owned));

@@ -3,7 +3,9 @@
 //! Names and slots are decisions that many reconciles could race on, so one task makes them all:
 //! it wakes on any Team, Member or Pod change (straight from the watches, so a finished pod frees
 //! its slot without waiting for its Member's reconcile), plans from the reflector stores (pure
-//! [`plan`]), writes the names, and creates the pods of the members it admits. Like the Job controller, it records
+//! [`plan`]), creates the pods of the members it admits and writes its decisions (see
+//! `admission_status`: a member named and admitted in one round gets name, Starting, podName
+//! and startTime in one write, after its pod was created). Like the Job controller, it records
 //! an *expectation* for every pod it creates and counts it as live until the pod store shows it,
 //! so a lagging store can never let a cap be exceeded. Nothing else is kept in memory: after a
 //! restart the stores' initial lists are the whole truth, so the caps hold across restarts too.
@@ -22,10 +24,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use super::admission_status::{self, Decision};
 use super::context::Context;
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
-use crate::api::{Member, MemberPhase, MemberRole, MemberStatus, Team, condition};
+use crate::api::field_managers::{self, ADMISSION, PODS};
+use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// (namespace, team name).
 pub type TeamId = (String, String);
@@ -33,7 +37,7 @@ pub type TeamId = (String, String);
 /// How long an unobserved pod creation is trusted before it stops counting (the Job controller
 /// uses the same five minutes): covers a create whose watch event was lost.
 const EXPECTATION_TTL: Duration = Duration::from_secs(300);
-/// Name patches and pod creations in flight at once.
+/// Status writes and pod creations in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
 /// Backstop period: plan even when nothing changed (every change already triggers a round).
 const RESYNC: Duration = Duration::from_secs(60);
@@ -107,6 +111,8 @@ pub struct MemberView {
     pub phase: MemberPhase,
     /// Its pod exists (in the store) or was created and not yet observed.
     pub has_pod: bool,
+    /// Its admission is written (it has a `podName`), or was and the store does not show it yet.
+    pub admitted: bool,
     /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`).
     pub backing_off: bool,
 }
@@ -116,8 +122,12 @@ pub struct MemberView {
 pub struct Plan {
     /// Names to give, in creation order.
     pub names: Vec<(ObjectRef<Member>, String)>,
-    /// Members to start, first come first served; leads first.
+    /// Members to start, first come first served; leads first: their pod is created (an
+    /// external lead's exists), then their admission written.
     pub admit: Vec<ObjectRef<Member>>,
+    /// Members whose pod exists but whose admission is not written (the write after its create
+    /// failed, or a restart came between): their admission is written.
+    pub record: Vec<ObjectRef<Member>>,
 }
 
 /// Names unnamed members and admits queued ones under both caps. `live` counts specialist pods
@@ -155,13 +165,17 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             used.insert(name.clone());
             out.names.push((m.key.clone(), name));
         }
-        if m.phase != MemberPhase::Queued || m.has_pod || m.backing_off {
+        if m.phase != MemberPhase::Queued || m.backing_off {
+            continue;
+        }
+        if m.has_pod {
+            if !m.admitted {
+                out.record.push(m.key.clone());
+            }
             continue;
         }
         if m.role == MemberRole::Lead {
-            if !team.external_lead {
-                out.admit.push(m.key.clone());
-            }
+            out.admit.push(m.key.clone());
             continue;
         }
         let line = lineage(teams, &m.team);
@@ -190,16 +204,29 @@ pub fn first_free_name(agent: &str, used: &BTreeSet<String>) -> String {
     (2..).map(|i| format!("{agent}-{i}")).find(|n| !used.contains(n)).unwrap_or_else(|| agent.to_owned())
 }
 
-/// The admission task's memory of its own recent writes: a cache of what the stores will show,
-/// never a source of truth.
+/// The admission task's memory of its own recent decisions and writes: a cache of what the
+/// stores will show, never a source of truth.
 #[derive(Default)]
 struct Pending {
     /// Pods created but not yet seen in the pod store: pod name (ns/name) → team, created at.
     pods: HashMap<(String, String), (TeamId, Instant)>,
-    /// Names written but not yet seen in the member store: member uid → name.
-    names: HashMap<String, String>,
+    /// Names decided (and perhaps written) but not yet seen in the member store: member uid →
+    /// what was decided and written.
+    members: HashMap<String, Written>,
     /// Members whose pod create was refused, waiting out their backoff.
     refusals: Backoff,
+}
+
+/// A member's decision as the admission task last made and wrote it.
+#[derive(Clone, Debug)]
+struct Written {
+    /// The name decided: kept from the moment it is decided, so a write that fails is retried
+    /// with the same name (its pod may exist under it).
+    name: String,
+    /// Its admission was written.
+    admitted: bool,
+    /// The version the last write returned: the next write is conditional on it.
+    resource_version: Option<String>,
 }
 
 /// Runs the admission loop until the process ends: a round after every burst of `changes`
@@ -236,7 +263,7 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
     }
 }
 
-/// One planning round: snapshot, plan, write names, create pods.
+/// One planning round: snapshot, plan, create pods, write the decisions.
 async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> Outcome {
     let team_objs = teams.state();
     let by_uid: HashMap<&str, TeamId> =
@@ -291,21 +318,28 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
         *live.entry(team.clone()).or_default() += 1;
     }
 
-    // Forget names the store now shows, and names of members that are gone.
-    if !pending.names.is_empty() {
-        let stored: HashMap<&str, Option<&str>> =
-            member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
-        pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
+    // Forget decisions the store now shows in full, and those of members that are gone.
+    if !pending.members.is_empty() {
+        let stored: HashMap<&str, &Member> = member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.as_ref()))).collect();
+        pending.members.retain(|uid, w| {
+            stored.get(uid.as_str()).is_some_and(|m| {
+                let shown =
+                    m.agent_name() == Some(w.name.as_str()) && (!w.admitted || m.status.as_ref().is_some_and(|s| s.pod_name.is_some()));
+                !shown
+            })
+        });
     }
     let views: Vec<MemberView> = member_objs
         .iter()
         .filter_map(|m| {
             let ns = m.namespace()?;
             let uid = m.metadata.uid.clone()?;
-            let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
+            let written = pending.members.get(&uid);
+            let name = m.agent_name().map(str::to_owned).or_else(|| written.map(|w| w.name.clone()));
             let backing_off = pending.refusals.waiting(&uid, now);
             let has_pod = controlled.contains_key(&uid)
                 || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(&m.spec.team, n, &uid))));
+            let admitted = m.status.as_ref().is_some_and(|s| s.pod_name.is_some()) || written.is_some_and(|w| w.admitted);
             Some(MemberView {
                 key: ObjectRef::from_obj(m.as_ref()),
                 team: (ns, m.spec.team.clone()),
@@ -315,51 +349,70 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 created: m.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
                 backing_off,
                 name,
-                phase: m.phase(),
+                phase: if admitted && m.phase() == MemberPhase::Queued { MemberPhase::Starting } else { m.phase() },
                 has_pod,
+                admitted,
             })
         })
         .collect();
 
     record_gauges(ctx, &views, &live);
     let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
-    if decided.names.is_empty() && decided.admit.is_empty() {
+    if decided.names.is_empty() && decided.admit.is_empty() && decided.record.is_empty() {
         return Outcome::Done;
     }
-    debug!(names = decided.names.len(), admit = decided.admit.len(), "admission round");
+    debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
-    // The names of members admitted now come first: their pods wait for them. The other names
-    // are written while those pods are created.
-    let admitted: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().collect();
-    let (now, mut later): (Vec<_>, Vec<_>) = decided.names.iter().partition(|(key, _)| admitted.contains(key));
-    let more = later.len() > NAME_BATCH;
-    later.truncate(NAME_BATCH);
-    let mut complete = write_names(ctx, now, pending).await;
+    // Names are decided now, written with the member's admission or, for members that wait,
+    // in batches.
+    for (key, name) in &decided.names {
+        if let Some(uid) = members.get(key).and_then(|m| m.metadata.uid.clone()) {
+            pending.members.insert(uid, Written { name: name.clone(), admitted: false, resource_version: None });
+        }
+    }
+    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
+    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
+    let more = waiting.len() > NAME_BATCH;
 
+    // Pods first, then the admissions: a member reads Starting only once its pod exists.
     let mut creations = Vec::new();
+    let mut admissions: Vec<(Arc<Member>, String, Decision)> = Vec::new();
     for key in &decided.admit {
         let Some(member) = members.get(key) else { continue };
         let Some(uid) = member.metadata.uid.clone() else { continue };
-        let Some(name) = member.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned()) else { continue };
+        let Some(name) = name_of(&member, pending) else { continue };
         let Some(ns) = member.namespace() else { continue };
         let Some(team) = teams.get(&ObjectRef::new(&member.spec.team).within(&ns)) else { continue };
+        if let (Some(external), true) = (&team.spec.lead.pod_name, member.is_lead()) {
+            admissions.push((member.clone(), name, Decision::Admitted { pod_name: external.clone() }));
+            continue;
+        }
         let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid));
         pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
         creations.push((member, team, name, pod_key));
     }
-    let create = futures::stream::iter(creations)
+    for key in &decided.record {
+        let Some(member) = members.get(key) else { continue };
+        let (Some(name), Some(uid)) = (name_of(&member, pending), member.metadata.uid.clone()) else { continue };
+        let pod_name = pod::pod_name(&member.spec.team, &name, &uid);
+        admissions.push((member.clone(), name, Decision::Admitted { pod_name }));
+    }
+    let created = futures::stream::iter(creations)
         .map(|(member, team, name, pod_key)| async move {
             let outcome = create_pod(ctx, &team, &member, &name).await;
-            (member, pod_key, outcome)
+            (member, name, pod_key, outcome)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
-        .collect::<Vec<_>>();
-    let (created, named) = futures::join!(create, patch_names(ctx, later));
-    complete &= remember_names(named, pending);
-    for (member, pod_key, outcome) in created {
+        .collect::<Vec<_>>()
+        .await;
+    let mut complete = true;
+    for (member, name, pod_key, outcome) in created {
         let uid = member.metadata.uid.clone().unwrap_or_default();
         match outcome {
-            Ok(()) => pending.refusals.clear(&uid),
+            Ok(()) => {
+                pending.refusals.clear(&uid);
+                admissions.push((member, name, Decision::Admitted { pod_name: pod_key.1 }));
+            }
             Err(e) => {
                 pending.pods.remove(&pod_key);
                 let refusal = match &e {
@@ -368,13 +421,29 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 };
                 let tries = pending.refusals.refused(&uid, Instant::now());
                 warn!(member = %member.name_any(), error = %e, tries, "creating the member's pod was refused; retried with backoff");
-                if let Err(e) = record_refusal(ctx, &member, &refusal, tries).await {
-                    warn!(member = %member.name_any(), error = %e, "recording the refusal failed; next round retries");
-                    complete = false;
+                match refusal {
+                    Refusal::Rejected(message) if tries >= REJECTED_TRIES => {
+                        ctx.event(member.as_ref(), true, POD_REJECTED, format!("the API server refused the member's pod: {message}")).await;
+                        admissions.push((member, name, Decision::Rejected { message }));
+                    }
+                    Refusal::Quota(msg) if member.status.as_ref().and_then(|s| s.reason.as_deref()) != Some(QUOTA_EXCEEDED) => {
+                        admissions.push((member, name, Decision::Queued { quota: Some(msg) }));
+                    }
+                    _ => {}
                 }
             }
         }
     }
+    for key in waiting.into_iter().take(NAME_BATCH) {
+        let Some(member) = members.get(key) else { continue };
+        let Some(name) = name_of(&member, pending) else { continue };
+        admissions.push((member, name, Decision::Queued { quota: None }));
+    }
+    let written = write_decisions(ctx, admissions, pending).await;
+    for (uid, w) in written.iter().flatten() {
+        pending.members.insert(uid.clone(), w.clone());
+    }
+    complete &= written.iter().all(Option::is_some);
     match (complete, more) {
         (false, _) => Outcome::Failed,
         (true, true) => Outcome::More,
@@ -382,46 +451,34 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     }
 }
 
-/// Writes `names` (concurrently) and remembers them until the store shows them; false if one
-/// failed.
-async fn write_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>, pending: &mut Pending) -> bool {
-    let written = patch_names(ctx, names).await;
-    remember_names(written, pending)
+/// The member's name: as the store shows it, or as decided.
+fn name_of(member: &Member, pending: &Pending) -> Option<String> {
+    member.agent_name().map(str::to_owned).or_else(|| pending.members.get(member.metadata.uid.as_deref()?).map(|w| w.name.clone()))
 }
 
-fn remember_names(written: Vec<Option<(String, String)>>, pending: &mut Pending) -> bool {
-    let complete = written.iter().all(Option::is_some);
-    pending.names.extend(written.into_iter().flatten());
-    complete
-}
-
-/// Sets each member's name (and phase Queued); per name, the member's uid and name, or None if
-/// the write failed.
-async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) -> Vec<Option<(String, String)>> {
-    futures::stream::iter(names)
-        .map(|(key, name)| async move {
-            let ns = key.namespace.as_deref()?;
-            let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
-            // A queued member's status is complete with its name: observedGeneration and the
-            // conditions go in the same write, or the member's reconciler would spend one more on it.
-            let member = ctx.members.get(key);
-            let generation = member.as_ref().and_then(|m| m.metadata.generation);
-            let queued = MemberStatus {
-                name: Some(name.clone()),
-                phase: Some(MemberPhase::Queued),
-                ..member.and_then(|m| m.status.clone()).unwrap_or_default()
-            };
-            let conditions = condition::for_member(&queued, generation, &Time(Timestamp::now()));
-            let patch = serde_json::json!({ "status": {
-                "name": name, "phase": "Queued", "observedGeneration": generation, "conditions": conditions,
-            }});
-            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+/// Applies each decision (concurrently), conditional on the version last seen or written; per
+/// decision, the member's uid and what was written, or None if the write failed.
+async fn write_decisions(
+    ctx: &Context,
+    decisions: Vec<(Arc<Member>, String, Decision)>,
+    pending: &Pending,
+) -> Vec<Option<(String, Written)>> {
+    futures::stream::iter(decisions)
+        .map(|(member, name, decision)| async move {
+            let ns = member.namespace()?;
+            let uid = member.metadata.uid.clone()?;
+            let rv = pending.members.get(&uid).and_then(|w| w.resource_version.clone()).or_else(|| member.resource_version());
+            let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+            let status = admission_status::status(&member, &name, &decision, &Time(Timestamp::now()));
+            let body = field_managers::status_apply::<Member>(&member.name_any(), rv.as_deref(), status);
+            match api.patch_status(&member.name_any(), &PatchParams::apply(ADMISSION).force(), &Patch::Apply(&body)).await {
                 Ok(m) => {
-                    info!(member = %key.name, namespace = ns, name, "named member");
-                    Some((m.metadata.uid?, name.clone()))
+                    info!(member = %member.name_any(), namespace = ns, name, decision = ?decision, "admission written");
+                    let admitted = matches!(decision, Decision::Admitted { .. });
+                    Some((uid, Written { name, admitted, resource_version: m.resource_version() }))
                 }
                 Err(e) => {
-                    warn!(member = %key.name, error = %e, "naming failed; next round retries");
+                    warn!(member = %member.name_any(), error = %e, "writing the admission failed; next round retries");
                     None
                 }
             }
@@ -429,40 +486,6 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await
-}
-
-/// Writes what a refused pod create means on the Member: `PodRejected` (Failed, with a Warning
-/// Event) once a create refused for good has been tried [`REJECTED_TRIES`] times, or
-/// `QuotaExceeded` on the Queued member (once, while it stays so). The Failed member's
-/// reconciler tells the lead, as for any failure.
-async fn record_refusal(ctx: &Context, member: &Member, refusal: &Refusal, tries: u32) -> Result<(), super::Error> {
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let mut status = member.status.clone().unwrap_or_default();
-    let now = Time(Timestamp::now());
-    let fails = match refusal {
-        Refusal::Rejected(msg) if tries >= REJECTED_TRIES => {
-            let message = format!("the API server refused the member's pod: {msg}");
-            ctx.event(member, true, POD_REJECTED, message.clone()).await;
-            status.phase = Some(MemberPhase::Failed);
-            (status.reason, status.message) = (Some(POD_REJECTED.into()), Some(message));
-            status.completion_time = Some(now.clone());
-            true
-        }
-        Refusal::Quota(msg) if status.reason.as_deref() != Some(QUOTA_EXCEEDED) => {
-            (status.reason, status.message) = (Some(QUOTA_EXCEEDED.into()), Some(format!("waiting for quota: {msg}")));
-            false
-        }
-        _ => return Ok(()),
-    };
-    let conditions = condition::for_member(&status, member.metadata.generation, &now);
-    let mut patch = serde_json::json!({ "status": { "reason": status.reason, "message": status.message, "conditions": conditions } });
-    // The phase only when it changes here: a quota refusal must not write back a cached phase.
-    if fails {
-        patch["status"]["phase"] = serde_json::json!(status.phase);
-        patch["status"]["completionTime"] = serde_json::json!(status.completion_time);
-    }
-    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
 }
 
 /// Members per phase and slots in use, as of this round.
@@ -491,7 +514,7 @@ async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &st
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(super::MANAGER).force(), &Patch::Apply(&pod)).await?;
+    api.patch(&name, &PatchParams::apply(PODS).force(), &Patch::Apply(&pod)).await?;
     ctx.metrics.pods_created.inc();
     info!(pod = name, member = %member.name_any(), "admitted member");
     Ok(())
@@ -523,6 +546,7 @@ mod tests {
             name: name.map(str::to_owned),
             phase,
             has_pod: false,
+            admitted: false,
             backing_off: false,
         }
     }
@@ -627,7 +651,7 @@ mod tests {
     }
 
     #[test]
-    fn an_external_lead_gets_no_pod_and_a_backing_off_member_waits() {
+    fn an_external_lead_is_admitted_beyond_the_caps_and_a_backing_off_member_waits() {
         let mut ts = teams(&[("a", 5)]);
         ts.get_mut(&("ns".to_owned(), "a".to_owned())).expect("a").external_lead = true;
         let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
@@ -636,6 +660,34 @@ mod tests {
         refused.backing_off = true;
         let next = mv("a", 3, Some("g2"), MemberPhase::Queued);
         let p = plan(&ts, &[lead, refused, next], &HashMap::new(), 10);
-        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m3"]);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m1", "m3"]);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_member_with_a_pod_but_no_admission_written_is_recorded_not_admitted_again() {
+        let team = TeamView { max_agents: 1, disbanded: false, agents: ["general".to_owned()].into(), external_lead: false, parent: None };
+        let teams = HashMap::from([(("ns".to_owned(), "a".to_owned()), team)]);
+        let m = |i: i64, has_pod: bool, admitted: bool| MemberView {
+            key: ObjectRef::new(&format!("m{i}")).within("ns"),
+            team: ("ns".into(), "a".into()),
+            agent: "general".into(),
+            role: MemberRole::Specialist,
+            uid: format!("u{i}"),
+            created: Timestamp::UNIX_EPOCH,
+            name: Some(format!("g{i}")),
+            phase: MemberPhase::Queued,
+            has_pod,
+            admitted,
+            backing_off: false,
+        };
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 1)]);
+        let p = plan(&teams, &[m(1, true, false), m(2, true, true), m(3, false, false)], &live, 10);
+        assert_eq!(p.record.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m1"]);
+        assert!(p.admit.is_empty(), "the one slot is held: {p:?}");
     }
 }
