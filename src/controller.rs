@@ -92,6 +92,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         tasks: tasks.store.clone(),
         failures: Default::default(),
         counts_written: Default::default(),
+        written_from: Default::default(),
     });
 
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())

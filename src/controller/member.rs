@@ -18,10 +18,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
@@ -40,6 +40,11 @@ const OWN_CONDITIONS: [&str; 4] = [READY, COMPLETE, FAILED, LEAD_NOTIFIED];
 #[instrument(skip_all, fields(member = %member.name_any(), namespace = member.namespace().unwrap_or_default()))]
 pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action> {
     let ns = member.namespace().ok_or_else(|| Error::Invalid("member without namespace".into()))?;
+    if ctx.written_from.is_stale(member.as_ref()) {
+        // This version was judged and written from already: the write's own event brings the
+        // newer one. Judging it again would only make a conditional write that must fail.
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let team = find_team(&ctx, &ns, &member.spec.team).await?;
     let current = member.phase();
@@ -53,9 +58,6 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
             ctx.event(member.as_ref(), true, &reason, note).await;
         }
         return Ok(Action::await_change());
-    }
-    if let Some(team) = &team {
-        adopt(&ctx, team, &member).await?;
     }
     // Unnamed (the admission task names it), or its team is gone and it had finished.
     let (Some(team), Some(agent_name)) = (team, member.agent_name().map(str::to_owned)) else { return Ok(Action::await_change()) };
@@ -97,13 +99,12 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     {
         delete_pod(&ctx, p, &uid).await?;
     }
-    // Completed and Failed get an Event. Starting and Active get none: the pod's own Events
-    // (Scheduled, Started) and status.startTime tell that, and in a fleet each Event is one more
-    // API write per member.
-    if changed && observed.phase != current && matches!(observed.phase, MemberPhase::Completed | MemberPhase::Failed) {
-        let warning = observed.phase == MemberPhase::Failed;
-        let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
-        ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
+    // A failure gets a Warning Event. The other transitions get none: the pod's own Events
+    // (Scheduled, Started), status.startTime and completionTime tell them, the Team's Disbanded
+    // Event sums them up, and in a fleet each Event is one more API write per member.
+    if changed && observed.phase != current && observed.phase == MemberPhase::Failed {
+        let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} failed"));
+        ctx.event(member.as_ref(), true, observed.phase.as_str(), note).await;
     }
     Ok(match recheck {
         Some(after) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
@@ -153,23 +154,6 @@ pub fn observe(
         Some(p) => member_status::from_pod(p, waiting, now, deadlines),
         None => (member_status::pod_gone(pod_name), None),
     }
-}
-
-/// Makes the Team the member's controlling owner, so deleting the Team garbage-collects its
-/// Members (and, through them, their pods).
-async fn adopt(ctx: &Context, team: &Team, member: &Member) -> Result<()> {
-    let Some(owner) = team.controller_owner_ref(&()) else { return Ok(()) };
-    if member.owner_references().iter().any(|o| o.uid == owner.uid) {
-        return Ok(());
-    }
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "agentteams.dev/v1alpha1",
-        "kind": "Member",
-        "metadata": { "name": member.name_any(), "ownerReferences": [owner] },
-    });
-    api.patch(&member.name_any(), &PatchParams::apply(MEMBER), &Patch::Apply(&patch)).await?;
-    Ok(())
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its
@@ -260,7 +244,10 @@ async fn write(ctx: &Context, member: &Member, observed: Observed, conditions: O
     let body = field_managers::status_apply::<Member>(&member.name_any(), member.resource_version().as_deref(), status);
     let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     match api.patch_status(&member.name_any(), &PatchParams::apply(MEMBER).force(), &Patch::Apply(&body)).await {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            ctx.written_from.record(member);
+            Ok(true)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("member changed since it was read; its newer version is reconciled next");
             Ok(false)

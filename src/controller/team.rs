@@ -49,6 +49,7 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
         match event {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
             Finalizer::Cleanup(team) => {
+                delete_members(&ctx, &team).await?;
                 ctx.forget_writes(team.as_ref());
                 Ok(Action::await_change())
             }
@@ -56,6 +57,17 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Deletes the Members of a deleted Team, found by `spec.team` (a Member created as a user does,
+/// with no owner reference, is the team's all the same), in one call; their pods go with them
+/// (the garbage collector follows each pod's controller reference to its Member). Runs once the
+/// disband is done, so every member was Cancelled or had finished first.
+async fn delete_members(ctx: &Context, team: &Team) -> Result<()> {
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &team.namespace().unwrap_or_default());
+    let of_team = kube::api::ListParams::default().fields(&format!("spec.team={}", team.name_any()));
+    api.delete_collection(&kube::api::DeleteParams::background(), &of_team).await?;
+    Ok(())
 }
 
 /// Name of the lead's Member object.
