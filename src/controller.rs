@@ -16,6 +16,7 @@ pub mod member_status;
 pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;
+pub mod roster;
 pub mod shared;
 pub mod team;
 pub mod team_filter;
@@ -45,6 +46,9 @@ use crate::metrics::{ErrorLabel, KindLabel, Metrics};
 use context::Context;
 use readiness::Readiness;
 use shared::shared;
+
+/// How long a Team reconcile waits for more changes of its members before it runs.
+const TEAM_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The kind labels of the reconcilers' metrics (Team, Member, TeamTask), created at zero.
 const KINDS: [&str; 3] = ["Team", "Member", "TeamTask"];
@@ -93,9 +97,14 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         failures: Default::default(),
         counts_written: Default::default(),
         written_from: Default::default(),
+        rosters: Default::default(),
     });
 
+    // A Team reconcile wakes on every change of one of its members: in a fleet, hundreds a
+    // second. The debounce coalesces them into one reconcile per burst (its counts are written
+    // at most once a second anyway; the roster goes to Redis by differences).
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
+        .with_config(kube::runtime::controller::Config::default().debounce(TEAM_DEBOUNCE))
         .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
         .shutdown_on_signal()
         .run(timed(team::reconcile, KINDS[0]), error_policy, ctx.clone())

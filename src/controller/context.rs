@@ -30,6 +30,8 @@ pub struct Context {
     pub counts_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The Member versions the Member reconciler wrote from, until the store moves past them.
     pub written_from: WrittenFrom,
+    /// The roster last set in Redis per team, so that only changes are sent.
+    pub rosters: super::roster::Rosters,
 }
 
 /// The versions a reconciler judged and wrote from, per object: a reconcile of one of them is

@@ -86,5 +86,6 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         return Ok(Progress::Waiting);
     }
     ctx.bus.teardown(&key).await?;
+    ctx.rosters.forget(&key);
     Ok(Progress::Done)
 }

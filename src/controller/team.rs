@@ -101,7 +101,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::requeue(DISBAND_RECHECK));
     }
 
-    let roster: Vec<(String, RosterState)> = members
+    let roster: std::collections::HashMap<String, RosterState> = members
         .iter()
         .filter_map(|m| {
             let state = match m.phase() {
@@ -112,7 +112,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
             Some((m.agent_name()?.to_owned(), state))
         })
         .collect();
-    ctx.bus.sync_roster(&TeamKey::new(ns.clone(), name.clone()), &roster).await?;
+    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), roster).await?;
 
     let mut status = team_status::counts(&members);
     status.phase = Some(TeamPhase::Active);
