@@ -3,6 +3,7 @@
 //! health endpoints.
 
 pub mod admission;
+pub mod admission_index;
 pub mod admission_status;
 pub mod context;
 pub mod disband;
@@ -161,13 +162,14 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team_task::reconcile, KINDS[2]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
-    // Admission plans again on every change of what it plans from.
+    // Admission applies every change of what it plans from to its index, and plans again.
     let changes = futures::stream::select_all([
-        teams.subscribe()?.map(|_| ()).boxed(),
-        members.subscribe()?.map(|_| ()).boxed(),
-        pods.subscribe()?.map(|_| ()).boxed(),
+        teams.subscribe()?.map(admission::Change::Team).boxed(),
+        members.subscribe()?.map(admission::Change::Member).boxed(),
+        pods.subscribe()?.map(admission::Change::Pod).boxed(),
     ]);
-    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), changes);
+    let stores = admission::Stores { teams: teams.store.clone(), members: members.store.clone(), pods: pods.store.clone() };
+    let admit = admission::run(ctx.clone(), stores, changes);
     // Nothing acts before every store has listed (rule 6): a Team reconcile that ran on a member
     // store still loading would sync a roster without most of its members, and admission would
     // count slots from half the pods. The watches run meanwhile and fill the stores.
