@@ -240,6 +240,8 @@ struct Written {
     /// The name decided: kept from the moment it is decided, so a write that fails is retried
     /// with the same name (its pod may exist under it).
     name: String,
+    /// The member's team: a name decided is taken in it.
+    team: TeamId,
     /// Its admission was written.
     admitted: bool,
     /// The version the last write returned: the next write is conditional on it.
@@ -354,7 +356,24 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
         });
         record_gauges(ctx, &index.per_phase, &live);
         let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now);
-        (plan(&index.teams, &views, &|team, name| index.is_taken(team, name), &live, ctx.config.max_agents), more)
+        // Names decided and not yet in the store are taken as well as the store's.
+        let decided: HashMap<&TeamId, BTreeSet<&str>> = pending.members.values().fold(HashMap::new(), |mut by_team, w| {
+            by_team.entry(&w.team).or_default().insert(w.name.as_str());
+            by_team
+        });
+        let taken = |team: &TeamId, name: &str| index.is_taken(team, name) || decided.get(team).is_some_and(|n| n.contains(name));
+        let decided = plan(&index.teams, &views, &taken, &live, ctx.config.max_agents);
+        // A member whose pod exists under a name its status does not show yet keeps that name.
+        for key in &decided.record {
+            if let Some(uid) = key.extra.uid.as_deref().or_else(|| views.iter().find(|v| &v.key == key).map(|v| v.uid.as_str()))
+                && !pending.members.contains_key(uid)
+                && let (Some(name), Some(m)) = (index.name_of_pod(uid), index.members.get(uid))
+                && m.name.is_none()
+            {
+                pending.members.insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, resource_version: None });
+            }
+        }
+        (decided, more)
     };
     if decided.names.is_empty() && decided.admit.is_empty() && decided.record.is_empty() {
         return if more { Outcome::More } else { Outcome::Done };
@@ -364,8 +383,11 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
     // Names are decided now, written with the member's admission or, for members that wait,
     // in batches.
     for (key, name) in &decided.names {
-        if let Some(uid) = members.get(key).and_then(|m| m.metadata.uid.clone()) {
-            pending.members.insert(uid, Written { name: name.clone(), admitted: false, resource_version: None });
+        if let Some(m) = members.get(key)
+            && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
+        {
+            let team = (ns, m.spec.team.clone());
+            pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, resource_version: None });
         }
     }
     let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
@@ -473,7 +495,8 @@ async fn write_decisions(
                 Ok(m) => {
                     info!(member = %member.name_any(), namespace = ns, name, decision = ?decision, "admission written");
                     let admitted = matches!(decision, Decision::Admitted { .. });
-                    Some((uid, Written { name, admitted, resource_version: m.resource_version() }))
+                    let team = (ns, member.spec.team.clone());
+                    Some((uid, Written { name, team, admitted, resource_version: m.resource_version() }))
                 }
                 Err(e) => {
                     warn!(member = %member.name_any(), error = %e, "writing the admission failed; next round retries");
@@ -507,7 +530,7 @@ fn candidates(index: &Index, live: &HashMap<TeamId, usize>, global_cap: usize, p
     let view = |uid: &str| -> Option<MemberView> {
         let m = index.members.get(uid)?;
         let written = pending.members.get(uid);
-        let name = m.name.clone().or_else(|| written.map(|w| w.name.clone()));
+        let name = m.name.clone().or_else(|| written.map(|w| w.name.clone())).or_else(|| index.name_of_pod(uid));
         let (ns, team) = &m.team;
         let has_pod =
             index.has_pod(uid) || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(team, n, uid))));

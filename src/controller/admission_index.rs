@@ -77,6 +77,8 @@ pub struct Index {
     pods: HashMap<(String, String), (String, bool)>,
     /// Per member uid: its pods, and how many of them run.
     pods_of: HashMap<String, (usize, usize)>,
+    /// Per member uid: the name of a pod it controls.
+    pod_name_of: HashMap<String, String>,
     /// Members per phase.
     pub per_phase: HashMap<MemberPhase, i64>,
 }
@@ -197,6 +199,9 @@ impl Index {
             if c.0 == 0 {
                 self.pods_of.remove(&uid);
             }
+            if self.pod_name_of.get(&uid) == Some(&at.1) {
+                self.pod_name_of.remove(&uid);
+            }
         }
         if !present {
             return;
@@ -206,12 +211,25 @@ impl Index {
         let c = self.pods_of.entry(owner.uid.clone()).or_default();
         c.0 += 1;
         c.1 += usize::from(running);
+        self.pod_name_of.insert(owner.uid.clone(), at.1.clone());
         self.pods.insert(at, (owner.uid.clone(), running));
     }
 
     /// Whether a pod the member of `uid` controls exists.
     pub fn has_pod(&self, uid: &str) -> bool {
         self.pods_of.contains_key(uid)
+    }
+
+    /// The agent name a pod of the member of `uid` was created under (its deterministic name is
+    /// `<team>-<agent name>-<uid piece>`, see `pod::pod_name`): the name admission decided when it
+    /// created the pod, should the write of that name have been lost (a restart between the
+    /// two), so the member keeps the name its pod has.
+    pub fn name_of_pod(&self, uid: &str) -> Option<String> {
+        let m = self.members.get(uid)?;
+        let pod = self.pod_name_of.get(uid)?;
+        let suffix = pod::pod_name("", "", uid);
+        let name = pod.strip_prefix(&format!("{}-", m.team.1))?.strip_suffix(suffix.trim_start_matches('-'))?.strip_suffix('-')?;
+        (pod::pod_name(&m.team.1, name, uid) == *pod).then(|| name.to_owned())
     }
 
     /// Whether the pod (ns, name) is known.
@@ -311,6 +329,10 @@ mod tests {
         i.pod(&pod_of("px", "ux", "Running"), true);
         assert_eq!(i.live(), HashMap::from([(team_id(), 1), (unowned(), 1)]));
         assert!(i.has_pod("u1"));
+        assert_eq!(i.name_of_pod("u1"), None, "p1 is no name the operator would give");
+        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1"), "u1", "Pending"), true);
+        assert_eq!(i.name_of_pod("u1").as_deref(), Some("general-7"));
+        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1"), "u1", "Pending"), false);
         i.pod(&pod_of("p1", "u1", "Succeeded"), true);
         assert_eq!(i.live(), HashMap::from([(unowned(), 1)]));
         assert!(i.has_pod("u1"), "a pod that ended is still the member's");
