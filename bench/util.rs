@@ -38,7 +38,9 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
             .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string()])
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", support::kubeconfig_path())
+            // As the chart's controller account, like the tests' operator: the harness's
+            // release refuses lead Members created by anyone else.
+            .env("KUBECONFIG", support::operator::controller_kubeconfig())
             .envs(support::redis_env())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 //! transitions) reject bad manifests at `kubectl apply` time with a message naming the field.
 
 pub mod condition;
+pub mod field_managers;
 pub mod member;
 pub mod quality_check;
 pub mod team;

@@ -3,8 +3,11 @@
 //! health endpoints.
 
 pub mod admission;
+pub mod admission_index;
+pub mod admission_status;
 pub mod context;
 pub mod disband;
+pub mod disbanded;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
@@ -14,8 +17,11 @@ pub mod member_status;
 pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;
+pub mod roster;
 pub mod shared;
 pub mod team;
+pub mod team_filter;
+pub mod team_status;
 pub mod team_task;
 
 use std::future::ready;
@@ -42,10 +48,14 @@ use context::Context;
 use readiness::Readiness;
 use shared::shared;
 
+/// How long a Team reconcile waits for more changes of its members before it runs.
+const TEAM_DEBOUNCE: Duration = Duration::from_millis(100);
+
 /// The kind labels of the reconcilers' metrics (Team, Member, TeamTask), created at zero.
 const KINDS: [&str; 3] = ["Team", "Member", "TeamTask"];
 
-/// Field manager of every server-side apply, and `app.kubernetes.io/managed-by` value.
+/// The `app.kubernetes.io/managed-by` value and the Event reporter; each writer's field manager
+/// is in `api::field_managers`.
 pub const MANAGER: &str = "team-operator";
 
 /// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
@@ -67,7 +77,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     metrics.zero_controller_series(&KINDS, &Error::CATEGORIES);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
-    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 2);
+    let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut members, member_events) = shared::<Member>(scoped(&client, ns), watcher::Config::default(), 4);
     let (mut tasks, task_events) = shared::<TeamTask>(scoped(&client, ns), watcher::Config::default(), 2);
     // Every pod of the scope, not only labelled ones: a member pod is known by its controller
@@ -87,16 +97,31 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         tasks: tasks.store.clone(),
         failures: Default::default(),
         counts_written: Default::default(),
+        written_from: Default::default(),
+        rosters: Default::default(),
     });
 
+    // A Team reconcile wakes on every change of one of its members: in a fleet, hundreds a
+    // second. The debounce coalesces them into one reconcile per burst (its counts are written
+    // at most once a second anyway; the roster goes to Redis by differences).
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
+        .with_config(kube::runtime::controller::Config::default().debounce(TEAM_DEBOUNCE))
         .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
         .shutdown_on_signal()
         .run(timed(team::reconcile, KINDS[0]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let teams_for_leads = teams.store.clone();
+    let members_of_team = members.store.clone();
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
         .owns_shared_stream(pods.subscribe()?)
+        .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
+            // A team that disbanded, changed its spec or named its lead concerns all its members.
+            let (ns, name) = (t.namespace(), t.name_any());
+            members_of_team
+                .state_filter(|m| m.spec.team == name && m.namespace() == ns)
+                .into_iter()
+                .map(|m| ObjectRef::from_obj(m.as_ref()))
+        })
         .watches_shared_stream(pods.subscribe()?, move |p: Arc<Pod>| {
             // An external lead's pod (`spec.lead.podName`) wakes its team's lead Member.
             let (ns, name) = (p.namespace(), p.name_any());
@@ -110,7 +135,13 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .for_each(|_| ready(()));
     let tasks_for_owner = tasks.store.clone();
     let tasks_for_deps = tasks.store.clone();
+    let tasks_of_team = tasks.store.clone();
     let task_ctl = Controller::for_shared_stream(tasks.subscribe()?, tasks.store.clone())
+        .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
+            // A team that disbanded (or changed its settings) concerns all its tasks.
+            let (ns, name) = (t.namespace(), t.name_any());
+            tasks_of_team.state_filter(|k| k.spec.team == name && k.namespace() == ns).into_iter().map(|k| ObjectRef::from_obj(k.as_ref()))
+        })
         .watches_shared_stream(members.subscribe()?, move |m: Arc<Member>| {
             // A member that ended wakes the tasks it owns.
             let (ns, name) = (m.namespace(), m.agent_name().map(str::to_owned));
@@ -131,13 +162,14 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .run(timed(team_task::reconcile, KINDS[2]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
 
-    // Admission plans again on every change of what it plans from.
+    // Admission applies every change of what it plans from to its index, and plans again.
     let changes = futures::stream::select_all([
-        teams.subscribe()?.map(|_| ()).boxed(),
-        members.subscribe()?.map(|_| ()).boxed(),
-        pods.subscribe()?.map(|_| ()).boxed(),
+        teams.subscribe()?.map(admission::Change::Team).boxed(),
+        members.subscribe()?.map(admission::Change::Member).boxed(),
+        pods.subscribe()?.map(admission::Change::Pod).boxed(),
     ]);
-    let admit = admission::run(ctx.clone(), teams.store.clone(), members.store.clone(), pods.store.clone(), changes);
+    let stores = admission::Stores { teams: teams.store.clone(), members: members.store.clone(), pods: pods.store.clone() };
+    let admit = admission::run(ctx.clone(), stores, changes);
     // Nothing acts before every store has listed (rule 6): a Team reconcile that ran on a member
     // store still loading would sync a roster without most of its members, and admission would
     // count slots from half the pods. The watches run meanwhile and fill the stores.

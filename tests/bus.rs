@@ -302,6 +302,29 @@ async fn a_wait_blocked_during_teardown_returns_promptly() {
 }
 
 #[tokio::test]
+async fn a_roster_update_changes_only_the_members_it_names() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    // A new member gets an inbox; the members not named stay as they are.
+    bus.update_roster(&team, &[("qa".into(), Queued)]).await.expect("update");
+    bus.send(&team, msg("lead", "qa", "for later")).await.expect("a queued member can be sent to");
+    bus.send(&team, msg("lead", "dev", "still here")).await.expect("dev was not named and stays active");
+    // A member that finished is refused; a member first seen finished gets no inbox.
+    bus.update_roster(&team, &[("dev".into(), Finished), ("old".into(), Finished)]).await.expect("update");
+    let refused = bus.send(&team, msg("lead", "dev", "hi")).await;
+    assert!(matches!(refused, Err(BusError::RecipientFinished { .. })), "{refused:?}");
+    let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
+    assert!(!team_keys(&team).await.contains(&format!("{base}inbox:old")), "no inbox for a member first seen finished");
+    let got = bus.wait(&team, "qa", Duration::from_secs(1)).await.expect("wait");
+    assert_eq!(bodies(&got), ["for later"]);
+    // Disbanded is final for updates too.
+    bus.mark_disbanded(&team).await.expect("disband");
+    let revived = bus.update_roster(&team, &[("qa".into(), Active)]).await;
+    assert!(matches!(revived, Err(BusError::TeamDisbanded { .. })), "{revived:?}");
+    bus.teardown(&team).await.expect("teardown");
+}
+
+#[tokio::test]
 async fn a_roster_without_a_member_keeps_its_unread_messages_and_teardown_removes_every_key() {
     let bus = bus().await;
     let team = team(&bus, &[("lead", Active), ("dev", Active), ("qa", Queued)]).await;

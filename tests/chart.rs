@@ -690,6 +690,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
             ("watch", g, "members", "", None),
             ("create", g, "members", &tns, None),
             ("patch", g, "members", &tns, None),
+            ("deletecollection", g, "members", &tns, None),
             ("patch", g, "members/status", &tns, None),
             ("list", g, "teamtasks", "", None),
             ("watch", g, "teamtasks", "", None),
@@ -1006,18 +1007,22 @@ async fn the_controller_runs_on_the_chart_rbac() {
     .await;
     let pod_name = lead.status.and_then(|s| s.pod_name).unwrap_or_default();
     wait_for(&pods, &pod_name, long, "the lead's pod", |_| true).await;
-    // The lead finishes: its Member's Completed Event, and the Team's disband (Member status,
-    // Team status, an Event), all under the chart's RBAC.
+    // The lead finishes: the Team's disband (Member status, Team status, its summary Event),
+    // then the Team's deletion (its finalizer deletes its Members), all under the chart's RBAC.
     set_sim_exit(&pods, &pod_name, 0, None).await;
     wait_for(&teams, "t", long, "the Team to disband when its lead finished", |t: &Team| {
         t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
     })
     .await;
     let events = Api::<EventV1>::namespaced(s.client.clone(), &tns);
-    wait_for_any(&events, long, "the lead's Completed Event", |e: &EventV1| {
-        e.reporting_controller.as_deref() == Some("team-operator") && e.reason.as_deref() == Some("Completed")
+    wait_for_any(&events, long, "the Team's Disbanded Event", |e: &EventV1| {
+        e.reporting_controller.as_deref() == Some("team-operator") && e.reason.as_deref() == Some("Disbanded")
     })
     .await;
+    let team_uid = teams.get("t").await.expect("team").metadata.uid;
+    teams.delete("t", &DeleteParams::background()).await.expect("delete the Team");
+    wait_deleted(&teams, "t", team_uid.as_deref(), long, "the deleted Team to be released by its finalizer").await;
+    wait_deleted(&members, "t-lead", None, long, "the finalizer to delete the team's Members").await;
     let log_text = show_log();
     assert!(!log_text.contains("forbidden") && !log_text.contains("Forbidden"), "the controller was refused something:\n{log_text}");
 

@@ -129,6 +129,36 @@ async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete
     let t = wait_for(&ns.api::<Team>(), "beta", TIMEOUT, "30 completed", |t| t.status.as_ref().is_some_and(|s| s.completed == 30)).await;
     assert_eq!(t.status.map(|s| (s.queued, s.active, s.failed)), Some((0, 0, 0)));
 
+    // Members created as a user creates them are never rewritten to add an owner, a completion
+    // is no Event, and each status field has one writer: the name the admission's, the final
+    // phase the Member reconciler's.
+    let all = members.list(&ListParams::default()).await.expect("members");
+    let owned: Vec<String> = all.items.iter().filter(|m| !m.is_lead() && !m.owner_references().is_empty()).map(|m| m.name_any()).collect();
+    assert!(owned.is_empty(), "members were adopted: {owned:?}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let completed = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Completed"))
+        .count();
+    assert_eq!(completed, 0, "a member's completion must not be an Event");
+    let w00 = members.get("w00").await.expect("w00");
+    let owner_of = |field: &str| -> Vec<String> {
+        w00.managed_fields()
+            .iter()
+            .filter(|f| f.subresource.as_deref() == Some("status"))
+            .filter(|f| f.fields_v1.as_ref().is_some_and(|v| v.0.pointer(&format!("/f:status/f:{field}")).is_some()))
+            .filter_map(|f| f.manager.clone())
+            .collect()
+    };
+    assert_eq!(owner_of("name"), ["team-operator-admission"], "{:?}", w00.managed_fields());
+    assert_eq!(owner_of("podName"), ["team-operator-admission"]);
+    assert_eq!(owner_of("phase"), ["team-operator-member"]);
+    assert_eq!(owner_of("exitCode"), ["team-operator-member"]);
+
     // The operator's metrics tell the same story.
     op.wait_metric("team_operator_members{phase=\"Completed\"}", 30.0, TIMEOUT).await;
     op.wait_metric("team_operator_members{phase=\"Queued\"}", 0.0, TIMEOUT).await;

@@ -57,13 +57,19 @@ async fn members_message_each_other_and_broadcast() {
         handled.push(got["messages"][0]["stream_id"].clone());
     }
 
-    // A wait blocks until a message arrives; while it blocks, its member reads Idle, and Active
-    // again once it returns.
+    // A wait blocks until a message arrives; while it blocks, its member has the condition
+    // Waiting (from which the controller shows Idle), and Waiting=False once it returns. The
+    // gateway writes that condition only, never the phase.
     let members: Api<Member> = ns.api();
-    let phase_is = |want: MemberPhase| move |m: &Member| m.phase() == want;
+    let waiting_is = |want: &'static str| {
+        move |m: &Member| {
+            m.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Waiting")).is_some_and(|c| c.status == want)
+        }
+    };
     let lead_member = format!("{}-lead", team.name);
+    let phase_before = members.get(&lead_member).await.unwrap().phase();
     let waiter = spawn_wait(&gw.url, team.token("lead"), json!([]));
-    wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Idle", phase_is(MemberPhase::Idle)).await;
+    wait_for(&members, &lead_member, Duration::from_secs(10), "the waiting lead to read Waiting", waiting_is("True")).await;
     let (_, metrics) = get(&gw.url, None, "/metrics").await;
     assert!(
         metrics["raw"].as_str().unwrap_or_default().lines().any(|l| l == "team_operator_gateway_waits 1"),
@@ -72,13 +78,27 @@ async fn members_message_each_other_and_broadcast() {
     ok(call(&gw.url, Some(b), "send_message", json!({ "to": "lead", "body": "done" })).await);
     let got = ok(waiter.await.unwrap());
     assert_eq!(got["messages"][0]["body"], "done", "{got}");
-    assert_eq!(members.get(&lead_member).await.unwrap().phase(), MemberPhase::Active, "restored before the wait answered");
+    let lead = members.get(&lead_member).await.unwrap();
+    assert!(waiting_is("False")(&lead), "cleared before the wait answered: {:?}", lead.status);
+    assert_eq!(lead.phase(), phase_before, "the gateway never writes the phase");
+    let managers: Vec<String> = lead
+        .managed_fields()
+        .iter()
+        .filter(|f| {
+            f.fields_v1
+                .as_ref()
+                .and_then(|v| v.0.pointer("/f:status/f:conditions"))
+                .is_some_and(|c| c.get(r#"k:{"type":"Waiting"}"#).is_some())
+        })
+        .filter_map(|f| f.manager.clone())
+        .collect();
+    assert_eq!(managers, ["team-operator-gateway-wait"], "{:?}", lead.managed_fields());
 
     // A phase the controller moved on while the member waited is left alone. (The wait hands back
     // the broadcast, else its redelivery would return at once.)
     let waiter = spawn_wait(&gw.url, a, json!([handled[0]]));
     let general = format!("{}-general", team.name);
-    wait_for(&members, &general, Duration::from_secs(10), "the waiting general to read Idle", phase_is(MemberPhase::Idle)).await;
+    wait_for(&members, &general, Duration::from_secs(10), "the waiting general to read Waiting", waiting_is("True")).await;
     members
         .patch_status(&general, &Default::default(), &kube::api::Patch::Merge(json!({ "status": { "phase": "Completed" } })))
         .await

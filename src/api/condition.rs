@@ -28,6 +28,11 @@ pub const FAILED: &str = "Failed";
 pub const DISBANDED: &str = "Disbanded";
 /// TeamTask: a dependency has not completed.
 pub const BLOCKED: &str = "Blocked";
+/// Member: the lead was told of its failure (the Member reconciler's).
+pub const LEAD_NOTIFIED: &str = "LeadNotified";
+/// Member: its agent is blocked in `wait_messages` (the gateway's); a running member that waits
+/// reads Idle.
+pub const WAITING: &str = "Waiting";
 
 /// The longest condition message `metav1.Condition` allows.
 const MAX_MESSAGE: usize = 32768;
@@ -62,6 +67,12 @@ pub fn new(type_: &str, status: bool, reason: &str, message: impl Into<String>, 
 /// True when the condition of `type_` is present with status "True".
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The conditions of `conditions` whose type is one of `types`: what one writer applies, so that
+/// a server-side apply never takes over (or drops) another writer's conditions.
+pub fn only(conditions: &[Condition], types: &[&str]) -> Vec<Condition> {
+    conditions.iter().filter(|c| types.contains(&c.type_.as_str())).cloned().collect()
 }
 
 /// The condition of `type_`, if present.

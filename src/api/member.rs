@@ -89,7 +89,7 @@ pub struct PodOverrides {
 }
 
 /// Observed state of a Member.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     /// Team-unique agent name (`general`, `general-2`, ...), assigned by the operator.
@@ -122,8 +122,10 @@ pub struct MemberStatus {
     /// Latest observations, each with the member's reason and message. Ready: its pod runs
     /// (Active or Idle). Complete: its pod succeeded (`kubectl wait --for=condition=Complete
     /// member/<name>`). Failed: it failed or was cancelled. LeadNotified: the lead was told of
-    /// its failure.
+    /// its failure. Waiting: its agent waits for messages (set by the gateway; a running member
+    /// that waits reads Idle). Each condition has one writer (see managedFields).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -211,6 +211,7 @@ pub struct TeamStatus {
     /// its lead completed (`kubectl wait --for=condition=Complete team/<name>`). Failed: it
     /// disbanded because its lead failed or was cancelled.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

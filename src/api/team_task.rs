@@ -85,6 +85,7 @@ pub struct TeamTaskStatus {
     /// (`kubectl wait --for=condition=Complete teamtask/<name>`). Failed: it failed, with the
     /// reason (OwnerFailed, DependencyFailed, TeamDisbanded, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Bus;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
-use super::scripts::{MARK_DISBANDED, SYNC_ROSTER, TEARDOWN};
+use super::scripts::{MARK_DISBANDED, SYNC_ROSTER, TEARDOWN, UPDATE_ROSTER};
 
 /// Where a member stands, as far as messaging cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,10 +36,23 @@ impl Bus {
     /// Level-driven: call it on every reconcile. Refused with [`BusError::TeamDisbanded`] once
     /// the team was disbanded, so a stale reconcile cannot revive it before teardown.
     pub async fn sync_roster(&self, team: &TeamKey, roster: &[(String, RosterState)]) -> Result<(), BusError> {
+        self.roster_script(&SYNC_ROSTER, team, roster).await
+    }
+
+    /// Applies `changes` to the roster: each given member's state is set (a new one that is not
+    /// finished gets its inbox), the others are left as they are; the team is marked active.
+    /// What a reconciler that remembers the roster it set sends instead of the whole roster:
+    /// Redis work in proportion to what changed. Refused like [`Bus::sync_roster`] once the team
+    /// was disbanded.
+    pub async fn update_roster(&self, team: &TeamKey, changes: &[(String, RosterState)]) -> Result<(), BusError> {
+        self.roster_script(&UPDATE_ROSTER, team, changes).await
+    }
+
+    async fn roster_script(&self, script: &redis::Script, team: &TeamKey, roster: &[(String, RosterState)]) -> Result<(), BusError> {
         if let Some((name, _)) = roster.iter().find(|(name, _)| name.is_empty()) {
             return Err(BusError::InvalidArgument(format!("empty member name {name:?} in roster")));
         }
-        let mut invocation = SYNC_ROSTER.prepare_invoke();
+        let mut invocation = script.prepare_invoke();
         invocation.key(team.meta()).key(team.roster()).arg(team.inbox_prefix()).arg(INBOX_GROUP);
         for (name, state) in roster {
             invocation.arg(name).arg(state.as_str());
@@ -48,7 +61,7 @@ impl Bus {
         match outcome.as_str() {
             "ok" => Ok(()),
             "team_disbanded" => Err(BusError::TeamDisbanded { team: team.to_string() }),
-            other => Err(BusError::Protocol(format!("sync_roster replied {other:?}"))),
+            other => Err(BusError::Protocol(format!("a roster script replied {other:?}"))),
         }
     }
 

@@ -17,6 +17,7 @@ macro_rules! script {
 }
 
 script!(SYNC_ROSTER, "sync_roster.lua");
+script!(UPDATE_ROSTER, "update_roster.lua");
 script!(MARK_DISBANDED, "mark_disbanded.lua");
 script!(TEARDOWN, "teardown.lua");
 script!(SEND, "send.lua");

@@ -1,12 +1,21 @@
 //! The single writer of member names and slots (rules 1 and 2).
 //!
 //! Names and slots are decisions that many reconciles could race on, so one task makes them all:
-//! it wakes on any Team, Member or Pod change (straight from the watches, so a finished pod frees
-//! its slot without waiting for its Member's reconcile), plans from the reflector stores (pure
-//! [`plan`]), writes the names, and creates the pods of the members it admits. Like the Job controller, it records
-//! an *expectation* for every pod it creates and counts it as live until the pod store shows it,
-//! so a lagging store can never let a cap be exceeded. Nothing else is kept in memory: after a
-//! restart the stores' initial lists are the whole truth, so the caps hold across restarts too.
+//! it applies every Team, Member and Pod change to its index as it comes (`admission_index`:
+//! a queue of open members per team, the names taken, the member pods that run; constant work
+//! per event), and after each burst of changes plans a round from the heads of the queues
+//! (pure [`plan`]; a finished pod frees its slot without waiting for its Member's reconcile),
+//! creates the pods of the members it admits and writes its decisions (see `admission_status`:
+//! a member named and admitted in one round gets name, Starting, podName and startTime in one
+//! write, after its pod was created). Like the Job controller, it records an *expectation* for
+//! every pod it creates and counts it as live until the pod store shows it, so a lagging store
+//! can never let a cap be exceeded. The index is a cache of the stores, rebuilt from them at
+//! every resync; after a restart the stores' initial lists are the whole truth, so the caps hold
+//! across restarts too.
+//!
+//! For what comes next (plan approval, budgets, retries, fair share across teams): a new
+//! reason to hold a member back belongs in [`plan`] (pure, with the [`MemberView`] it needs),
+//! a new decision written on the Member in `admission_status::Decision`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -22,10 +31,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use super::admission_index::Index;
+use super::admission_status::{self, Decision};
 use super::context::Context;
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
-use crate::api::{Member, MemberPhase, MemberRole, MemberStatus, Team, condition};
+use crate::api::field_managers::{self, ADMISSION, PODS};
+use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// (namespace, team name).
 pub type TeamId = (String, String);
@@ -33,9 +45,10 @@ pub type TeamId = (String, String);
 /// How long an unobserved pod creation is trusted before it stops counting (the Job controller
 /// uses the same five minutes): covers a create whose watch event was lost.
 const EXPECTATION_TTL: Duration = Duration::from_secs(300);
-/// Name patches and pod creations in flight at once.
+/// Status writes and pod creations in flight at once.
 const WRITE_CONCURRENCY: usize = 32;
-/// Backstop period: plan even when nothing changed (every change already triggers a round).
+/// Backstop period: plan even when nothing changed (every change already triggers a round), and
+/// rebuild the index from the stores.
 const RESYNC: Duration = Duration::from_secs(60);
 /// Next round after one whose writes did not all succeed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -107,6 +120,8 @@ pub struct MemberView {
     pub phase: MemberPhase,
     /// Its pod exists (in the store) or was created and not yet observed.
     pub has_pod: bool,
+    /// Its admission is written (it has a `podName`), or was and the store does not show it yet.
+    pub admitted: bool,
     /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`).
     pub backing_off: bool,
 }
@@ -116,22 +131,34 @@ pub struct MemberView {
 pub struct Plan {
     /// Names to give, in creation order.
     pub names: Vec<(ObjectRef<Member>, String)>,
-    /// Members to start, first come first served; leads first.
+    /// Members to start, first come first served; leads first: their pod is created (an
+    /// external lead's exists), then their admission written.
     pub admit: Vec<ObjectRef<Member>>,
+    /// Members whose pod exists but whose admission is not written (the write after its create
+    /// failed, or a restart came between): their admission is written.
+    pub record: Vec<ObjectRef<Member>>,
 }
 
-/// Names unnamed members and admits queued ones under both caps. `live` counts specialist pods
-/// that hold a slot, per team (and under [`unowned`] those of no known Member). A sub-team's
-/// members count against its own cap and every ancestor's.
-pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &HashMap<TeamId, usize>, global_cap: usize) -> Plan {
+/// Names unnamed members and admits queued ones under both caps. `members` are the candidates
+/// (every open member, or the heads of the teams' queues), `taken` the names already held per
+/// team beyond theirs; `live` counts specialist pods that hold a slot, per team (and under
+/// [`unowned`] those of no known Member). A sub-team's members count against its own cap and
+/// every ancestor's.
+pub fn plan(
+    teams: &HashMap<TeamId, TeamView>,
+    members: &[MemberView],
+    taken: &dyn Fn(&TeamId, &str) -> bool,
+    live: &HashMap<TeamId, usize>,
+    global_cap: usize,
+) -> Plan {
     let mut order: Vec<&MemberView> = members.iter().collect();
     // Leads first so the lead gets its agent type's bare name; then first come, first served.
     order.sort_by(|a, b| (a.role != MemberRole::Lead, a.created, &a.uid).cmp(&(b.role != MemberRole::Lead, b.created, &b.uid)));
 
-    let mut taken: HashMap<&TeamId, BTreeSet<String>> = HashMap::new();
+    let mut named: HashMap<&TeamId, BTreeSet<String>> = HashMap::new();
     for m in members {
         if let Some(n) = &m.name {
-            taken.entry(&m.team).or_default().insert(n.clone());
+            named.entry(&m.team).or_default().insert(n.clone());
         }
     }
 
@@ -150,18 +177,22 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
             continue;
         }
         if m.name.is_none() {
-            let used = taken.entry(&m.team).or_default();
-            let name = first_free_name(&m.agent, used);
+            let used = named.entry(&m.team).or_default();
+            let name = first_free_name(&m.agent, |n| used.contains(n) || taken(&m.team, n));
             used.insert(name.clone());
             out.names.push((m.key.clone(), name));
         }
-        if m.phase != MemberPhase::Queued || m.has_pod || m.backing_off {
+        if m.phase != MemberPhase::Queued || m.backing_off {
+            continue;
+        }
+        if m.has_pod {
+            if !m.admitted {
+                out.record.push(m.key.clone());
+            }
             continue;
         }
         if m.role == MemberRole::Lead {
-            if !team.external_lead {
-                out.admit.push(m.key.clone());
-            }
+            out.admit.push(m.key.clone());
             continue;
         }
         let line = lineage(teams, &m.team);
@@ -183,42 +214,111 @@ pub fn plan(teams: &HashMap<TeamId, TeamView>, members: &[MemberView], live: &Ha
 }
 
 /// `agent`, `agent-2`, `agent-3`, ...: the first not in `used`.
-pub fn first_free_name(agent: &str, used: &BTreeSet<String>) -> String {
-    if !used.contains(agent) {
+pub fn first_free_name(agent: &str, used: impl Fn(&str) -> bool) -> String {
+    if !used(agent) {
         return agent.to_owned();
     }
-    (2..).map(|i| format!("{agent}-{i}")).find(|n| !used.contains(n)).unwrap_or_else(|| agent.to_owned())
+    (2..).map(|i| format!("{agent}-{i}")).find(|n| !used(n)).unwrap_or_else(|| agent.to_owned())
 }
 
-/// The admission task's memory of its own recent writes: a cache of what the stores will show,
-/// never a source of truth.
+/// The admission task's memory of its own recent decisions and writes: a cache of what the
+/// stores will show, never a source of truth.
 #[derive(Default)]
 struct Pending {
     /// Pods created but not yet seen in the pod store: pod name (ns/name) → team, created at.
     pods: HashMap<(String, String), (TeamId, Instant)>,
-    /// Names written but not yet seen in the member store: member uid → name.
-    names: HashMap<String, String>,
+    /// Names decided (and perhaps written) but not yet seen in the member store: member uid →
+    /// what was decided and written.
+    members: HashMap<String, Written>,
     /// Members whose pod create was refused, waiting out their backoff.
     refusals: Backoff,
 }
 
-/// Runs the admission loop until the process ends: a round after every burst of `changes`
-/// (one item per watched change), and at least every [`RESYNC`].
-pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, pods: Store<Pod>, changes: impl Stream<Item = ()>) {
-    // The watches must never wait for a round to finish, so changes are drained as they come and
-    // coalesce into one wake-up.
+/// A member's decision as the admission task last made and wrote it.
+#[derive(Clone, Debug)]
+struct Written {
+    /// The name decided: kept from the moment it is decided, so a write that fails is retried
+    /// with the same name (its pod may exist under it).
+    name: String,
+    /// The member's team: a name decided is taken in it.
+    team: TeamId,
+    /// Its admission was written.
+    admitted: bool,
+    /// The version the last write returned: the next write is conditional on it.
+    resource_version: Option<String>,
+}
+
+/// A watched change, as admission applies it to its index.
+pub enum Change {
+    Team(Arc<Team>),
+    Member(Arc<Member>),
+    Pod(Arc<Pod>),
+}
+
+/// The stores admission reads.
+pub struct Stores {
+    pub teams: Store<Team>,
+    pub members: Store<Member>,
+    pub pods: Store<Pod>,
+}
+
+impl Stores {
+    /// Applies `change` to `index` as the store holds it now: its current version, or its
+    /// deletion (gone, or replaced by an object of another uid).
+    fn apply(&self, index: &mut Index, change: Change) {
+        fn current<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>, k: &K) -> Option<Arc<K>> {
+            store.get(&ObjectRef::from_obj(k)).filter(|now| now.meta().uid == k.meta().uid)
+        }
+        match change {
+            Change::Team(t) => match current(&self.teams, t.as_ref()) {
+                Some(now) => index.team(&now, true),
+                None => index.team(&t, false),
+            },
+            Change::Member(m) => match current(&self.members, m.as_ref()) {
+                Some(now) => index.member(&now, true),
+                None => index.member(&m, false),
+            },
+            Change::Pod(p) => match current(&self.pods, p.as_ref()) {
+                Some(now) => index.pod(&now, true),
+                None => index.pod(&p, false),
+            },
+        }
+    }
+
+    /// The index of everything the stores hold.
+    fn index(&self) -> Index {
+        let teams = self.teams.state();
+        let mut index = Index::build(&teams, &self.members.state(), &self.pods.state());
+        index.link_parents(&teams);
+        index
+    }
+}
+
+/// Runs the admission loop until the process ends: a round after every burst of `changes`, and
+/// at least every [`RESYNC`], which also rebuilds the index from the stores.
+pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = Change>) {
+    // Started once every store has listed (see `controller::reconcile_all`).
+    let index = std::sync::Mutex::new(stores.index());
+    let lock = || index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The watches must never wait for a round to finish, so changes are applied as they come
+    // (constant work each) and coalesce into one wake-up.
     let wake = Notify::new();
     let drain = async {
         let mut changes = std::pin::pin!(changes);
-        while changes.next().await.is_some() {
+        while let Some(change) = changes.next().await {
+            stores.apply(&mut lock(), change);
             wake.notify_one();
         }
     };
-    // Started once every store has listed (see `controller::reconcile_all`).
     let rounds = async {
         let mut pending = Pending::default();
+        let mut resynced = Instant::now();
         loop {
-            let next = match round(&ctx, &teams, &members, &pods, &mut pending).await {
+            if resynced.elapsed() >= RESYNC {
+                *lock() = stores.index();
+                resynced = Instant::now();
+            }
+            let next = match round(&ctx, &stores, &index, &mut pending).await {
                 // A member backing off from a refused create is planned again when its wait ends.
                 Outcome::Done => pending.refusals.next(Instant::now()).map_or(RESYNC, |d| d.min(RESYNC)),
                 Outcome::More => continue,
@@ -236,130 +336,103 @@ pub async fn run(ctx: Arc<Context>, teams: Store<Team>, members: Store<Member>, 
     }
 }
 
-/// One planning round: snapshot, plan, write names, create pods.
-async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods: &Store<Pod>, pending: &mut Pending) -> Outcome {
-    let team_objs = teams.state();
-    let by_uid: HashMap<&str, TeamId> =
-        team_objs.iter().filter_map(|t| Some((t.metadata.uid.as_deref()?, (t.namespace()?, t.name_any())))).collect();
-    let team_views: HashMap<TeamId, TeamView> = team_objs
-        .iter()
-        .filter_map(|t| {
-            let id = (t.namespace()?, t.name_any());
-            let view = TeamView {
-                max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
-                disbanded: t.is_disbanded(),
-                agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
-                external_lead: t.spec.lead.pod_name.is_some(),
-                parent: t.parent_uid().and_then(|uid| by_uid.get(uid).cloned()),
-            };
-            Some((id, view))
-        })
-        .collect();
-
-    // Pods by the Member that controls them (rule 7: ownership, never labels): which members
-    // have a pod, and which pods still run and so hold a slot — during a disband too, until
-    // they end. Expectations the store has caught up with are forgotten.
-    let mut pod_names: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut controlled: HashMap<String, bool> = HashMap::new();
-    for p in pods.state() {
-        let Some(ns) = p.namespace() else { continue };
-        pod_names.insert((ns, p.name_any()));
-        if let Some(owner) = pod::controlling_member(&p) {
-            let running = !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-            *controlled.entry(owner.uid.clone()).or_default() |= running;
-        }
-    }
-    pending.pods.retain(|k, (_, at)| !pod_names.contains(k) && at.elapsed() < EXPECTATION_TTL);
-
-    let member_objs = members.state();
+/// One planning round: the candidates from the index (the heads of the queues), plan, create
+/// pods, write the decisions.
+async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, pending: &mut Pending) -> Outcome {
+    let (members, teams) = (&stores.members, &stores.teams);
     let now = Instant::now();
-    let mut live: HashMap<TeamId, usize> = HashMap::new();
-    let mut unowned_live = controlled.values().filter(|running| **running).count();
-    for m in &member_objs {
-        let (Some(ns), Some(uid)) = (m.namespace(), m.metadata.uid.as_deref()) else { continue };
-        if controlled.get(uid) == Some(&true) {
-            unowned_live -= 1;
-            if m.spec.role != MemberRole::Lead {
-                *live.entry((ns, m.spec.team.clone())).or_default() += 1;
+    let (decided, more) = {
+        let index = index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Expectations the store has caught up with (or that expired) are forgotten; the others
+        // count as live.
+        pending.pods.retain(|k, (_, at)| !index.knows_pod(k) && at.elapsed() < EXPECTATION_TTL);
+        let mut live = index.live();
+        for (team, _) in pending.pods.values() {
+            *live.entry(team.clone()).or_default() += 1;
+        }
+        // Forget decisions the store now shows in full, and those of members that are gone.
+        pending.members.retain(|uid, w| {
+            index.members.get(uid).is_some_and(|m| !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted)))
+        });
+        record_gauges(ctx, &index.per_phase, &live);
+        let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now);
+        // Names decided and not yet in the store are taken as well as the store's.
+        let decided: HashMap<&TeamId, BTreeSet<&str>> = pending.members.values().fold(HashMap::new(), |mut by_team, w| {
+            by_team.entry(&w.team).or_default().insert(w.name.as_str());
+            by_team
+        });
+        let taken = |team: &TeamId, name: &str| index.is_taken(team, name) || decided.get(team).is_some_and(|n| n.contains(name));
+        let decided = plan(&index.teams, &views, &taken, &live, ctx.config.max_agents);
+        // A member whose pod exists under a name its status does not show yet keeps that name.
+        for key in &decided.record {
+            if let Some(uid) = key.extra.uid.as_deref().or_else(|| views.iter().find(|v| &v.key == key).map(|v| v.uid.as_str()))
+                && !pending.members.contains_key(uid)
+                && let (Some(name), Some(m)) = (index.name_of_pod(uid), index.members.get(uid))
+                && m.name.is_none()
+            {
+                pending.members.insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, resource_version: None });
             }
         }
+        (decided, more)
+    };
+    if decided.names.is_empty() && decided.admit.is_empty() && decided.record.is_empty() {
+        return if more { Outcome::More } else { Outcome::Done };
     }
-    if unowned_live > 0 {
-        live.insert(unowned(), unowned_live);
-    }
-    for (team, _) in pending.pods.values() {
-        *live.entry(team.clone()).or_default() += 1;
-    }
+    debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
-    // Forget names the store now shows, and names of members that are gone.
-    if !pending.names.is_empty() {
-        let stored: HashMap<&str, Option<&str>> =
-            member_objs.iter().filter_map(|m| Some((m.metadata.uid.as_deref()?, m.agent_name()))).collect();
-        pending.names.retain(|uid, name| stored.get(uid.as_str()).is_some_and(|seen| *seen != Some(name.as_str())));
+    // Names are decided now, written with the member's admission or, for members that wait,
+    // in batches.
+    for (key, name) in &decided.names {
+        if let Some(m) = members.get(key)
+            && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
+        {
+            let team = (ns, m.spec.team.clone());
+            pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, resource_version: None });
+        }
     }
-    let views: Vec<MemberView> = member_objs
-        .iter()
-        .filter_map(|m| {
-            let ns = m.namespace()?;
-            let uid = m.metadata.uid.clone()?;
-            let name = m.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned());
-            let backing_off = pending.refusals.waiting(&uid, now);
-            let has_pod = controlled.contains_key(&uid)
-                || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(&m.spec.team, n, &uid))));
-            Some(MemberView {
-                key: ObjectRef::from_obj(m.as_ref()),
-                team: (ns, m.spec.team.clone()),
-                agent: m.spec.agent.clone(),
-                role: m.spec.role,
-                uid,
-                created: m.metadata.creation_timestamp.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-                backing_off,
-                name,
-                phase: m.phase(),
-                has_pod,
-            })
-        })
-        .collect();
+    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
+    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
+    let more = more || waiting.len() > NAME_BATCH;
 
-    record_gauges(ctx, &views, &live);
-    let decided = plan(&team_views, &views, &live, ctx.config.max_agents);
-    if decided.names.is_empty() && decided.admit.is_empty() {
-        return Outcome::Done;
-    }
-    debug!(names = decided.names.len(), admit = decided.admit.len(), "admission round");
-
-    // The names of members admitted now come first: their pods wait for them. The other names
-    // are written while those pods are created.
-    let admitted: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().collect();
-    let (now, mut later): (Vec<_>, Vec<_>) = decided.names.iter().partition(|(key, _)| admitted.contains(key));
-    let more = later.len() > NAME_BATCH;
-    later.truncate(NAME_BATCH);
-    let mut complete = write_names(ctx, now, pending).await;
-
+    // Pods first, then the admissions: a member reads Starting only once its pod exists.
     let mut creations = Vec::new();
+    let mut admissions: Vec<(Arc<Member>, String, Decision)> = Vec::new();
     for key in &decided.admit {
         let Some(member) = members.get(key) else { continue };
         let Some(uid) = member.metadata.uid.clone() else { continue };
-        let Some(name) = member.agent_name().map(str::to_owned).or_else(|| pending.names.get(&uid).cloned()) else { continue };
+        let Some(name) = name_of(&member, pending) else { continue };
         let Some(ns) = member.namespace() else { continue };
         let Some(team) = teams.get(&ObjectRef::new(&member.spec.team).within(&ns)) else { continue };
+        if let (Some(external), true) = (&team.spec.lead.pod_name, member.is_lead()) {
+            admissions.push((member.clone(), name, Decision::Admitted { pod_name: external.clone() }));
+            continue;
+        }
         let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid));
         pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
         creations.push((member, team, name, pod_key));
     }
-    let create = futures::stream::iter(creations)
+    for key in &decided.record {
+        let Some(member) = members.get(key) else { continue };
+        let (Some(name), Some(uid)) = (name_of(&member, pending), member.metadata.uid.clone()) else { continue };
+        let pod_name = pod::pod_name(&member.spec.team, &name, &uid);
+        admissions.push((member.clone(), name, Decision::Admitted { pod_name }));
+    }
+    let created = futures::stream::iter(creations)
         .map(|(member, team, name, pod_key)| async move {
             let outcome = create_pod(ctx, &team, &member, &name).await;
-            (member, pod_key, outcome)
+            (member, name, pod_key, outcome)
         })
         .buffer_unordered(WRITE_CONCURRENCY)
-        .collect::<Vec<_>>();
-    let (created, named) = futures::join!(create, patch_names(ctx, later));
-    complete &= remember_names(named, pending);
-    for (member, pod_key, outcome) in created {
+        .collect::<Vec<_>>()
+        .await;
+    let mut complete = true;
+    for (member, name, pod_key, outcome) in created {
         let uid = member.metadata.uid.clone().unwrap_or_default();
         match outcome {
-            Ok(()) => pending.refusals.clear(&uid),
+            Ok(()) => {
+                pending.refusals.clear(&uid);
+                admissions.push((member, name, Decision::Admitted { pod_name: pod_key.1 }));
+            }
             Err(e) => {
                 pending.pods.remove(&pod_key);
                 let refusal = match &e {
@@ -368,13 +441,29 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
                 };
                 let tries = pending.refusals.refused(&uid, Instant::now());
                 warn!(member = %member.name_any(), error = %e, tries, "creating the member's pod was refused; retried with backoff");
-                if let Err(e) = record_refusal(ctx, &member, &refusal, tries).await {
-                    warn!(member = %member.name_any(), error = %e, "recording the refusal failed; next round retries");
-                    complete = false;
+                match refusal {
+                    Refusal::Rejected(message) if tries >= REJECTED_TRIES => {
+                        ctx.event(member.as_ref(), true, POD_REJECTED, format!("the API server refused the member's pod: {message}")).await;
+                        admissions.push((member, name, Decision::Rejected { message }));
+                    }
+                    Refusal::Quota(msg) if member.status.as_ref().and_then(|s| s.reason.as_deref()) != Some(QUOTA_EXCEEDED) => {
+                        admissions.push((member, name, Decision::Queued { quota: Some(msg) }));
+                    }
+                    _ => {}
                 }
             }
         }
     }
+    for key in waiting.into_iter().take(NAME_BATCH) {
+        let Some(member) = members.get(key) else { continue };
+        let Some(name) = name_of(&member, pending) else { continue };
+        admissions.push((member, name, Decision::Queued { quota: None }));
+    }
+    let written = write_decisions(ctx, admissions, pending).await;
+    for (uid, w) in written.iter().flatten() {
+        pending.members.insert(uid.clone(), w.clone());
+    }
+    complete &= written.iter().all(Option::is_some);
     match (complete, more) {
         (false, _) => Outcome::Failed,
         (true, true) => Outcome::More,
@@ -382,46 +471,35 @@ async fn round(ctx: &Context, teams: &Store<Team>, members: &Store<Member>, pods
     }
 }
 
-/// Writes `names` (concurrently) and remembers them until the store shows them; false if one
-/// failed.
-async fn write_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>, pending: &mut Pending) -> bool {
-    let written = patch_names(ctx, names).await;
-    remember_names(written, pending)
+/// The member's name: as the store shows it, or as decided.
+fn name_of(member: &Member, pending: &Pending) -> Option<String> {
+    member.agent_name().map(str::to_owned).or_else(|| pending.members.get(member.metadata.uid.as_deref()?).map(|w| w.name.clone()))
 }
 
-fn remember_names(written: Vec<Option<(String, String)>>, pending: &mut Pending) -> bool {
-    let complete = written.iter().all(Option::is_some);
-    pending.names.extend(written.into_iter().flatten());
-    complete
-}
-
-/// Sets each member's name (and phase Queued); per name, the member's uid and name, or None if
-/// the write failed.
-async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) -> Vec<Option<(String, String)>> {
-    futures::stream::iter(names)
-        .map(|(key, name)| async move {
-            let ns = key.namespace.as_deref()?;
-            let api: Api<Member> = Api::namespaced(ctx.client.clone(), ns);
-            // A queued member's status is complete with its name: observedGeneration and the
-            // conditions go in the same write, or the member's reconciler would spend one more on it.
-            let member = ctx.members.get(key);
-            let generation = member.as_ref().and_then(|m| m.metadata.generation);
-            let queued = MemberStatus {
-                name: Some(name.clone()),
-                phase: Some(MemberPhase::Queued),
-                ..member.and_then(|m| m.status.clone()).unwrap_or_default()
-            };
-            let conditions = condition::for_member(&queued, generation, &Time(Timestamp::now()));
-            let patch = serde_json::json!({ "status": {
-                "name": name, "phase": "Queued", "observedGeneration": generation, "conditions": conditions,
-            }});
-            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+/// Applies each decision (concurrently), conditional on the version last seen or written; per
+/// decision, the member's uid and what was written, or None if the write failed.
+async fn write_decisions(
+    ctx: &Context,
+    decisions: Vec<(Arc<Member>, String, Decision)>,
+    pending: &Pending,
+) -> Vec<Option<(String, Written)>> {
+    futures::stream::iter(decisions)
+        .map(|(member, name, decision)| async move {
+            let ns = member.namespace()?;
+            let uid = member.metadata.uid.clone()?;
+            let rv = pending.members.get(&uid).and_then(|w| w.resource_version.clone()).or_else(|| member.resource_version());
+            let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+            let status = admission_status::status(&member, &name, &decision, &Time(Timestamp::now()));
+            let body = field_managers::status_apply::<Member>(&member.name_any(), rv.as_deref(), status);
+            match api.patch_status(&member.name_any(), &PatchParams::apply(ADMISSION).force(), &Patch::Apply(&body)).await {
                 Ok(m) => {
-                    info!(member = %key.name, namespace = ns, name, "named member");
-                    Some((m.metadata.uid?, name.clone()))
+                    info!(member = %member.name_any(), namespace = ns, name, decision = ?decision, "admission written");
+                    let admitted = matches!(decision, Decision::Admitted { .. });
+                    let team = (ns, member.spec.team.clone());
+                    Some((uid, Written { name, team, admitted, resource_version: m.resource_version() }))
                 }
                 Err(e) => {
-                    warn!(member = %key.name, error = %e, "naming failed; next round retries");
+                    warn!(member = %member.name_any(), error = %e, "writing the admission failed; next round retries");
                     None
                 }
             }
@@ -431,52 +509,91 @@ async fn patch_names(ctx: &Context, names: Vec<&(ObjectRef<Member>, String)>) ->
         .await
 }
 
-/// Writes what a refused pod create means on the Member: `PodRejected` (Failed, with a Warning
-/// Event) once a create refused for good has been tried [`REJECTED_TRIES`] times, or
-/// `QuotaExceeded` on the Queued member (once, while it stays so). The Failed member's
-/// reconciler tells the lead, as for any failure.
-async fn record_refusal(ctx: &Context, member: &Member, refusal: &Refusal, tries: u32) -> Result<(), super::Error> {
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let mut status = member.status.clone().unwrap_or_default();
-    let now = Time(Timestamp::now());
-    let fails = match refusal {
-        Refusal::Rejected(msg) if tries >= REJECTED_TRIES => {
-            let message = format!("the API server refused the member's pod: {msg}");
-            ctx.event(member, true, POD_REJECTED, message.clone()).await;
-            status.phase = Some(MemberPhase::Failed);
-            (status.reason, status.message) = (Some(POD_REJECTED.into()), Some(message));
-            status.completion_time = Some(now.clone());
-            true
-        }
-        Refusal::Quota(msg) if status.reason.as_deref() != Some(QUOTA_EXCEEDED) => {
-            (status.reason, status.message) = (Some(QUOTA_EXCEEDED.into()), Some(format!("waiting for quota: {msg}")));
-            false
-        }
-        _ => return Ok(()),
-    };
-    let conditions = condition::for_member(&status, member.metadata.generation, &now);
-    let mut patch = serde_json::json!({ "status": { "reason": status.reason, "message": status.message, "conditions": conditions } });
-    // The phase only when it changes here: a quota refusal must not write back a cached phase.
-    if fails {
-        patch["status"]["phase"] = serde_json::json!(status.phase);
-        patch["status"]["completionTime"] = serde_json::json!(status.completion_time);
-    }
-    api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
 /// Members per phase and slots in use, as of this round.
-fn record_gauges(ctx: &Context, views: &[MemberView], live: &HashMap<TeamId, usize>) {
+fn record_gauges(ctx: &Context, per_phase: &HashMap<MemberPhase, i64>, live: &HashMap<TeamId, usize>) {
     use crate::metrics::PhaseLabel;
-    let mut per_phase: HashMap<MemberPhase, i64> = HashMap::new();
-    for v in views {
-        *per_phase.entry(v.phase).or_default() += 1;
-    }
     for phase in MemberPhase::ALL {
         let label = PhaseLabel { phase: phase.as_str() };
         ctx.metrics.members.get_or_create(&label).set(per_phase.get(&phase).copied().unwrap_or(0));
     }
     ctx.metrics.slots_in_use.set(i64::try_from(live.values().sum::<usize>()).unwrap_or(i64::MAX));
+}
+
+/// The members a round plans for, from the heads of the teams' queues: per team, its open
+/// members with a name up to its free slots (and those that hold no slot: backing off, or with
+/// a pod whose admission is to be recorded), and up to [`NAME_BATCH`] without one. Time in
+/// proportion to the slots and the batch, not to the queues. The second value: members
+/// without a name were left for the next round.
+fn candidates(index: &Index, live: &HashMap<TeamId, usize>, global_cap: usize, pending: &Pending, now: Instant) -> (Vec<MemberView>, bool) {
+    let mut out = Vec::new();
+    let mut more = false;
+    let view = |uid: &str| -> Option<MemberView> {
+        let m = index.members.get(uid)?;
+        let written = pending.members.get(uid);
+        let name = m.name.clone().or_else(|| written.map(|w| w.name.clone())).or_else(|| index.name_of_pod(uid));
+        let (ns, team) = &m.team;
+        let has_pod =
+            index.has_pod(uid) || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(team, n, uid))));
+        let admitted = m.admitted || written.is_some_and(|w| w.admitted);
+        Some(MemberView {
+            key: m.key.clone(),
+            team: m.team.clone(),
+            agent: m.agent.clone(),
+            role: m.role,
+            uid: uid.to_owned(),
+            created: m.order.1,
+            name,
+            phase: if admitted && m.phase == MemberPhase::Queued { MemberPhase::Starting } else { m.phase },
+            has_pod,
+            admitted,
+            backing_off: pending.refusals.waiting(uid, now),
+        })
+    };
+    // Slots in use per team, its sub-teams' included (as `plan` counts them).
+    let mut team_live: HashMap<&TeamId, usize> = HashMap::new();
+    for (team, n) in live {
+        for t in lineage(&index.teams, team) {
+            *team_live.entry(t).or_default() += n;
+        }
+    }
+    let global_free = global_cap.saturating_sub(live.values().sum());
+    for (team, queues) in &index.queues {
+        // Slots this team could fill now: its cap and its ancestors', and the operator's.
+        let free = lineage(&index.teams, team).into_iter().fold(global_free, |free, t| {
+            let cap = index.teams.get(t).map_or(0, |v| v.max_agents).min(global_cap);
+            free.min(cap.saturating_sub(team_live.get(t).copied().unwrap_or(0)))
+        });
+        let mut wants_slot = 0;
+        for (_, uid) in &queues.named {
+            let Some(v) = view(uid) else { continue };
+            let takes_slot = v.role != MemberRole::Lead && !v.has_pod && !v.backing_off;
+            if takes_slot && wants_slot >= free {
+                continue;
+            }
+            wants_slot += usize::from(takes_slot);
+            out.push(v);
+        }
+        let mut unnamed = 0;
+        for (_, uid) in &queues.unnamed {
+            let Some(v) = view(uid) else { continue };
+            // Named already (the store has not shown the write yet): a candidate for a slot.
+            if v.name.is_some() {
+                let takes_slot = v.role != MemberRole::Lead && !v.has_pod && !v.backing_off;
+                if !takes_slot || wants_slot < free {
+                    wants_slot += usize::from(takes_slot);
+                    out.push(v);
+                }
+                continue;
+            }
+            if unnamed >= NAME_BATCH {
+                more = true;
+                break;
+            }
+            unnamed += 1;
+            out.push(v);
+        }
+    }
+    (out, more)
 }
 
 /// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried
@@ -491,7 +608,7 @@ async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &st
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(super::MANAGER).force(), &Patch::Apply(&pod)).await?;
+    api.patch(&name, &PatchParams::apply(PODS).force(), &Patch::Apply(&pod)).await?;
     ctx.metrics.pods_created.inc();
     info!(pod = name, member = %member.name_any(), "admitted member");
     Ok(())
@@ -523,6 +640,7 @@ mod tests {
             name: name.map(str::to_owned),
             phase,
             has_pod: false,
+            admitted: false,
             backing_off: false,
         }
     }
@@ -542,7 +660,7 @@ mod tests {
             lead,
             mv("a", 3, None, MemberPhase::Queued),
         ];
-        let p = plan(&teams(&[("a", 10)]), &members, &HashMap::new(), 10);
+        let p = plan(&teams(&[("a", 10)]), &members, &|_, _| false, &HashMap::new(), 10);
         let names: Vec<&str> = p.names.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, ["general", "general-2", "general-4"]);
         assert_eq!(p.names[0].0.name, "m9", "the lead is named first");
@@ -559,7 +677,7 @@ mod tests {
                 m
             })
             .collect();
-        let p = plan(&teams(&[("a", 5)]), &members, &HashMap::new(), 10);
+        let p = plan(&teams(&[("a", 5)]), &members, &|_, _| false, &HashMap::new(), 10);
         let distinct: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).collect();
         assert_eq!(distinct.len(), 50);
         assert_eq!(p.admit.len(), 5);
@@ -569,7 +687,7 @@ mod tests {
     fn team_cap_counts_live_pods() {
         let members: Vec<MemberView> = (0..6).map(|i| mv("a", i, Some(&format!("g{i}")), MemberPhase::Queued)).collect();
         let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 2)]);
-        let p = plan(&teams(&[("a", 3)]), &members, &live, 10);
+        let p = plan(&teams(&[("a", 3)]), &members, &|_, _| false, &live, 10);
         assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0"]);
     }
 
@@ -577,14 +695,14 @@ mod tests {
     fn global_cap_holds_across_teams_first_come_first_served() {
         let mut members: Vec<MemberView> = (0..4).map(|i| mv("a", i * 2, Some(&format!("a{i}")), MemberPhase::Queued)).collect();
         members.extend((0..4).map(|i| mv("b", i * 2 + 1, Some(&format!("b{i}")), MemberPhase::Queued)));
-        let p = plan(&teams(&[("a", 10), ("b", 10)]), &members, &HashMap::new(), 3);
+        let p = plan(&teams(&[("a", 10), ("b", 10)]), &members, &|_, _| false, &HashMap::new(), 3);
         assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
     }
 
     #[test]
     fn members_past_a_full_global_cap_are_still_named() {
         let members: Vec<MemberView> = (0..5).map(|i| mv("a", i, None, MemberPhase::Queued)).collect();
-        let p = plan(&teams(&[("a", 10)]), &members, &HashMap::new(), 2);
+        let p = plan(&teams(&[("a", 10)]), &members, &|_, _| false, &HashMap::new(), 2);
         assert_eq!(p.names.len(), 5);
         assert_eq!(p.admit.len(), 2);
     }
@@ -598,7 +716,7 @@ mod tests {
         if let Some(t) = ts.get_mut(&("ns".to_owned(), "gone".to_owned())) {
             t.disbanded = true;
         }
-        let p = plan(&ts, &[with_pod, other], &HashMap::new(), 10);
+        let p = plan(&ts, &[with_pod, other], &|_, _| false, &HashMap::new(), 10);
         assert!(p.admit.is_empty());
     }
 
@@ -607,7 +725,7 @@ mod tests {
         let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
         lead.role = MemberRole::Lead;
         let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 1)]);
-        let p = plan(&teams(&[("a", 1)]), &[lead], &live, 1);
+        let p = plan(&teams(&[("a", 1)]), &[lead], &|_, _| false, &live, 1);
         assert_eq!(p.admit.len(), 1);
     }
 
@@ -618,16 +736,16 @@ mod tests {
         // The parent runs one; the child may start only one more, though its own cap is 5.
         let live = HashMap::from([(("ns".to_owned(), "parent".to_owned()), 1)]);
         let members: Vec<MemberView> = (0..3).map(|i| mv("child", i, Some(&format!("c{i}")), MemberPhase::Queued)).collect();
-        let p = plan(&ts, &members, &live, 10);
+        let p = plan(&ts, &members, &|_, _| false, &live, 10);
         assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0"]);
         // A full child does not hold the parent back.
         let live = HashMap::from([(("ns".to_owned(), "child".to_owned()), 1)]);
         let parents: Vec<MemberView> = (5..8).map(|i| mv("parent", i, Some(&format!("p{i}")), MemberPhase::Queued)).collect();
-        assert_eq!(plan(&ts, &parents, &live, 10).admit.len(), 1, "parent cap 2 with one child pod live");
+        assert_eq!(plan(&ts, &parents, &|_, _| false, &live, 10).admit.len(), 1, "parent cap 2 with one child pod live");
     }
 
     #[test]
-    fn an_external_lead_gets_no_pod_and_a_backing_off_member_waits() {
+    fn an_external_lead_is_admitted_beyond_the_caps_and_a_backing_off_member_waits() {
         let mut ts = teams(&[("a", 5)]);
         ts.get_mut(&("ns".to_owned(), "a".to_owned())).expect("a").external_lead = true;
         let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
@@ -635,7 +753,89 @@ mod tests {
         let mut refused = mv("a", 2, Some("g"), MemberPhase::Queued);
         refused.backing_off = true;
         let next = mv("a", 3, Some("g2"), MemberPhase::Queued);
-        let p = plan(&ts, &[lead, refused, next], &HashMap::new(), 10);
-        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m3"]);
+        let p = plan(&ts, &[lead, refused, next], &|_, _| false, &HashMap::new(), 10);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m1", "m3"]);
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_member_with_a_pod_but_no_admission_written_is_recorded_not_admitted_again() {
+        let team = TeamView { max_agents: 1, disbanded: false, agents: ["general".to_owned()].into(), external_lead: false, parent: None };
+        let teams = HashMap::from([(("ns".to_owned(), "a".to_owned()), team)]);
+        let m = |i: i64, has_pod: bool, admitted: bool| MemberView {
+            key: ObjectRef::new(&format!("m{i}")).within("ns"),
+            team: ("ns".into(), "a".into()),
+            agent: "general".into(),
+            role: MemberRole::Specialist,
+            uid: format!("u{i}"),
+            created: Timestamp::UNIX_EPOCH,
+            name: Some(format!("g{i}")),
+            phase: MemberPhase::Queued,
+            has_pod,
+            admitted,
+            backing_off: false,
+        };
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 1)]);
+        let p = plan(&teams, &[m(1, true, false), m(2, true, true), m(3, false, false)], &|_, _| false, &live, 10);
+        assert_eq!(p.record.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m1"]);
+        assert!(p.admit.is_empty(), "the one slot is held: {p:?}");
+    }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+    use crate::api::{MemberSpec, MemberStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn member(i: usize, named: bool) -> Member {
+        let mut m = Member::new(
+            &format!("m{i:03}"),
+            MemberSpec {
+                team: "review".into(),
+                agent: "general".into(),
+                role: Default::default(),
+                prompt: String::new(),
+                model: None,
+                pod: None,
+            },
+        );
+        m.metadata.namespace = Some("default".into());
+        m.metadata.uid = Some(format!("u{i:03}"));
+        m.metadata.creation_timestamp = Some(Time(Timestamp::from_second(i as i64).expect("time")));
+        if named {
+            m.status = Some(MemberStatus { name: Some(format!("general-{i}")), phase: Some(MemberPhase::Queued), ..Default::default() });
+        }
+        m
+    }
+
+    #[test]
+    fn a_round_reads_the_heads_of_the_queues_not_every_member() {
+        let mut t = crate::controller::fixtures::team("review", 2);
+        t.metadata.namespace = Some("default".into());
+        t.metadata.uid = Some("team-uid".into());
+        let mut index = Index::default();
+        index.team(&t, true);
+        for i in 0..500 {
+            index.member(&member(i, true), true);
+        }
+        for i in 500..700 {
+            index.member(&member(i, false), true);
+        }
+        let (views, more) = candidates(&index, &HashMap::new(), 10, &Pending::default(), Instant::now());
+        let named: Vec<&str> = views.iter().filter(|v| v.name.is_some()).map(|v| v.key.name.as_str()).collect();
+        assert_eq!(named, ["m000", "m001"], "the first two of 500 waiting for two slots");
+        assert_eq!(views.iter().filter(|v| v.name.is_none()).count(), NAME_BATCH);
+        assert!(more, "the other unnamed members are left for the next round");
+        let p = plan(&index.teams, &views, &|team, name| index.is_taken(team, name), &HashMap::new(), 10);
+        assert_eq!(p.admit.len(), 2);
+        assert_eq!(p.names.len(), NAME_BATCH);
+        let team = ("default".to_owned(), "review".to_owned());
+        let fresh: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).filter(|n| !index.is_taken(&team, n)).collect();
+        assert_eq!(fresh.len(), NAME_BATCH, "distinct names none of the 500 named members holds: {:?}", p.names);
     }
 }

@@ -28,6 +28,39 @@ pub struct Context {
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// When each Team's member counts were last written (see `team::COUNTS_INTERVAL`).
     pub counts_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The Member versions the Member reconciler wrote from, until the store moves past them.
+    pub written_from: WrittenFrom,
+    /// The roster last set in Redis per team, so that only changes are sent.
+    pub rosters: super::roster::Rosters,
+}
+
+/// The versions a reconciler judged and wrote from, per object: a reconcile of one of them is
+/// stale (it runs on a cache that has not seen the write yet), and the write's own watch event
+/// triggers the next one. An optimization only: a version forgotten (a restart) costs a
+/// conditional write that fails with 409, never a wrong status.
+#[derive(Default)]
+pub struct WrittenFrom(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl WrittenFrom {
+    /// Records that `obj`, at its version, was written from.
+    pub fn record<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let Some(rv) = obj.meta().resource_version.clone() else { return };
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(object_key(obj), rv);
+    }
+
+    /// Whether `obj` is at a version written from already; a newer version forgets the record.
+    pub fn is_stale<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = object_key(obj);
+        match seen.get(&key) {
+            Some(rv) if obj.meta().resource_version.as_ref() == Some(rv) => true,
+            Some(_) => {
+                seen.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
 }
 
 impl Context {
@@ -83,4 +116,24 @@ impl Context {
 /// `Kind/namespace/name`: the key of an object in the context's per-object tables.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::fixtures::team;
+
+    #[test]
+    fn a_version_written_from_is_stale_until_the_store_moves_on() {
+        let w = WrittenFrom::default();
+        let mut t = team("review", 3);
+        t.metadata.resource_version = Some("10".into());
+        assert!(!w.is_stale(&t));
+        w.record(&t);
+        assert!(w.is_stale(&t), "judged again from the version just written from");
+        t.metadata.resource_version = Some("11".into());
+        assert!(!w.is_stale(&t));
+        t.metadata.resource_version = Some("10".into());
+        assert!(!w.is_stale(&t), "forgotten once a newer version was seen");
+    }
 }

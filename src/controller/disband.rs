@@ -1,23 +1,31 @@
-//! Disbanding a team (rule 4): waiting members are woken with a notice, active and queued members
-//! are cancelled and their pods deleted, open tasks fail, the team's Redis keys are removed, and
-//! the Team's status says Disbanded. Every step is idempotent, so a disband interrupted by a
-//! restart is finished by the next reconcile.
+//! Disbanding a team (rule 4), as the Team reconciler does it: the waiting members are woken
+//! with a notice, sends are refused from then on, and the Team's status says Disbanded, with
+//! why. That status is what the Member and TeamTask reconcilers act on (they watch Teams): they
+//! cancel the members and fail the open tasks (the rule is `disbanded`'s). Once every member
+//! has finished and every task is final, the team's Redis keys are removed. Every step is
+//! idempotent, so a disband interrupted by a restart is finished by the next reconcile.
 
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
-use serde_json::json;
 use tracing::info;
 
 use super::context::Context;
-use super::error::ignore_not_found;
-use super::{Result, pod, team};
-use crate::api::{Member, MemberPhase, MemberStatus, TaskState, Team, TeamPhase, TeamTask, TeamTaskStatus, condition};
+use super::{Result, team_status};
+use crate::api::{Member, Team, TeamPhase, TeamTask, condition};
 use crate::bus::TeamKey;
+
+/// Where a disband stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Members or tasks are still open: the Member and TeamTask reconcilers are on it, and each
+    /// change of a member brings the Team back.
+    Waiting,
+    /// Everything is final and the Redis keys are gone.
+    Done,
+}
 
 /// Members of a team, from the store.
 pub fn members_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<Member>> {
@@ -29,87 +37,55 @@ pub fn tasks_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<TeamTask>> {
     ctx.tasks.state_filter(|t| t.spec.team == team && t.namespace().as_deref() == Some(ns))
 }
 
-/// Disbands `team`; `reason` is a CamelCase cause (TeamDeleted, LeadCompleted, LeadFailed).
-pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<()> {
+/// Disbands `t`; `reason` is a CamelCase cause (TeamDeleted, LeadCompleted, LeadFailed).
+pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<Progress> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let key = TeamKey::new(ns.clone(), name.clone());
     let members = members_of(ctx, &ns, &name);
     let open: Vec<&Arc<Member>> = members.iter().filter(|m| !m.phase().is_terminal()).collect();
-    let notice = format!("[TEAM DISBANDED] team {name} disbanded: {why}. Stop working and exit.");
-    let uid = t.metadata.uid.clone().unwrap_or_default();
-
-    // Wake waiting members first, while their inboxes still exist.
-    for m in &open {
-        let Some(agent_name) = m.agent_name() else { continue };
-        match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
-            Ok(()) => {
-                ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
-            }
-            Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
-        }
-    }
-
-    let members_api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
-    let now = Time(Timestamp::now());
-    for m in &open {
-        // Cancelled first, then the pod goes: the other order would let the member reconciler see
-        // a vanished pod and call it a failure.
-        let cancelled = MemberStatus {
-            phase: Some(MemberPhase::Cancelled),
-            reason: Some("TeamDisbanded".into()),
-            message: Some(format!("team {name} disbanded: {why}")),
-            completion_time: Some(now.clone()),
-            ..m.status.clone().unwrap_or_default()
-        };
-        let patch = json!({ "status": {
-            "phase": cancelled.phase, "reason": cancelled.reason, "message": cancelled.message,
-            "completionTime": cancelled.completion_time,
-            "conditions": condition::for_member(&cancelled, m.metadata.generation, &now),
-        }});
-        ignore_not_found(members_api.patch_status(&m.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
-        // Only the pods the member controls: an external lead's pod is not the operator's.
-        if let (Some(agent_name), Some(uid)) = (m.agent_name(), m.metadata.uid.as_deref())
-            && let Some(p) = ctx.pods.get(&ObjectRef::new(&pod::pod_name(&name, agent_name, uid)).within(&ns))
-        {
-            super::member::delete_pod(ctx, &p, uid).await?;
-        }
-    }
-
-    let tasks_api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-    for task in tasks_of(ctx, &ns, &name).iter().filter(|t| !t.state().is_terminal()) {
-        let failed = TeamTaskStatus {
-            state: Some(TaskState::Failed),
-            reason: Some("TeamDisbanded".into()),
-            completed_at: Some(now.clone()),
-            ..task.status.clone().unwrap_or_default()
-        };
-        let conditions = condition::for_task(&failed, task.metadata.generation, &now);
-        let patch = json!({ "status": { "state": failed.state, "reason": failed.reason, "completedAt": now, "conditions": conditions } });
-        ignore_not_found(tasks_api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ()))?;
-    }
-
-    ctx.bus.mark_disbanded(&key).await?;
-    ctx.bus.teardown(&key).await?;
-
     let old = t.status.clone().unwrap_or_default();
     let already = old.phase == Some(TeamPhase::Disbanded);
-    // Counts as they are now, with the members cancelled above counted cancelled.
-    let mut status = team::counts(&members);
+
+    if !already {
+        // Wake waiting members first, while their inboxes still exist; then no more sends.
+        let notice = format!("[TEAM DISBANDED] team {name} disbanded: {why}. Stop working and exit.");
+        let uid = t.metadata.uid.clone().unwrap_or_default();
+        for agent_name in open.iter().filter_map(|m| m.agent_name()) {
+            match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
+                Ok(()) => {
+                    ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
+                }
+                Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
+            }
+        }
+        ctx.bus.mark_disbanded(&key).await?;
+    }
+
+    // Counts with the members being cancelled counted cancelled: the status the disband ends at.
+    let mut status = team_status::counts(&members);
     status.cancelled += status.queued + status.starting + status.active;
-    status.queued = 0;
-    status.starting = 0;
-    status.active = 0;
+    (status.queued, status.starting, status.active) = (0, 0, 0);
     status.phase = Some(TeamPhase::Disbanded);
     status.lead_name = old.lead_name.clone();
     status.observed_generation = t.metadata.generation;
     status.conditions = old.conditions.clone();
     // A team disbanded before keeps the cause it recorded then.
+    let now = Time(Timestamp::now());
     status.conditions = condition::for_team(&status, (!already).then_some((reason, why)), t.metadata.generation, &now);
-    team::write_status(ctx, t, status).await?;
+    team_status::write(ctx, t, status.clone()).await?;
     if !already {
         info!(team = name, reason, "team disbanded");
-        ctx.event(t, false, "Disbanded", format!("team disbanded: {why}; {} members cancelled", open.len())).await;
+        let summary =
+            format!("team disbanded: {why}; {} completed, {} failed, {} cancelled", status.completed, status.failed, status.cancelled);
+        ctx.event(t, false, "Disbanded", summary).await;
     }
-    Ok(())
+
+    let tasks_open = tasks_of(ctx, &ns, &name).iter().any(|task| !task.state().is_terminal());
+    if !open.is_empty() || tasks_open {
+        return Ok(Progress::Waiting);
+    }
+    ctx.bus.teardown(&key).await?;
+    ctx.rosters.forget(&key);
+    Ok(Progress::Done)
 }

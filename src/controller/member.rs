@@ -1,6 +1,16 @@
-//! The Member reconciler: derives a member's phase from its pod (rule 3), refuses members of a
-//! missing or disbanded team (rule 5), tells the lead when a member fails, and removes pods that
-//! outlived their member's run. Names and slots are the admission task's (see `admission`).
+//! The Member reconciler: what follows for a member from its pod and its team (rule 3): its
+//! phase from the moment it was admitted (Active, Idle, Completed, Failed), the reason, message
+//! and exit code, its conditions; refusing members of a missing or disbanded team (rule 5);
+//! cancelling the members of a team that disbanded (rule 4, see `disbanded`); telling the lead
+//! when a member fails; removing pods that outlived their member's run.
+//!
+//! Names, slots and the admission itself (name, podName, startTime, Queued, Starting) are the
+//! admission task's (see `admission`): until a member has its `podName`, this leaves it alone.
+//! Every write here is one server-side apply under [`field_managers::MEMBER`] of the complete
+//! set of fields this reconciler owns, conditional on the version judged.
+//!
+//! The steps: [`refusal`] (pure) → find the pod → [`observe`] (pure: what the pod and the team
+//! say) → tell the lead of a failure → [`write`] → remove a pod that must not run on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,113 +18,69 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, pod};
+use super::{Error, Result, disbanded, pod};
+use crate::api::condition::{COMPLETE, FAILED, LEAD_NOTIFIED, READY, WAITING};
+use crate::api::field_managers::{self, MEMBER};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
 
-/// Condition set once the lead was told of this member's failure.
-const LEAD_NOTIFIED: &str = "LeadNotified";
+/// The conditions this reconciler owns (the gateway owns Waiting).
+const OWN_CONDITIONS: [&str; 4] = [READY, COMPLETE, FAILED, LEAD_NOTIFIED];
 
 /// Reconciles one Member.
 #[instrument(skip_all, fields(member = %member.name_any(), namespace = member.namespace().unwrap_or_default()))]
 pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action> {
     let ns = member.namespace().ok_or_else(|| Error::Invalid("member without namespace".into()))?;
+    if ctx.written_from.is_stale(member.as_ref()) {
+        // This version was judged and written from already: the write's own event brings the
+        // newer one. Judging it again would only make a conditional write that must fail.
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let team = find_team(&ctx, &ns, &member.spec.team).await?;
     let current = member.phase();
 
-    let Some(team) = team else {
-        if !current.is_terminal() {
-            let msg = format!("team {} does not exist in namespace {ns}; create the Team first", member.spec.team);
-            patch_status(&ctx, &member, (refused("TeamNotFound", msg.clone()), None), None, now).await?;
-            ctx.event(member.as_ref(), true, "TeamNotFound", msg).await;
+    if !current.is_terminal()
+        && let Some(refused) = refusal(&member, team.as_deref())
+    {
+        let note = refused.message.clone().unwrap_or_default();
+        let reason = refused.reason.clone().unwrap_or_default();
+        if write(&ctx, &member, refused, None, now).await? {
+            ctx.event(member.as_ref(), true, &reason, note).await;
         }
-        return Ok(Action::await_change());
-    };
-    if team.agent_type(&member.spec.agent).is_none() && !current.is_terminal() {
-        let msg = format!("agent type {} is not one of team {}'s spec.agents", member.spec.agent, member.spec.team);
-        patch_status(&ctx, &member, (refused("UnknownAgent", msg.clone()), None), None, now).await?;
-        ctx.event(member.as_ref(), true, "UnknownAgent", msg).await;
         return Ok(Action::await_change());
     }
-
-    adopt(&ctx, &team, &member).await?;
-
-    let Some(agent_name) = member.agent_name().map(str::to_owned) else {
-        // Unnamed: the admission task names it; a status change brings us back.
-        if team.is_disbanded() && !current.is_terminal() {
-            let msg = format!("team {} is disbanded; it takes no new members", member.spec.team);
-            patch_status(&ctx, &member, (refused("TeamDisbanded", msg), None), None, now).await?;
-        }
-        return Ok(Action::await_change());
-    };
+    // Unnamed (the admission task names it), or its team is gone and it had finished.
+    let (Some(team), Some(agent_name)) = (team, member.agent_name().map(str::to_owned)) else { return Ok(Action::await_change()) };
     let uid = member.metadata.uid.clone().unwrap_or_default();
+    let status = member.status.clone().unwrap_or_default();
     let external = member.is_lead() && team.spec.lead.pod_name.is_some();
     let pod_name = match (&team.spec.lead.pod_name, member.is_lead()) {
         (Some(external), true) => external.clone(),
         _ => pod::pod_name(&member.spec.team, &agent_name, &uid),
     };
+    // Queued and not admitted yet: the admission's to write (its wait, QuotaExceeded), unless a
+    // disband cancels it.
+    if status.pod_name.is_none() && !current.is_terminal() && !team.is_disbanded() {
+        return Ok(Action::await_change());
+    }
     // A member's pod is the one it controls; an external lead's, the pod that owns the Team by
     // uid. A pod of that name that is neither (created by someone else) is no pod of this member.
-    let pod = find_pod(&ctx, &ns, &pod_name, current).await?.filter(|p| match external {
+    let pod = find_pod(&ctx, &ns, &pod_name, status.pod_name.is_some()).await?.filter(|p| match external {
         true => p.metadata.uid.is_some() && team.lead_pod_uid() == p.metadata.uid.as_deref(),
         false => pod::controlled_by(p, &uid),
     });
 
-    if current.is_terminal() {
-        // A pod that outlived its member (cancelled by a disband that raced an admission, or
-        // failed past a deadline) is removed so it cannot hold a slot or keep working.
-        if let Some(p) = pod.as_ref().filter(|p| is_running(p)) {
-            delete_pod(&ctx, p, &uid).await?;
-        }
-        // The status as it is, written again only if its conditions lag (a phase written by
-        // hand, or by a version before conditions).
-        let status = member.status.clone().unwrap_or_default();
-        let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
-        // A Failed member's lead was not known, or the write of the failure lost a race: tell it now.
-        let told = match current {
-            MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
-            _ => None,
-        };
-        record_told(&ctx, &member, (observed, None), told, now).await?;
-        return Ok(Action::await_change());
-    }
-
-    if team.is_disbanded() {
-        // The team's disband cancels its members; this covers a member the disband missed.
-        let observed = Observed {
-            phase: MemberPhase::Cancelled,
-            reason: Some("TeamDisbanded".into()),
-            message: Some(format!("team {} disbanded", member.spec.team)),
-            exit_code: None,
-        };
-        if let Some(p) = &pod {
-            delete_pod(&ctx, p, &uid).await?;
-        }
-        patch_status(&ctx, &member, with_pod(observed, &pod_name), None, now).await?;
-        return Ok(Action::await_change());
-    }
-
-    let idle = current == MemberPhase::Idle;
-    let (observed, recheck) = match &pod {
-        Some(p) => member_status::from_pod(p, idle, now, ctx.config.deadlines),
-        // Queued: why it waits (QuotaExceeded) is admission's to say, kept as it is.
-        None if current == MemberPhase::Queued => {
-            let s = member.status.clone().unwrap_or_default();
-            (Observed { phase: MemberPhase::Queued, reason: s.reason, message: s.message, exit_code: None }, None)
-        }
-        None => (member_status::pod_gone(&pod_name), None),
-    };
-
+    let (observed, recheck) = observe(&member, &team, pod.as_ref(), &pod_name, now, ctx.config.deadlines);
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
     // The lead is told before the failure is written: the notice is what the lead waits on, and
     // its idempotency key makes a repeat after a lost write harmless. That it was told is
@@ -123,46 +89,71 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
         _ => None,
     };
-    let changed = record_told(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), told, now).await?;
-    // A member failed while its pod has not ended (unschedulable, or not started, past its
-    // deadline): the pod is removed, so it frees its slot. After the status says why, so a pod
-    // deleted here is not read as deleted from outside. A failure here retries through the
-    // terminal branch above.
-    if changed
-        && observed.phase == MemberPhase::Failed
+    let changed = record_told(&ctx, &member, observed.clone(), told, now).await?;
+    // A pod that must not run on is removed, so it frees its slot: its member ended without it
+    // (a disband, a deadline, a phase written by hand), or was cancelled. After the status says
+    // why, so a pod deleted here is not read as deleted from outside; a failure here retries.
+    if observed.phase.is_terminal()
+        && (changed || current.is_terminal())
         && let Some(p) = pod.as_ref().filter(|p| is_running(p))
     {
         delete_pod(&ctx, p, &uid).await?;
     }
-    // Completed and Failed get an Event. Starting and Active get none: the pod's own Events
-    // (Scheduled, Started) and status.startTime tell that, and in a fleet each Event is one more
-    // API write per member.
-    if changed && observed.phase != current && observed.phase.is_terminal() {
-        let warning = observed.phase == MemberPhase::Failed;
-        let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} is {:?}", observed.phase));
-        ctx.event(member.as_ref(), warning, observed.phase.as_str(), note).await;
+    // A failure gets a Warning Event. The other transitions get none: the pod's own Events
+    // (Scheduled, Started), status.startTime and completionTime tell them, the Team's Disbanded
+    // Event sums them up, and in a fleet each Event is one more API write per member.
+    if changed && observed.phase != current && observed.phase == MemberPhase::Failed {
+        let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} failed"));
+        ctx.event(member.as_ref(), true, observed.phase.as_str(), note).await;
     }
-    Ok(match (observed.phase, recheck) {
-        (_, Some(after)) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
-        _ => Action::await_change(),
+    Ok(match recheck {
+        Some(after) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
+        None => Action::await_change(),
     })
 }
 
-/// Makes the Team the member's controlling owner, so deleting the Team garbage-collects its
-/// Members (and, through them, their pods).
-async fn adopt(ctx: &Context, team: &Team, member: &Member) -> Result<()> {
-    let Some(owner) = team.controller_owner_ref(&()) else { return Ok(()) };
-    if member.owner_references().iter().any(|o| o.uid == owner.uid) {
-        return Ok(());
+/// Why a member that has not finished is refused (rule 5), as the Failed status it gets: its
+/// team does not exist, does not have its agent type, or disbanded before it was named.
+pub fn refusal(member: &Member, team: Option<&Team>) -> Option<Observed> {
+    let team_name = &member.spec.team;
+    let ns = member.metadata.namespace.as_deref().unwrap_or_default();
+    let Some(team) = team else {
+        return Some(refused("TeamNotFound", format!("team {team_name} does not exist in namespace {ns}; create the Team first")));
+    };
+    if team.agent_type(&member.spec.agent).is_none() {
+        return Some(refused("UnknownAgent", format!("agent type {} is not one of team {team_name}'s spec.agents", member.spec.agent)));
     }
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "agentteams.dev/v1alpha1",
-        "kind": "Member",
-        "metadata": { "name": member.name_any(), "ownerReferences": [owner] },
-    });
-    api.patch(&member.name_any(), &PatchParams::apply(super::MANAGER), &Patch::Apply(&patch)).await?;
-    Ok(())
+    if team.is_disbanded() && member.agent_name().is_none() {
+        return Some(refused("TeamDisbanded", format!("team {team_name} is disbanded; it takes no new members")));
+    }
+    None
+}
+
+/// What the member's status should say, from its team and its pod: a finished member stays as
+/// it is; a disband cancels it (see `disbanded`); else its pod says (gone: it failed). The
+/// second value is when to look again (a deadline that has not passed).
+pub fn observe(
+    member: &Member,
+    team: &Team,
+    pod: Option<&Pod>,
+    pod_name: &str,
+    now: Timestamp,
+    deadlines: member_status::Deadlines,
+) -> (Observed, Option<k8s_openapi::jiff::SignedDuration>) {
+    let status = member.status.clone().unwrap_or_default();
+    let current = member.phase();
+    if current.is_terminal() {
+        // Final: written again only if its conditions lag (a phase written by hand).
+        return (Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code }, None);
+    }
+    if team.is_disbanded() {
+        return (disbanded::cancelled_member(team), None);
+    }
+    let waiting = condition::is_true(&status.conditions, WAITING);
+    match pod {
+        Some(p) => member_status::from_pod(p, waiting, now, deadlines),
+        None => (member_status::pod_gone(pod_name), None),
+    }
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its
@@ -175,13 +166,14 @@ async fn find_team(ctx: &Context, ns: &str, name: &str) -> Result<Option<Arc<Tea
     Ok(api.get_opt(name).await?.map(Arc::new))
 }
 
-/// The member's pod from the store; for a member that had one, a miss is confirmed with the API
-/// before it counts as deleted (the store may not have seen a pod created a moment ago).
-async fn find_pod(ctx: &Context, ns: &str, name: &str, phase: MemberPhase) -> Result<Option<Pod>> {
+/// The member's pod from the store; for a member admitted (it has a podName), a miss is
+/// confirmed with the API before it counts as deleted (the store may not have seen a pod
+/// created a moment ago).
+async fn find_pod(ctx: &Context, ns: &str, name: &str, admitted: bool) -> Result<Option<Pod>> {
     if let Some(p) = ctx.pods.get(&ObjectRef::new(name).within(ns)) {
         return Ok(Some(p.as_ref().clone()));
     }
-    if phase == MemberPhase::Queued {
+    if !admitted {
         return Ok(None);
     }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -212,57 +204,50 @@ fn refused(reason: &str, message: String) -> Observed {
     Observed { phase: MemberPhase::Failed, reason: Some(reason.into()), message: Some(message), exit_code: None }
 }
 
-fn with_pod(o: Observed, pod_name: &str) -> (Observed, Option<String>) {
-    (o, (!pod_name.is_empty()).then(|| pod_name.to_owned()))
-}
-
-/// Writes the pod-derived fields of the status, with the conditions they give (on top of
-/// `conditions`, when given), when they differ; returns whether it wrote.
-async fn patch_status(
-    ctx: &Context,
-    member: &Member,
-    (observed, pod_name): (Observed, Option<String>),
-    conditions: Option<Vec<Condition>>,
-    now: Timestamp,
-) -> Result<bool> {
+/// The fields this reconciler owns, as `observed` makes them (on top of `conditions`, when
+/// given), and whether they differ from what the member has.
+fn owned_status(member: &Member, observed: Observed, conditions: Option<Vec<Condition>>, now: Timestamp) -> (MemberStatus, bool) {
     let old = member.status.clone().unwrap_or_default();
+    let terminal = observed.phase.is_terminal();
     let mut new = MemberStatus {
         phase: Some(observed.phase),
-        pod_name: pod_name.or_else(|| old.pod_name.clone()),
         reason: observed.reason,
         message: observed.message,
         exit_code: observed.exit_code,
         observed_generation: member.metadata.generation,
+        completion_time: match (terminal, old.phase.is_some_and(MemberPhase::is_terminal)) {
+            (true, true) => old.completion_time.clone(),
+            (true, false) => Some(Time(now)),
+            (false, _) => None,
+        },
         conditions: conditions.unwrap_or_else(|| old.conditions.clone()),
         ..old.clone()
     };
-    if old.phase != Some(observed.phase) {
-        if matches!(observed.phase, MemberPhase::Starting | MemberPhase::Active) && old.start_time.is_none() {
-            new.start_time = Some(Time(now));
-        }
-        if observed.phase.is_terminal() {
-            new.completion_time = Some(Time(now));
-        }
-    }
     new.conditions = condition::for_member(&new, member.metadata.generation, &Time(now));
-    if new == old {
+    (new.clone(), new != old)
+}
+
+/// Applies the status `observed` gives (with `conditions`, when given) when it differs from
+/// the member's; whether it wrote. Conditional on the version judged: a reconcile that read a
+/// Member older than the one stored (its own last write not in the cache yet) must not write
+/// the same transition, and its Event, a second time. The newer version is reconciled next.
+async fn write(ctx: &Context, member: &Member, observed: Observed, conditions: Option<Vec<Condition>>, now: Timestamp) -> Result<bool> {
+    let (new, changed) = owned_status(member, observed, conditions, now);
+    if !changed {
         return Ok(false);
     }
-    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    // A merge patch of the fields this reconciler owns; status.name belongs to the admission task.
-    // It is conditional on the version judged: a reconcile that read a Member older than the one
-    // stored (its own last write not in the cache yet) must not write the same transition, and
-    // its Event, a second time. The newer version triggers another reconcile anyway.
-    let patch = json!({
-        "metadata": { "resourceVersion": member.resource_version() },
-        "status": {
-            "phase": new.phase, "podName": new.pod_name, "reason": new.reason, "message": new.message,
-            "exitCode": new.exit_code, "startTime": new.start_time, "completionTime": new.completion_time,
-            "observedGeneration": new.observed_generation, "conditions": new.conditions,
-        },
+    let status = json!({
+        "phase": new.phase, "reason": new.reason, "message": new.message, "exitCode": new.exit_code,
+        "completionTime": new.completion_time, "observedGeneration": new.observed_generation,
+        "conditions": condition::only(&new.conditions, &OWN_CONDITIONS),
     });
-    match api.patch_status(&member.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(true),
+    let body = field_managers::status_apply::<Member>(&member.name_any(), member.resource_version().as_deref(), status);
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
+    match api.patch_status(&member.name_any(), &PatchParams::apply(MEMBER).force(), &Patch::Apply(&body)).await {
+        Ok(_) => {
+            ctx.written_from.record(member);
+            Ok(true)
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("member changed since it was read; its newer version is reconciled next");
             Ok(false)
@@ -282,15 +267,9 @@ struct Told {
 /// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
 /// counted here, where the conditional write makes it once per member, not where it was sent
 /// (a resend after a lost write is deduplicated by the bus, not by the counter).
-async fn record_told(
-    ctx: &Context,
-    member: &Member,
-    observed: (Observed, Option<String>),
-    told: Option<Told>,
-    now: Timestamp,
-) -> Result<bool> {
+async fn record_told(ctx: &Context, member: &Member, observed: Observed, told: Option<Told>, now: Timestamp) -> Result<bool> {
     let sent = told.as_ref().is_some_and(|t| t.sent);
-    let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
+    let changed = write(ctx, member, observed, told.map(|t| t.conditions), now).await?;
     if changed && sent {
         ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::AGENT_FAILURE).inc();
     }

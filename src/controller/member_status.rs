@@ -61,8 +61,8 @@ pub struct Deadlines {
     pub start: SignedDuration,
 }
 
-/// Derives the member's phase from its pod. `idle` keeps a running member Idle (the gateway sets
-/// it while the agent waits for messages). `deadlines` bound how long a pod may stay
+/// Derives the member's phase from its pod. `idle`: the member's Waiting condition holds (the
+/// gateway sets it while the agent waits for messages), so a running member reads Idle. `deadlines` bound how long a pod may stay
 /// unschedulable or not started; the second value is when to look again if one has not passed.
 pub fn from_pod(pod: &Pod, idle: bool, now: Timestamp, deadlines: Deadlines) -> (Observed, Option<SignedDuration>) {
     let status = pod.status.clone().unwrap_or_default();

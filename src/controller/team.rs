@@ -1,6 +1,6 @@
 //! The Team reconciler: keeps the lead's Member, projects the roster into Redis, counts members
-//! into the status, and disbands the team when its lead finishes or the Team is deleted (rule 4,
-//! through the finalizer helper so deletion waits for the disband).
+//! into the status, and disbands the team when its lead finishes or the Team is deleted (rule 4;
+//! a finalizer holds a deleted Team until its disband is done).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +11,12 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::instrument;
 
 use super::context::Context;
-use super::{Error, MANAGER, Result, disband};
+use super::disband::{self, Progress};
+use super::{Error, MANAGER, Result, team_status};
+use crate::api::field_managers::TEAM;
 use crate::api::{Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus, condition, labels};
 use crate::bus::{RosterState, TeamKey};
 
@@ -27,16 +28,28 @@ pub const FINALIZER: &str = "agentteams.dev/disband";
 /// whole cluster pays for. Phase, lead and conditions are written at once.
 const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often a disband that waits for its members and tasks looks again without a change (each
+/// change of a member brings it back sooner).
+const DISBAND_RECHECK: Duration = Duration::from_secs(5);
+
 /// Reconciles one Team.
 #[instrument(skip_all, fields(team = %team.name_any(), namespace = team.namespace().unwrap_or_default()))]
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     let ns = team.namespace().ok_or_else(|| Error::Invalid("team without namespace".into()))?;
     let api: Api<Team> = Api::namespaced(ctx.client.clone(), &ns);
+    // A deleted Team is held by the finalizer until its disband is done: only then does the
+    // finalizer helper's cleanup run, which lets it go.
+    if team.metadata.deletion_timestamp.is_some()
+        && team.finalizers().iter().any(|f| f == FINALIZER)
+        && disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await? == Progress::Waiting
+    {
+        return Ok(Action::requeue(DISBAND_RECHECK));
+    }
     finalizer(&api, FINALIZER, team, |event| async {
         match event {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
             Finalizer::Cleanup(team) => {
-                disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await?;
+                delete_members(&ctx, &team).await?;
                 ctx.forget_writes(team.as_ref());
                 Ok(Action::await_change())
             }
@@ -44,6 +57,17 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Deletes the Members of a deleted Team, found by `spec.team` (a Member created as a user does,
+/// with no owner reference, is the team's all the same), in one call; their pods go with them
+/// (the garbage collector follows each pod's controller reference to its Member). Runs once the
+/// disband is done, so every member was Cancelled or had finished first.
+async fn delete_members(ctx: &Context, team: &Team) -> Result<()> {
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &team.namespace().unwrap_or_default());
+    let of_team = kube::api::ListParams::default().fields(&format!("spec.team={}", team.name_any()));
+    api.delete_collection(&kube::api::DeleteParams::background(), &of_team).await?;
+    Ok(())
 }
 
 /// Name of the lead's Member object.
@@ -55,9 +79,11 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     let ns = team.namespace().unwrap_or_default();
     let name = team.name_any();
     if team.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded) {
-        // Idempotent: cancels whatever a raced admission started after the disband.
-        disband::disband(ctx, team, "Disbanded", "the team is disbanded").await?;
-        return Ok(Action::await_change());
+        // Idempotent: finishes a disband (the teardown waits for every member and task).
+        return Ok(match disband::disband(ctx, team, "Disbanded", "the team is disbanded").await? {
+            Progress::Waiting => Action::requeue(DISBAND_RECHECK),
+            Progress::Done => Action::await_change(),
+        });
     }
     ensure_lead(ctx, team).await?;
 
@@ -72,10 +98,10 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
             ),
         };
         disband::disband(ctx, team, reason, &why).await?;
-        return Ok(Action::await_change());
+        return Ok(Action::requeue(DISBAND_RECHECK));
     }
 
-    let roster: Vec<(String, RosterState)> = members
+    let roster: std::collections::HashMap<String, RosterState> = members
         .iter()
         .filter_map(|m| {
             let state = match m.phase() {
@@ -86,9 +112,9 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
             Some((m.agent_name()?.to_owned(), state))
         })
         .collect();
-    ctx.bus.sync_roster(&TeamKey::new(ns.clone(), name.clone()), &roster).await?;
+    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), roster).await?;
 
-    let mut status = counts(&members);
+    let mut status = team_status::counts(&members);
     status.phase = Some(TeamPhase::Active);
     status.lead_name = lead.and_then(|l| l.agent_name().map(str::to_owned));
     status.observed_generation = team.metadata.generation;
@@ -102,7 +128,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     {
         return Ok(Action::requeue(wait));
     }
-    write_status(ctx, team, status).await?;
+    team_status::write(ctx, team, status).await?;
     Ok(Action::await_change())
 }
 
@@ -112,32 +138,6 @@ fn only_counts_differ(old: Option<&TeamStatus>, new: &TeamStatus) -> bool {
         (&old.phase, &old.lead_name, &old.conditions, old.observed_generation)
             == (&new.phase, &new.lead_name, &new.conditions, new.observed_generation)
     })
-}
-
-/// Member counts per phase.
-pub fn counts(members: &[Arc<Member>]) -> TeamStatus {
-    let mut s = TeamStatus::default();
-    for m in members.iter().filter(|m| !m.is_lead()) {
-        match m.phase() {
-            MemberPhase::Queued => s.queued += 1,
-            MemberPhase::Starting => s.starting += 1,
-            MemberPhase::Active | MemberPhase::Idle => s.active += 1,
-            MemberPhase::Completed => s.completed += 1,
-            MemberPhase::Failed => s.failed += 1,
-            MemberPhase::Cancelled => s.cancelled += 1,
-        }
-    }
-    s
-}
-
-/// Writes the status when it differs from what the Team has.
-pub async fn write_status(ctx: &Context, team: &Team, status: TeamStatus) -> Result<()> {
-    if team.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<Team> = Api::namespaced(ctx.client.clone(), &team.namespace().unwrap_or_default());
-    api.patch_status(&team.name_any(), &PatchParams::default(), &Patch::Merge(&json!({ "status": status }))).await?;
-    Ok(())
 }
 
 /// Applies the lead's Member, owned by the Team.
@@ -168,6 +168,6 @@ async fn ensure_lead(ctx: &Context, team: &Team) -> Result<()> {
     if existing.is_some_and(|m| m.spec == lead.spec) {
         return Ok(());
     }
-    api.patch(&lead_member_name(&name), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&lead)).await?;
+    api.patch(&lead_member_name(&name), &PatchParams::apply(TEAM).force(), &Patch::Apply(&lead)).await?;
     Ok(())
 }

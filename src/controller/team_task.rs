@@ -1,6 +1,9 @@
 //! The TeamTask reconciler: keeps a task Blocked while its dependencies are open, fails it when a
 //! dependency fails, when its owner fails (rule 3) or when its team is missing or disbanded
-//! (rules 4 and 5). Agents move tasks forward through the gateway; this only ever fails them.
+//! (rules 4 and 5; a disband's failure is `disbanded`'s rule). Agents move tasks forward through
+//! the gateway under their own field manager; this reconciler applies, under
+//! [`field_managers::TASK`], the Blocked condition and the failures it derives (state failed,
+//! reason, result, completedAt with their conditions), never a state an agent set.
 
 use std::sync::Arc;
 
@@ -14,7 +17,9 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::context::Context;
-use super::{Error, Result};
+use super::{Error, Result, disbanded};
+use crate::api::condition::{BLOCKED, COMPLETE, FAILED};
+use crate::api::field_managers::{self, TASK};
 use crate::api::{MemberPhase, TaskState, Team, TeamTask, TeamTaskStatus, condition};
 
 /// What the task's status should become, from its team, owner and dependencies.
@@ -39,7 +44,8 @@ pub fn judge(
     let team_name = &task.spec.team;
     let Some(team) = team else { return Verdict::Fail("TeamNotFound", format!("team {team_name} does not exist")) };
     if team.is_disbanded() {
-        return Verdict::Fail("TeamDisbanded", format!("team {team_name} is disbanded"));
+        let (reason, message) = disbanded::failed_task(team);
+        return Verdict::Fail(reason, message);
     }
     if let Some((phase, why)) = owner_phase.filter(|(p, _)| matches!(p, MemberPhase::Failed | MemberPhase::Cancelled)) {
         let owner = task.spec.owner.clone().unwrap_or_default();
@@ -103,23 +109,29 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
     if new == old {
         return Ok(Action::await_change());
     }
-    // Only the fields this reconciler owns: agents move `state` through the gateway.
+    // The fields this reconciler owns, all of them in every apply (a field left out would be
+    // dropped): Blocked; the state while it is pending (kubectl shows it from the start), or
+    // once this fails it; and a final task's state and cause as they are, when its conditions
+    // lag. Agents' states (in_progress, completed) are theirs alone.
     let failing = matches!(verdict, Some(Verdict::Fail(..)));
-    let mut patch = json!({ "conditions": new.conditions, "observedGeneration": new.observed_generation });
-    if old.state.is_none() || failing {
+    let mut patch = json!({
+        "conditions": condition::only(&new.conditions, &[BLOCKED, COMPLETE, FAILED]),
+        "observedGeneration": new.observed_generation,
+    });
+    if failing || state.is_terminal() {
         patch["state"] = json!(new.state);
-    }
-    if failing {
         patch["reason"] = json!(new.reason);
         patch["result"] = json!(new.result);
         patch["completedAt"] = json!(new.completed_at);
+    } else if state == TaskState::Pending {
+        patch["state"] = json!(new.state);
     }
     // Conditional on the version judged, so that a stale cache can neither undo a move the
     // gateway made meanwhile nor put the conditions of an older state over a newer one; the
     // newer version is reconciled next.
-    let body = json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": patch });
+    let body = field_managers::status_apply::<TeamTask>(&task.name_any(), task.resource_version().as_deref(), patch);
     let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.patch_status(&task.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+    match api.patch_status(&task.name_any(), &PatchParams::apply(TASK).force(), &Patch::Apply(&body)).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("task changed since it was read; its newer version is reconciled next");
@@ -138,7 +150,8 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
 async fn release(ctx: &Context, task: &TeamTask, ns: &str, why: String) -> Result<Action> {
     let api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": null } });
-    match api.patch(&task.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+    let params = PatchParams { field_manager: Some(TASK.into()), ..Default::default() };
+    match api.patch(&task.name_any(), &params, &Patch::Merge(&patch)).await {
         Ok(_) => ctx.event(task, false, "OwnerReleased", why).await,
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::debug!("task changed since it was read; its newer version is reconciled next")

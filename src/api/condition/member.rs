@@ -9,9 +9,10 @@ use super::{COMPLETE, FAILED, READY, new, set};
 use crate::api::{MemberPhase, MemberStatus};
 
 /// The member's conditions for the status `s` (its phase, reason, message and pod as they are to
-/// be written): its other conditions (LeadNotified) kept, Ready, Complete and Failed set.
+/// be written): its other conditions (LeadNotified, Waiting) kept, Ready, Complete and Failed
+/// set. Each writer applies only its own of them (`condition::only`).
 ///
-/// Active and Idle give the same conditions, so the gateway's Idle marker writes the phase alone.
+/// Active and Idle give the same conditions: Idle is the gateway's Waiting shown in the phase.
 pub fn for_member(s: &MemberStatus, generation: Option<i64>, now: &Time) -> Vec<Condition> {
     let phase = s.phase.unwrap_or(MemberPhase::Queued);
     let pod = s.pod_name.as_deref().map_or_else(|| "its pod".to_owned(), |p| format!("pod {p}"));
@@ -87,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_and_active_read_the_same_so_the_idle_marker_needs_no_conditions() {
+    fn idle_and_active_read_the_same() {
         let active = for_member(&status(MemberPhase::Active, None), Some(1), &at(10));
         let mut idle = status(MemberPhase::Idle, None);
         idle.conditions = active.clone();

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::actor::*;
 use super::views::*;
+use crate::api::field_managers::{self, GATEWAY_TASKS};
 use crate::api::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus, condition, labels};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
@@ -80,12 +81,14 @@ pub(super) async fn team_task(state: &GatewayState, caller: &Caller, a: TeamTask
             let task = task_of(&api, &name, &team).await?;
             if let Some(owner) = a.owner {
                 let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": owner } });
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| task_error(e, &name))?;
+                api.patch(&name, &gateway_manager(), &Patch::Merge(&patch)).await.map_err(|e| task_error(e, &name))?;
             }
             let updated = if a.state.is_some() || a.result.is_some() {
                 let task = task_of(&api, &name, &team).await?;
-                let patch = status_patch(&api, &task, a.state, a.result).await?;
-                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|e| task_error(e, &name))?
+                let body = status_apply(&api, &task, a.state, a.result).await?;
+                api.patch_status(&name, &PatchParams::apply(GATEWAY_TASKS).force(), &Patch::Apply(&body))
+                    .await
+                    .map_err(|e| task_error(e, &name))?
             } else {
                 task_of(&api, &name, &team).await?
             };
@@ -190,11 +193,16 @@ async fn claim_first(api: &Api<TeamTask>, team: &str, me: &str) -> Result<TeamTa
 async fn take(api: &Api<TeamTask>, task: &TeamTask, me: &str) -> Result<Option<TeamTask>, ApiError> {
     let name = task.name_any();
     let patch = json!({ "metadata": { "resourceVersion": task.resource_version() }, "spec": { "owner": me } });
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api.patch(&name, &gateway_manager(), &Patch::Merge(&patch)).await {
         Ok(claimed) => Ok(Some(claimed)),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(ApiError::from_kube(e, &format!("claiming task {name}"))),
     }
+}
+
+/// Patch parameters of the agents' spec writes (owner, claims), under their field manager.
+fn gateway_manager() -> PatchParams {
+    PatchParams { field_manager: Some(GATEWAY_TASKS.into()), ..Default::default() }
 }
 
 pub(super) fn task_error(e: kube::Error, name: &str) -> ApiError {
@@ -204,9 +212,11 @@ pub(super) fn task_error(e: kube::Error, name: &str) -> ApiError {
     }
 }
 
-/// The status patch moving `task` to `next` (checked) with `result`, conditional on its
-/// resourceVersion.
-pub(super) async fn status_patch(
+/// The status apply moving `task` to `next` (checked) with `result`, conditional on its
+/// resourceVersion: every field agents own (state, result, startedAt, completedAt, and the
+/// Complete and Failed conditions of the state), as they are after the move, since a field an
+/// apply leaves out is one its manager no longer owns.
+pub(super) async fn status_apply(
     api: &Api<TeamTask>,
     task: &TeamTask,
     next: Option<TaskState>,
@@ -215,7 +225,6 @@ pub(super) async fn status_patch(
     let name = task.name_any();
     let current = task.state();
     let now = Time(Timestamp::now());
-    let mut status = serde_json::Map::new();
     let mut after = TeamTaskStatus { state: Some(current), ..task.status.clone().unwrap_or_default() };
     if let Some(next) = next {
         if !current.can_become(next) {
@@ -243,21 +252,22 @@ pub(super) async fn status_patch(
                 )));
             }
         }
-        status.insert("state".into(), json!(next));
         after.state = Some(next);
         if next == TaskState::InProgress && current != TaskState::InProgress {
-            status.insert("startedAt".into(), json!(now));
+            after.started_at = Some(now.clone());
         }
         if next.is_terminal() && !current.is_terminal() {
-            status.insert("completedAt".into(), json!(now));
+            after.completed_at = Some(now.clone());
         }
     }
     if let Some(result) = result {
-        status.insert("result".into(), json!(result));
         after.result = Some(result);
     }
-    // The conditions of the state it moves to, in the same write; the write is conditional on the
-    // version read, so the list replaced is the one `after` started from.
-    status.insert("conditions".into(), json!(condition::for_task(&after, task.metadata.generation, &now)));
-    Ok(json!({ "metadata": { "resourceVersion": task.resource_version() }, "status": status }))
+    // The conditions of the state it moves to, in the same write.
+    let conditions = condition::for_task(&after, task.metadata.generation, &now);
+    let status = json!({
+        "state": after.state, "result": after.result, "startedAt": after.started_at, "completedAt": after.completed_at,
+        "conditions": condition::only(&conditions, &[condition::COMPLETE, condition::FAILED]),
+    });
+    Ok(field_managers::status_apply::<TeamTask>(&name, task.resource_version().as_deref(), status))
 }
