@@ -17,6 +17,31 @@
 //! - [`crd`]: writes `crds/` from the types.
 //! - [`watch`]: `teamctl watch`, the live view of teams (ratatui) and its `--once` snapshot.
 
+/// An enum of unit variants that each have one fixed name (a tool name, an error code, a metric
+/// label): the enum, `ALL` (in declaration order) and `as_str`, written once, so no list of the
+/// names is kept by hand beside it.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// Its fixed name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
 pub mod api;
 pub mod bus;
 pub mod config;

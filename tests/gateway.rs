@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
 use team_operator::api::{Member, MemberPhase, MemberRole, Team, TeamTask, labels};
-use team_operator::controller::pod::{GATEWAY_AUDIENCE, ROLE_LABEL};
+use team_operator::controller::pod::GATEWAY_AUDIENCE;
 use team_operator::gateway::args::{self, *};
 
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn labels_and_forged_owners_make_no_member() {
         .label(labels::TEAM, "fz")
         .label(labels::MEMBER, "lead")
         .label(labels::AGENT, "lead")
-        .label(ROLE_LABEL, "lead")
+        .label(labels::ROLE, MemberRole::Lead.as_str())
         .label(labels::MANAGED_BY, "team-operator")
         .service_account("default")
         .build();

@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         let e = decode::<SendMessageArgs>("send_message", json!({"to": "a", "body": "b", "bdy": 1})).unwrap_err();
-        assert_eq!(e.code, "invalid_argument");
+        assert_eq!(e.code.as_str(), "invalid_argument");
         assert!(e.message.contains("unknown field `bdy`"), "{}", e.message);
     }
 

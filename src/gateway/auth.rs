@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn bearer_header_forms() {
         let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h).unwrap_err().code, "unauthenticated");
+        assert_eq!(bearer(&h).unwrap_err().code.as_str(), "unauthenticated");
         h.insert("authorization", "Basic abc".parse().unwrap());
         assert!(bearer(&h).unwrap_err().message.contains("Bearer"));
         h.insert("authorization", "Bearer  ".parse().unwrap());

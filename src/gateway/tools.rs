@@ -44,44 +44,18 @@ use super::args::*;
 use super::auth::Caller;
 use super::error::ApiError;
 
-/// The tools by name: what dispatch matches on and metrics label with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tool {
-    SendMessage,
-    WaitMessages,
-    TeamTask,
-    AgentMemory,
-    SpawnMember,
-    TeamCreate,
-    TeamDelete,
-    Get,
-}
-
-impl Tool {
-    /// Every tool, in catalog order.
-    pub const ALL: [Tool; 8] = [
-        Tool::SendMessage,
-        Tool::WaitMessages,
-        Tool::TeamTask,
-        Tool::AgentMemory,
-        Tool::SpawnMember,
-        Tool::TeamCreate,
-        Tool::TeamDelete,
-        Tool::Get,
-    ];
-
-    /// The wire name (`send_message`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Tool::SendMessage => "send_message",
-            Tool::WaitMessages => "wait_messages",
-            Tool::TeamTask => "team_task",
-            Tool::AgentMemory => "agent_memory",
-            Tool::SpawnMember => "spawn_member",
-            Tool::TeamCreate => "team_create",
-            Tool::TeamDelete => "team_delete",
-            Tool::Get => "get",
-        }
+named_enum! {
+    /// The tools by name: what dispatch matches on and metrics label with; `ALL` is in catalog
+    /// order.
+    pub enum Tool {
+        SendMessage = "send_message",
+        WaitMessages = "wait_messages",
+        TeamTask = "team_task",
+        AgentMemory = "agent_memory",
+        SpawnMember = "spawn_member",
+        TeamCreate = "team_create",
+        TeamDelete = "team_delete",
+        Get = "get",
     }
 }
 
@@ -89,7 +63,7 @@ impl std::str::FromStr for Tool {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Tool::ALL.into_iter().find(|t| t.as_str() == name).ok_or_else(|| {
+        Tool::ALL.iter().copied().find(|t| t.as_str() == name).ok_or_else(|| {
             let known: Vec<&str> = Tool::ALL.iter().map(|t| t.as_str()).collect();
             format!("no tool named {name:?}; the tools are {}", known.join(", "))
         })
@@ -296,12 +270,12 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
     };
     let code = match &result {
         Ok(_) => "ok",
-        Err(e) => e.code,
+        Err(e) => e.code.as_str(),
     };
     state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code }).inc();
     state.metrics.gateway_request_duration.get_or_create(&crate::metrics::ToolLabel { tool: label }).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        tracing::debug!(tool = label, caller = %caller.describe(), code = e.code, message = %e.message, "tool call refused");
+        tracing::debug!(tool = label, caller = %caller.describe(), code = e.code.as_str(), message = %e.message, "tool call refused");
     }
     result
 }

@@ -26,6 +26,7 @@ use super::cli::Cli;
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
+use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
 
 mod child;
@@ -199,7 +200,7 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
                         break batch;
                     }
                 }
-                Err(ClientError::Refused { code, message, .. }) if code == "team_disbanded" => {
+                Err(ClientError::Refused { code, message, .. }) if code == ErrorCode::TeamDisbanded.as_str() => {
                     say(format!("the team is disbanded ({message}): done"));
                     return EXIT_OK;
                 }
