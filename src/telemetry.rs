@@ -1,4 +1,7 @@
-//! Logging: `tracing` to stderr, human-readable or JSON, filtered by RUST_LOG.
+//! Logging: `tracing` to stderr, human-readable or JSON, filtered by RUST_LOG; W3C trace
+//! context carried across processes and messages ([`propagation`]).
+
+pub mod propagation;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

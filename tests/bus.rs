@@ -38,7 +38,14 @@ async fn team(bus: &Bus, roster: &[(&str, RosterState)]) -> TeamKey {
 }
 
 fn msg(from: &str, to: &str, body: &str) -> OutgoingMessage {
-    OutgoingMessage { from: from.into(), to: Recipient::Member(to.into()), body: body.into(), kind: MessageKind::Message, id: None }
+    OutgoingMessage {
+        from: from.into(),
+        to: Recipient::Member(to.into()),
+        body: body.into(),
+        kind: MessageKind::Message,
+        id: None,
+        sent_by: None,
+    }
 }
 
 fn broadcast(from: &str, body: &str) -> OutgoingMessage {

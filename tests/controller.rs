@@ -511,6 +511,7 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
                 body: format!("finding {i}"),
                 kind: team_operator::bus::MessageKind::Message,
                 id: Some(format!("m{i}")),
+                sent_by: None,
             },
         )
         .await

@@ -1,7 +1,7 @@
 //! Disbanding a team (rule 4): waiting members are woken with a notice, active and queued members
-//! are cancelled and their pods deleted, open tasks fail, the team's Redis keys are removed, and
-//! the Team's status says Disbanded. Every step is idempotent, so a disband interrupted by a
-//! restart is finished by the next reconcile.
+//! are cancelled and their pods deleted, open tasks fail, the team's Redis keys are removed (its
+//! transcript kept for `spec.retention`), and the Team's status says Disbanded. Every step is
+//! idempotent, so a disband interrupted by a restart is finished by the next reconcile.
 
 use std::sync::Arc;
 
@@ -90,7 +90,12 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     }
 
     ctx.bus.mark_disbanded(&key).await?;
-    ctx.bus.teardown(&key).await?;
+    // The transcript stays readable for spec.retention under the uid (the schema validated it).
+    let retention = t.retention().unwrap_or_else(|e| {
+        tracing::warn!(team = name, error = %e, "keeping the transcript for the default retention");
+        crate::api::team::DEFAULT_RETENTION
+    });
+    ctx.bus.teardown_retaining(&key, &uid, retention).await?;
 
     let old = t.status.clone().unwrap_or_default();
     let already = old.phase == Some(TeamPhase::Disbanded);

@@ -101,6 +101,15 @@ pub struct UserCaller {
 }
 
 impl Caller {
+    /// The username Kubernetes authenticated: a person's, or a pod's ServiceAccount
+    /// (`system:serviceaccount:<ns>:<name>`).
+    pub fn username(&self) -> &str {
+        match self {
+            Caller::Pod(p) => &p.account.username,
+            Caller::User(u) => &u.username,
+        }
+    }
+
     /// A short description for logs and messages.
     pub fn describe(&self) -> String {
         match self {

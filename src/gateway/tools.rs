@@ -32,6 +32,7 @@ mod memory;
 mod messages;
 mod tasks;
 mod teams;
+mod transcript;
 mod views;
 
 pub use views::{member_view, task_view, team_view};

@@ -35,7 +35,9 @@ pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendM
         LEAD_RECIPIENT => Recipient::Member(lead_of(&actor)?),
         name => Recipient::Member(name.to_owned()),
     };
-    let delivered = state.bus.send(&actor.key(), OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id }).await?;
+    let sent_by = Some(caller.username().to_owned());
+    let message = OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id, sent_by };
+    let delivered = state.bus.send(&actor.key(), message).await?;
     state.metrics.messages_sent.inc();
     let id = delivered.first().map(|d| d.id.clone());
     let copies: Vec<Value> = delivered.into_iter().map(|d| json!({ "to": d.to, "stream_id": d.stream_id })).collect();
