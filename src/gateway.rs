@@ -26,6 +26,7 @@
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
 //! - [`idle`]: a member blocked in `wait_messages` reads Idle.
+//! - `trace`: a span per request, continuing the caller's `traceparent`.
 
 pub mod aggregated;
 pub mod args;
@@ -37,6 +38,7 @@ pub mod idle;
 pub mod mcp;
 pub mod tls;
 pub mod tools;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,6 +254,7 @@ pub fn router(state: Arc<GatewayState>) -> Router {
         .merge(crate::health::router(state.metrics.clone(), ready_check(&state)))
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET /v1/tools, POST /v1/tools/{tool} and /mcp") })
         .method_not_allowed_fallback(|| async { ApiError::new(error::ErrorCode::MethodNotAllowed, "method not allowed on this endpoint") })
+        .layer(middleware::from_fn(trace::trace_request))
 }
 
 /// The gateway is ready while its Redis answers: every tool needs it.

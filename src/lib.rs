@@ -12,8 +12,8 @@
 //!   aggregated API the Kubernetes API server proxies to with the caller's identity, and the
 //!   client `teamctl` uses.
 //! - [`teamctl`]: the `teamctl` CLI (every tool as a subcommand, `teamctl mcp` over stdio).
-//! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,
-//!   the probe and metrics endpoints.
+//! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging and traces, Prometheus
+//!   metrics, the probe and metrics endpoints.
 //! - [`crd`]: writes `crds/` from the types.
 //! - [`watch`]: `teamctl watch`, the live view of teams (ratatui) and its `--once` snapshot.
 

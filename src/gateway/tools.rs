@@ -39,6 +39,7 @@ pub use views::{member_view, task_view, team_view};
 
 use schemars::JsonSchema;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::GatewayState;
 use super::args::*;
@@ -265,14 +266,32 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
     let parsed = tool.parse::<Tool>();
     let label = parsed.as_ref().map_or("unknown", |t| t.as_str());
     let start = std::time::Instant::now();
-    let result = match parsed {
-        Ok(t) => dispatch(state, caller, t, args).await,
-        Err(msg) => Err(ApiError::not_found(msg)),
+    // The tool's span: a child of the request's (and so of an incoming `traceparent`); a message
+    // sent inside it carries its context.
+    let span = tracing::info_span!(
+        "tool",
+        otel.name = label,
+        tool = label,
+        code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty
+    );
+    let run = async {
+        match parsed {
+            Ok(t) => dispatch(state, caller, t, args).await,
+            Err(msg) => Err(ApiError::not_found(msg)),
+        }
     };
+    // Boxed: unboxed, the instrumented future of every tool nested in its callers' futures is
+    // deeper than rustc's query limit allows when it lays out teamctl's.
+    let result = Box::pin(run.instrument(span.clone())).await;
     let code = match &result {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
+    span.record("code", code);
+    if matches!(code, "internal" | "unavailable") {
+        span.record("otel.status_code", "ERROR");
+    }
     state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code }).inc();
     state.metrics.gateway_request_duration.get_or_create(&crate::metrics::ToolLabel { tool: label }).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
