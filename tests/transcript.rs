@@ -98,7 +98,10 @@ async fn the_transcript_keeps_the_newest_within_the_team_budget_under_each_uid()
     let mut keys = redis::cmd("KEYS");
     keys.arg(format!("team-operator:{{{}/{}}}:*", other.namespace, other.team));
     assert_eq!(raw_redis::<Vec<String>>(&keys).await, Vec::<String>::new(), "no key of the team is left");
-    bus.teardown(&team).await.expect("cleanup");
+    let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
+    for kept in ["transcript:uid-1", "transcript:uid-2", "transcripts"] {
+        raw_redis::<i64>(redis::cmd("DEL").arg(format!("{base}{kept}"))).await;
+    }
 }
 
 /// `get messages` of `team` as `person`, optionally of the Team with `uid`.

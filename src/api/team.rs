@@ -224,7 +224,8 @@ pub struct TeamStatus {
 pub enum TeamPhase {
     /// The team runs.
     Active,
-    /// The team ended: members cancelled, open tasks failed, messages removed.
+    /// The team ended: members cancelled, open tasks failed, inboxes removed (the transcript is
+    /// kept for spec.retention).
     Disbanded,
 }
 

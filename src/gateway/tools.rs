@@ -242,7 +242,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::TeamDelete.as_str(),
-        description: "Lead only. Disband your team: running and queued members are cancelled, open tasks fail, waiting members are told, messages are removed.",
+        description: "Lead only. Disband your team: running and queued members are cancelled, open tasks fail, waiting members are told; its messages stay readable as its transcript for spec.retention (default 24h).",
         schema: schema_of::<TeamDeleteArgs>,
         hints: hints(false, true, true),
         output: out_deleted,
