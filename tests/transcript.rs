@@ -141,6 +141,16 @@ async fn a_disbanded_teams_messages_stay_readable_for_its_retention_and_a_new_te
         "the disband notice is part of it: {read}"
     );
 
+    // What a person types: teamctl names the transcript and prints its messages.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teamctl"))
+        .args(["--gateway", &gw.url, "--token", &person, "-n", &ns.name, "--team", "talk", "-o", "wide", "get", "messages"])
+        .output()
+        .expect("teamctl");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "teamctl get messages: {printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains(&format!("transcript of team talk (uid {first_uid})")), "{printed}");
+    assert!(printed.contains(&format!("(by {signed}) -> {lead}: first words")), "{printed}");
+
     // The same name again, with a short retention: nothing of the first team in it.
     let mut again = team("talk", 2);
     again.spec.retention = Some("8s".into());
