@@ -142,12 +142,14 @@ async fn a_disbanded_teams_messages_stay_readable_for_its_retention_and_a_new_te
     );
 
     // What a person types: teamctl names the transcript and prints its messages.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teamctl"))
+    // Async: the gateway answering it is served by this test's runtime.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"))
         .args(["--gateway", &gw.url, "--token", &person, "-n", &ns.name, "--team", "talk", "-o", "wide", "get", "messages"])
         .output()
+        .await
         .expect("teamctl");
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "teamctl get messages: {printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "teamctl get messages: {}: {printed}{}", out.status, String::from_utf8_lossy(&out.stderr));
     assert!(printed.contains(&format!("transcript of team talk (uid {first_uid})")), "{printed}");
     assert!(printed.contains(&format!("(by {signed}) -> {lead}: first words")), "{printed}");
 
