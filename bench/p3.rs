@@ -288,7 +288,14 @@ async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<t
                         .bus
                         .send(
                             &setup.key,
-                            OutgoingMessage { from, to: Recipient::Member(to), body: seq, kind: MessageKind::Message, id: None },
+                            OutgoingMessage {
+                                from,
+                                to: Recipient::Member(to),
+                                body: seq,
+                                kind: MessageKind::Message,
+                                id: None,
+                                sent_by: None,
+                            },
                         )
                         .await?;
                 }

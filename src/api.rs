@@ -29,6 +29,8 @@ pub mod labels {
     pub const MEMBER: &str = "agentteams.dev/member";
     /// Agent type of the member (`general`).
     pub const AGENT: &str = "agentteams.dev/agent";
+    /// The member's role in its team: [`super::MemberRole::as_str`] (`lead` or `specialist`).
+    pub const ROLE: &str = "agentteams.dev/role";
     /// Marks every object created by this operator.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 }

@@ -16,6 +16,9 @@
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
 //! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
 //! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
+//! | `team-operator:{<ns>/<team>}:transcript` | stream | every message sent in the team, one entry per send (`to` = `*` for a broadcast), the newest up to `team_max_bytes`; its bytes are `transcript-bytes` in meta |
+//! | `team-operator:{<ns>/<team>}:transcript:<uid>` | stream | the transcript of the disbanded Team with that uid, renamed at teardown, expiring after `spec.retention` |
+//! | `team-operator:{<ns>/<team>}:transcripts` | zset | uids of retained transcripts scored by disband time (ms); expires with the last of them |
 //! | `team-operator:memory:{<ns>/<project>}:<agent>` | string | an agent type's memory, ≤ 102,400 bytes of UTF-8 |
 //!
 //! The roster names every inbox, so the key set of a team is known without scanning and
@@ -26,7 +29,9 @@
 //!
 //! The controller calls [`Bus::sync_roster`] on every reconcile. To disband it calls
 //! [`Bus::mark_disbanded`] (sends are refused from then on), [`Bus::system_notice`] to each
-//! queued or active member (this wakes blocked waits), then [`Bus::teardown`].
+//! queued or active member (this wakes blocked waits), then [`Bus::teardown_retaining`], which
+//! keeps the transcript under the Team's uid for its retention (acks delete inbox entries, so the
+//! inboxes are no record; the transcript is its own append-only stream).
 
 mod conn;
 mod error;
@@ -39,6 +44,7 @@ mod peek;
 mod roster;
 mod scripts;
 mod send;
+mod transcript;
 
 use std::sync::Arc;
 
@@ -48,6 +54,7 @@ pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, k
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
 pub use roster::RosterState;
 pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
+pub use transcript::Transcript;
 
 use conn::{BlockingPool, Conn, Connector, retrying};
 

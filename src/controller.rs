@@ -74,7 +74,8 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     wait_for_crds(&client, args.namespace.as_deref()).await?;
     let bus = Bus::connect(args.bus.bus_config()).await?;
     metrics.slots_cap.set(i64::from(args.max_agents));
-    metrics.zero_controller_series(&KINDS, &Error::CATEGORIES);
+    let categories: Vec<&'static str> = error::Category::ALL.iter().map(|c| c.as_str()).collect();
+    metrics.zero_controller_series(&KINDS, &categories);
 
     let ns = args.namespace.as_deref().filter(|n| !n.is_empty());
     let (mut teams, team_events) = shared::<Team>(scoped(&client, ns), watcher::Config::default(), 4);

@@ -12,7 +12,7 @@
 //! - `GET /v1/teams`, `/v1/teams/{team}`, `/v1/teams/{team}/members[/{name}]`,
 //!   `/v1/teams/{team}/tasks[/{name}]`, each with an optional `?namespace=`: the `get` tool.
 //! - Errors: `{ "error": { "code", "message" } }` with a stable code and its HTTP status
-//!   ([`error::CODES`]): invalid_argument 400, unauthenticated 401, forbidden 403, not_found 404,
+//!   ([`error::ErrorCode`]): invalid_argument 400, unauthenticated 401, forbidden 403, not_found 404,
 //!   unknown_recipient 404, conflict 409, recipient_finished 409, team_disbanded 410,
 //!   too_large 413, unavailable 503.
 //! - `/metrics`, `/livez`, `/readyz` on the same port.
@@ -26,6 +26,7 @@
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
 //! - [`idle`]: a member blocked in `wait_messages` reads Idle.
+//! - `trace`: a span per request, continuing the caller's `traceparent`.
 
 pub mod aggregated;
 pub mod args;
@@ -37,6 +38,7 @@ pub mod idle;
 pub mod mcp;
 pub mod tls;
 pub mod tools;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +124,8 @@ impl GatewayState {
         let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
         let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members);
-        metrics.zero_gateway_series(&tools::Tool::ALL.map(tools::Tool::as_str));
+        let tool_names: Vec<&'static str> = tools::Tool::ALL.iter().map(|t| t.as_str()).collect();
+        metrics.zero_gateway_series(&tool_names);
         GatewayState { client, bus, auth, metrics, settings, teams, watches: [team_watch, member_watch] }
     }
 }
@@ -250,7 +253,8 @@ pub fn router(state: Arc<GatewayState>) -> Router {
     api.merge(mcp_routes)
         .merge(crate::health::router(state.metrics.clone(), ready_check(&state)))
         .fallback(|| async { ApiError::not_found("no such endpoint; see GET /v1/tools, POST /v1/tools/{tool} and /mcp") })
-        .method_not_allowed_fallback(|| async { ApiError::new("method_not_allowed", "method not allowed on this endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::new(error::ErrorCode::MethodNotAllowed, "method not allowed on this endpoint") })
+        .layer(middleware::from_fn(trace::trace_request))
 }
 
 /// The gateway is ready while its Redis answers: every tool needs it.
@@ -271,7 +275,7 @@ async fn authenticate_mcp(State(state): State<Arc<GatewayState>>, mut req: Reque
             next.run(req).await
         }
         Err(e) => {
-            state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: "mcp", code: e.code }).inc();
+            state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: "mcp", code: e.code.as_str() }).inc();
             e.into_response()
         }
     }
@@ -304,7 +308,7 @@ async fn call_tool_with(
 ) -> Result<Json<Value>, ApiError> {
     let label = tools::tool_name(tool).unwrap_or("unknown");
     let count = |e: ApiError| {
-        state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code: e.code }).inc();
+        state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code: e.code.as_str() }).inc();
         e
     };
     let caller = state.auth.authenticate(headers, peer).await.map_err(count)?;
@@ -318,7 +322,7 @@ async fn call_tool_with(
 
 fn body_rejection(r: BytesRejection, max: usize) -> ApiError {
     if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new("too_large", format!("the request body is over the limit of {max} bytes"))
+        ApiError::new(error::ErrorCode::TooLarge, format!("the request body is over the limit of {max} bytes"))
     } else {
         ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
     }

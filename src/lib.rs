@@ -12,10 +12,35 @@
 //!   aggregated API the Kubernetes API server proxies to with the caller's identity, and the
 //!   client `teamctl` uses.
 //! - [`teamctl`]: the `teamctl` CLI (every tool as a subcommand, `teamctl mcp` over stdio).
-//! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging, Prometheus metrics,
-//!   the probe and metrics endpoints.
+//! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging and traces, Prometheus
+//!   metrics, the probe and metrics endpoints.
 //! - [`crd`]: writes `crds/` from the types.
 //! - [`watch`]: `teamctl watch`, the live view of teams (ratatui) and its `--once` snapshot.
+
+/// An enum of unit variants that each have one fixed name (a tool name, an error code, a metric
+/// label): the enum, `ALL` (in declaration order) and `as_str`, written once, so no list of the
+/// names is kept by hand beside it.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// Its fixed name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
 
 pub mod api;
 pub mod bus;

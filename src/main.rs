@@ -41,11 +41,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Crd { out, check } => team_operator::crd::write_all(&out, check),
         Command::Gateway(args) => {
-            telemetry::init(cli.log_format);
+            let _telemetry = telemetry::init(cli.log_format, "team-operator-gateway")?;
             team_operator::gateway::run(args, Arc::new(Metrics::default())).await
         }
         Command::Controller(args) => {
-            telemetry::init(cli.log_format);
+            let _telemetry = telemetry::init(cli.log_format, "team-operator-controller")?;
             let metrics = Arc::new(Metrics::default());
             let bus = args.bus.bus_config();
             let readiness = team_operator::controller::readiness::Readiness::new(bus, metrics.clone());

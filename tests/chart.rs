@@ -244,6 +244,8 @@ fn bad_values_are_refused_naming_the_key() {
         ("gateway.podLabel.a=b", "podLabel"),
         ("gateway.apiService.group=gateway", "/gateway/apiService/group"),
         ("gateway.apiService.callers[0].kind=Team", "/gateway/apiService/callers/0"),
+        ("tracing.otlpEndpoint=https://collector:4318", "/tracing/otlpEndpoint"),
+        ("tracing.sampler=sometimes", "/tracing/sampler"),
     ] {
         let out = run("helm", &["template", "t", CHART, "--set", set], None);
         let msg = text(&out);
@@ -345,6 +347,34 @@ fn monitors_and_the_dashboard_render_when_enabled() {
 }
 
 /// The documents of `helm template` with `set`, as JSON values.
+#[test]
+fn traces_are_exported_only_when_an_endpoint_is_set() {
+    let deployments = ["t-team-operator-controller", "t-team-operator-gateway"];
+    let docs = rendered(&[]);
+    for name in deployments {
+        let env = env_of(container(&docs, "Deployment", name));
+        assert!(!env.keys().any(|k| k.starts_with("OTEL_")), "{name}: {env:?}");
+    }
+    let docs = rendered(&[
+        "tracing.otlpEndpoint=http://otel.observability.svc:4318",
+        "tracing.sampler=parentbased_traceidratio",
+        "tracing.samplerArg=0.1",
+    ]);
+    for name in deployments {
+        let env = env_of(container(&docs, "Deployment", name));
+        let otel: Vec<(&str, &str)> = env.iter().filter(|(k, _)| k.starts_with("OTEL_")).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            otel,
+            [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel.observability.svc:4318"),
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1")
+            ],
+            "{name}"
+        );
+    }
+}
+
 fn rendered(set: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["template", "t", CHART, "--namespace", "t"];
     for s in set {

@@ -299,8 +299,17 @@ async fn deleting_a_team_mid_run_cancels_members_deletes_pods_fails_tasks_and_ke
     let left = pods.list(&ListParams::default().labels("agentteams.dev/team=delta")).await.expect("pods");
     let survivors: Vec<String> = left.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).map(|p| p.name_any()).collect();
     assert!(survivors.is_empty(), "pods survived the disband: {survivors:?}");
-    let keys: Vec<String> = raw_redis(redis::cmd("KEYS").arg(format!("team-operator:{{{}/delta}}:*", ns.name()))).await;
-    assert!(keys.is_empty(), "the team's Redis keys must be removed: {keys:?}");
+    // What is left is the transcript, kept under the Team's uid for its retention (24 h).
+    let base = format!("team-operator:{{{}/delta}}:", ns.name());
+    let mut keys: Vec<String> = raw_redis(redis::cmd("KEYS").arg(format!("{base}*"))).await;
+    keys.sort();
+    let uid = t.uid().expect("uid");
+    assert_eq!(keys, [format!("{base}transcript:{uid}"), format!("{base}transcripts")], "every other key of the team is removed");
+    for key in &keys {
+        let ttl: i64 = raw_redis(redis::cmd("TTL").arg(key)).await;
+        assert!((1..=86_400).contains(&ttl), "{key} expires within the default retention: TTL {ttl}");
+        raw_redis::<i64>(redis::cmd("DEL").arg(key)).await;
+    }
     ns.cleanup().await;
 }
 
@@ -546,6 +555,7 @@ async fn unread_messages_survive_twenty_restarts_and_a_failover() {
                 body: format!("finding {i}"),
                 kind: team_operator::bus::MessageKind::Message,
                 id: Some(format!("m{i}")),
+                sent_by: None,
             },
         )
         .await

@@ -30,7 +30,7 @@ const FLOOD_BODY: usize = 64 * 1024;
 const FLOOD_TIME: Duration = Duration::from_secs(240);
 
 fn msg(from: &str, to: &str, body: String) -> OutgoingMessage {
-    OutgoingMessage { from: from.into(), to: Recipient::Member(to.into()), body, kind: MessageKind::Message, id: None }
+    OutgoingMessage { from: from.into(), to: Recipient::Member(to.into()), body, kind: MessageKind::Message, id: None, sent_by: None }
 }
 
 fn unique_team(name: &str) -> TeamKey {

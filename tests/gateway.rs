@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use fixture::*;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::ResourceExt;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
 use team_operator::api::{Member, MemberPhase, MemberRole, Team, TeamTask, labels};
-use team_operator::controller::pod::{GATEWAY_AUDIENCE, ROLE_LABEL};
+use team_operator::controller::pod::GATEWAY_AUDIENCE;
 use team_operator::gateway::args::{self, *};
 
 #[tokio::test]
@@ -355,7 +354,7 @@ async fn labels_and_forged_owners_make_no_member() {
         .label(labels::TEAM, "fz")
         .label(labels::MEMBER, "lead")
         .label(labels::AGENT, "lead")
-        .label(ROLE_LABEL, "lead")
+        .label(labels::ROLE, MemberRole::Lead.as_str())
         .label(labels::MANAGED_BY, "team-operator")
         .service_account("default")
         .build();
@@ -512,43 +511,6 @@ async fn bad_requests_get_4xx_naming_the_problem() {
 fn spawn_wait(url: &str, token: &str, ack: Value) -> tokio::task::JoinHandle<(u16, Value)> {
     let (url, token) = (url.to_owned(), token.to_owned());
     tokio::spawn(async move { call(&url, Some(&token), "wait_messages", json!({ "ack": ack, "timeout_seconds": 5 })).await })
-}
-
-async fn grant(s: &Stack, ns: &str, sa: &str, resources: &[&str], verbs: &[&str]) {
-    let roles: Api<Role> = Api::namespaced(s.client.clone(), ns);
-    let role = Role {
-        metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() },
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["agentteams.dev".into()]),
-            resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
-            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-            ..Default::default()
-        }]),
-    };
-    roles.create(&PostParams::default(), &role).await.expect("role");
-    let bindings: Api<RoleBinding> = Api::namespaced(s.client.clone(), ns);
-    let binding = RoleBinding {
-        metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() },
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "Role".into(), name: sa.into() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: sa.into(), namespace: Some(ns.into()), ..Default::default() }]),
-    };
-    bindings.create(&PostParams::default(), &binding).await.expect("rolebinding");
-}
-
-/// Retries a call while RBAC catches up with a new binding (the authorizer reads an informer).
-async fn eventually_ok<F, Fut>(f: F) -> Value
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = (u16, Value)>,
-{
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let answer = f().await;
-        if answer.0 == 200 || tokio::time::Instant::now() > deadline {
-            return ok(answer);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn json_value() -> impl Strategy<Value = Value> {

@@ -82,6 +82,14 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let msg = refusal(&teams, team(bad_name)).await;
     assert!(msg.contains("spec.agents[0].name") && msg.contains("should match"), "{msg}");
 
+    // spec.retention: hours, minutes and seconds, at most a year.
+    for (retention, says) in [("1d", "should match"), ("24", "should match"), ("9000h", "at most 8760h")] {
+        let mut bad = good_spec();
+        bad["retention"] = json!(retention);
+        let msg = refusal(&teams, team(bad)).await;
+        assert!(msg.contains("spec.retention") && msg.contains(says), "{retention}: {msg}");
+    }
+
     let no_team =
         json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "agent": "lead" } });
     let msg = refusal(&members, no_team).await;

@@ -73,6 +73,16 @@ pub enum MemberRole {
     Specialist,
 }
 
+impl MemberRole {
+    /// Its name on pods (the role label, `TEAM_ROLE`) and in the gateway's views.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Lead => "lead",
+            MemberRole::Specialist => "specialist",
+        }
+    }
+}
+
 /// Per-member additions to the pod template.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

@@ -1,5 +1,7 @@
 //! Team: a lead agent and the specialists it orchestrates, with the team's concurrency cap.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -10,6 +12,11 @@ use super::QualityCheck;
 
 /// Default for `spec.memberTimeoutSeconds`: how long a member's wait for messages blocks.
 pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
+
+/// Default for `spec.retention`: how long a disbanded team's transcript is kept.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Longest `spec.retention` (the schema's rule says the same).
+pub const MAX_RETENTION: Duration = Duration::from_secs(8760 * 3600);
 
 /// Desired state of a Team: its concurrency cap, its lead and the agent types its members can be.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
@@ -39,6 +46,7 @@ pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
 // A sub-team led by an existing pod (spec.lead.podName) takes its parent's agent types as they
 // are, so it is exempt; there `lead` still means its lead, and a member of agent type `lead`
 // that got the bare name `lead` cannot be messaged by name (a known gap).
+#[x_kube(validation = Rule::new("!has(self.retention) || duration(self.retention) <= duration('8760h')").message("spec.retention: at most 8760h (a year)").field_path(".retention"))]
 #[x_kube(validation = Rule::new("has(self.lead.podName) || self.lead.agent == 'lead' || !self.agents.exists(a, a.name == 'lead')").message("spec.agents: an agent type named `lead` must be the lead's (spec.lead.agent): `lead` as a recipient means the team's lead").field_path(".agents"))]
 #[serde(rename_all = "camelCase")]
 pub struct TeamSpec {
@@ -76,6 +84,14 @@ pub struct TeamSpec {
     /// How the team's task board treats tasks whose owner is gone.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
+
+    /// How long the team's transcript (every message sent in it, newest up to the team's byte
+    /// budget) stays readable after it disbands (`teamctl get messages --team <name>`), as a
+    /// duration of hours, minutes and seconds (`24h`, `1h30m`, `90s`; `0s` keeps nothing), at
+    /// most `8760h`. Default `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2, max = 24))]
+    pub retention: Option<String>,
 }
 
 /// Task board settings of a team.
@@ -223,7 +239,8 @@ pub struct TeamStatus {
 pub enum TeamPhase {
     /// The team runs.
     Active,
-    /// The team ended: members cancelled, open tasks failed, messages removed.
+    /// The team ended: members cancelled, open tasks failed, inboxes removed (the transcript is
+    /// kept for spec.retention).
     Disbanded,
 }
 
@@ -261,10 +278,41 @@ impl Team {
             .map(|o| o.uid.as_str())
     }
 
+    /// How long the transcript is kept after disbanding: `spec.retention`, else
+    /// [`DEFAULT_RETENTION`].
+    pub fn retention(&self) -> Result<Duration, String> {
+        self.spec.retention.as_deref().map_or(Ok(DEFAULT_RETENTION), parse_retention)
+    }
+
     /// Memory project of the team: `spec.memory.project`, else the team name.
     pub fn memory_project(&self) -> String {
         self.spec.memory.project.clone().or_else(|| self.metadata.name.clone()).unwrap_or_default()
     }
+}
+
+/// A duration of hours, minutes and seconds in that order (`24h`, `1h30m`, `90s`, `0s`), at most
+/// [`MAX_RETENTION`]; the error names `spec.retention` and the rule.
+pub fn parse_retention(text: &str) -> Result<Duration, String> {
+    let bad = || format!("spec.retention: {text:?} is not a duration of hours, minutes and seconds such as 24h, 1h30m or 90s");
+    let (mut total, mut rest, mut units) = (0u64, text, &["h", "m", "s"][..]);
+    if text.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(digits);
+        let unit = units.iter().position(|u| tail.starts_with(u)).ok_or_else(bad)?;
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = [3600, 60, 1][3 - units.len() + unit];
+        total = n.checked_mul(seconds).and_then(|s| total.checked_add(s)).ok_or_else(bad)?;
+        units = &units[unit + 1..];
+        rest = &tail[1..];
+    }
+    let d = Duration::from_secs(total);
+    if d > MAX_RETENTION {
+        return Err(format!("spec.retention: {text} is over the limit of 8760h (a year)"));
+    }
+    Ok(d)
 }
 
 /// Schema for embedded Kubernetes types whose full OpenAPI schema would bloat the CRD past what
@@ -274,4 +322,30 @@ pub(crate) fn preserve_unknown_object(_: &mut schemars::SchemaGenerator) -> sche
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_hours_minutes_seconds() {
+        let secs = |t: &str| parse_retention(t).map(|d| d.as_secs());
+        assert_eq!(secs("24h"), Ok(86_400));
+        assert_eq!(secs("1h30m"), Ok(5_400));
+        assert_eq!(secs("2m5s"), Ok(125));
+        assert_eq!(secs("0s"), Ok(0));
+        assert_eq!(secs("8760h"), Ok(8760 * 3600));
+    }
+
+    #[test]
+    fn a_bad_retention_names_the_field_and_the_rule() {
+        for bad in ["", "24", "h", "1d", "30m1h", "1h1h", "1.5h", "-1h", "1h "] {
+            let e = parse_retention(bad).expect_err(bad);
+            assert!(e.starts_with("spec.retention:") && e.contains("24h"), "{bad:?}: {e}");
+        }
+        let e = parse_retention("8761h").unwrap_err();
+        assert!(e.contains("8760h"), "{e}");
+        assert!(parse_retention("99999999999999999999s").is_err());
+    }
 }

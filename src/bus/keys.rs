@@ -54,6 +54,22 @@ impl TeamKey {
     pub(crate) fn inbox(&self, member: &str) -> String {
         self.inbox_prefix() + member
     }
+
+    /// Stream of every message sent in the team while it runs (one entry per send), capped.
+    pub(crate) fn transcript(&self) -> String {
+        self.base() + "transcript"
+    }
+
+    /// The transcript of one disbanded incarnation of the team, by the Team's uid, kept until it
+    /// expires: a team re-created with the same name has another uid and starts clean.
+    pub(crate) fn retained_transcript(&self, uid: &str) -> String {
+        self.base() + "transcript:" + uid
+    }
+
+    /// Sorted set of the uids with a retained transcript, scored by disband time (ms).
+    pub(crate) fn transcripts(&self) -> String {
+        self.base() + "transcripts"
+    }
 }
 
 impl fmt::Display for TeamKey {
@@ -95,13 +111,26 @@ mod tests {
         assert_eq!(t.sent(), "team-operator:{ns/alpha}:sent");
         assert_eq!(t.sent_at(), "team-operator:{ns/alpha}:sent-at");
         assert_eq!(t.inbox("general-2"), "team-operator:{ns/alpha}:inbox:general-2");
+        assert_eq!(t.transcript(), "team-operator:{ns/alpha}:transcript");
+        assert_eq!(t.retained_transcript("u-1"), "team-operator:{ns/alpha}:transcript:u-1");
+        assert_eq!(t.transcripts(), "team-operator:{ns/alpha}:transcripts");
         assert_eq!(memory("ns", "proj", "coder"), "team-operator:memory:{ns/proj}:coder");
     }
 
     #[test]
     fn all_team_keys_share_one_hash_tag() {
         let t = TeamKey::new("team-ns", "beta");
-        for key in [t.meta(), t.roster(), t.sent(), t.sent_at(), t.inbox("lead"), t.inbox("x:{y}")] {
+        for key in [
+            t.meta(),
+            t.roster(),
+            t.sent(),
+            t.sent_at(),
+            t.inbox("lead"),
+            t.inbox("x:{y}"),
+            t.transcript(),
+            t.retained_transcript("u"),
+            t.transcripts(),
+        ] {
             assert_eq!(hash_tag(&key), "team-ns/beta", "{key}");
         }
     }

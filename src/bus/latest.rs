@@ -68,6 +68,8 @@ mod tests {
             kind: MessageKind::Message,
             body: String::new(),
             sent_at: Utc::now(),
+            sent_by: None,
+            traceparent: None,
         }
     }
 

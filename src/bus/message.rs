@@ -1,7 +1,9 @@
 //! Message types and their encoding as stream entries.
 //!
 //! An inbox entry has the fields `id`, `from`, `to`, `kind`, `body` and `ts` (milliseconds since
-//! the epoch, taken from the Redis clock inside the send script so all senders agree).
+//! the epoch, taken from the Redis clock inside the send script so all senders agree), and when
+//! known `by` (the authenticated identity that sent it) and `traceparent` (the W3C trace context
+//! of the send). Transcript entries have the same fields.
 
 use chrono::{DateTime, Utc};
 use redis::Value;
@@ -55,6 +57,9 @@ pub struct OutgoingMessage {
     /// Idempotency key: a retried send with the same id (from the same sender) is delivered once.
     /// A random UUID when `None`.
     pub id: Option<String>,
+    /// Who sent it as Kubernetes authenticated them (`alice`, `system:serviceaccount:ns:sa`),
+    /// recorded with the message; `from` is the name it is routed by.
+    pub sent_by: Option<String>,
 }
 
 /// A message as read from an inbox.
@@ -69,6 +74,12 @@ pub struct Message {
     pub kind: MessageKind,
     pub body: String,
     pub sent_at: DateTime<Utc>,
+    /// The authenticated identity of the sender, when the gateway knew it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<String>,
+    /// W3C trace context of the send, when it was traced: a receive joins the sender's trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// One copy of a sent message: the recipient, the message id and the entry id in its inbox.
@@ -147,6 +158,7 @@ fn decode(stream_id: String, fields: Value) -> Result<Message, BusError> {
         other => return Err(protocol("entry fields", &other)),
     };
     let (mut id, mut from, mut to, mut kind, mut body, mut ts) = (None, None, None, None, None, None);
+    let (mut sent_by, mut traceparent) = (None, None);
     for (k, v) in pairs {
         let (Some(k), Some(v)) = (text(k), text(v)) else {
             continue;
@@ -158,6 +170,8 @@ fn decode(stream_id: String, fields: Value) -> Result<Message, BusError> {
             "kind" => kind = MessageKind::parse(&v),
             "body" => body = Some(v),
             "ts" => ts = v.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_millis),
+            "by" => sent_by = Some(v),
+            "traceparent" => traceparent = Some(v),
             _ => {}
         }
     }
@@ -169,6 +183,8 @@ fn decode(stream_id: String, fields: Value) -> Result<Message, BusError> {
         kind: kind.ok_or_else(missing)?,
         body: body.ok_or_else(missing)?,
         sent_at: ts.ok_or_else(missing)?,
+        sent_by,
+        traceparent,
         stream_id,
     })
 }
@@ -206,6 +222,18 @@ mod tests {
         assert_eq!((m.id.as_str(), m.stream_id.as_str(), m.body.as_str()), ("m1", "1-0", "hé"));
         assert_eq!(m.kind, MessageKind::System);
         assert_eq!(m.sent_at.timestamp_millis(), 1_700_000_000_123);
+        assert_eq!((m.sent_by.as_deref(), m.traceparent.as_deref()), (None, None));
+    }
+
+    #[test]
+    fn sender_identity_and_trace_context_are_read_when_present() {
+        let fields =
+            ["id", "m", "from", "lead", "to", "*", "kind", "message", "body", "b", "ts", "1", "by", "alice", "traceparent", "00-x"];
+        let entries = Value::Array(vec![Value::Array(vec![bulk("1-0"), Value::Array(fields.iter().map(|f| bulk(f)).collect())])]);
+        let m = &parse_entries(entries).expect("valid")[0];
+        assert_eq!((m.sent_by.as_deref(), m.traceparent.as_deref()), (Some("alice"), Some("00-x")));
+        let json = serde_json::to_value(m).expect("json");
+        assert_eq!((json["sent_by"].as_str(), json["traceparent"].as_str()), (Some("alice"), Some("00-x")));
     }
 
     #[test]

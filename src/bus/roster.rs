@@ -1,5 +1,7 @@
 //! The operator's projection of a team into Redis: its state and roster, and its teardown.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::Bus;
@@ -74,11 +76,28 @@ impl Bus {
         self.run_script::<()>(&invocation).await
     }
 
-    /// Removes every key of the team with one UNLINK. A wait blocked on one of the inboxes
-    /// returns (Redis 7 unblocks it) with [`BusError::TeamNotFound`]. Idempotent.
+    /// Removes every key of the team with one UNLINK, its transcript too. A wait blocked on one
+    /// of the inboxes returns (Redis 7 unblocks it) with [`BusError::TeamNotFound`]. Idempotent.
     pub async fn teardown(&self, team: &TeamKey) -> Result<(), BusError> {
+        self.teardown_retaining(team, "", Duration::ZERO).await
+    }
+
+    /// [`Bus::teardown`], keeping the transcript for `retention` under the Team's `uid` (what
+    /// [`Bus::transcript`] reads once the team is gone). A zero retention or an empty uid keeps
+    /// nothing. Idempotent: a second call finds no live transcript and leaves the kept one be.
+    pub async fn teardown_retaining(&self, team: &TeamKey, uid: &str, retention: Duration) -> Result<(), BusError> {
         let mut invocation = TEARDOWN.prepare_invoke();
-        invocation.key(team.meta()).key(team.roster()).key(team.sent()).key(team.sent_at()).arg(team.inbox_prefix());
+        invocation
+            .key(team.meta())
+            .key(team.roster())
+            .key(team.sent())
+            .key(team.sent_at())
+            .key(team.transcript())
+            .key(team.transcripts())
+            .key(team.retained_transcript(uid))
+            .arg(team.inbox_prefix())
+            .arg(uid)
+            .arg(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
         self.run_script::<()>(&invocation).await
     }
 }

@@ -33,6 +33,8 @@ struct Draft<'a> {
     kind: MessageKind,
     /// An operator notice: allowed on a disbanded team, no sender check.
     notice: bool,
+    /// The sender's authenticated identity, recorded with the message.
+    sent_by: Option<&'a str>,
 }
 
 impl Bus {
@@ -42,7 +44,9 @@ impl Bus {
     ///
     /// Refused with [`BusError::RateLimited`] past the sender's rate and with
     /// [`BusError::InboxFull`] when a recipient's inbox or the team is at its limit (a broadcast
-    /// is written to all recipients or to none).
+    /// is written to all recipients or to none). What was written is also recorded once in the
+    /// team's transcript ([`Bus::transcript`]), notices too, with `sent_by` and the trace context
+    /// of the current span.
     pub async fn send(&self, team: &TeamKey, msg: OutgoingMessage) -> Result<Vec<Delivered>, BusError> {
         let to = match msg.to {
             Recipient::Member(name) if name.is_empty() => {
@@ -51,7 +55,7 @@ impl Bus {
             Recipient::Member(name) => Some(name),
             Recipient::Broadcast => None,
         };
-        let draft = Draft { from: &msg.from, to: to.as_deref(), kind: msg.kind, notice: false };
+        let draft = Draft { from: &msg.from, to: to.as_deref(), kind: msg.kind, notice: false, sent_by: msg.sent_by.as_deref() };
         self.append(team, draft, msg.body, msg.id).await
     }
 
@@ -63,12 +67,12 @@ impl Bus {
         if to.is_empty() {
             return Err(BusError::InvalidArgument("recipient name is empty".into()));
         }
-        let draft = Draft { from: OPERATOR_SENDER, to: Some(to), kind: MessageKind::System, notice: true };
+        let draft = Draft { from: OPERATOR_SENDER, to: Some(to), kind: MessageKind::System, notice: true, sent_by: None };
         self.append(team, draft, body, Some(idempotency_key)).await.map(drop)
     }
 
     async fn append(&self, team: &TeamKey, draft: Draft<'_>, body: String, id: Option<String>) -> Result<Vec<Delivered>, BusError> {
-        let Draft { from, to, kind, notice } = draft;
+        let Draft { from, to, kind, notice, sent_by } = draft;
         if body.trim().is_empty() {
             return Err(BusError::EmptyBody);
         }
@@ -84,6 +88,7 @@ impl Bus {
             .key(team.roster())
             .key(team.sent())
             .key(team.sent_at())
+            .key(team.transcript())
             .arg(team.inbox_prefix())
             .arg(from)
             .arg(to.unwrap_or(""))
@@ -106,7 +111,10 @@ impl Bus {
             .arg(NOTICE_RESERVE)
             .arg(limits.send_burst)
             .arg(limits.send_rate_per_second)
-            .arg(INBOX_GROUP);
+            .arg(INBOX_GROUP)
+            .arg(sent_by.unwrap_or(""))
+            // The sender's trace context goes with the message, so its receive joins the trace.
+            .arg(crate::telemetry::propagation::current_traceparent().unwrap_or_default());
         let (outcome, detail): (String, String) = self.run_script(&invocation).await?;
         let team_name = || team.to_string();
         match outcome.as_str() {

@@ -2,7 +2,8 @@
 //! with a notice, sends are refused from then on, and the Team's status says Disbanded, with
 //! why. That status is what the Member and TeamTask reconcilers act on (they watch Teams): they
 //! cancel the members and fail the open tasks (the rule is `disbanded`'s). Once every member
-//! has finished and every task is final, the team's Redis keys are removed. Every step is
+//! has finished and every task is final, the team's Redis keys are removed (its transcript
+//! kept for `spec.retention` under the Team's uid). Every step is
 //! idempotent, so a disband interrupted by a restart is finished by the next reconcile.
 
 use std::sync::Arc;
@@ -85,7 +86,13 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     if !open.is_empty() || tasks_open {
         return Ok(Progress::Waiting);
     }
-    ctx.bus.teardown(&key).await?;
+    // The transcript stays readable for spec.retention under the uid (the schema validated it).
+    let uid = t.metadata.uid.clone().unwrap_or_default();
+    let retention = t.retention().unwrap_or_else(|e| {
+        tracing::warn!(team = name, error = %e, "keeping the transcript for the default retention");
+        crate::api::team::DEFAULT_RETENTION
+    });
+    ctx.bus.teardown_retaining(&key, &uid, retention).await?;
     ctx.rosters.forget(&key);
     Ok(Progress::Done)
 }

@@ -21,18 +21,27 @@ pub enum Error {
     Invalid(String),
 }
 
+named_enum! {
+    /// The kinds of [`Error`]: the metric label and Event reason (`Category::ALL` creates the
+    /// metric series at zero).
+    pub enum Category {
+        KubeApi = "KubeApi",
+        Bus = "Bus",
+        Finalizer = "Finalizer",
+        InvalidObject = "InvalidObject",
+    }
+}
+
 impl Error {
     /// Stable, low-cardinality name of the error kind.
-    /// Every value of [`Error::category`], for metrics created at zero.
-    pub const CATEGORIES: [&'static str; 4] = ["KubeApi", "Bus", "Finalizer", "InvalidObject"];
-
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Kube(_) => "KubeApi",
-            Self::Bus(_) => "Bus",
-            Self::Finalizer(_) => "Finalizer",
-            Self::Invalid(_) => "InvalidObject",
+            Self::Kube(_) => Category::KubeApi,
+            Self::Bus(_) => Category::Bus,
+            Self::Finalizer(_) => Category::Finalizer,
+            Self::Invalid(_) => Category::InvalidObject,
         }
+        .as_str()
     }
 }
 

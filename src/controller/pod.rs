@@ -19,8 +19,6 @@ pub const GATEWAY_AUDIENCE: &str = "team-operator-gateway";
 pub const TOKEN_DIR: &str = "/var/run/secrets/agentteams.dev";
 /// Where the init container puts `teamctl` for the agent to call.
 pub const TOOLS_DIR: &str = "/opt/agentteams/bin";
-/// Label value of the role label for leads; leads are exempt from the slot caps.
-pub const ROLE_LABEL: &str = "agentteams.dev/role";
 /// Value of `app.kubernetes.io/managed-by` on everything this operator creates.
 pub const MANAGER: &str = "team-operator";
 /// uid and gid of a member container that must run as non-root and whose template names no
@@ -103,7 +101,7 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
         env("TEAM_NAMESPACE", member.metadata.namespace.as_deref().unwrap_or_default()),
         env("MEMBER", input.agent_name),
         env("AGENT", &member.spec.agent),
-        env("TEAM_ROLE", if member.spec.role == MemberRole::Lead { "lead" } else { "specialist" }),
+        env("TEAM_ROLE", member.spec.role.as_str()),
         env("TEAM_LEAD", &lead),
         env("TEAM_MODEL", &model),
         env("TEAM_MEMORY", &memory_mode),
@@ -201,7 +199,7 @@ pub fn operator_labels(team: &str, agent_name: &str, agent: &str, role: MemberRo
         (labels::TEAM.to_owned(), team.to_owned()),
         (labels::MEMBER.to_owned(), agent_name.to_owned()),
         (labels::AGENT.to_owned(), agent.to_owned()),
-        (ROLE_LABEL.to_owned(), if role == MemberRole::Lead { "lead" } else { "specialist" }.to_owned()),
+        (labels::ROLE.to_owned(), role.as_str().to_owned()),
         (labels::MANAGED_BY.to_owned(), MANAGER.to_owned()),
     ])
 }
@@ -258,7 +256,7 @@ mod tests {
         let l = pod.metadata.labels.as_ref().expect("labels");
         assert_eq!(l[labels::TEAM], "review");
         assert_eq!(l[labels::MEMBER], "general-2");
-        assert_eq!(l[ROLE_LABEL], "specialist");
+        assert_eq!(l[labels::ROLE], "specialist");
         let spec = pod.spec.as_ref().expect("spec");
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let env = spec.containers[0].env.as_ref().expect("env");

@@ -38,6 +38,10 @@ pub struct TeamCreateArgs {
     /// Memory project shared by teams of the same project (default: the team name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_project: Option<String>,
+    /// How long the team's transcript stays readable after it disbands: `24h` (default), `1h30m`,
+    /// `90s`, `0s` for not at all; at most `8760h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
     /// Namespace (only for callers outside member pods; members stay in their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -293,6 +297,10 @@ pub struct GetArgs {
     /// kind=messages: how many of the newest (1 to 100, default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// kind=messages of a disbanded team: the uid the Team had, to pick one transcript when the
+    /// name was used again (default: the most recently disbanded team of that name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// Decodes tool arguments, naming the field of the first problem:
@@ -345,7 +353,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_named() {
         let e = decode::<SendMessageArgs>("send_message", json!({"to": "a", "body": "b", "bdy": 1})).unwrap_err();
-        assert_eq!(e.code, "invalid_argument");
+        assert_eq!(e.code.as_str(), "invalid_argument");
         assert!(e.message.contains("unknown field `bdy`"), "{}", e.message);
     }
 

@@ -101,6 +101,15 @@ pub struct UserCaller {
 }
 
 impl Caller {
+    /// The username Kubernetes authenticated: a person's, or a pod's ServiceAccount
+    /// (`system:serviceaccount:<ns>:<name>`).
+    pub fn username(&self) -> &str {
+        match self {
+            Caller::Pod(p) => &p.account.username,
+            Caller::User(u) => &u.username,
+        }
+    }
+
     /// A short description for logs and messages.
     pub fn describe(&self) -> String {
         match self {
@@ -346,7 +355,7 @@ mod tests {
     #[test]
     fn bearer_header_forms() {
         let mut h = HeaderMap::new();
-        assert_eq!(bearer(&h).unwrap_err().code, "unauthenticated");
+        assert_eq!(bearer(&h).unwrap_err().code.as_str(), "unauthenticated");
         h.insert("authorization", "Basic abc".parse().unwrap());
         assert!(bearer(&h).unwrap_err().message.contains("Bearer"));
         h.insert("authorization", "Bearer  ".parse().unwrap());

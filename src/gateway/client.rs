@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use super::aggregated::VERSION;
-use super::error::ErrorBody;
+use super::error::{ErrorBody, ErrorCode};
 use super::tools::Tool;
 
 /// Where the bearer token comes from. A file is read on every call: projected tokens rotate.
@@ -205,7 +205,7 @@ async fn through(client: &kube::Client, group: &str, tool: &str, args: &Value) -
 fn answer(status: u16, text: &str) -> Result<Value, (Option<String>, String)> {
     if (200..300).contains(&status) {
         return serde_json::from_str(text)
-            .map_err(|e| (Some("unavailable".into()), format!("the gateway answered with invalid JSON: {e}")));
+            .map_err(|e| (Some(ErrorCode::Unavailable.as_str().into()), format!("the gateway answered with invalid JSON: {e}")));
     }
     match serde_json::from_str::<ErrorBody>(text) {
         Ok(b) => Err((Some(b.error.code), b.error.message)),
@@ -214,8 +214,8 @@ fn answer(status: u16, text: &str) -> Result<Value, (Option<String>, String)> {
 }
 
 fn classify(status: u16, code: Option<String>, message: String) -> ClientError {
-    let code = code.unwrap_or_else(|| if status >= 500 { "unavailable" } else { "invalid_argument" }.to_owned());
-    if status >= 500 || code == "unavailable" {
+    let code = code.unwrap_or_else(|| if status >= 500 { ErrorCode::Unavailable } else { ErrorCode::InvalidArgument }.as_str().to_owned());
+    if status >= 500 || code == ErrorCode::Unavailable.as_str() {
         return ClientError::Unavailable(format!("{code}: {message}"));
     }
     ClientError::Refused { status, code, message }
@@ -229,12 +229,12 @@ fn api_server_refusal(status: u16, text: &str, group: &str) -> ClientError {
         .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| text.trim().to_owned());
     let service = format!("APIService v1alpha1.{group}");
-    let refused = |code: &str, message: String| ClientError::Refused { status, code: code.into(), message };
+    let refused = |code: ErrorCode, message: String| ClientError::Refused { status, code: code.as_str().into(), message };
     match status {
-        401 => refused("unauthenticated", format!("the API server did not accept the kubeconfig's credentials: {message}")),
-        403 => refused("forbidden", format!("the API server refused the call to the gateway (RBAC on tools.{group}): {message}")),
+        401 => refused(ErrorCode::Unauthenticated, format!("the API server did not accept the kubeconfig's credentials: {message}")),
+        403 => refused(ErrorCode::Forbidden, format!("the API server refused the call to the gateway (RBAC on tools.{group}): {message}")),
         404 => refused(
-            "not_found",
+            ErrorCode::NotFound,
             format!(
                 "the API server serves no {group}/{VERSION} ({message}): install the chart with gateway.apiService.enabled (the {service}), set --api-group, or give --gateway"
             ),
@@ -242,7 +242,7 @@ fn api_server_refusal(status: u16, text: &str, group: &str) -> ClientError {
         s if s >= 500 => ClientError::Unavailable(format!(
             "unavailable: the API server cannot reach the gateway ({service}; `kubectl get apiservice v1alpha1.{group}` says why): {message}"
         )),
-        _ => refused("invalid_argument", format!("HTTP {status} from the API server: {message}")),
+        _ => refused(ErrorCode::InvalidArgument, format!("HTTP {status} from the API server: {message}")),
     }
 }
 

@@ -251,7 +251,7 @@ mod tests {
         assert_eq!(u.groups, ["devs", "system:authenticated"]);
         assert_eq!(u.extra["authentication.kubernetes.io/pod-name"], ["p"]);
         assert_eq!(u.extra["scopes"], ["a", "b"]);
-        assert_eq!(identity(&headers(&[("x-remote-group", "g")]), &config()).unwrap_err().code, "unauthenticated");
+        assert_eq!(identity(&headers(&[("x-remote-group", "g")]), &config()).unwrap_err().code.as_str(), "unauthenticated");
     }
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
         let other = Peer::verified(c.clone(), Some("team-operator-admin"));
         assert!(!other.is_front_proxy());
         let e = other.refuse_claims(&headers(&[("x-remote-user", "system:admin")])).unwrap_err();
-        assert_eq!(e.code, "unauthenticated");
+        assert_eq!(e.code.as_str(), "unauthenticated");
         assert!(e.message.contains("CN=team-operator-admin"), "{}", e.message);
         assert!(!Peer::verified(c, None).is_front_proxy());
     }

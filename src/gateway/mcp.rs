@@ -130,7 +130,7 @@ impl McpTools {
             }
             Backend::Remote(client) => client.call(name, &args).await.map_err(|e| {
                 let body = e.body();
-                let code = super::error::CODES.iter().map(|(c, _)| *c).find(|c| *c == body.error.code).unwrap_or("unavailable");
+                let code = body.error.code.parse().unwrap_or(super::error::ErrorCode::Unavailable);
                 ApiError::new(code, body.error.message)
             }),
         }

@@ -32,56 +32,32 @@ mod memory;
 mod messages;
 mod tasks;
 mod teams;
+mod transcript;
 mod views;
 
 pub use views::{member_view, task_view, team_view};
 
 use schemars::JsonSchema;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::GatewayState;
 use super::args::*;
 use super::auth::Caller;
 use super::error::ApiError;
 
-/// The tools by name: what dispatch matches on and metrics label with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tool {
-    SendMessage,
-    WaitMessages,
-    TeamTask,
-    AgentMemory,
-    SpawnMember,
-    TeamCreate,
-    TeamDelete,
-    Get,
-}
-
-impl Tool {
-    /// Every tool, in catalog order.
-    pub const ALL: [Tool; 8] = [
-        Tool::SendMessage,
-        Tool::WaitMessages,
-        Tool::TeamTask,
-        Tool::AgentMemory,
-        Tool::SpawnMember,
-        Tool::TeamCreate,
-        Tool::TeamDelete,
-        Tool::Get,
-    ];
-
-    /// The wire name (`send_message`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Tool::SendMessage => "send_message",
-            Tool::WaitMessages => "wait_messages",
-            Tool::TeamTask => "team_task",
-            Tool::AgentMemory => "agent_memory",
-            Tool::SpawnMember => "spawn_member",
-            Tool::TeamCreate => "team_create",
-            Tool::TeamDelete => "team_delete",
-            Tool::Get => "get",
-        }
+named_enum! {
+    /// The tools by name: what dispatch matches on and metrics label with; `ALL` is in catalog
+    /// order.
+    pub enum Tool {
+        SendMessage = "send_message",
+        WaitMessages = "wait_messages",
+        TeamTask = "team_task",
+        AgentMemory = "agent_memory",
+        SpawnMember = "spawn_member",
+        TeamCreate = "team_create",
+        TeamDelete = "team_delete",
+        Get = "get",
     }
 }
 
@@ -89,7 +65,7 @@ impl std::str::FromStr for Tool {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Tool::ALL.into_iter().find(|t| t.as_str() == name).ok_or_else(|| {
+        Tool::ALL.iter().copied().find(|t| t.as_str() == name).ok_or_else(|| {
             let known: Vec<&str> = Tool::ALL.iter().map(|t| t.as_str()).collect();
             format!("no tool named {name:?}; the tools are {}", known.join(", "))
         })
@@ -266,7 +242,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::TeamDelete.as_str(),
-        description: "Lead only. Disband your team: running and queued members are cancelled, open tasks fail, waiting members are told, messages are removed.",
+        description: "Lead only. Disband your team: running and queued members are cancelled, open tasks fail, waiting members are told; its messages stay readable as its transcript for spec.retention (default 24h).",
         schema: schema_of::<TeamDeleteArgs>,
         hints: hints(false, true, true),
         output: out_deleted,
@@ -290,18 +266,36 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
     let parsed = tool.parse::<Tool>();
     let label = parsed.as_ref().map_or("unknown", |t| t.as_str());
     let start = std::time::Instant::now();
-    let result = match parsed {
-        Ok(t) => dispatch(state, caller, t, args).await,
-        Err(msg) => Err(ApiError::not_found(msg)),
+    // The tool's span: a child of the request's (and so of an incoming `traceparent`); a message
+    // sent inside it carries its context.
+    let span = tracing::info_span!(
+        "tool",
+        otel.name = label,
+        tool = label,
+        code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty
+    );
+    let run = async {
+        match parsed {
+            Ok(t) => dispatch(state, caller, t, args).await,
+            Err(msg) => Err(ApiError::not_found(msg)),
+        }
     };
+    // Boxed: unboxed, the instrumented future of every tool nested in its callers' futures is
+    // deeper than rustc's query limit allows when it lays out teamctl's.
+    let result = Box::pin(run.instrument(span.clone())).await;
     let code = match &result {
         Ok(_) => "ok",
-        Err(e) => e.code,
+        Err(e) => e.code.as_str(),
     };
+    span.record("code", code);
+    if matches!(code, "internal" | "unavailable") {
+        span.record("otel.status_code", "ERROR");
+    }
     state.metrics.gateway_requests.get_or_create(&crate::metrics::RequestLabel { tool: label, code }).inc();
     state.metrics.gateway_request_duration.get_or_create(&crate::metrics::ToolLabel { tool: label }).observe(start.elapsed().as_secs_f64());
     if let Err(e) = &result {
-        tracing::debug!(tool = label, caller = %caller.describe(), code = e.code, message = %e.message, "tool call refused");
+        tracing::debug!(tool = label, caller = %caller.describe(), code = e.code.as_str(), message = %e.message, "tool call refused");
     }
     result
 }

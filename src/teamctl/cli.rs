@@ -128,6 +128,10 @@ pub enum Command {
         /// messages: how many of the newest (1 to 100).
         #[arg(long)]
         limit: Option<usize>,
+        /// messages of a disbanded team: the uid the Team had (default: the most recently
+        /// disbanded team of that name whose transcript is kept).
+        #[arg(long)]
+        uid: Option<String>,
     },
     /// Call any tool with raw JSON arguments (`-` reads them from stdin).
     Call {
@@ -249,6 +253,9 @@ pub struct TeamCreate {
     pub lead_prompt: Option<String>,
     #[arg(long)]
     pub memory_project: Option<String>,
+    /// How long the transcript stays readable after the team disbands (24h, 1h30m, 90s, 0s).
+    #[arg(long)]
+    pub retention: Option<String>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

@@ -107,8 +107,19 @@ fn human(cli: &Cli, v: &Value, wide: bool) {
     }
 }
 
-/// One line per message; `with_time` for `get messages` (a look back), wide adds stream ids.
+/// One line per message; `with_time` for `get messages` (a look back), wide adds stream ids and
+/// who Kubernetes says sent it. A disbanded team's transcript is named first.
 fn messages(v: &Value, with_time: bool, wide: bool) {
+    let t = &v["transcript"];
+    if t.is_object() {
+        println!(
+            "transcript of team {} (uid {}), disbanded {}, kept until {}",
+            cell(&t["team"]),
+            cell(&t["uid"]),
+            cell(&t["disbanded_at"]),
+            cell(&t["expires_at"])
+        );
+    }
     let msgs = v["messages"].as_array().cloned().unwrap_or_default();
     if msgs.is_empty() {
         println!("no messages");
@@ -117,7 +128,8 @@ fn messages(v: &Value, with_time: bool, wide: bool) {
         let kind = if m["kind"] == "system" { "[system] " } else { "" };
         let time = if with_time { format!("{} ", cell(&m["sent_at"])) } else { String::new() };
         let id = if wide { format!("{} ", cell(&m["stream_id"])) } else { String::new() };
-        println!("{id}{time}{kind}{} -> {}: {}", cell(&m["from"]), cell(&m["to"]), cell(&m["body"]));
+        let by = if wide && m["sent_by"].is_string() { format!(" (by {})", cell(&m["sent_by"])) } else { String::new() };
+        println!("{id}{time}{kind}{}{by} -> {}: {}", cell(&m["from"]), cell(&m["to"]), cell(&m["body"]));
     }
 }
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::api::QualityCheck;
 use crate::api::quality_check::{IDLE_CHECK_ENV, TASK_COMPLETED_CHECK_ENV};
 use crate::gateway::client::{CallCheck, ClientError};
-use crate::gateway::error::CHECK_FAILED;
+use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
 
 /// How much of a check's output reaches the agent: its end, where test runners put the summary.
@@ -98,8 +98,8 @@ impl Gate {
                     match gate.run(&[("TEAM_TASK", task.as_str())]).await {
                         Verdict::Passed => Ok(()),
                         Verdict::Refused(why) => Err(ClientError::Refused {
-                            status: 422,
-                            code: CHECK_FAILED.to_owned(),
+                            status: ErrorCode::CheckFailed.http_status(),
+                            code: ErrorCode::CheckFailed.as_str().to_owned(),
                             message: format!("task {task} was not completed: {why}"),
                         }),
                     }

@@ -97,6 +97,7 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
                 lead_agent: c.lead_agent.clone(),
                 lead_prompt: c.lead_prompt.clone(),
                 memory_project: c.memory_project.clone(),
+                retention: c.retention.clone(),
                 namespace,
             };
             (Tool::TeamCreate, to_value(&args))
@@ -105,7 +106,7 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
             Tool::SpawnMember,
             to_value(&SpawnMemberArgs { agent: agent.clone(), prompt: text_arg(prompt)?, model: model.clone(), team, namespace }),
         ),
-        Command::Get { kind, name, limit } => {
+        Command::Get { kind, name, limit, uid } => {
             let kind = match kind {
                 GetKind::Teams => Kind::Teams,
                 GetKind::Members => Kind::Members,
@@ -115,8 +116,11 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
             if limit.is_some() && kind != Kind::Messages {
                 return Err("--limit applies to `get messages`".into());
             }
+            if uid.is_some() && kind != Kind::Messages {
+                return Err("--uid applies to `get messages`".into());
+            }
             let all_namespaces = cli.all_namespaces;
-            let args = GetArgs { kind, name: name.clone(), team, namespace, all_namespaces, limit: *limit };
+            let args = GetArgs { kind, name: name.clone(), team, namespace, all_namespaces, limit: *limit, uid: uid.clone() };
             (Tool::Get, to_value(&args))
         }
         Command::Call { tool, args } => {

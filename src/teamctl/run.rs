@@ -30,6 +30,7 @@ use super::quality_gate::{Gate, Verdict};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
 use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
+use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
 
 mod child;
@@ -231,7 +232,7 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
                         break batch;
                     }
                 }
-                Err(ClientError::Refused { code, message, .. }) if code == "team_disbanded" => {
+                Err(ClientError::Refused { code, message, .. }) if code == ErrorCode::TeamDisbanded.as_str() => {
                     say(format!("the team is disbanded ({message}): done"));
                     return EXIT_OK;
                 }

@@ -186,7 +186,7 @@ pub fn messages(t: &TeamView) -> Vec<Line> {
     match &t.messages {
         Messages::Unavailable(why) => vec![line(Tone::Dim, format!("  messages not shown: {}", clip(why, 100)))],
         Messages::Loaded(ms) if ms.is_empty() && t.disbanded => {
-            vec![line(Tone::Dim, "  none (a disbanded team's inboxes are removed)")]
+            vec![line(Tone::Dim, "  none kept (a disbanded team's transcript lasts its spec.retention)")]
         }
         Messages::Loaded(ms) if ms.is_empty() => vec![line(Tone::Dim, "  none yet")],
         Messages::Loaded(ms) => ms

@@ -24,6 +24,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             memory: Default::default(),
             allow_sub_teams: false,
             tasks: Default::default(),
+            retention: None,
         },
     );
     t.metadata.namespace = Some("demo".into());
@@ -201,7 +202,7 @@ fn messages_panel_says_why_it_is_empty() {
     let mut gone = teams.clone();
     gone[0].status.as_mut().expect("status").phase = Some(TeamPhase::Disbanded);
     let text = render::plain(&model::build(Some("demo"), None, &gone, &members, &tasks, &BTreeMap::new()));
-    assert!(text.contains("Disbanded") && text.contains("inboxes are removed"), "{text}");
+    assert!(text.contains("Disbanded") && text.contains("spec.retention"), "{text}");
 }
 
 #[test]

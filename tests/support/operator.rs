@@ -25,6 +25,11 @@ impl Operator {
 
     /// Like [`Operator::start`], with extra flags.
     pub fn start_with(ns: &str, max_agents: u32, extra: &[&str]) -> Self {
+        Self::start_with_env(ns, max_agents, extra, &[])
+    }
+
+    /// Like [`Operator::start_with`], with extra environment variables.
+    pub fn start_with_env(ns: &str, max_agents: u32, extra: &[&str], env: &[(&str, String)]) -> Self {
         let dir = super::scratch_dir("operator-logs");
         let log = dir.join(format!(
             "{ns}-{}.log",
@@ -51,6 +56,7 @@ impl Operator {
             .env("KUBECONFIG", controller_kubeconfig())
             .envs(super::redis_env())
             .env("RUST_LOG", "info,team_operator=debug,kube_runtime=warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap_or_else(|e| panic!("log file: {e}")))
             .stderr(file)

@@ -144,3 +144,20 @@ on both, from .Values.messages.
 - name: TEAM_OPERATOR_SEND_RATE_PER_SECOND
   value: {{ $m.sendRatePerSecond | int64 | quote }}
 {{- end -}}
+
+{{/*
+Trace export for both processes, from .Values.tracing; nothing when no endpoint is set.
+*/}}
+{{- define "team-operator.tracingEnv" -}}
+{{- $t := .Values.tracing -}}
+{{- if $t.otlpEndpoint -}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- with $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}

@@ -14,19 +14,23 @@
 --   bytes:<member>  bytes of the entries in that inbox (each entry's `size` field)
 --   rate:<sender>   token bucket of the sender, "<tokens> <ms of last refill>"
 --
--- KEYS: meta, roster, sent, sent-at.
+-- Every send that was written is also appended once to the team's transcript (`to` = '*' for a
+-- broadcast), which keeps the newest entries up to `team bytes` (oldest dropped; its size is
+-- `transcript-bytes` in meta): acks delete inbox entries, so the inboxes are no record.
+--
+-- KEYS: meta, roster, sent, sent-at, transcript.
 -- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms,
 --       '1' for an operator notice, '2' for a person ('user:…', not on the roster), '0' for a
 --       member, max entries per inbox, max bytes per inbox,
 --       max bytes per team, notice reserve (entries), rate burst, rate per second (0: none),
---       consumer group.
+--       consumer group, the sender's authenticated identity ('' unknown), traceparent ('' none).
 -- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}; for
 -- 'inbox_full' the detail is "<member> <rule> <limit>", for 'rate_limited' the ms to wait.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, notice, person = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[8] == '2'
 local max_entries, max_bytes, team_bytes = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local reserve, burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local group = ARGV[15]
+local group, by, traceparent = ARGV[15], ARGV[16], ARGV[17]
 -- What an entry costs beyond its values: field names, ids and the stream's own overhead.
 local ENTRY_OVERHEAD = 64
 
@@ -101,7 +105,7 @@ local function inbox_bytes(name)
   return held
 end
 
-local size = #body + #id + #from + #kind + ENTRY_OVERHEAD
+local size = #body + #id + #from + #kind + #by + #traceparent + ENTRY_OVERHEAD
 local sizes = {}
 for _, name in ipairs(targets) do
   sizes[name] = size + #name
@@ -165,13 +169,51 @@ if not notice then
   end
 end
 
+-- The fields of an entry to `name`; the optional ones only when known.
+local function entry(name, entry_size)
+  local fields = { 'id', id, 'from', from, 'to', name, 'kind', kind, 'body', body, 'ts', tostring(now),
+    'size', tostring(entry_size) }
+  if by ~= '' then
+    table.insert(fields, 'by')
+    table.insert(fields, by)
+  end
+  if traceparent ~= '' then
+    table.insert(fields, 'traceparent')
+    table.insert(fields, traceparent)
+  end
+  return fields
+end
+
 local delivered = {}
 for _, name in ipairs(targets) do
-  local sid = redis.call('XADD', prefix .. name, '*',
-    'id', id, 'from', from, 'to', name, 'kind', kind, 'body', body, 'ts', tostring(now),
-    'size', tostring(sizes[name]))
+  local sid = redis.call('XADD', prefix .. name, '*', unpack(entry(name, sizes[name])))
   redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, sizes[name])
   table.insert(delivered, { name, sid })
+end
+
+if #delivered > 0 then
+  redis.call('XADD', KEYS[5], '*', unpack(entry(to ~= '' and to or '*', size)))
+  local held = redis.call('HINCRBY', KEYS[1], 'transcript-bytes', size)
+  while held > team_bytes do
+    local oldest = redis.call('XRANGE', KEYS[5], '-', '+', 'COUNT', 16)
+    if #oldest == 0 then
+      held = 0
+      break
+    end
+    for _, e in ipairs(oldest) do
+      local fields = e[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'size' then
+          held = held - (tonumber(fields[i + 1]) or 0)
+        end
+      end
+      redis.call('XDEL', KEYS[5], e[1])
+      if held <= team_bytes then
+        break
+      end
+    end
+  end
+  redis.call('HSET', KEYS[1], 'transcript-bytes', math.max(held, 0))
 end
 -- cjson encodes an empty table as an object; a broadcast to nobody is an empty list.
 local encoded = '[]'

@@ -100,11 +100,15 @@ async fn list_teams_everywhere(state: &GatewayState, user: &UserCaller) -> Resul
 }
 
 /// The newest messages, under the RBAC of wait_messages (`get teams/messages`): a person sees
-/// every inbox of the team (or `name`'s); a member only its own, as its waits do.
+/// every inbox of the team (or `name`'s); a member only its own, as its waits do. Of a disbanded
+/// team, a person reads its transcript instead.
 async fn messages(state: &GatewayState, caller: &Caller, a: GetArgs) -> Result<Value, ApiError> {
     let limit = a.limit.unwrap_or(MESSAGES_DEFAULT);
     if !(1..=MESSAGES_MAX).contains(&limit) {
         return Err(ApiError::invalid(format!("get: `limit` must be 1 to {MESSAGES_MAX}, not {limit}")));
+    }
+    if let Some(answer) = super::transcript::of_disbanded(state, caller, &a, limit).await? {
+        return Ok(answer);
     }
     let actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), need("get", "teams", Some("messages"))).await?;
     let inbox = match actor.role {

@@ -5,12 +5,16 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::actor::*;
-use crate::bus::{MessageKind, OutgoingMessage, Recipient};
+use opentelemetry::trace::TraceContextExt;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::bus::{Message, MessageKind, OutgoingMessage, Recipient};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::{Caller, UserCaller};
 use crate::gateway::error::ApiError;
 use crate::gateway::idle;
+use crate::telemetry::propagation;
 
 pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendMessageArgs) -> Result<Value, ApiError> {
     let mut actor = actor(state, caller, a.namespace.as_deref(), a.team.as_deref(), need("create", "teams", Some("messages"))).await?;
@@ -35,7 +39,9 @@ pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendM
         LEAD_RECIPIENT => Recipient::Member(lead_of(&actor)?),
         name => Recipient::Member(name.to_owned()),
     };
-    let delivered = state.bus.send(&actor.key(), OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id }).await?;
+    let sent_by = Some(caller.username().to_owned());
+    let message = OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id, sent_by };
+    let delivered = state.bus.send(&actor.key(), message).await?;
     state.metrics.messages_sent.inc();
     let id = delivered.first().map(|d| d.id.clone());
     let copies: Vec<Value> = delivered.into_iter().map(|d| json!({ "to": d.to, "stream_id": d.stream_id })).collect();
@@ -66,8 +72,25 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
         }
         _ => wait.await?,
     };
+    received(&messages);
     let timed_out = messages.is_empty();
     Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out, "max_timeout_seconds": cap }))
+}
+
+/// One span per received message that carries its sender's trace context, as a child of the send
+/// (so the send and its receive are one trace) linked to this wait's own span.
+fn received(messages: &[Message]) {
+    let wait = tracing::Span::current().context().span().span_context().clone();
+    for m in messages {
+        let Some(parent) = m.traceparent.as_deref().and_then(propagation::context_of) else { continue };
+        let span =
+            tracing::info_span!("receive", otel.name = "wait_messages receive", otel.kind = "consumer", message.id = %m.id, from = %m.from);
+        // Fails only when traces are not exported, where nothing is joined anyway.
+        let _ = span.set_parent(parent);
+        if wait.is_valid() {
+            span.add_link(wait.clone());
+        }
+    }
 }
 
 /// The longest one wait may block in the actor's team: its memberTimeoutSeconds, at most the

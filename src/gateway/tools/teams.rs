@@ -71,6 +71,9 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             names.join(", ")
         )));
     }
+    if let Some(r) = a.retention.as_deref() {
+        crate::api::team::parse_retention(r).map_err(|e| ApiError::invalid(format!("team_create: `retention`: {e}")))?;
+    }
     let mut team = Team::new(
         &a.name,
         TeamSpec {
@@ -81,6 +84,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             memory: TeamMemory { project },
             allow_sub_teams: false,
             tasks: Default::default(),
+            retention: a.retention,
         },
     );
     team.metadata.namespace = Some(namespace.clone());

@@ -34,7 +34,7 @@ pub fn member_view(m: &Member) -> Value {
         "object": m.name_any(),
         "team": m.spec.team,
         "agent": m.spec.agent,
-        "role": if m.is_lead() { "lead" } else { "specialist" },
+        "role": m.spec.role.as_str(),
         "phase": format!("{:?}", m.phase()),
         "pod": s.pod_name,
         "reason": s.reason,
