@@ -250,6 +250,14 @@ impl Team {
         self.metadata.deletion_timestamp.is_some() || self.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
     }
 
+    /// True once the disband is recorded in the status, which the disband writes after its
+    /// notices: what cancels the members and fails the open tasks. A Team being deleted is
+    /// disbanding ([`Team::is_disbanded`]: no new members) before this holds, so its members hear
+    /// the `[TEAM DISBANDED]` notice before they are cancelled.
+    pub fn disband_recorded(&self) -> bool {
+        self.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+    }
+
     /// The agent type named `name`.
     pub fn agent_type(&self, name: &str) -> Option<&AgentType> {
         self.spec.agents.iter().find(|a| a.name == name)

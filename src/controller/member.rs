@@ -70,7 +70,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     };
     // Queued and not admitted yet: the admission's to write (its wait, QuotaExceeded), unless a
     // disband cancels it.
-    if status.pod_name.is_none() && !current.is_terminal() && !team.is_disbanded() {
+    if status.pod_name.is_none() && !current.is_terminal() && !team.disband_recorded() {
         return Ok(Action::await_change());
     }
     // A member's pod is the one it controls; an external lead's, the pod that owns the Team by
@@ -146,7 +146,7 @@ pub fn observe(
         // Final: written again only if its conditions lag (a phase written by hand).
         return (Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code }, None);
     }
-    if team.is_disbanded() {
+    if team.disband_recorded() {
         return (disbanded::cancelled_member(team), None);
     }
     let waiting = condition::is_true(&status.conditions, WAITING);

@@ -43,7 +43,7 @@ pub fn judge(
 ) -> Verdict {
     let team_name = &task.spec.team;
     let Some(team) = team else { return Verdict::Fail("TeamNotFound", format!("team {team_name} does not exist")) };
-    if team.is_disbanded() {
+    if team.disband_recorded() {
         let (reason, message) = disbanded::failed_task(team);
         return Verdict::Fail(reason, message);
     }
