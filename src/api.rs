@@ -12,7 +12,7 @@ pub mod team;
 pub mod team_task;
 
 pub use member::{Member, MemberPhase, MemberRole, MemberSpec, MemberStatus, PodOverrides};
-pub use team::{AgentType, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
+pub use team::{AgentType, LeadNotices, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
 pub use team_task::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus};
 
 /// API group of every kind here.

@@ -8,6 +8,7 @@ pub mod disband;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
+pub mod lead_notice;
 pub mod leader;
 pub mod member;
 pub mod member_status;

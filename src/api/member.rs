@@ -122,7 +122,7 @@ pub struct MemberStatus {
     /// Latest observations, each with the member's reason and message. Ready: its pod runs
     /// (Active or Idle). Complete: its pod succeeded (`kubectl wait --for=condition=Complete
     /// member/<name>`). Failed: it failed or was cancelled. LeadNotified: the lead was told of
-    /// its failure.
+    /// its failure (or, with the Team's `spec.leadNotices.done`, of its completion).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.

@@ -74,6 +74,31 @@ pub struct TeamSpec {
     /// How the team's task board treats tasks whose owner is gone.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
+
+    /// System notices the lead gets about its members, besides `[AGENT FAILURE]` (always sent).
+    /// Off by default: each notice is a turn of the lead's.
+    #[serde(default, skip_serializing_if = "LeadNotices::is_default")]
+    pub lead_notices: LeadNotices,
+}
+
+/// Which notices the lead gets about its members, so that it need not poll their phases.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadNotices {
+    /// `[IDLE] @<name>`: a member finished a turn and waits for messages. Sent by the gateway
+    /// once per turn (when the member's first wait after it has blocked for 2 s), not per wait.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
+    /// `[DONE] @<name> completed (exit code 0)`: a member completed. Sent by the operator once
+    /// per member. (A failure is always told, as `[AGENT FAILURE]`.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
+}
+
+impl LeadNotices {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// Task board settings of a team.

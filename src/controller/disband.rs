@@ -43,7 +43,7 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     for m in &open {
         let Some(agent_name) = m.agent_name() else { continue };
         match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
-            Ok(()) => {
+            Ok(_) => {
                 ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
             }
             Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),

@@ -29,6 +29,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             memory: Default::default(),
             allow_sub_teams: false,
             tasks: Default::default(),
+            lead_notices: Default::default(),
         },
     );
     t.metadata.namespace = Some("ns".into());

@@ -17,7 +17,7 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, pod};
+use super::{Error, Result, lead_notice, pod};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
 
@@ -81,10 +81,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         let status = member.status.clone().unwrap_or_default();
         let observed = Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code };
         // A Failed member's lead was not known, or the write of the failure lost a race: tell it now.
-        let told = match current {
-            MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
-            _ => None,
-        };
+        let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
         record_told(&ctx, &member, (observed, None), told, now).await?;
         return Ok(Action::await_change());
     }
@@ -116,13 +113,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     };
 
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
-    // The lead is told before the failure is written: the notice is what the lead waits on, and
-    // its idempotency key makes a repeat after a lost write harmless. That it was told is
-    // recorded in the same write as the failure.
-    let told = match observed.phase {
-        MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
-        _ => None,
-    };
+    // The lead is told before the end is written (see `lead_notice`): the notice is what the
+    // lead waits on, and its idempotency key makes a repeat after a lost write harmless. That it
+    // was told is recorded in the same write as the end.
+    let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
     let changed = record_told(&ctx, &member, with_pod(observed.clone(), if pod.is_some() { &pod_name } else { "" }), told, now).await?;
     // A member failed while its pod has not ended (unschedulable, or not started, past its
     // deadline): the pod is removed, so it frees its slot. After the status says why, so a pod
@@ -271,12 +265,14 @@ async fn patch_status(
     }
 }
 
-/// A failure notice sent (or found undeliverable), to be recorded on the Member.
+/// A notice of a member's end sent (or found undeliverable), to be recorded on the Member.
 struct Told {
     /// The member's conditions with LeadNotified set.
     conditions: Vec<Condition>,
     /// Whether the lead's inbox got it (rather than the lead being gone).
     sent: bool,
+    /// Which notice it was (the metric's label).
+    label: crate::metrics::NoticeLabel,
 }
 
 /// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
@@ -289,29 +285,30 @@ async fn record_told(
     told: Option<Told>,
     now: Timestamp,
 ) -> Result<bool> {
-    let sent = told.as_ref().is_some_and(|t| t.sent);
+    let sent = told.as_ref().filter(|t| t.sent).map(|t| t.label.clone());
     let changed = patch_status(ctx, member, observed, told.map(|t| t.conditions), now).await?;
-    if changed && sent {
-        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::AGENT_FAILURE).inc();
+    if changed && let Some(label) = sent {
+        ctx.metrics.notices.get_or_create(&label).inc();
     }
     Ok(changed)
 }
 
-/// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox, at most once: the notice's idempotency
-/// key is the member's uid, and the LeadNotified condition records that it was written. None
-/// when there is nothing to do (told before, the member is the lead, the team has no lead yet).
-async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, failure: &Observed) -> Result<Option<Told>> {
+/// Writes the notice of the member's end (`[AGENT FAILURE] @<name> …`, `[DONE] @<name> …`, see
+/// `lead_notice`) to the lead's inbox, at most once: the notice's idempotency key is the member's
+/// uid, and the LeadNotified condition records that it was written. None when there is nothing
+/// to do (no notice for this end, told before, the member is the lead, the team has no lead yet).
+async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, end: &Observed) -> Result<Option<Told>> {
     let status = member.status.clone().unwrap_or_default();
     if condition::is_true(&status.conditions, LEAD_NOTIFIED) || member.is_lead() {
         return Ok(None);
     }
+    let uid = member.metadata.uid.clone().unwrap_or_default();
+    let Some(notice) = lead_notice::for_end(team, agent_name, &uid, member.phase(), end) else { return Ok(None) };
     let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(None) };
     let ns = member.namespace().unwrap_or_default();
-    let body = failure_notice(agent_name, failure, team.spec.tasks.release_on_owner_failure);
-    let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
-    let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
-        Ok(()) => {
-            info!(member = agent_name, lead, "told the lead of a failure");
+    let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, notice.body, notice.key).await {
+        Ok(_) => {
+            info!(member = agent_name, lead, notice = notice.label.notice, "told the lead how a member ended");
             (true, "NoticeSent", format!("told {lead}"))
         }
         // A lead that already finished has no inbox to tell; the failure stays on the Member.
@@ -325,7 +322,7 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
         &mut conditions,
         condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())),
     );
-    Ok(Some(Told { conditions, sent }))
+    Ok(Some(Told { conditions, sent, label: notice.label }))
 }
 
 /// Text of the failure notice the lead reads; `released`: the team hands the member's pending

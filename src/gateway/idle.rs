@@ -26,15 +26,16 @@ use crate::api::{Member, MemberPhase};
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs `wait`; if it is still blocked after [`IDLE_AFTER`], marks Member `member` of namespace
-/// `ns` Idle until it returns.
-pub async fn while_waiting<F: Future>(client: &Client, ns: &str, member: &str, wait: F) -> F::Output {
+/// `ns` Idle until it returns, and runs `on_idle` meanwhile (the lead's `[IDLE]` notice, see
+/// `idle_notice`).
+pub async fn while_waiting<F: Future>(client: &Client, ns: &str, member: &str, on_idle: impl Future<Output = ()>, wait: F) -> F::Output {
     let mut wait = std::pin::pin!(wait);
     tokio::select! {
         out = &mut wait => return out,
         () = tokio::time::sleep(IDLE_AFTER) => {}
     }
     let api: Api<Member> = Api::namespaced(client.clone(), ns);
-    let mark = IdleMark::set(api, member).await;
+    let (mark, ()) = tokio::join!(IdleMark::set(api, member), on_idle);
     let out = wait.await;
     if let Some(mark) = mark {
         mark.clear().await;

@@ -24,6 +24,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             memory: Default::default(),
             allow_sub_teams: false,
             tasks: Default::default(),
+            lead_notices: Default::default(),
         },
     );
     t.metadata.namespace = Some("demo".into());

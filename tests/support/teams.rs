@@ -45,6 +45,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             memory: Default::default(),
             allow_sub_teams: false,
             tasks: Default::default(),
+            lead_notices: Default::default(),
         },
     )
 }

@@ -81,6 +81,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             memory: TeamMemory { project },
             allow_sub_teams: false,
             tasks: Default::default(),
+            lead_notices: Default::default(),
         },
     );
     team.metadata.namespace = Some(namespace.clone());
