@@ -11,7 +11,7 @@ pub mod member;
 pub mod team;
 pub mod team_task;
 
-pub use member::{Member, MemberPhase, MemberRole, MemberSpec, MemberStatus, PodOverrides};
+pub use member::{Member, MemberPhase, MemberRole, MemberShutdown, MemberSpec, MemberStatus, PodOverrides, ShutdownState};
 pub use team::{AgentType, LeadNotices, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
 pub use team_task::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus};
 

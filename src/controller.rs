@@ -16,6 +16,7 @@ pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;
 pub mod shared;
+pub mod shutdown_grace;
 pub mod team;
 pub mod team_task;
 

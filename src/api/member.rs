@@ -128,6 +128,45 @@ pub struct MemberStatus {
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The shutdown handshake: the lead's (or a person's) request that this member stop, and
+    /// its answer. Written by the gateway alone (shutdown_request, shutdown_response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<MemberShutdown>,
+}
+
+/// A request that a member stop, and its answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberShutdown {
+    /// Requested (not answered yet), Approved (it exits once its turn ends) or Rejected.
+    pub state: ShutdownState,
+    /// Who asked: the lead's member name, `user:<name>`, or `team-operator` (a disband).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Why, as the request said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
+    /// The member's reason, given with its answer (required to reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// When it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<Time>,
+}
+
+/// Where a shutdown handshake stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShutdownState {
+    /// Asked, not answered yet.
+    #[default]
+    Requested,
+    /// The member agreed: it exits once its turn ends.
+    Approved,
+    /// The member declined, with a reason.
+    Rejected,
 }
 
 /// Lifecycle phase of a Member.

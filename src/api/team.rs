@@ -71,6 +71,15 @@ pub struct TeamSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_sub_teams: bool,
 
+    /// How long, in seconds, a disband waits for the members whose pods run to end by themselves
+    /// before it deletes their pods: each is asked to stop (`[SHUTDOWN REQUEST]`) and may save
+    /// its memory and results, approve (it exits once its turn ends) or reject with a reason
+    /// (then it is not waited for). After the grace, pods are deleted (SIGTERM, passed on to the
+    /// runtime). 0: delete at once.
+    #[serde(default = "default_shutdown_grace")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub shutdown_grace_seconds: i64,
+
     /// How the team's task board treats tasks whose owner is gone.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
@@ -116,6 +125,13 @@ impl TaskSettings {
     fn is_default(&self) -> bool {
         self == &Self::default()
     }
+}
+
+/// Default for `spec.shutdownGraceSeconds`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: i64 = 30;
+
+fn default_shutdown_grace() -> i64 {
+    DEFAULT_SHUTDOWN_GRACE_SECONDS
 }
 
 fn default_member_timeout() -> i64 {

@@ -2,8 +2,14 @@
 //! are cancelled and their pods deleted, open tasks fail, the team's Redis keys are removed, and
 //! the Team's status says Disbanded. Every step is idempotent, so a disband interrupted by a
 //! restart is finished by the next reconcile.
+//!
+//! Members whose pods run are first asked to stop (`[SHUTDOWN REQUEST]`) and held for the
+//! Team's `spec.shutdownGraceSeconds` (the rule is `shutdown_grace`'s): they may save their work
+//! and end by themselves. Their tasks and the Redis keys wait with them; the disband looks again
+//! when the grace ends, and each member's end brings it back sooner.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -15,9 +21,10 @@ use tracing::info;
 
 use super::context::Context;
 use super::error::ignore_not_found;
-use super::{Result, pod, team};
+use super::{Result, pod, shutdown_grace, team};
 use crate::api::{Member, MemberPhase, MemberStatus, TaskState, Team, TeamPhase, TeamTask, TeamTaskStatus, condition};
-use crate::bus::TeamKey;
+use crate::bus::{OPERATOR_SENDER, TeamKey};
+use crate::gateway::tools::shutdown::request_notice;
 
 /// Members of a team, from the store.
 pub fn members_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<Member>> {
@@ -30,22 +37,35 @@ pub fn tasks_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<TeamTask>> {
 }
 
 /// Disbands `team`; `reason` is a CamelCase cause (TeamDeleted, LeadCompleted, LeadFailed).
-pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<()> {
+/// Returns when to look again while running members are held for their shutdown grace; None
+/// once it is done.
+pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<Option<Duration>> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let key = TeamKey::new(ns.clone(), name.clone());
     let members = members_of(ctx, &ns, &name);
-    let open: Vec<&Arc<Member>> = members.iter().filter(|m| !m.phase().is_terminal()).collect();
-    let notice = format!("[TEAM DISBANDED] team {name} disbanded: {why}. Stop working and exit.");
+    let now_ts = Timestamp::now();
+    let (held, open): (Vec<&Arc<Member>>, Vec<&Arc<Member>>) =
+        members.iter().filter(|m| !m.phase().is_terminal()).partition(|m| shutdown_grace::holds(t, m, now_ts).is_some());
+    let recheck = held.iter().filter_map(|m| shutdown_grace::holds(t, m, now_ts)).min();
     let uid = t.metadata.uid.clone().unwrap_or_default();
 
-    // Wake waiting members first, while their inboxes still exist.
-    for m in &open {
+    // Wake waiting members first, while their inboxes still exist: the held ones with the
+    // request to stop (the key is the disband notice's, so they get one or the other), the rest
+    // with the disband.
+    let disbanded = format!("[TEAM DISBANDED] team {name} disbanded: {why}. Stop working and exit.");
+    let asked = request_notice(
+        OPERATOR_SENDER,
+        &format!("team {name} disbanded: {why}; your pod is deleted {}s after the disband", t.spec.shutdown_grace_seconds),
+    );
+    let notices = held.iter().map(|m| (m, &asked)).chain(open.iter().map(|m| (m, &disbanded)));
+    for (m, notice) in notices {
         let Some(agent_name) = m.agent_name() else { continue };
         match ctx.bus.system_notice(&key, agent_name, notice.clone(), format!("disband-{uid}-{agent_name}")).await {
-            Ok(_) => {
+            Ok(true) => {
                 ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::TEAM_DISBANDED).inc();
             }
+            Ok(false) => {}
             Err(e) => tracing::debug!(error = %e, member = agent_name, "disband notice not delivered"),
         }
     }
@@ -76,8 +96,10 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         }
     }
 
+    // Tasks stay open while members are held: they may record their results.
     let tasks_api: Api<TeamTask> = Api::namespaced(ctx.client.clone(), &ns);
-    for task in tasks_of(ctx, &ns, &name).iter().filter(|t| !t.state().is_terminal()) {
+    let open_tasks = if held.is_empty() { tasks_of(ctx, &ns, &name) } else { Vec::new() };
+    for task in open_tasks.iter().filter(|t| !t.state().is_terminal()) {
         let failed = TeamTaskStatus {
             state: Some(TaskState::Failed),
             reason: Some("TeamDisbanded".into()),
@@ -90,16 +112,19 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     }
 
     ctx.bus.mark_disbanded(&key).await?;
-    ctx.bus.teardown(&key).await?;
+    if held.is_empty() {
+        ctx.bus.teardown(&key).await?;
+    }
 
     let old = t.status.clone().unwrap_or_default();
     let already = old.phase == Some(TeamPhase::Disbanded);
     // Counts as they are now, with the members cancelled above counted cancelled.
     let mut status = team::counts(&members);
-    status.cancelled += status.queued + status.starting + status.active;
+    let held_counts = team::counts(&held.iter().map(|m| Arc::clone(m)).collect::<Vec<_>>());
+    status.cancelled += status.queued + status.starting + status.active - held_counts.active;
     status.queued = 0;
     status.starting = 0;
-    status.active = 0;
+    status.active = held_counts.active;
     status.phase = Some(TeamPhase::Disbanded);
     status.lead_name = old.lead_name.clone();
     status.observed_generation = t.metadata.generation;
@@ -109,7 +134,15 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
     team::write_status(ctx, t, status).await?;
     if !already {
         info!(team = name, reason, "team disbanded");
-        ctx.event(t, false, "Disbanded", format!("team disbanded: {why}; {} members cancelled", open.len())).await;
+        let note = match held.len() {
+            0 => format!("team disbanded: {why}; {} members cancelled", open.len()),
+            n => format!(
+                "team disbanded: {why}; {} members cancelled, {n} asked to stop within {}s",
+                open.len(),
+                t.spec.shutdown_grace_seconds
+            ),
+        };
+        ctx.event(t, false, "Disbanded", note).await;
     }
-    Ok(())
+    Ok(recheck.map(|left| Duration::from_secs(left.as_secs().max(1).unsigned_abs())))
 }

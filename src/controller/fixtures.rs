@@ -30,6 +30,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             allow_sub_teams: false,
             tasks: Default::default(),
             lead_notices: Default::default(),
+            shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         },
     );
     t.metadata.namespace = Some("ns".into());

@@ -17,7 +17,7 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, lead_notice, pod};
+use super::{Error, Result, lead_notice, pod, shutdown_grace};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
 
@@ -86,7 +86,8 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         return Ok(Action::await_change());
     }
 
-    if team.is_disbanded() {
+    // A member held for its shutdown grace goes on as its pod says (see `shutdown_grace`).
+    if team.is_disbanded() && shutdown_grace::holds(&team, &member, now).is_none() {
         // The team's disband cancels its members; this covers a member the disband missed.
         let observed = Observed {
             phase: MemberPhase::Cancelled,

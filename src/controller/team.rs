@@ -32,6 +32,14 @@ const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
     let ns = team.namespace().ok_or_else(|| Error::Invalid("team without namespace".into()))?;
     let api: Api<Team> = Api::namespaced(ctx.client.clone(), &ns);
+    // A deleted Team is held by the finalizer while its disband holds running members for their
+    // shutdown grace: only then does the cleanup below run and let it go.
+    if team.metadata.deletion_timestamp.is_some()
+        && team.finalizers().iter().any(|f| f == FINALIZER)
+        && let Some(recheck) = disband::disband(&ctx, &team, "TeamDeleted", "the Team was deleted").await?
+    {
+        return Ok(Action::requeue(recheck));
+    }
     finalizer(&api, FINALIZER, team, |event| async {
         match event {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
@@ -56,8 +64,8 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     let name = team.name_any();
     if team.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded) {
         // Idempotent: cancels whatever a raced admission started after the disband.
-        disband::disband(ctx, team, "Disbanded", "the team is disbanded").await?;
-        return Ok(Action::await_change());
+        let recheck = disband::disband(ctx, team, "Disbanded", "the team is disbanded").await?;
+        return Ok(recheck.map_or_else(Action::await_change, Action::requeue));
     }
     ensure_lead(ctx, team).await?;
 
@@ -71,8 +79,8 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
                 format!("the lead ended {p:?}: {}", lead.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()),
             ),
         };
-        disband::disband(ctx, team, reason, &why).await?;
-        return Ok(Action::await_change());
+        let recheck = disband::disband(ctx, team, reason, &why).await?;
+        return Ok(recheck.map_or_else(Action::await_change, Action::requeue));
     }
 
     let roster: Vec<(String, RosterState)> = members

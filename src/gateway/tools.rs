@@ -24,12 +24,15 @@
 //! | agent_memory read / write, append | get / update | teams/memory |
 //! | get teams / members / tasks | list or get | teams / members / teamtasks |
 //! | get messages (the newest, read-only; `teamctl watch`) | get | teams/messages |
+//! | shutdown_request (shutdown_response is a member's own) | update | members/shutdown |
 
 mod actor;
 mod get;
+mod member_fields;
 mod members;
 mod memory;
 mod messages;
+pub mod shutdown;
 mod tasks;
 mod teams;
 mod views;
@@ -55,11 +58,13 @@ pub enum Tool {
     TeamCreate,
     TeamDelete,
     Get,
+    ShutdownRequest,
+    ShutdownResponse,
 }
 
 impl Tool {
     /// Every tool, in catalog order.
-    pub const ALL: [Tool; 8] = [
+    pub const ALL: [Tool; 10] = [
         Tool::SendMessage,
         Tool::WaitMessages,
         Tool::TeamTask,
@@ -68,6 +73,8 @@ impl Tool {
         Tool::TeamCreate,
         Tool::TeamDelete,
         Tool::Get,
+        Tool::ShutdownRequest,
+        Tool::ShutdownResponse,
     ];
 
     /// The wire name (`send_message`).
@@ -81,6 +88,8 @@ impl Tool {
             Tool::TeamCreate => "team_create",
             Tool::TeamDelete => "team_delete",
             Tool::Get => "get",
+            Tool::ShutdownRequest => "shutdown_request",
+            Tool::ShutdownResponse => "shutdown_response",
         }
     }
 }
@@ -212,6 +221,15 @@ fn out_get() -> serde_json::Map<String, Value> {
     object(&fields)
 }
 
+fn out_shutdown() -> serde_json::Map<String, Value> {
+    object(&[
+        ("member", "string", "Member name of who was asked (request) or who answered (response)."),
+        ("state", "string", "Requested, Approved or Rejected."),
+        ("requested_by", "string", "Who asked (request)."),
+        ("reason", "string", "The answer's reason (response)."),
+    ])
+}
+
 fn schema_of<T: JsonSchema>() -> serde_json::Map<String, Value> {
     let schema = schemars::schema_for!(T);
     match serde_json::to_value(schema) {
@@ -278,6 +296,20 @@ pub const TOOLS: &[ToolDef] = &[
         hints: hints(true, false, true),
         output: out_get,
     },
+    ToolDef {
+        name: Tool::ShutdownRequest.as_str(),
+        description: "Lead only. Ask a member of your team to stop (`member`, with a `reason`): it gets the request as a system notice in its next turn, saves its work, and answers with shutdown_response; you get its answer as a `[SHUTDOWN ANSWER]` notice. An approving member exits once its turn ends; a rejecting one goes on.",
+        schema: schema_of::<ShutdownRequestArgs>,
+        hints: hints(false, false, false),
+        output: out_shutdown,
+    },
+    ToolDef {
+        name: Tool::ShutdownResponse.as_str(),
+        description: "Answer the shutdown request you got (a `[SHUTDOWN REQUEST]` notice: from your lead, or because your team disbanded). First save what should outlive you (agent_memory, your tasks' results). action=approve: you stop once this turn ends; action=reject with a `reason`: you go on (a disband deletes your pod after its grace anyway).",
+        schema: schema_of::<ShutdownResponseArgs>,
+        hints: hints(false, false, true),
+        output: out_shutdown,
+    },
 ];
 
 /// The tool named `name`, as a static name (for metric labels).
@@ -317,5 +349,7 @@ async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value
         Tool::TeamCreate => teams::team_create(state, caller, decode(name, args)?).await,
         Tool::TeamDelete => teams::team_delete(state, caller, decode(name, args)?).await,
         Tool::Get => get::get(state, caller, decode(name, args)?).await,
+        Tool::ShutdownRequest => shutdown::shutdown_request(state, caller, decode(name, args)?).await,
+        Tool::ShutdownResponse => shutdown::shutdown_response(state, caller, decode(name, args)?).await,
     }
 }

@@ -118,6 +118,9 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// The shutdown handshake: ask a member to stop (lead), or answer such a request (member).
+    #[command(subcommand)]
+    Shutdown(ShutdownCommand),
     /// Show teams, members, tasks or the newest messages.
     Get {
         /// teams | members | tasks | messages.
@@ -209,6 +212,26 @@ pub enum TaskCommand {
         /// Who claims (people only; default the lead).
         #[arg(long)]
         owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShutdownCommand {
+    /// Ask MEMBER to stop (lead only); its answer comes back as a notice.
+    Request {
+        member: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Approve the shutdown request you got: the member loop ends once this turn ends.
+    Approve {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject the shutdown request you got, saying why.
+    Reject {
+        #[arg(long, required = true)]
+        reason: String,
     },
 }
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cli::{Cli, Command, GetKind, MemoryCommand, TaskCommand, TeamCommand};
+use super::cli::{Cli, Command, GetKind, MemoryCommand, ShutdownCommand, TaskCommand, TeamCommand};
 use crate::api::TaskState;
 use crate::gateway::args::*;
 use crate::gateway::tools::Tool;
@@ -104,6 +104,17 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
         Command::Spawn { agent, prompt, model } => (
             Tool::SpawnMember,
             to_value(&SpawnMemberArgs { agent: agent.clone(), prompt: text_arg(prompt)?, model: model.clone(), team, namespace }),
+        ),
+        Command::Shutdown(ShutdownCommand::Request { member, reason }) => {
+            (Tool::ShutdownRequest, to_value(&ShutdownRequestArgs { member: member.clone(), reason: reason.clone(), team, namespace }))
+        }
+        Command::Shutdown(ShutdownCommand::Approve { reason }) => (
+            Tool::ShutdownResponse,
+            to_value(&ShutdownResponseArgs { action: ShutdownAnswer::Approve, reason: reason.clone(), team, namespace }),
+        ),
+        Command::Shutdown(ShutdownCommand::Reject { reason }) => (
+            Tool::ShutdownResponse,
+            to_value(&ShutdownResponseArgs { action: ShutdownAnswer::Reject, reason: Some(reason.clone()), team, namespace }),
         ),
         Command::Get { kind, name, limit } => {
             let kind = match kind {

@@ -46,6 +46,8 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             allow_sub_teams: false,
             tasks: Default::default(),
             lead_notices: Default::default(),
+            // Deleted at once, as before the shutdown handshake: the kwok agents never answer.
+            shutdown_grace_seconds: 0,
         },
     )
 }

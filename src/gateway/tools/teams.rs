@@ -82,6 +82,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             allow_sub_teams: false,
             tasks: Default::default(),
             lead_notices: Default::default(),
+            shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
