@@ -11,8 +11,12 @@ pub mod member;
 pub mod team;
 pub mod team_task;
 
-pub use member::{Member, MemberPhase, MemberRole, MemberShutdown, MemberSpec, MemberStatus, PodOverrides, ShutdownState};
-pub use team::{AgentType, LeadNotices, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
+pub use member::{
+    Member, MemberPhase, MemberPlan, MemberRole, MemberShutdown, MemberSpec, MemberStatus, PlanState, PodOverrides, ShutdownState,
+};
+pub use team::{
+    AgentType, LeadNotices, LeadSpec, MemoryMode, PlanApproval, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus,
+};
 pub use team_task::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus};
 
 /// API group of every kind here.

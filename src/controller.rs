@@ -12,6 +12,7 @@ pub mod lead_notice;
 pub mod leader;
 pub mod member;
 pub mod member_status;
+pub mod plan_phase;
 pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::*;
 use team_operator::gateway::GatewaySettings;
 
-const TOOLS: [&str; 10] = [
+const TOOLS: [&str; 12] = [
     "send_message",
     "wait_messages",
     "team_task",
@@ -29,6 +29,8 @@ const TOOLS: [&str; 10] = [
     "get",
     "shutdown_request",
     "shutdown_response",
+    "plan_submit",
+    "plan_review",
 ];
 
 /// One call of every tool, as the lead of a team with a specialist `general`; `sub` names the

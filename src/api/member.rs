@@ -132,6 +132,49 @@ pub struct MemberStatus {
     /// its answer. Written by the gateway alone (shutdown_request, shutdown_response).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shutdown: Option<MemberShutdown>,
+    /// The member's plan, when its agent type has `planApproval: required`, and the lead's
+    /// review of it. Written by the gateway alone (plan_submit, plan_review).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<MemberPlan>,
+}
+
+/// A member's plan and its review.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberPlan {
+    /// Submitted (waiting for review: the member reads AwaitingApproval), Approved (every tool
+    /// is open to it) or Rejected (it revises and submits again).
+    pub state: PlanState,
+    /// The plan, as submitted.
+    #[serde(default)]
+    pub text: String,
+    /// 1 for the first plan, one more for each plan submitted again.
+    #[serde(default)]
+    pub revision: i32,
+    /// When it was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<Time>,
+    /// Who reviewed it: the lead's member name or `user:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_by: Option<String>,
+    /// The review's feedback (required to reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// When it was reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<Time>,
+}
+
+/// Where a member's plan stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PlanState {
+    /// Waiting for the lead's review.
+    #[default]
+    Submitted,
+    /// Approved: the member goes ahead.
+    Approved,
+    /// Rejected: the member revises it.
+    Rejected,
 }
 
 /// A request that a member stop, and its answer.
@@ -180,6 +223,9 @@ pub enum MemberPhase {
     Active,
     /// Its pod runs and the agent is blocked waiting for messages.
     Idle,
+    /// Its pod runs and its plan waits for the lead's review (agent types with
+    /// `planApproval: required`).
+    AwaitingApproval,
     /// Its pod succeeded.
     Completed,
     /// Its pod failed, was evicted, deleted, or never scheduled; or its team does not exist.
@@ -195,8 +241,8 @@ impl MemberPhase {
     }
 
     /// Every phase, in lifecycle order.
-    pub const ALL: [MemberPhase; 7] =
-        [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [MemberPhase; 8] =
+        [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::AwaitingApproval, Self::Completed, Self::Failed, Self::Cancelled];
 
     /// Name of the phase as the API spells it.
     pub fn as_str(self) -> &'static str {
@@ -205,6 +251,7 @@ impl MemberPhase {
             Self::Starting => "Starting",
             Self::Active => "Active",
             Self::Idle => "Idle",
+            Self::AwaitingApproval => "AwaitingApproval",
             Self::Completed => "Completed",
             Self::Failed => "Failed",
             Self::Cancelled => "Cancelled",

@@ -176,6 +176,12 @@ pub struct AgentType {
     #[serde(default)]
     pub memory: MemoryMode,
 
+    /// `required`: a member of this type submits a plan (plan_submit) and may only read until the
+    /// lead, or a person with RBAC, approves it (plan_review); meanwhile it reads phase
+    /// AwaitingApproval. `none` (default): no plan needed.
+    #[serde(default, skip_serializing_if = "PlanApproval::is_none")]
+    pub plan_approval: PlanApproval,
+
     /// Pod template for members of this type. The first container is the agent; the operator
     /// adds the team environment, the gateway token volume and the teamctl binary, and forces
     /// restartPolicy Never.
@@ -192,6 +198,23 @@ pub enum MemoryMode {
     None,
     /// The member's first turn starts with its agent type's memory.
     Local,
+}
+
+/// Whether members of an agent type need an approved plan before they act.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanApproval {
+    /// No plan needed.
+    #[default]
+    None,
+    /// A plan approved by the lead before anything but reads.
+    Required,
+}
+
+impl PlanApproval {
+    fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 /// Memory settings shared by the team.

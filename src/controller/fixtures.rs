@@ -11,6 +11,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
         name: n.into(),
         model: Some("m".into()),
         memory: MemoryMode::None,
+        plan_approval: Default::default(),
         template: PodTemplateSpec {
             metadata: None,
             spec: Some(PodSpec {

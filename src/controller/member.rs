@@ -17,7 +17,7 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, lead_notice, pod, shutdown_grace};
+use super::{Error, Result, lead_notice, plan_phase, pod, shutdown_grace};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
 
@@ -103,8 +103,12 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     }
 
     let idle = current == MemberPhase::Idle;
+    let status = member.status.clone().unwrap_or_default();
     let (observed, recheck) = match &pod {
-        Some(p) => member_status::from_pod(p, idle, now, ctx.config.deadlines),
+        Some(p) => {
+            let (observed, recheck) = member_status::from_pod(p, idle, now, ctx.config.deadlines);
+            (plan_phase::apply(observed, &status), recheck)
+        }
         // Queued: why it waits (QuotaExceeded) is admission's to say, kept as it is.
         None if current == MemberPhase::Queued => {
             let s = member.status.clone().unwrap_or_default();

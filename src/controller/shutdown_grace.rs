@@ -33,7 +33,7 @@ pub fn left(team: &Team, now: Timestamp) -> Option<SignedDuration> {
 /// Whether the disband of `team` holds `member` at `now`, and for how long at most (asked only
 /// of a team that disbands, as [`left`]).
 pub fn holds(team: &Team, member: &Member, now: Timestamp) -> Option<SignedDuration> {
-    let running = matches!(member.phase(), MemberPhase::Active | MemberPhase::Idle);
+    let running = matches!(member.phase(), MemberPhase::Active | MemberPhase::Idle | MemberPhase::AwaitingApproval);
     let external = member.is_lead() && team.spec.lead.pod_name.is_some();
     let rejected = member.status.as_ref().and_then(|s| s.shutdown.as_ref()).is_some_and(|s| s.state == ShutdownState::Rejected);
     if !running || external || rejected {

@@ -25,6 +25,10 @@
 //! | get teams / members / tasks | list or get | teams / members / teamtasks |
 //! | get messages (the newest, read-only; `teamctl watch`) | get | teams/messages |
 //! | shutdown_request (shutdown_response is a member's own) | update | members/shutdown |
+//! | plan_review (plan_submit is a member's own) | update | members/plan |
+//!
+//! A member of an agent type with `planApproval: required` may call only reads and plan_submit
+//! until its plan is approved (see `plan`).
 
 mod actor;
 mod get;
@@ -32,6 +36,7 @@ mod member_fields;
 mod members;
 mod memory;
 mod messages;
+mod plan;
 pub mod shutdown;
 mod tasks;
 mod teams;
@@ -60,11 +65,13 @@ pub enum Tool {
     Get,
     ShutdownRequest,
     ShutdownResponse,
+    PlanSubmit,
+    PlanReview,
 }
 
 impl Tool {
     /// Every tool, in catalog order.
-    pub const ALL: [Tool; 10] = [
+    pub const ALL: [Tool; 12] = [
         Tool::SendMessage,
         Tool::WaitMessages,
         Tool::TeamTask,
@@ -75,6 +82,8 @@ impl Tool {
         Tool::Get,
         Tool::ShutdownRequest,
         Tool::ShutdownResponse,
+        Tool::PlanSubmit,
+        Tool::PlanReview,
     ];
 
     /// The wire name (`send_message`).
@@ -90,6 +99,8 @@ impl Tool {
             Tool::Get => "get",
             Tool::ShutdownRequest => "shutdown_request",
             Tool::ShutdownResponse => "shutdown_response",
+            Tool::PlanSubmit => "plan_submit",
+            Tool::PlanReview => "plan_review",
         }
     }
 }
@@ -201,7 +212,7 @@ fn out_member() -> serde_json::Map<String, Value> {
         ("name", "string", "Team-unique member name, once assigned."),
         ("object", "string", "Name of the Member object."),
         ("agent", "string", "Agent type."),
-        ("phase", "string", "Queued, Starting, Active, Idle, Completed, Failed or Cancelled."),
+        ("phase", "string", "Queued, Starting, Active, Idle, AwaitingApproval, Completed, Failed or Cancelled."),
         ("team", "string", "Team name."),
     ])
 }
@@ -227,6 +238,15 @@ fn out_shutdown() -> serde_json::Map<String, Value> {
         ("state", "string", "Requested, Approved or Rejected."),
         ("requested_by", "string", "Who asked (request)."),
         ("reason", "string", "The answer's reason (response)."),
+    ])
+}
+
+fn out_plan() -> serde_json::Map<String, Value> {
+    object(&[
+        ("member", "string", "Member name whose plan it is."),
+        ("state", "string", "Submitted, Approved or Rejected."),
+        ("revision", "integer", "1 for the first plan, one more for each plan submitted again."),
+        ("feedback", "string", "The review's feedback (plan_review)."),
     ])
 }
 
@@ -310,6 +330,20 @@ pub const TOOLS: &[ToolDef] = &[
         hints: hints(false, false, true),
         output: out_shutdown,
     },
+    ToolDef {
+        name: Tool::PlanSubmit.as_str(),
+        description: "Submit your plan for the lead's review (agent types with planApproval: required). Until it is approved you may only read (get, wait_messages, team_task get/list, agent_memory read) and call plan_submit; meanwhile you read phase AwaitingApproval. The lead's verdict and feedback come back as your next turn: on approval every tool opens to you; on rejection revise and submit again.",
+        schema: schema_of::<PlanSubmitArgs>,
+        hints: hints(false, false, false),
+        output: out_plan,
+    },
+    ToolDef {
+        name: Tool::PlanReview.as_str(),
+        description: "Lead only. Approve or reject the plan a member submitted (a `[PLAN]` notice): action=approve lets it go ahead, action=reject with `feedback` sends it back to revise. The member gets your verdict and feedback as its next turn.",
+        schema: schema_of::<PlanReviewArgs>,
+        hints: hints(false, false, false),
+        output: out_plan,
+    },
 ];
 
 /// The tool named `name`, as a static name (for metric labels).
@@ -340,6 +374,7 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
 
 async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value) -> Result<Value, ApiError> {
     let name = tool.as_str();
+    plan::gate(state, caller, tool, &args).await?;
     match tool {
         Tool::SendMessage => messages::send_message(state, caller, decode(name, args)?).await,
         Tool::WaitMessages => messages::wait_messages(state, caller, decode(name, args)?).await,
@@ -351,5 +386,7 @@ async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value
         Tool::Get => get::get(state, caller, decode(name, args)?).await,
         Tool::ShutdownRequest => shutdown::shutdown_request(state, caller, decode(name, args)?).await,
         Tool::ShutdownResponse => shutdown::shutdown_response(state, caller, decode(name, args)?).await,
+        Tool::PlanSubmit => plan::plan_submit(state, caller, decode(name, args)?).await,
+        Tool::PlanReview => plan::plan_review(state, caller, decode(name, args)?).await,
     }
 }

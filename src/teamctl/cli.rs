@@ -121,6 +121,9 @@ pub enum Command {
     /// The shutdown handshake: ask a member to stop (lead), or answer such a request (member).
     #[command(subcommand)]
     Shutdown(ShutdownCommand),
+    /// Plan approval: submit your plan (member), or approve or reject a member's (lead).
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Show teams, members, tasks or the newest messages.
     Get {
         /// teams | members | tasks | messages.
@@ -232,6 +235,27 @@ pub enum ShutdownCommand {
     Reject {
         #[arg(long, required = true)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Submit your plan for the lead's review (`-` reads stdin).
+    Submit {
+        #[arg(num_args = 1.., required = true)]
+        plan: Vec<String>,
+    },
+    /// Approve MEMBER's plan (lead only).
+    Approve {
+        member: String,
+        #[arg(long)]
+        feedback: Option<String>,
+    },
+    /// Reject MEMBER's plan, saying what to change (lead only).
+    Reject {
+        member: String,
+        #[arg(long, required = true)]
+        feedback: String,
     },
 }
 

@@ -74,5 +74,11 @@ pub fn agent_type(name: &str, agent: Container, edit: impl FnOnce(&mut PodSpec))
     let mut spec = PodSpec { containers: vec![agent], termination_grace_period_seconds: Some(1), ..Default::default() };
     place_on_real_node(&mut spec);
     edit(&mut spec);
-    AgentType { name: name.into(), model: None, memory: Default::default(), template: PodTemplateSpec { metadata: None, spec: Some(spec) } }
+    AgentType {
+        name: name.into(),
+        model: None,
+        memory: Default::default(),
+        plan_approval: Default::default(),
+        template: PodTemplateSpec { metadata: None, spec: Some(spec) },
+    }
 }

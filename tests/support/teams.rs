@@ -21,6 +21,7 @@ pub fn agent_type(name: &str) -> AgentType {
         name: name.into(),
         model: Some("test-model".into()),
         memory: Default::default(),
+        plan_approval: Default::default(),
         template: PodTemplateSpec {
             metadata: None,
             spec: Some(PodSpec {

@@ -176,7 +176,7 @@ pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
         },
         (None, None) => return Err(ApiError::invalid(format!("agent type {}: `image` or `template` is required", a.name))),
     };
-    Ok(AgentType { name: a.name, model: a.model, memory: a.memory.unwrap_or_default(), template })
+    Ok(AgentType { name: a.name, model: a.model, memory: a.memory.unwrap_or_default(), plan_approval: Default::default(), template })
 }
 
 pub(super) async fn team_delete(state: &GatewayState, caller: &Caller, a: TeamDeleteArgs) -> Result<Value, ApiError> {
