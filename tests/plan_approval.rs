@@ -132,3 +132,72 @@ async fn a_member_needing_approval_reads_until_the_lead_approves_its_plan() {
 
     ns.cleanup().await;
 }
+
+/// The exec agent of the member loop: turn 1 submits a plan; a rejection is a turn that submits
+/// a revised one; the approval is a turn that goes ahead (a message to the lead, refused before).
+const PLANNER: &str = r#"printf '=== turn %s\n' "$TEAM_TURN" >> turns.txt; t=$(cat); printf '%s\n' "$t" >> turns.txt
+case "$t" in
+  *"[PLAN REJECTED]"*) teamctl plan submit "1. copy 2. migrate the copy" >> turns.txt 2>&1 ;;
+  *"[PLAN APPROVED]"*) teamctl send lead "migrating now" >> turns.txt 2>&1 ;;
+  *) teamctl send lead "too early" >> turns.txt 2>&1; teamctl plan submit "1. migrate" >> turns.txt 2>&1 ;;
+esac"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_teamctl_run_the_review_is_the_members_next_turn() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "plan-loop").await;
+    let _op = Operator::start(ns.name(), 10);
+    let gw = fixture::start_gateway(&s).await;
+    let mut t = team("phi", 3);
+    t.spec.agents.iter_mut().filter(|a| a.name == "general").for_each(|a| a.plan_approval = PlanApproval::Required);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let lead_agent = lead_name(&ns, "phi").await;
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("migrator", "phi", None)).await.expect("member");
+    let m = wait_for(&members, "migrator", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active).await;
+    let name = m.agent_name().expect("name").to_owned();
+    let me = token_of(&s, &ns, &m).await;
+    let lead = token_of(&s, &ns, &members.get("phi-lead").await.expect("lead member")).await;
+
+    let dir = scratch_dir(&format!("plan/{}", ns.name));
+    let read = || std::fs::read_to_string(dir.join("turns.txt")).unwrap_or_default();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_teamctl"));
+    let path =
+        format!("{}:{}", bin.parent().map(|p| p.display().to_string()).unwrap_or_default(), std::env::var("PATH").unwrap_or_default());
+    let mut run = tokio::process::Command::new(bin)
+        .args(["run", "--runtime", "exec", "--idle-timeout", "60", "--", "sh", "-c", PLANNER])
+        .env_clear()
+        .env("PATH", path)
+        .env("TEAM_GATEWAY_URL", &gw.url)
+        .env("TEAM_TOKEN", &me)
+        .env("TEAM_PROMPT", "migrate the database")
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("teamctl run");
+
+    // Turn 1: a message is refused by the gate, the plan goes to the lead.
+    let got = next(&gw, &lead).await;
+    assert!(got.iter().all(|b| b.starts_with("[PLAN] ")) && got.len() == 1, "only the plan reached the lead: {got:?}\n{}", read());
+    assert!(read().contains("planApproval: required"), "the refusal, as the agent saw it: {}", read());
+    wait_for(&members, "migrator", TIMEOUT, "AwaitingApproval", |m| m.phase() == MemberPhase::AwaitingApproval).await;
+
+    // The rejection is turn 2, which submits revision 2; the approval is turn 3, which goes ahead.
+    fixture::ok(
+        fixture::call(&gw.url, Some(&lead), "plan_review", json!({ "member": name, "action": "reject", "feedback": "copy first" })).await,
+    );
+    let got = next(&gw, &lead).await;
+    assert!(got.len() == 1 && got[0].contains("(revision 2)") && got[0].ends_with("1. copy 2. migrate the copy"), "{got:?}\n{}", read());
+    assert!(read().contains("=== turn 2") && read().contains(&format!("[PLAN REJECTED] by {lead_agent}: copy first.")), "{}", read());
+    fixture::ok(fixture::call(&gw.url, Some(&lead), "plan_review", json!({ "member": name, "action": "approve" })).await);
+    let got = next(&gw, &lead).await;
+    assert_eq!(got, vec!["migrating now".to_owned()], "{}", read());
+    assert!(read().contains("=== turn 3") && read().contains(&format!("[PLAN APPROVED] by {lead_agent}.")), "{}", read());
+    wait_for(&members, "migrator", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active && plan_state(m) == Some(PlanState::Approved))
+        .await;
+    run.kill().await.ok();
+    ns.cleanup().await;
+}
