@@ -13,9 +13,13 @@ pub mod quality_check;
 pub mod team;
 pub mod team_task;
 
-pub use member::{Member, MemberPhase, MemberRole, MemberSpec, MemberStatus, PodOverrides};
+pub use member::{
+    Member, MemberPhase, MemberPlan, MemberRole, MemberShutdown, MemberSpec, MemberStatus, PlanState, PodOverrides, ShutdownState,
+};
 pub use quality_check::QualityCheck;
-pub use team::{AgentType, LeadSpec, MemoryMode, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus};
+pub use team::{
+    AgentType, LeadNotices, LeadSpec, MemoryMode, PlanApproval, TaskSettings, Team, TeamMemory, TeamPhase, TeamSpec, TeamStatus,
+};
 pub use team_task::{TaskState, TeamTask, TeamTaskSpec, TeamTaskStatus};
 
 /// API group of every kind here.

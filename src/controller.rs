@@ -11,14 +11,17 @@ pub mod disbanded;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;
+pub mod lead_notice;
 pub mod leader;
 pub mod member;
 pub mod member_status;
+pub mod plan_phase;
 pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;
 pub mod roster;
 pub mod shared;
+pub mod shutdown_grace;
 pub mod team;
 pub mod team_filter;
 pub mod team_status;

@@ -25,7 +25,7 @@
 //!   proxy is trusted, the TLS listener.
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
-//! - [`idle`]: a member blocked in `wait_messages` reads Idle.
+//! - [`idle`]: a member blocked in `wait_messages` reads Idle; [`idle_notice`]: its lead is told.
 //! - `trace`: a span per request, continuing the caller's `traceparent`.
 
 pub mod aggregated;
@@ -35,6 +35,7 @@ pub mod client;
 pub mod error;
 pub mod front_proxy;
 pub mod idle;
+pub mod idle_notice;
 pub mod mcp;
 pub mod tls;
 pub mod tools;

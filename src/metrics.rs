@@ -36,7 +36,11 @@ pub struct NoticeLabel {
 impl NoticeLabel {
     pub const AGENT_FAILURE: NoticeLabel = NoticeLabel { notice: "agent_failure" };
     pub const TEAM_DISBANDED: NoticeLabel = NoticeLabel { notice: "team_disbanded" };
-    pub const ALL: [NoticeLabel; 2] = [Self::AGENT_FAILURE, Self::TEAM_DISBANDED];
+    /// `[DONE]`, to the lead (the operator's).
+    pub const MEMBER_DONE: NoticeLabel = NoticeLabel { notice: "member_done" };
+    /// `[IDLE]`, to the lead (the gateway's).
+    pub const MEMBER_IDLE: NoticeLabel = NoticeLabel { notice: "member_idle" };
+    pub const ALL: [NoticeLabel; 4] = [Self::AGENT_FAILURE, Self::TEAM_DISBANDED, Self::MEMBER_DONE, Self::MEMBER_IDLE];
 }
 
 /// Label of gateway request durations.

@@ -18,8 +18,20 @@ use serde_json::{Value, json};
 use support::*;
 use team_operator::gateway::GatewaySettings;
 
-const TOOLS: [&str; 8] =
-    ["send_message", "wait_messages", "team_task", "agent_memory", "spawn_member", "team_create", "team_delete", "get"];
+const TOOLS: [&str; 12] = [
+    "send_message",
+    "wait_messages",
+    "team_task",
+    "agent_memory",
+    "spawn_member",
+    "team_create",
+    "team_delete",
+    "get",
+    "shutdown_request",
+    "shutdown_response",
+    "plan_submit",
+    "plan_review",
+];
 
 /// One call of every tool, as the lead of a team with a specialist `general`; `sub` names the
 /// team the lead creates and deletes again. The last call is a bad one.

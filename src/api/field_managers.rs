@@ -10,6 +10,8 @@
 //! | [`GATEWAY_WAIT`] | Member condition `Waiting` (an agent blocked in `wait_messages`), from which the Member reconciler shows Idle |
 //! | [`TEAM`] | Team `status` (counts, phase, conditions; the disband's Disbanded), and the lead's Member object |
 //! | [`TASK`] | TeamTask condition `Blocked`, and the cascades: `state` failed with `reason`, `result`, `completedAt` (owner or dependency failed, team disbanded) |
+//! | [`GATEWAY_SHUTDOWN`] | Member `status.shutdown` (the shutdown handshake: requested, approved, rejected) |
+//! | [`GATEWAY_PLAN`] | Member `status.plan` (plan approval: submitted, approved, rejected, with the feedback), from which the Member reconciler shows AwaitingApproval |
 //! | [`GATEWAY_TASKS`] | TeamTask `state`, `result`, `startedAt`, `completedAt` and their Complete / Failed conditions as agents move a task |
 //! | [`PODS`] | member Pods |
 //!
@@ -25,6 +27,10 @@ pub const MEMBER: &str = "team-operator-member";
 pub const GATEWAY_WAIT: &str = "team-operator-gateway-wait";
 /// The Team reconciler and its finalizer (`controller::team`, `controller::disband`).
 pub const TEAM: &str = "team-operator-team";
+/// The gateway's `shutdown_request` / `shutdown_response` (`gateway::tools::shutdown`).
+pub const GATEWAY_SHUTDOWN: &str = "team-operator-gateway-shutdown";
+/// The gateway's `plan_submit` / `plan_review` (`gateway::tools::plan`).
+pub const GATEWAY_PLAN: &str = "team-operator-gateway-plan";
 /// The TeamTask reconciler (`controller::team_task`).
 pub const TASK: &str = "team-operator-task";
 /// Agents' task updates through the gateway (`gateway::tools::tasks`).

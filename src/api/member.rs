@@ -132,14 +132,97 @@ pub struct MemberStatus {
     /// Latest observations, each with the member's reason and message. Ready: its pod runs
     /// (Active or Idle). Complete: its pod succeeded (`kubectl wait --for=condition=Complete
     /// member/<name>`). Failed: it failed or was cancelled. LeadNotified: the lead was told of
-    /// its failure. Waiting: its agent waits for messages (set by the gateway; a running member
-    /// that waits reads Idle). Each condition has one writer (see managedFields).
+    /// its failure (or, with the Team's `spec.leadNotices.done`, of its completion). Waiting: its
+    /// agent waits for messages (set by the gateway; a running member that waits reads Idle). Each
+    /// condition has one writer (see managedFields).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The shutdown handshake: the lead's (or a person's) request that this member stop, and
+    /// its answer. Written by the gateway alone (shutdown_request, shutdown_response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<MemberShutdown>,
+    /// The member's plan, when its agent type has `planApproval: required`, and the lead's
+    /// review of it. Written by the gateway alone (plan_submit, plan_review).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<MemberPlan>,
+}
+
+/// A member's plan and its review.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberPlan {
+    /// Submitted (waiting for review: the member reads AwaitingApproval), Approved (every tool
+    /// is open to it) or Rejected (it revises and submits again).
+    pub state: PlanState,
+    /// The plan, as submitted.
+    #[serde(default)]
+    pub text: String,
+    /// 1 for the first plan, one more for each plan submitted again.
+    #[serde(default)]
+    pub revision: i32,
+    /// When it was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<Time>,
+    /// Who reviewed it: the lead's member name or `user:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_by: Option<String>,
+    /// The review's feedback (required to reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// When it was reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed_at: Option<Time>,
+}
+
+/// Where a member's plan stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PlanState {
+    /// Waiting for the lead's review.
+    #[default]
+    Submitted,
+    /// Approved: the member goes ahead.
+    Approved,
+    /// Rejected: the member revises it.
+    Rejected,
+}
+
+/// A request that a member stop, and its answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberShutdown {
+    /// Requested (not answered yet), Approved (it exits once its turn ends) or Rejected.
+    pub state: ShutdownState,
+    /// Who asked: the lead's member name, `user:<name>`, or `team-operator` (a disband).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Why, as the request said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Time>,
+    /// The member's reason, given with its answer (required to reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// When it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<Time>,
+}
+
+/// Where a shutdown handshake stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShutdownState {
+    /// Asked, not answered yet.
+    #[default]
+    Requested,
+    /// The member agreed: it exits once its turn ends.
+    Approved,
+    /// The member declined, with a reason.
+    Rejected,
 }
 
 /// Lifecycle phase of a Member.
@@ -153,6 +236,9 @@ pub enum MemberPhase {
     Active,
     /// Its pod runs and the agent is blocked waiting for messages.
     Idle,
+    /// Its pod runs and its plan waits for the lead's review (agent types with
+    /// `planApproval: required`).
+    AwaitingApproval,
     /// Its pod succeeded.
     Completed,
     /// Its pod failed, was evicted, deleted, or never scheduled; or its team does not exist.
@@ -168,8 +254,8 @@ impl MemberPhase {
     }
 
     /// Every phase, in lifecycle order.
-    pub const ALL: [MemberPhase; 7] =
-        [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::Completed, Self::Failed, Self::Cancelled];
+    pub const ALL: [MemberPhase; 8] =
+        [Self::Queued, Self::Starting, Self::Active, Self::Idle, Self::AwaitingApproval, Self::Completed, Self::Failed, Self::Cancelled];
 
     /// Name of the phase as the API spells it.
     pub fn as_str(self) -> &'static str {
@@ -178,6 +264,7 @@ impl MemberPhase {
             Self::Starting => "Starting",
             Self::Active => "Active",
             Self::Idle => "Idle",
+            Self::AwaitingApproval => "AwaitingApproval",
             Self::Completed => "Completed",
             Self::Failed => "Failed",
             Self::Cancelled => "Cancelled",

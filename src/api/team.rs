@@ -81,6 +81,15 @@ pub struct TeamSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_sub_teams: bool,
 
+    /// How long, in seconds, a disband waits for the members whose pods run to end by themselves
+    /// before it deletes their pods: each is asked to stop (`[SHUTDOWN REQUEST]`) and may save
+    /// its memory and results, approve (it exits once its turn ends) or reject with a reason
+    /// (then it is not waited for). After the grace, pods are deleted (SIGTERM, passed on to the
+    /// runtime). 0: delete at once.
+    #[serde(default = "default_shutdown_grace")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub shutdown_grace_seconds: i64,
+
     /// How the team's task board treats tasks whose owner is gone.
     #[serde(default, skip_serializing_if = "TaskSettings::is_default")]
     pub tasks: TaskSettings,
@@ -92,6 +101,30 @@ pub struct TeamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2, max = 24))]
     pub retention: Option<String>,
+    /// System notices the lead gets about its members, besides `[AGENT FAILURE]` (always sent).
+    /// Off by default: each notice is a turn of the lead's.
+    #[serde(default, skip_serializing_if = "LeadNotices::is_default")]
+    pub lead_notices: LeadNotices,
+}
+
+/// Which notices the lead gets about its members, so that it need not poll their phases.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadNotices {
+    /// `[IDLE] @<name>`: a member finished a turn and waits for messages. Sent by the gateway
+    /// once per turn (when the member's first wait after it has blocked for 2 s), not per wait.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
+    /// `[DONE] @<name> completed (exit code 0)`: a member completed. Sent by the operator once
+    /// per member. (A failure is always told, as `[AGENT FAILURE]`.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
+}
+
+impl LeadNotices {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// Task board settings of a team.
@@ -109,6 +142,13 @@ impl TaskSettings {
     fn is_default(&self) -> bool {
         self == &Self::default()
     }
+}
+
+/// Default for `spec.shutdownGraceSeconds`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: i64 = 30;
+
+fn default_shutdown_grace() -> i64 {
+    DEFAULT_SHUTDOWN_GRACE_SECONDS
 }
 
 fn default_member_timeout() -> i64 {
@@ -153,6 +193,12 @@ pub struct AgentType {
     #[serde(default)]
     pub memory: MemoryMode,
 
+    /// `required`: a member of this type submits a plan (plan_submit) and may only read until the
+    /// lead, or a person with RBAC, approves it (plan_review); meanwhile it reads phase
+    /// AwaitingApproval. `none` (default): no plan needed.
+    #[serde(default, skip_serializing_if = "PlanApproval::is_none")]
+    pub plan_approval: PlanApproval,
+
     /// Pod template for members of this type. The first container is the agent; the operator
     /// adds the team environment, the gateway token volume and the teamctl binary, and forces
     /// restartPolicy Never.
@@ -181,6 +227,23 @@ pub enum MemoryMode {
     None,
     /// The member's first turn starts with its agent type's memory.
     Local,
+}
+
+/// Whether members of an agent type need an approved plan before they act.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanApproval {
+    /// No plan needed.
+    #[default]
+    None,
+    /// A plan approved by the lead before anything but reads.
+    Required,
+}
+
+impl PlanApproval {
+    fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 /// Memory settings shared by the team.

@@ -17,7 +17,7 @@ use super::conn::Conn;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
 use super::message::{InboxCounts, Message, parse_entries, parse_read_reply};
-use super::scripts::{ACK, INBOX_COUNTS, WAIT_READY};
+use super::scripts::{ACK, INBOX_COUNTS, LAST_DELIVERED, WAIT_READY};
 
 /// Most entries one wait returns; the rest come with the next wait.
 const WAIT_BATCH: usize = 100;
@@ -174,6 +174,17 @@ impl Bus {
             "ok" => Ok(InboxCounts { pending, undelivered }),
             other => Err(refusal(team, member, other)),
         }
+    }
+}
+
+impl Bus {
+    /// The stream id of the last entry a wait handed to `member` ('0-0' before the first): the
+    /// same from the end of one turn's batch until the next batch is delivered, so it names the
+    /// pause between two turns (the `[IDLE]` notice's key).
+    pub async fn last_delivered(&self, team: &TeamKey, member: &str) -> Result<String, BusError> {
+        let mut invocation = LAST_DELIVERED.prepare_invoke();
+        invocation.key(team.inbox(member)).arg(INBOX_GROUP);
+        self.run_script(&invocation).await
     }
 }
 

@@ -24,5 +24,6 @@ script!(SEND, "send.lua");
 script!(WAIT_READY, acking "wait_ready.lua");
 script!(ACK, acking "ack.lua");
 script!(INBOX_COUNTS, "inbox_counts.lua");
+script!(LAST_DELIVERED, "last_delivered.lua");
 script!(MEMORY_APPEND, "memory_append.lua");
 script!(PEEK, "peek.lua");

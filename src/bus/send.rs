@@ -56,22 +56,24 @@ impl Bus {
             Recipient::Broadcast => None,
         };
         let draft = Draft { from: &msg.from, to: to.as_deref(), kind: msg.kind, notice: false, sent_by: msg.sent_by.as_deref() };
-        self.append(team, draft, msg.body, msg.id).await
+        Ok(self.append(team, draft, msg.body, msg.id).await?.1)
     }
 
     /// Writes an operator notice (`[AGENT FAILURE] @<name> …`, a disband notice) to a queued or
     /// active member. Still allowed after [`Bus::mark_disbanded`], so waiting members learn why
     /// the team went away. A retried notice with the same `idempotency_key` is written once.
     /// Notices are not rate limited and may go [`NOTICE_RESERVE`] entries past a full inbox.
-    pub async fn system_notice(&self, team: &TeamKey, to: &str, body: String, idempotency_key: String) -> Result<(), BusError> {
+    /// Whether this call wrote it (false: a notice of that key was written before).
+    pub async fn system_notice(&self, team: &TeamKey, to: &str, body: String, idempotency_key: String) -> Result<bool, BusError> {
         if to.is_empty() {
             return Err(BusError::InvalidArgument("recipient name is empty".into()));
         }
         let draft = Draft { from: OPERATOR_SENDER, to: Some(to), kind: MessageKind::System, notice: true, sent_by: None };
-        self.append(team, draft, body, Some(idempotency_key)).await.map(drop)
+        Ok(self.append(team, draft, body, Some(idempotency_key)).await?.0)
     }
 
-    async fn append(&self, team: &TeamKey, draft: Draft<'_>, body: String, id: Option<String>) -> Result<Vec<Delivered>, BusError> {
+    /// Appends; whether it was written now (not a repeat of an id sent before), and the copies.
+    async fn append(&self, team: &TeamKey, draft: Draft<'_>, body: String, id: Option<String>) -> Result<(bool, Vec<Delivered>), BusError> {
         let Draft { from, to, kind, notice, sent_by } = draft;
         if body.trim().is_empty() {
             return Err(BusError::EmptyBody);
@@ -121,7 +123,8 @@ impl Bus {
             "ok" | "dup" => {
                 let copies: Vec<(String, String)> =
                     serde_json::from_str(&detail).map_err(|e| BusError::Protocol(format!("send reply {detail:?}: {e}")))?;
-                Ok(copies.into_iter().map(|(to, stream_id)| Delivered { to, id: id.clone(), stream_id }).collect())
+                let copies = copies.into_iter().map(|(to, stream_id)| Delivered { to, id: id.clone(), stream_id }).collect();
+                Ok((outcome == "ok", copies))
             }
             "team_not_found" => Err(BusError::TeamNotFound { team: team_name() }),
             "team_disbanded" => Err(BusError::TeamDisbanded { team: team_name() }),

@@ -11,6 +11,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
         name: n.into(),
         model: Some("m".into()),
         memory: MemoryMode::None,
+        plan_approval: Default::default(),
         template: PodTemplateSpec {
             metadata: None,
             spec: Some(PodSpec {
@@ -31,6 +32,8 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             allow_sub_teams: false,
             tasks: Default::default(),
             retention: None,
+            lead_notices: Default::default(),
+            shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         },
     );
     t.metadata.namespace = Some("ns".into());

@@ -2,7 +2,7 @@
 //! phase from the moment it was admitted (Active, Idle, Completed, Failed), the reason, message
 //! and exit code, its conditions; refusing members of a missing or disbanded team (rule 5);
 //! cancelling the members of a team that disbanded (rule 4, see `disbanded`); telling the lead
-//! when a member fails; removing pods that outlived their member's run.
+//! when a member ends (see `lead_notice`); removing pods that outlived their member's run.
 //!
 //! Names, slots and the admission itself (name, podName, startTime, Queued, Starting) are the
 //! admission task's (see `admission`): until a member has its `podName`, this leaves it alone.
@@ -10,7 +10,7 @@
 //! set of fields this reconciler owns, conditional on the version judged.
 //!
 //! The steps: [`refusal`] (pure) → find the pod → [`observe`] (pure: what the pod and the team
-//! say) → tell the lead of a failure → [`write`] → remove a pod that must not run on.
+//! say) → tell the lead of an end → [`write`] → remove a pod that must not run on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,7 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, disbanded, pod};
+use super::{Error, Result, disbanded, lead_notice, plan_phase, pod, shutdown_grace};
 use crate::api::condition::{COMPLETE, FAILED, LEAD_NOTIFIED, READY, WAITING};
 use crate::api::field_managers::{self, MEMBER};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
@@ -82,13 +82,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
     let (observed, recheck) = observe(&member, &team, pod.as_ref(), &pod_name, now, ctx.config.deadlines);
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
-    // The lead is told before the failure is written: the notice is what the lead waits on, and
-    // its idempotency key makes a repeat after a lost write harmless. That it was told is
-    // recorded in the same write as the failure.
-    let told = match observed.phase {
-        MemberPhase::Failed => tell_lead(&ctx, &team, &member, &agent_name, &observed).await?,
-        _ => None,
-    };
+    // The lead is told before the end is written (see `lead_notice`): the notice is what the
+    // lead waits on, and its idempotency key makes a repeat after a lost write harmless. That it
+    // was told is recorded in the same write as the end.
+    let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
     let changed = record_told(&ctx, &member, observed.clone(), told, now).await?;
     // A pod that must not run on is removed, so it frees its slot: its member ended without it
     // (a disband, a deadline, a phase written by hand), or was cancelled. After the status says
@@ -130,8 +127,10 @@ pub fn refusal(member: &Member, team: Option<&Team>) -> Option<Observed> {
 }
 
 /// What the member's status should say, from its team and its pod: a finished member stays as
-/// it is; a disband cancels it (see `disbanded`); else its pod says (gone: it failed). The
-/// second value is when to look again (a deadline that has not passed).
+/// it is; a disband cancels it (see `disbanded`) unless it holds the member for its shutdown
+/// grace (see `shutdown_grace`); else its pod says (gone: it failed), with a plan under review
+/// reading AwaitingApproval (see `plan_phase`). The second value is when to look again (a
+/// deadline that has not passed, the end of a grace).
 pub fn observe(
     member: &Member,
     team: &Team,
@@ -146,14 +145,23 @@ pub fn observe(
         // Final: written again only if its conditions lag (a phase written by hand).
         return (Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code }, None);
     }
-    if team.disband_recorded() {
-        return (disbanded::cancelled_member(team), None);
-    }
+    let grace = match team.disband_recorded() {
+        true => match shutdown_grace::holds(team, member, now) {
+            None => return (disbanded::cancelled_member(team), None),
+            held => held,
+        },
+        false => None,
+    };
     let waiting = condition::is_true(&status.conditions, WAITING);
-    match pod {
-        Some(p) => member_status::from_pod(p, waiting, now, deadlines),
+    let (observed, recheck) = match pod {
+        Some(p) => {
+            let (observed, recheck) = member_status::from_pod(p, waiting, now, deadlines);
+            (plan_phase::apply(observed, &status), recheck)
+        }
         None => (member_status::pod_gone(pod_name), None),
-    }
+    };
+    // A held member is looked at again when its grace ends, to be cancelled then.
+    (observed, recheck.into_iter().chain(grace).min())
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its
@@ -256,41 +264,44 @@ async fn write(ctx: &Context, member: &Member, observed: Observed, conditions: O
     }
 }
 
-/// A failure notice sent (or found undeliverable), to be recorded on the Member.
+/// A notice of a member's end sent (or found undeliverable), to be recorded on the Member.
 struct Told {
     /// The member's conditions with LeadNotified set.
     conditions: Vec<Condition>,
     /// Whether the lead's inbox got it (rather than the lead being gone).
     sent: bool,
+    /// Which notice it was (the metric's label).
+    label: crate::metrics::NoticeLabel,
 }
 
 /// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
 /// counted here, where the conditional write makes it once per member, not where it was sent
 /// (a resend after a lost write is deduplicated by the bus, not by the counter).
 async fn record_told(ctx: &Context, member: &Member, observed: Observed, told: Option<Told>, now: Timestamp) -> Result<bool> {
-    let sent = told.as_ref().is_some_and(|t| t.sent);
+    let sent = told.as_ref().filter(|t| t.sent).map(|t| t.label.clone());
     let changed = write(ctx, member, observed, told.map(|t| t.conditions), now).await?;
-    if changed && sent {
-        ctx.metrics.notices.get_or_create(&crate::metrics::NoticeLabel::AGENT_FAILURE).inc();
+    if changed && let Some(label) = sent {
+        ctx.metrics.notices.get_or_create(&label).inc();
     }
     Ok(changed)
 }
 
-/// Writes `[AGENT FAILURE] @<name> …` to the lead's inbox, at most once: the notice's idempotency
-/// key is the member's uid, and the LeadNotified condition records that it was written. None
-/// when there is nothing to do (told before, the member is the lead, the team has no lead yet).
-async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, failure: &Observed) -> Result<Option<Told>> {
+/// Writes the notice of the member's end (`[AGENT FAILURE] @<name> …`, `[DONE] @<name> …`, see
+/// `lead_notice`) to the lead's inbox, at most once: the notice's idempotency key is the member's
+/// uid, and the LeadNotified condition records that it was written. None when there is nothing
+/// to do (no notice for this end, told before, the member is the lead, the team has no lead yet).
+async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str, end: &Observed) -> Result<Option<Told>> {
     let status = member.status.clone().unwrap_or_default();
     if condition::is_true(&status.conditions, LEAD_NOTIFIED) || member.is_lead() {
         return Ok(None);
     }
+    let uid = member.metadata.uid.clone().unwrap_or_default();
+    let Some(notice) = lead_notice::for_end(team, agent_name, &uid, member.phase(), end) else { return Ok(None) };
     let Some(lead) = team.status.as_ref().and_then(|s| s.lead_name.clone()) else { return Ok(None) };
     let ns = member.namespace().unwrap_or_default();
-    let body = failure_notice(agent_name, failure, team.spec.tasks.release_on_owner_failure);
-    let key = format!("failure-{}", member.metadata.uid.clone().unwrap_or_default());
-    let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, body, key).await {
-        Ok(()) => {
-            info!(member = agent_name, lead, "told the lead of a failure");
+    let (sent, reason, message) = match ctx.bus.system_notice(&TeamKey::new(ns, team.name_any()), &lead, notice.body, notice.key).await {
+        Ok(_) => {
+            info!(member = agent_name, lead, notice = notice.label.notice, "told the lead how a member ended");
             (true, "NoticeSent", format!("told {lead}"))
         }
         // A lead that already finished has no inbox to tell; the failure stays on the Member.
@@ -304,7 +315,7 @@ async fn tell_lead(ctx: &Context, team: &Team, member: &Member, agent_name: &str
         &mut conditions,
         condition::new(LEAD_NOTIFIED, true, reason, message, member.metadata.generation, Time(Timestamp::now())),
     );
-    Ok(Some(Told { conditions, sent }))
+    Ok(Some(Told { conditions, sent, label: notice.label }))
 }
 
 /// Text of the failure notice the lead reads; `released`: the team hands the member's pending

@@ -19,7 +19,7 @@ pub fn counts(members: &[Arc<Member>]) -> TeamStatus {
         match m.phase() {
             MemberPhase::Queued => s.queued += 1,
             MemberPhase::Starting => s.starting += 1,
-            MemberPhase::Active | MemberPhase::Idle => s.active += 1,
+            MemberPhase::Active | MemberPhase::Idle | MemberPhase::AwaitingApproval => s.active += 1,
             MemberPhase::Completed => s.completed += 1,
             MemberPhase::Failed => s.failed += 1,
             MemberPhase::Cancelled => s.cancelled += 1,

@@ -1,11 +1,13 @@
 //! The TeamTask reconciler: keeps a task Blocked while its dependencies are open, fails it when a
 //! dependency fails, when its owner fails (rule 3) or when its team is missing or disbanded
-//! (rules 4 and 5; a disband's failure is `disbanded`'s rule). Agents move tasks forward through
+//! (rules 4 and 5; a disband's failure is `disbanded`'s rule, and waits while the disband holds
+//! members for their shutdown grace). Agents move tasks forward through
 //! the gateway under their own field manager; this reconciler applies, under
 //! [`field_managers::TASK`], the Blocked condition and the failures it derives (state failed,
 //! reason, result, completedAt with their conditions), never a state an agent set.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -17,7 +19,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::context::Context;
-use super::{Error, Result, disbanded};
+use super::{Error, Result, disbanded, shutdown_grace};
 use crate::api::condition::{BLOCKED, COMPLETE, FAILED};
 use crate::api::field_managers::{self, TASK};
 use crate::api::{MemberPhase, TaskState, Team, TeamTask, TeamTaskStatus, condition};
@@ -31,6 +33,9 @@ pub enum Verdict {
     Blocked(Option<String>),
     /// Put the task back on the board unowned (its owner is gone; the team says so), with why.
     Release(String),
+    /// Leave it as it is and look again after this long: its team's disband holds running
+    /// members for their shutdown grace (see `shutdown_grace`), and they may still record results.
+    Wait(Duration),
 }
 
 /// Decides a task's fate. `dep_state(name)` is the state of a dependency (None when missing);
@@ -79,8 +84,10 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
         true => None,
         false => Some(judge_now(&ctx, &task, &ns).await?),
     };
-    if let Some(Verdict::Release(why)) = verdict {
-        return release(&ctx, &task, &ns, why).await;
+    match verdict {
+        Some(Verdict::Release(why)) => return release(&ctx, &task, &ns, why).await,
+        Some(Verdict::Wait(after)) => return Ok(Action::requeue(after)),
+        _ => {}
     }
 
     let old = task.status.clone().unwrap_or_default();
@@ -103,7 +110,7 @@ pub async fn reconcile(task: Arc<TeamTask>, ctx: Arc<Context>) -> Result<Action>
                 condition::new(condition::BLOCKED, blocked, reason, msg, task.metadata.generation, now.clone()),
             );
         }
-        Some(Verdict::Release(_)) | None => {}
+        Some(Verdict::Release(_) | Verdict::Wait(_)) | None => {}
     }
     new.conditions = condition::for_task(&new, task.metadata.generation, &now);
     if new == old {
@@ -167,6 +174,19 @@ async fn judge_now(ctx: &Context, task: &TeamTask, ns: &str) -> Result<Verdict> 
         Some(t) => Some(t),
         None => Api::<Team>::namespaced(ctx.client.clone(), ns).get_opt(&task.spec.team).await?.map(Arc::new),
     };
+    // A disband fails the open tasks only once it holds no member for its shutdown grace.
+    if let Some(team) = team.as_deref().filter(|t| t.disband_recorded()) {
+        let now = Timestamp::now();
+        let held = ctx
+            .members
+            .state_filter(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns))
+            .iter()
+            .filter_map(|m| shutdown_grace::holds(team, m, now))
+            .min();
+        if let Some(left) = held {
+            return Ok(Verdict::Wait(Duration::from_secs(left.as_secs().max(1).unsigned_abs())));
+        }
+    }
     let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
         ctx.members
             .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns) && m.agent_name() == Some(owner.as_str()))

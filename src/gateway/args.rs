@@ -258,6 +258,93 @@ pub struct SpawnMemberArgs {
     pub namespace: Option<String>,
 }
 
+/// `shutdown_request`: ask a member to stop (lead only).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRequestArgs {
+    /// Member name of who should stop (`general-2`).
+    pub member: String,
+    /// Why: the member reads it with the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The team (default: the caller's own team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Namespace (only for callers outside member pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// A member's answer to a shutdown request.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownAnswer {
+    /// Stop: the member loop ends once this turn ends.
+    Approve,
+    /// Go on working; give the `reason`.
+    Reject,
+}
+
+/// `shutdown_response`: a member answers the shutdown request it got (the lead's, or a disband's).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownResponseArgs {
+    /// approve | reject.
+    pub action: ShutdownAnswer,
+    /// Why (required to reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The team (default: the caller's own team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Namespace (only for callers outside member pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// `plan_submit`: submit your plan for the lead's review.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSubmitArgs {
+    /// What you will do, step by step (at most 16 KiB).
+    pub plan: String,
+    /// The team (default: the caller's own team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Namespace (only for callers outside member pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// The lead's verdict on a plan.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanVerdict {
+    /// The member goes ahead: every tool is open to it.
+    Approve,
+    /// The member revises its plan; give the `feedback`.
+    Reject,
+}
+
+/// `plan_review`: approve or reject a member's plan (lead only).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanReviewArgs {
+    /// Member name of whose plan (`general-2`).
+    pub member: String,
+    /// approve | reject.
+    pub action: PlanVerdict,
+    /// What to change (required to reject), or a note with the approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// The team (default: the caller's own team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Namespace (only for callers outside member pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 /// What `get` lists.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -29,15 +29,16 @@ use crate::api::field_managers::{self, GATEWAY_WAIT};
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs `wait`; if it is still blocked after [`IDLE_AFTER`], marks Member `member` of namespace
-/// `ns` Waiting until it returns.
-pub async fn while_waiting<F: Future>(client: &Client, ns: &str, member: &str, wait: F) -> F::Output {
+/// `ns` Waiting until it returns, and runs `on_idle` meanwhile (the lead's `[IDLE]` notice, see
+/// `idle_notice`).
+pub async fn while_waiting<F: Future>(client: &Client, ns: &str, member: &str, on_idle: impl Future<Output = ()>, wait: F) -> F::Output {
     let mut wait = std::pin::pin!(wait);
     tokio::select! {
         out = &mut wait => return out,
         () = tokio::time::sleep(IDLE_AFTER) => {}
     }
     let api: Api<Member> = Api::namespaced(client.clone(), ns);
-    let mark = WaitMark::set(api, member).await;
+    let (mark, ()) = tokio::join!(WaitMark::set(api, member), on_idle);
     let out = wait.await;
     if let Some(mark) = mark {
         mark.clear().await;

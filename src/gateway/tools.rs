@@ -24,12 +24,20 @@
 //! | agent_memory read / write, append | get / update | teams/memory |
 //! | get teams / members / tasks | list or get | teams / members / teamtasks |
 //! | get messages (the newest, read-only; `teamctl watch`) | get | teams/messages |
+//! | shutdown_request (shutdown_response is a member's own) | update | members/shutdown |
+//! | plan_review (plan_submit is a member's own) | update | members/plan |
+//!
+//! A member of an agent type with `planApproval: required` may call only reads and plan_submit
+//! until its plan is approved (see `plan`).
 
 mod actor;
 mod get;
+mod member_fields;
 mod members;
 mod memory;
 mod messages;
+mod plan;
+pub mod shutdown;
 mod tasks;
 mod teams;
 mod transcript;
@@ -58,6 +66,10 @@ named_enum! {
         TeamCreate = "team_create",
         TeamDelete = "team_delete",
         Get = "get",
+        ShutdownRequest = "shutdown_request",
+        ShutdownResponse = "shutdown_response",
+        PlanSubmit = "plan_submit",
+        PlanReview = "plan_review",
     }
 }
 
@@ -168,7 +180,7 @@ fn out_member() -> serde_json::Map<String, Value> {
         ("name", "string", "Team-unique member name, once assigned."),
         ("object", "string", "Name of the Member object."),
         ("agent", "string", "Agent type."),
-        ("phase", "string", "Queued, Starting, Active, Idle, Completed, Failed or Cancelled."),
+        ("phase", "string", "Queued, Starting, Active, Idle, AwaitingApproval, Completed, Failed or Cancelled."),
         ("team", "string", "Team name."),
     ])
 }
@@ -186,6 +198,24 @@ fn out_get() -> serde_json::Map<String, Value> {
         ("messages", "array", "The newest messages, oldest first (kind=messages)."),
     ]);
     object(&fields)
+}
+
+fn out_shutdown() -> serde_json::Map<String, Value> {
+    object(&[
+        ("member", "string", "Member name of who was asked (request) or who answered (response)."),
+        ("state", "string", "Requested, Approved or Rejected."),
+        ("requested_by", "string", "Who asked (request)."),
+        ("reason", "string", "The answer's reason (response)."),
+    ])
+}
+
+fn out_plan() -> serde_json::Map<String, Value> {
+    object(&[
+        ("member", "string", "Member name whose plan it is."),
+        ("state", "string", "Submitted, Approved or Rejected."),
+        ("revision", "integer", "1 for the first plan, one more for each plan submitted again."),
+        ("feedback", "string", "The review's feedback (plan_review)."),
+    ])
 }
 
 fn schema_of<T: JsonSchema>() -> serde_json::Map<String, Value> {
@@ -254,6 +284,34 @@ pub const TOOLS: &[ToolDef] = &[
         hints: hints(true, false, true),
         output: out_get,
     },
+    ToolDef {
+        name: Tool::ShutdownRequest.as_str(),
+        description: "Lead only. Ask a member of your team to stop (`member`, with a `reason`): it gets the request as a system notice in its next turn, saves its work, and answers with shutdown_response; you get its answer as a `[SHUTDOWN ANSWER]` notice. An approving member exits once its turn ends; a rejecting one goes on.",
+        schema: schema_of::<ShutdownRequestArgs>,
+        hints: hints(false, false, false),
+        output: out_shutdown,
+    },
+    ToolDef {
+        name: Tool::ShutdownResponse.as_str(),
+        description: "Answer the shutdown request you got (a `[SHUTDOWN REQUEST]` notice: from your lead, or because your team disbanded). First save what should outlive you (agent_memory, your tasks' results). action=approve: you stop once this turn ends; action=reject with a `reason`: you go on (a disband deletes your pod after its grace anyway).",
+        schema: schema_of::<ShutdownResponseArgs>,
+        hints: hints(false, false, true),
+        output: out_shutdown,
+    },
+    ToolDef {
+        name: Tool::PlanSubmit.as_str(),
+        description: "Submit your plan for the lead's review (agent types with planApproval: required). Until it is approved you may only read (get, wait_messages, team_task get/list, agent_memory read) and call plan_submit; meanwhile you read phase AwaitingApproval. The lead's verdict and feedback come back as your next turn: on approval every tool opens to you; on rejection revise and submit again.",
+        schema: schema_of::<PlanSubmitArgs>,
+        hints: hints(false, false, false),
+        output: out_plan,
+    },
+    ToolDef {
+        name: Tool::PlanReview.as_str(),
+        description: "Lead only. Approve or reject the plan a member submitted (a `[PLAN]` notice): action=approve lets it go ahead, action=reject with `feedback` sends it back to revise. The member gets your verdict and feedback as its next turn.",
+        schema: schema_of::<PlanReviewArgs>,
+        hints: hints(false, false, false),
+        output: out_plan,
+    },
 ];
 
 /// The tool named `name`, as a static name (for metric labels).
@@ -302,6 +360,7 @@ pub async fn call(state: &GatewayState, caller: &Caller, tool: &str, args: Value
 
 async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value) -> Result<Value, ApiError> {
     let name = tool.as_str();
+    plan::gate(state, caller, tool, &args).await?;
     match tool {
         Tool::SendMessage => messages::send_message(state, caller, decode(name, args)?).await,
         Tool::WaitMessages => messages::wait_messages(state, caller, decode(name, args)?).await,
@@ -311,5 +370,9 @@ async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value
         Tool::TeamCreate => teams::team_create(state, caller, decode(name, args)?).await,
         Tool::TeamDelete => teams::team_delete(state, caller, decode(name, args)?).await,
         Tool::Get => get::get(state, caller, decode(name, args)?).await,
+        Tool::ShutdownRequest => shutdown::shutdown_request(state, caller, decode(name, args)?).await,
+        Tool::ShutdownResponse => shutdown::shutdown_response(state, caller, decode(name, args)?).await,
+        Tool::PlanSubmit => plan::plan_submit(state, caller, decode(name, args)?).await,
+        Tool::PlanReview => plan::plan_review(state, caller, decode(name, args)?).await,
     }
 }

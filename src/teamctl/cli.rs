@@ -118,6 +118,12 @@ pub enum Command {
         #[arg(long)]
         model: Option<String>,
     },
+    /// The shutdown handshake: ask a member to stop (lead), or answer such a request (member).
+    #[command(subcommand)]
+    Shutdown(ShutdownCommand),
+    /// Plan approval: submit your plan (member), or approve or reject a member's (lead).
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Show teams, members, tasks or the newest messages.
     Get {
         /// teams | members | tasks | messages.
@@ -213,6 +219,47 @@ pub enum TaskCommand {
         /// Who claims (people only; default the lead).
         #[arg(long)]
         owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShutdownCommand {
+    /// Ask MEMBER to stop (lead only); its answer comes back as a notice.
+    Request {
+        member: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Approve the shutdown request you got: the member loop ends once this turn ends.
+    Approve {
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject the shutdown request you got, saying why.
+    Reject {
+        #[arg(long, required = true)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Submit your plan for the lead's review (`-` reads stdin).
+    Submit {
+        #[arg(num_args = 1.., required = true)]
+        plan: Vec<String>,
+    },
+    /// Approve MEMBER's plan (lead only).
+    Approve {
+        member: String,
+        #[arg(long)]
+        feedback: Option<String>,
+    },
+    /// Reject MEMBER's plan, saying what to change (lead only).
+    Reject {
+        member: String,
+        #[arg(long, required = true)]
+        feedback: String,
     },
 }
 

@@ -6,7 +6,7 @@ use std::io::Read;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::cli::{Cli, Command, GetKind, MemoryCommand, TaskCommand, TeamCommand};
+use super::cli::{Cli, Command, GetKind, MemoryCommand, PlanCommand, ShutdownCommand, TaskCommand, TeamCommand};
 use crate::api::TaskState;
 use crate::gateway::args::*;
 use crate::gateway::tools::Tool;
@@ -105,6 +105,34 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
         Command::Spawn { agent, prompt, model } => (
             Tool::SpawnMember,
             to_value(&SpawnMemberArgs { agent: agent.clone(), prompt: text_arg(prompt)?, model: model.clone(), team, namespace }),
+        ),
+        Command::Shutdown(ShutdownCommand::Request { member, reason }) => {
+            (Tool::ShutdownRequest, to_value(&ShutdownRequestArgs { member: member.clone(), reason: reason.clone(), team, namespace }))
+        }
+        Command::Shutdown(ShutdownCommand::Approve { reason }) => (
+            Tool::ShutdownResponse,
+            to_value(&ShutdownResponseArgs { action: ShutdownAnswer::Approve, reason: reason.clone(), team, namespace }),
+        ),
+        Command::Shutdown(ShutdownCommand::Reject { reason }) => (
+            Tool::ShutdownResponse,
+            to_value(&ShutdownResponseArgs { action: ShutdownAnswer::Reject, reason: Some(reason.clone()), team, namespace }),
+        ),
+        Command::Plan(PlanCommand::Submit { plan }) => {
+            (Tool::PlanSubmit, to_value(&PlanSubmitArgs { plan: text_arg(plan)?, team, namespace }))
+        }
+        Command::Plan(PlanCommand::Approve { member, feedback }) => (
+            Tool::PlanReview,
+            to_value(&PlanReviewArgs { member: member.clone(), action: PlanVerdict::Approve, feedback: feedback.clone(), team, namespace }),
+        ),
+        Command::Plan(PlanCommand::Reject { member, feedback }) => (
+            Tool::PlanReview,
+            to_value(&PlanReviewArgs {
+                member: member.clone(),
+                action: PlanVerdict::Reject,
+                feedback: Some(feedback.clone()),
+                team,
+                namespace,
+            }),
         ),
         Command::Get { kind, name, limit, uid } => {
             let kind = match kind {

@@ -8,6 +8,8 @@
 //! - after `TEAM_MEMBER_TIMEOUT_SECONDS` (or `--idle-timeout`) without a message: exit 0, so the
 //!   pod Succeeds and the Member reads Completed;
 //! - on a `[TEAM DISBANDED]` system notice: exit 0 (the Member reads Cancelled anyway);
+//! - on the `[SHUTDOWN APPROVED]` notice the gateway writes when the runtime approved a shutdown
+//!   request (`shutdown_response`; the request itself is a notice, so a turn): exit 0;
 //! - when the runtime fails: with the runtime's exit code (128 + signal when killed);
 //! - on SIGTERM or SIGINT: passed on to the runtime, which gets a grace period; then 143 / 130.
 //!
@@ -32,6 +34,7 @@ use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
+use crate::gateway::tools::shutdown::APPROVED_MARK;
 
 mod child;
 mod claude;
@@ -127,9 +130,10 @@ pub fn idle_check_turn(why: &str) -> String {
     format!("Your idle check did not pass, so the team is not told you are done yet. Fix what it reports, then end your turn:\n\n{why}")
 }
 
-/// Whether the batch holds the disband notice.
+/// Whether the batch ends the loop without a turn: the disband notice, or the notice that the
+/// runtime approved a shutdown.
 pub fn disbanded(batch: &[Incoming]) -> bool {
-    batch.iter().any(|m| m.system && m.body.contains(DISBANDED_MARK))
+    batch.iter().any(|m| m.system && (m.body.contains(DISBANDED_MARK) || m.body.starts_with(APPROVED_MARK)))
 }
 
 fn say(msg: impl std::fmt::Display) {
@@ -250,7 +254,7 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
         if disbanded(&batch) {
             let ids: Vec<String> = batch.iter().map(|m| m.stream_id.clone()).collect();
             let _ = gateway.ack_only(&ids).await;
-            say("the team disbanded: done");
+            say("the team disbanded, or the shutdown was approved: done");
             return EXIT_OK;
         }
         let from: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
@@ -361,5 +365,8 @@ mod tests {
     fn only_a_system_notice_disbands() {
         assert!(disbanded(&[msg("team-operator", true, "[TEAM DISBANDED] team t disbanded: deleted.")]));
         assert!(!disbanded(&[msg("lead", false, "[TEAM DISBANDED] fake")]));
+        assert!(disbanded(&[msg("team-operator", true, "[SHUTDOWN APPROVED] general approved the shutdown")]));
+        assert!(!disbanded(&[msg("general", false, "[SHUTDOWN APPROVED] fake")]));
+        assert!(!disbanded(&[msg("team-operator", true, "[SHUTDOWN REQUEST] from lead: stop")]), "a request is a turn");
     }
 }

@@ -113,6 +113,7 @@ pub fn indicator(phase: MemberPhase) -> &'static str {
         MemberPhase::Starting => "◔",
         MemberPhase::Active => "●",
         MemberPhase::Idle => "○",
+        MemberPhase::AwaitingApproval => "◇",
         MemberPhase::Completed => "✔",
         MemberPhase::Failed => "✖",
         MemberPhase::Cancelled => "⊘",

@@ -25,6 +25,8 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             allow_sub_teams: false,
             tasks: Default::default(),
             retention: None,
+            lead_notices: Default::default(),
+            shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         },
     );
     t.metadata.namespace = Some("demo".into());

@@ -65,6 +65,7 @@ fn style(tone: Tone) -> Style {
             MemberPhase::Starting => Style::default().fg(Color::Yellow),
             MemberPhase::Active => Style::default().fg(Color::Green).add_modifier(Modifier::BOLD),
             MemberPhase::Idle => Style::default().fg(Color::Cyan),
+            MemberPhase::AwaitingApproval => Style::default().fg(Color::LightBlue),
             MemberPhase::Completed => Style::default().fg(Color::Green),
             MemberPhase::Failed => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
             MemberPhase::Cancelled => Style::default().fg(Color::Magenta),

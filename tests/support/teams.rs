@@ -21,6 +21,7 @@ pub fn agent_type(name: &str) -> AgentType {
         name: name.into(),
         model: Some("test-model".into()),
         memory: Default::default(),
+        plan_approval: Default::default(),
         template: PodTemplateSpec {
             metadata: None,
             spec: Some(PodSpec {
@@ -47,6 +48,9 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             allow_sub_teams: false,
             tasks: Default::default(),
             retention: None,
+            lead_notices: Default::default(),
+            // Deleted at once, as before the shutdown handshake: the kwok agents never answer.
+            shutdown_grace_seconds: 0,
         },
     )
 }

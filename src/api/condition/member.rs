@@ -19,7 +19,7 @@ pub fn for_member(s: &MemberStatus, generation: Option<i64>, now: &Time) -> Vec<
     let (default_reason, default_message) = match phase {
         MemberPhase::Queued => ("Queued", "waiting for a slot under the team's and the operator's caps".to_owned()),
         MemberPhase::Starting => ("PodStarting", format!("{pod} is starting")),
-        MemberPhase::Active | MemberPhase::Idle => ("PodRunning", format!("{pod} runs")),
+        MemberPhase::Active | MemberPhase::Idle | MemberPhase::AwaitingApproval => ("PodRunning", format!("{pod} runs")),
         MemberPhase::Completed => ("PodSucceeded", format!("{pod} succeeded")),
         MemberPhase::Failed => ("Failed", "the member failed".to_owned()),
         MemberPhase::Cancelled => ("Cancelled", "the member was cancelled before it finished".to_owned()),
@@ -28,7 +28,7 @@ pub fn for_member(s: &MemberStatus, generation: Option<i64>, now: &Time) -> Vec<
     let message = s.message.clone().unwrap_or(default_message);
     let mut conditions = s.conditions.clone();
     for (type_, holds) in [
-        (READY, matches!(phase, MemberPhase::Active | MemberPhase::Idle)),
+        (READY, matches!(phase, MemberPhase::Active | MemberPhase::Idle | MemberPhase::AwaitingApproval)),
         (COMPLETE, phase == MemberPhase::Completed),
         (FAILED, matches!(phase, MemberPhase::Failed | MemberPhase::Cancelled)),
     ] {
@@ -62,6 +62,7 @@ mod tests {
             (MemberPhase::Starting, vec![]),
             (MemberPhase::Active, vec![READY]),
             (MemberPhase::Idle, vec![READY]),
+            (MemberPhase::AwaitingApproval, vec![READY]),
             (MemberPhase::Completed, vec![COMPLETE]),
             (MemberPhase::Failed, vec![FAILED]),
             (MemberPhase::Cancelled, vec![FAILED]),

@@ -13,7 +13,7 @@ use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::{Caller, UserCaller};
 use crate::gateway::error::ApiError;
-use crate::gateway::idle;
+use crate::gateway::{idle, idle_notice};
 use crate::telemetry::propagation;
 
 pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendMessageArgs) -> Result<Value, ApiError> {
@@ -64,13 +64,18 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
     let seconds = a.timeout_seconds.unwrap_or(cap).min(cap);
     let _counted = crate::metrics::InProgress::count(&state.metrics.gateway_waits);
     let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
-    let (acked, messages) = match caller {
-        // A member's own wait shows in its phase; a person acting as a member leaves it alone.
-        Caller::Pod(p) if p.member.as_ref().is_some_and(|m| m.team == actor.team_name()) => {
-            let object = p.member.as_ref().map(|m| m.object.as_str()).unwrap_or_default();
-            idle::while_waiting(&state.client, &actor.namespace, object, wait).await?
+    let own = match caller {
+        Caller::Pod(p) => p.member.as_ref().filter(|m| m.team == actor.team_name()),
+        Caller::User(_) => None,
+    };
+    let (acked, messages) = match own {
+        // A member's own wait shows in its phase (and tells its lead, when the team asks); a
+        // person acting as a member leaves it alone.
+        Some(m) => {
+            let on_idle = idle_notice::tell_lead(state, &actor.team, &key, m);
+            idle::while_waiting(&state.client, &actor.namespace, &m.object, on_idle, wait).await?
         }
-        _ => wait.await?,
+        None => wait.await?,
     };
     received(&messages);
     let timed_out = messages.is_empty();

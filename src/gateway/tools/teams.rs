@@ -85,6 +85,8 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             allow_sub_teams: false,
             tasks: Default::default(),
             retention: a.retention,
+            lead_notices: Default::default(),
+            shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
@@ -182,6 +184,7 @@ pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
         name: a.name,
         model: a.model,
         memory: a.memory.unwrap_or_default(),
+        plan_approval: Default::default(),
         template,
         task_completed_check: a.task_completed_check,
         idle_check: a.idle_check,
