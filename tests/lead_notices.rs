@@ -58,20 +58,9 @@ async fn the_lead_is_told_once_per_turn_that_a_member_waits() {
 
     // The member loop, as in a member pod: turn 1 is the prompt; a message makes turn 2.
     let dir = scratch_dir(&format!("lead-notices/{}", ns.name));
-    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"))
-        .args(["run", "--runtime", "exec", "--idle-timeout", "8", "--", "sh", "-c"])
-        .arg(r#"printf '=== turn %s\n' "$TEAM_TURN" >> turns.txt; cat >> turns.txt"#)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TEAM_GATEWAY_URL", &gw.url)
-        .env("TEAM_TOKEN", fix.token("general"))
-        .env("TEAM_PROMPT", "check the build")
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("teamctl run");
+    let script = r#"printf '=== turn %s\n' "$TEAM_TURN" >> turns.txt; cat >> turns.txt"#;
+    let mut run =
+        support::member_loop::exec_member(&gw.url, fix.token("general"), "check the build", &["--idle-timeout", "8"], script, &dir, &[]);
 
     let (bodies, from) = lead_next(&gw, &lead).await;
     assert!(read(&dir).contains("=== turn 1"), "the notice follows turn 1: {}", read(&dir));

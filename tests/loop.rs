@@ -542,19 +542,15 @@ async fn a_codex_team_runs_the_loop_to_disband() {
 /// A `teamctl run` of member `member` of `team` with `--runtime exec -- sh -c SCRIPT`; the script
 /// appends what each turn got to `turns.txt` in `dir`.
 fn exec_run(gw: &fixture::Gateway, token: &str, dir: &std::path::Path, script: &str, extra: &[(&str, &str)]) -> tokio::process::Child {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_teamctl"));
-    cmd.args(["run", "--runtime", "exec", "--idle-timeout", "3", "--grace-seconds", "5", "--", "sh", "-c", script])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TEAM_GATEWAY_URL", &gw.url)
-        .env("TEAM_TOKEN", token)
-        .env("TEAM_PROMPT", "check the build")
-        .envs(extra.iter().copied())
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
-        .kill_on_drop(true);
-    cmd.spawn().expect("start teamctl run")
+    support::member_loop::exec_member(
+        &gw.url,
+        token,
+        "check the build",
+        &["--idle-timeout", "3", "--grace-seconds", "5"],
+        script,
+        dir,
+        extra,
+    )
 }
 
 /// Appends each turn's number and stdin to turns.txt.

@@ -162,22 +162,7 @@ async fn under_teamctl_run_the_review_is_the_members_next_turn() {
 
     let dir = scratch_dir(&format!("plan/{}", ns.name));
     let read = || std::fs::read_to_string(dir.join("turns.txt")).unwrap_or_default();
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_teamctl"));
-    let path =
-        format!("{}:{}", bin.parent().map(|p| p.display().to_string()).unwrap_or_default(), std::env::var("PATH").unwrap_or_default());
-    let mut run = tokio::process::Command::new(bin)
-        .args(["run", "--runtime", "exec", "--idle-timeout", "60", "--", "sh", "-c", PLANNER])
-        .env_clear()
-        .env("PATH", path)
-        .env("TEAM_GATEWAY_URL", &gw.url)
-        .env("TEAM_TOKEN", &me)
-        .env("TEAM_PROMPT", "migrate the database")
-        .current_dir(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("teamctl run");
+    let mut run = support::member_loop::exec_member(&gw.url, &me, "migrate the database", &["--idle-timeout", "60"], PLANNER, &dir, &[]);
 
     // Turn 1: a message is refused by the gate, the plan goes to the lead.
     let got = next(&gw, &lead).await;

@@ -580,6 +580,7 @@ where
 
 pub mod aggregated;
 pub mod identity;
+pub mod member_loop;
 pub mod model_server;
 pub mod node;
 pub mod operator;
