@@ -110,7 +110,7 @@ pub struct MemberStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MemberPhase>,
     /// The member's pod, once it has one: the pod of its current attempt (each retry is a new
-    /// pod, `<team>-<name>-<uid piece>-<attempt>`), written when that pod is created.
+    /// pod, its name ending in `-2`, `-3`, …), written when that pod is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// How many of the member's pods failed (its agent type's `backoffLimit` says how many may

@@ -35,8 +35,8 @@ use super::admission_index::Index;
 use super::admission_status::{self, Decision};
 use super::context::Context;
 use super::pod::{self, PodInputs};
-use super::retry;
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
+use super::retry;
 use crate::api::field_managers::{self, ADMISSION, PODS};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
@@ -364,9 +364,10 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
         }
         // Forget decisions the store now shows in full, and those of members that are gone.
         pending.members.retain(|uid, w| {
-            index.members.get(uid).is_some_and(|m| {
-                w.attempt >= m.attempt && !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted))
-            })
+            index
+                .members
+                .get(uid)
+                .is_some_and(|m| w.attempt >= m.attempt && !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted)))
         });
         record_gauges(ctx, &index.per_phase, &live);
         let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now, ctx.config.retry_backoff);
@@ -387,7 +388,9 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
                 && m.name.is_none()
             {
                 let attempt = m.attempt;
-                pending.members.insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, attempt, resource_version: None });
+                pending
+                    .members
+                    .insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, attempt, resource_version: None });
             }
         }
         (decided, more)
@@ -877,5 +880,44 @@ mod candidate_tests {
         let team = ("default".to_owned(), "review".to_owned());
         let fresh: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).filter(|n| !index.is_taken(&team, n)).collect();
         assert_eq!(fresh.len(), NAME_BATCH, "distinct names none of the 500 named members holds: {:?}", p.names);
+    }
+
+    #[test]
+    fn a_retry_holds_no_slot_while_it_backs_off_then_queues_for_a_new_pod() {
+        use k8s_openapi::api::core::v1::{Pod, PodStatus};
+        let mut t = crate::controller::fixtures::team("review", 1);
+        t.metadata.namespace = Some("default".into());
+        t.metadata.uid = Some("team-uid".into());
+        let failed_at = |secs_ago: i64| Time(Timestamp::now() - SignedDuration::from_secs(secs_ago));
+        let retried = |secs_ago: i64| {
+            let mut m = member(0, true);
+            if let Some(s) = m.status.as_mut() {
+                s.pod_name = Some(pod::pod_name("review", "general-0", "u000", 0));
+                s.failed_attempts = Some(1);
+                s.last_failure_time = Some(failed_at(secs_ago));
+            }
+            m
+        };
+        let mut old_pod = Pod::default();
+        old_pod.metadata.name = Some(pod::pod_name("review", "general-0", "u000", 0));
+        old_pod.metadata.namespace = Some("default".into());
+        old_pod.metadata.owner_references = kube::Resource::controller_owner_ref(&member(0, true), &()).map(|o| vec![o]);
+        old_pod.status = Some(PodStatus { phase: Some("Failed".into()), ..Default::default() });
+        let plan_for = |m: &Member| {
+            let mut index = Index::default();
+            index.team(&t, true);
+            index.member(m, true);
+            index.member(&member(1, true), true);
+            index.pod(&old_pod, true);
+            let (views, _) = candidates(&index, &index.live(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
+            let retry = views.iter().find(|v| v.uid == "u000").cloned().expect("the retried member is a candidate");
+            (retry, plan(&index.teams, &views, &|_, _| false, &index.live(), 10))
+        };
+        let (view, p) = plan_for(&retried(2));
+        assert!(view.backing_off && !view.has_pod && !view.admitted, "{view:?}");
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m001"], "the next member takes the slot meanwhile");
+        let (view, p) = plan_for(&retried(11));
+        assert!(!view.backing_off && !view.has_pod, "{view:?}");
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m000"], "it comes first again: created first");
     }
 }

@@ -223,7 +223,13 @@ fn refused(reason: &str, message: String) -> Observed {
 
 /// The fields this reconciler owns, as `observed` makes them (on top of `conditions`, when
 /// given), and whether they differ from what the member has.
-fn owned_status(member: &Member, observed: Observed, failed: u32, conditions: Option<Vec<Condition>>, now: Timestamp) -> (MemberStatus, bool) {
+fn owned_status(
+    member: &Member,
+    observed: Observed,
+    failed: u32,
+    conditions: Option<Vec<Condition>>,
+    now: Timestamp,
+) -> (MemberStatus, bool) {
     let old = member.status.clone().unwrap_or_default();
     let terminal = observed.phase.is_terminal();
     let failed_now = failed > retry::failed_attempts(member);

@@ -261,7 +261,8 @@ mod tests {
     fn pod_carries_identity_env_token_and_owner() {
         let t = team("review", 3);
         let m = member("review", "general", "uid-abcdef");
-        let pod = build(&t, &m, PodInputs { agent_name: "general-2", prompt: "do it".into(), attempt: 0, settings: &settings() }).expect("pod");
+        let pod =
+            build(&t, &m, PodInputs { agent_name: "general-2", prompt: "do it".into(), attempt: 0, settings: &settings() }).expect("pod");
         assert_eq!(pod.metadata.name.as_deref(), Some("review-general-2-uidab"));
         let l = pod.metadata.labels.as_ref().expect("labels");
         assert_eq!(l[labels::TEAM], "review");
@@ -307,7 +308,8 @@ mod tests {
     fn quality_gates_reach_the_agent_container_only_when_set() {
         let env_of = |t: &Team| {
             let m = member("review", "general", "uid-1");
-            let pod = build(t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() }).expect("pod");
+            let pod =
+                build(t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() }).expect("pod");
             pod.spec.expect("spec").containers[0].env.clone().expect("env")
         };
         let mut t = team("review", 3);
@@ -326,7 +328,9 @@ mod tests {
         let general = t.spec.agents.iter_mut().find(|a| a.name == "general").expect("general agent type");
         edit(general.template.spec.get_or_insert_with(Default::default));
         let m = member("review", "general", "uid-1");
-        build(&t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() }).and_then(|p| p.spec).expect("pod")
+        build(&t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() })
+            .and_then(|p| p.spec)
+            .expect("pod")
     }
 
     fn users(spec: &PodSpec) -> Vec<(String, Option<i64>, Option<i64>)> {

@@ -58,7 +58,8 @@ pub fn current_pod_name(member: &Member, agent_name: &str) -> String {
 /// `podName` still names an earlier attempt's. Admission's to act on (backoff, slot, pod).
 pub fn awaits_pod(member: &Member) -> bool {
     let Some(name) = member.agent_name() else { return false };
-    failed_attempts(member) > 0 && member.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(current_pod_name(member, name).as_str())
+    failed_attempts(member) > 0
+        && member.status.as_ref().and_then(|s| s.pod_name.as_deref()) != Some(current_pod_name(member, name).as_str())
 }
 
 /// The wait before the pod after `failed` failures: `first`, doubled per failure after the first,
@@ -98,7 +99,8 @@ pub fn judge(observed: Observed, failed: u32, limit: u32, first: Duration) -> (O
     }
     let wait = backoff(first, now_failed).as_secs();
     let message = format!("attempt {now_failed} of {of} failed: {what}; a new pod starts after a {wait}s backoff, once a slot is free");
-    let retry = Observed { phase: MemberPhase::Queued, reason: Some(BACK_OFF.into()), message: Some(message), exit_code: observed.exit_code };
+    let retry =
+        Observed { phase: MemberPhase::Queued, reason: Some(BACK_OFF.into()), message: Some(message), exit_code: observed.exit_code };
     (retry, now_failed)
 }
 
