@@ -41,9 +41,10 @@ pub fn failed_attempts(member: &Member) -> u32 {
 }
 
 /// How many of the member's pods may fail before it does: its agent type's `backoffLimit`; none
-/// for an external lead (its pod is not the operator's to start again).
+/// for an external lead (its pod is not the operator's to start again), nor in a team that
+/// disbands (it starts no pods).
 pub fn limit(team: &Team, member: &Member) -> u32 {
-    if member.is_lead() && team.spec.lead.pod_name.is_some() {
+    if (member.is_lead() && team.spec.lead.pod_name.is_some()) || team.is_disbanded() {
         return 0;
     }
     team.agent_type(&member.spec.agent).and_then(|a| u32::try_from(a.backoff_limit).ok()).unwrap_or(0)
@@ -145,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_is_the_agent_types_and_none_for_an_external_lead() {
+    fn the_limit_is_the_agent_types_and_none_for_an_external_lead_or_a_disbanded_team() {
         let mut t = team("review", 3);
         t.spec.agents.iter_mut().for_each(|a| a.backoff_limit = 2);
         let mut m = member("review", "general", "uid-1");
@@ -154,6 +155,9 @@ mod tests {
         assert_eq!(limit(&t, &m), 2, "an operator-run lead is retried");
         t.spec.lead.pod_name = Some("caller".into());
         assert_eq!(limit(&t, &m), 0, "an external lead is not");
+        t.spec.lead.pod_name = None;
+        t.status = Some(crate::api::TeamStatus { phase: Some(crate::api::TeamPhase::Disbanded), ..Default::default() });
+        assert_eq!(limit(&t, &m), 0, "nor anyone in a disbanded team");
     }
 
     #[test]
