@@ -113,8 +113,9 @@ pub struct MemberStatus {
     /// pod, its name ending in `-2`, `-3`, …), written when that pod is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
-    /// How many of the member's pods failed (its agent type's `backoffLimit` says how many may
-    /// before the member fails; the last one's reason is the member's). Absent: none failed.
+    /// How many of the member's pods failed, when its agent type has a `backoffLimit` (which
+    /// says how many may before the member fails; the last one's reason is the member's).
+    /// Absent: none failed, or no retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub failed_attempts: Option<i32>,

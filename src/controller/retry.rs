@@ -83,19 +83,17 @@ pub fn next_attempt_at(member: &Member, first: Duration) -> Option<Timestamp> {
 /// What a member's status says of `observed` (from its current pod) given `failed` earlier
 /// failures and its `limit`: a failure within the limit is a retry (Queued, [`BACK_OFF`], the
 /// failure's exit code and what happened in the message); the last is the failure, its message
-/// telling the attempts. The second value is the member's `failedAttempts` from now on.
+/// telling the attempts. The second value is the member's `failedAttempts` from now on. Without
+/// a limit nothing changes, the status included: a failure is written as it was before retries.
 pub fn judge(observed: Observed, failed: u32, limit: u32, first: Duration) -> (Observed, u32) {
-    if observed.phase != MemberPhase::Failed {
+    if observed.phase != MemberPhase::Failed || limit == 0 {
         return (observed, failed);
     }
     let now_failed = failed + 1;
     let of = limit + 1;
     let what = observed.message.clone().unwrap_or_else(|| observed.reason.clone().unwrap_or_default());
     if now_failed > limit {
-        let message = match limit {
-            0 => observed.message,
-            _ => Some(format!("{what} (attempt {now_failed} of {of}; backoffLimit {limit} reached)")),
-        };
+        let message = Some(format!("{what} (attempt {now_failed} of {of}; backoffLimit {limit} reached)"));
         return (Observed { message, ..observed }, now_failed);
     }
     let wait = backoff(first, now_failed).as_secs();
@@ -140,7 +138,7 @@ mod tests {
 
     #[test]
     fn without_a_limit_a_failure_is_as_before_and_other_ends_are_left_alone() {
-        assert_eq!(judge(failed(2), 0, 0, DEFAULT_FIRST_BACKOFF), (failed(2), 1));
+        assert_eq!(judge(failed(2), 0, 0, DEFAULT_FIRST_BACKOFF), (failed(2), 0), "no failedAttempts written");
         let done = Observed { phase: MemberPhase::Completed, reason: None, message: None, exit_code: Some(0) };
         assert_eq!(judge(done.clone(), 1, 2, DEFAULT_FIRST_BACKOFF), (done, 1));
     }
