@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::context::Context;
-use super::{Result, shutdown_grace, team_status};
+use super::{Result, roster, shutdown_grace, team_status};
 use crate::api::{Member, Team, TeamPhase, TeamTask, condition};
 use crate::bus::{OPERATOR_SENDER, TeamKey};
 use crate::gateway::tools::shutdown::request_notice;
@@ -64,6 +64,9 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
             OPERATOR_SENDER,
             &format!("team {name} disbanded: {why}; your pod is deleted {}s after the disband", t.spec.shutdown_grace_seconds),
         );
+        // The roster first: a member admitted within the Team reconcile's debounce is in the
+        // store but not yet in Redis, and a notice to a name off the roster is refused.
+        ctx.rosters.sync(&ctx.bus, &key, roster::of(&members)).await?;
         let uid = t.metadata.uid.clone().unwrap_or_default();
         let notices = held.iter().map(|m| (m, &asked)).chain(open.iter().map(|m| (m, &disbanded)));
         for (m, notice) in notices {
