@@ -18,7 +18,7 @@
 //! | team_create | create | teams |
 //! | team_delete | delete | teams |
 //! | spawn_member | create | members |
-//! | team_task create / update / get / list / claim | create / update / get / list / update | teamtasks (update: teamtasks/status) |
+//! | team_task create / update / get / list / claim | create / update / get / list / update | teamtasks |
 //! | send_message | create | teams/messages |
 //! | wait_messages | get | teams/messages |
 //! | agent_memory read / write, append | get / update | teams/memory |
