@@ -87,7 +87,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     }
     ensure_lead(ctx, team).await?;
 
-    let members = disband::members_of(ctx, &ns, &name);
+    let members = ctx.members_by_team.of(&ns, &name);
     let lead = members.iter().find(|m| m.is_lead());
     if let Some(lead) = lead.filter(|l| l.phase().is_terminal()) {
         let (reason, why) = match lead.phase() {
