@@ -3,9 +3,9 @@
 //! status says which cap holds it, and `teamctl get members` shows each one's place in the queue.
 //! Member pods run on kwok until the test ends them, one at a time, so every freed slot is one
 //! turn whose winner the test reads.
-mod support;
 #[path = "fixtures/gateway.rs"]
 mod gateway_fixtures;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -49,7 +49,9 @@ async fn team_of(ns: &TestNamespace, name: &str, max_agents: i32, priority: i32,
     t.spec.priority = priority;
     ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
     let api: Api<Member> = ns.api();
-    future::try_join_all(members.iter().map(|m| api.create(&PostParams::default(), &member(m, name, None)))).await.expect("members");
+    let pp = PostParams::default();
+    let objects: Vec<Member> = members.iter().map(|m| member(m, name, None)).collect();
+    future::try_join_all(objects.iter().map(|m| api.create(&pp, m))).await.expect("members");
 }
 
 /// Waits until each of `names` is named and Queued, and returns them.
@@ -80,7 +82,8 @@ impl Slots {
             async move { specialists(&api).await.iter().any(|m| admitted(m) && !seen.contains(&m.name_any())) }
         })
         .await;
-        let new: Vec<Member> = specialists(&self.api).await.into_iter().filter(|m| admitted(m) && !self.seen.contains(&m.name_any())).collect();
+        let new: Vec<Member> =
+            specialists(&self.api).await.into_iter().filter(|m| admitted(m) && !self.seen.contains(&m.name_any())).collect();
         assert_eq!(new.len(), 1, "one slot freed, one member admitted: {:?}", new.iter().map(|m| m.name_any()).collect::<Vec<_>>());
         let (name, team) = (new[0].name_any(), new[0].spec.team.clone());
         self.seen.insert(name.clone());

@@ -83,7 +83,11 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     assert!(msg.contains("spec.agents[0].name") && msg.contains("should match"), "{msg}");
 
     // spec.priority: an integer from -1000 to 1000.
-    for (priority, says) in [(json!(5000), "less than or equal to 1000"), (json!(-5000), "greater than or equal to -1000"), (json!("high"), "must be of type integer")] {
+    for (priority, says) in [
+        (json!(5000), "less than or equal to 1000"),
+        (json!(-5000), "greater than or equal to -1000"),
+        (json!("high"), "must be of type integer"),
+    ] {
         let mut bad = good_spec();
         bad["priority"] = priority.clone();
         let msg = refusal(&teams, team(bad)).await;

@@ -215,9 +215,8 @@ pub fn plan(
     }
     let cap = |t: &TeamId| teams.get(t).map_or(0, |v| v.max_agents);
     while global_live < global_cap {
-        let room = |team: &TeamId, _: usize| {
-            lineage(teams, team).iter().all(|t| team_live.get(t).copied().unwrap_or(0) < cap(t).min(global_cap))
-        };
+        let room =
+            |team: &TeamId, _: usize| lineage(teams, team).iter().all(|t| team_live.get(t).copied().unwrap_or(0) < cap(t).min(global_cap));
         let Some((team, m)) = turns.next(room) else { break };
         let Some((team, _)) = teams.get_key_value(&team) else { break };
         for t in lineage(teams, team) {
@@ -821,7 +820,14 @@ mod record_tests {
 
     #[test]
     fn a_queued_member_with_a_pod_but_no_admission_written_is_recorded_not_admitted_again() {
-        let team = TeamView { max_agents: 1, priority: 0, disbanded: false, agents: ["general".to_owned()].into(), external_lead: false, parent: None };
+        let team = TeamView {
+            max_agents: 1,
+            priority: 0,
+            disbanded: false,
+            agents: ["general".to_owned()].into(),
+            external_lead: false,
+            parent: None,
+        };
         let teams = HashMap::from([(("ns".to_owned(), "a".to_owned()), team)]);
         let m = |i: i64, has_pod: bool, admitted: bool| MemberView {
             key: ObjectRef::new(&format!("m{i}")).within("ns"),

@@ -231,7 +231,14 @@ mod tests {
         let member = |name: &str, team: &str, at: i64, pod: Option<&str>, phase: MemberPhase| {
             let mut m = Member::new(
                 name,
-                MemberSpec { team: team.into(), agent: "general".into(), role: Default::default(), prompt: String::new(), model: None, pod: None },
+                MemberSpec {
+                    team: team.into(),
+                    agent: "general".into(),
+                    role: Default::default(),
+                    prompt: String::new(),
+                    model: None,
+                    pod: None,
+                },
             );
             m.metadata.namespace = Some("ns".into());
             m.metadata.uid = Some(format!("u-{name}"));
