@@ -405,8 +405,15 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
     debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
     // Names are decided now, written with the member's admission or, for members that wait,
-    // in batches.
-    for (key, name) in &decided.names {
+    // in batches. Only the names written this round are kept: a member past the batch is named
+    // again in the next round (a name kept but not written would never be written as Queued,
+    // with the cap that holds it).
+    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
+    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
+    let more = more || waiting.len() > NAME_BATCH;
+    let written_now: std::collections::HashSet<&ObjectRef<Member>> =
+        deciding.iter().copied().chain(waiting.iter().copied().take(NAME_BATCH)).collect();
+    for (key, name) in decided.names.iter().filter(|(k, _)| written_now.contains(k)) {
         if let Some(m) = members.get(key)
             && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
         {
@@ -414,9 +421,6 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
             pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, resource_version: None });
         }
     }
-    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
-    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
-    let more = more || waiting.len() > NAME_BATCH;
 
     // Pods first, then the admissions: a member reads Starting only once its pod exists.
     let mut creations = Vec::new();
