@@ -133,6 +133,33 @@ fn places(by_json: &BTreeMap<String, Option<u64>>) -> Vec<Option<u64>> {
     p
 }
 
+/// Waits until `teamctl get members` shows each team's sorted places as `want` (the gateway's
+/// caches follow the API within moments); fails naming what it last saw.
+async fn wait_places(gw: &Gateway, token: &str, ns: &str, want: &[(&str, Vec<Option<u64>>)]) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let mut got = Vec::new();
+        for (team, _) in want {
+            got.push((*team, places(&positions(gw, token, ns, team).await.0)));
+        }
+        if got.iter().zip(want).all(|((_, g), (_, w))| g == w) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the places {want:?}; last seen {got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates `team` with `priority`, first making sure the stack's Team CRD is this branch's (the
+/// stack is shared: another checkout's suite may have applied CRDs without `spec.priority`, which
+/// the API server would then prune).
+async fn prioritised_team_of(s: &Stack, ns: &TestNamespace, name: &str, max_agents: i32, priority: i32, members: &[String]) {
+    install_crds(&s.client).await;
+    team_of(ns, name, max_agents, priority, members).await;
+    let stored = ns.api::<Team>().get(name).await.expect("team");
+    assert_eq!(stored.spec.priority, priority, "the stored Team keeps spec.priority (is the Team CRD this branch's?)");
+}
+
 #[tokio::test]
 async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_first() {
     let s = stack().await;
@@ -173,22 +200,11 @@ async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_f
     // ... and `teamctl get members` places it first: it holds no slot, the big team holds 4, so
     // the small team takes turns 1-4, the tie at 4 each goes to the big team's older member (5),
     // the small team's fifth is 6, and the big team's other 195 come after (7 to 201).
-    let small_places = vec![Some(1), Some(2), Some(3), Some(4), Some(6)];
-    let mut big_places = vec![Some(5)];
+    let mut big_places = vec![None; CAP];
+    big_places.push(Some(5));
     big_places.extend((7..=201).map(Some));
-    let (gw_ref, person_ref, ns_name) = (&gw, person.as_str(), ns.name());
-    wait_until(TIMEOUT, "teamctl get members to show the places of the fair-share turns", || {
-        let small_places = small_places.clone();
-        let big_places = big_places.clone();
-        async move {
-            let (small, _) = positions(gw_ref, person_ref, ns_name, "small").await;
-            let (big, _) = positions(gw_ref, person_ref, ns_name, "big").await;
-            let admitted_big: Vec<Option<u64>> = places(&big).into_iter().filter(Option::is_none).collect();
-            let queued_big: Vec<Option<u64>> = places(&big).into_iter().filter(Option::is_some).collect();
-            places(&small) == small_places && queued_big == big_places && admitted_big.len() == CAP
-        }
-    })
-    .await;
+    let small_places = vec![Some(1), Some(2), Some(3), Some(4), Some(6)];
+    wait_places(&gw, &person, ns.name(), &[("small", small_places), ("big", big_places)]).await;
     let (small_json, small_table) = positions(&gw, &person, ns.name(), "small").await;
     for (object, place) in &small_json {
         assert_eq!(small_table.get(object), Some(&place.map_or("-".to_owned(), |p| p.to_string())), "{small_table:?}");
@@ -209,17 +225,13 @@ async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_f
     let later = vec!["l0".to_owned()];
     team_of(&ns, "later", 5, 0, &later).await;
     let urgent: Vec<String> = (0..3).map(|i| format!("u{i}")).collect();
-    team_of(&ns, "urgent", 2, 10, &urgent).await;
+    prioritised_team_of(&s, &ns, "urgent", 2, 10, &urgent).await;
     for m in all_queued(&api, &urgent).await {
         assert_eq!(reason(&m), Some(OPERATOR_CAP_REACHED), "the team had room when it queued: {}", describe(&m));
     }
     all_queued(&api, &later).await;
-    wait_until(TIMEOUT, "the urgent team's places: 1 and 2, and none for the one its maxAgents holds", || async move {
-        let (u, _) = positions(gw_ref, person_ref, ns_name, "urgent").await;
-        let (l, _) = positions(gw_ref, person_ref, ns_name, "later").await;
-        places(&u) == [None, Some(1), Some(2)] && places(&l) == [Some(3)]
-    })
-    .await;
+    // Urgent takes places 1 and 2 (its maxAgents), `later` (holding none) 3.
+    wait_places(&gw, &person, ns.name(), &[("urgent", vec![None, Some(1), Some(2)]), ("later", vec![Some(3)])]).await;
     assert_eq!(slots.free_oldest().await, "urgent", "priority 10 takes the next slot");
     assert_eq!(slots.free_oldest().await, "urgent", "priority 10 holds 1 and still goes before `later`, which holds none");
     let waiting: Vec<String> = urgent.iter().filter(|u| !slots.seen.contains(*u)).cloned().collect();
