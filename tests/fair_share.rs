@@ -249,5 +249,9 @@ async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_f
     assert_eq!(reason(&u3), Some(TEAM_CAP_REACHED), "{}", describe(&u3));
     let message = u3.status.as_ref().and_then(|s| s.message.as_deref()).unwrap_or_default();
     assert_eq!(message, "waiting for a slot: team urgent holds its maxAgents of 2");
+    // As a person reads it with kubectl: the Reason column of `kubectl get members`.
+    let listed = support::identity::ok("kubectl", &["-n", ns.name(), "get", "members", "u3", &waiting[0], "--no-headers"], None);
+    let reasons: Vec<&str> = listed.lines().filter_map(|l| l.split_whitespace().find(|c| c.ends_with("CapReached"))).collect();
+    assert_eq!(reasons, [TEAM_CAP_REACHED, OPERATOR_CAP_REACHED], "{listed}");
     ns.cleanup().await;
 }
