@@ -135,7 +135,7 @@ fn places(by_json: &BTreeMap<String, Option<u64>>) -> Vec<Option<u64>> {
 
 /// Waits until `teamctl get members` shows each team's sorted places as `want` (the gateway's
 /// caches follow the API within moments); fails naming what it last saw.
-async fn wait_places(gw: &Gateway, token: &str, ns: &str, want: &[(&str, Vec<Option<u64>>)]) {
+async fn wait_places(s: &Stack, gw: &Gateway, token: &str, ns: &str, want: &[(&str, Vec<Option<u64>>)]) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
         let mut got = Vec::new();
@@ -145,8 +145,24 @@ async fn wait_places(gw: &Gateway, token: &str, ns: &str, want: &[(&str, Vec<Opt
         if got.iter().zip(want).all(|((_, g), (_, w))| g == w) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for the places {want:?}; last seen {got:?}");
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting for the places {want:?}; last seen {got:?}{}", crd_note(s).await);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A note for a failure message when the stack's Team CRD has lost `spec.priority` (the stack is
+/// shared; a checkout without the field applied its CRDs meanwhile, and the API server prunes the
+/// field from what it serves).
+async fn crd_note(s: &Stack) -> String {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(s.client.clone());
+    let crd = crds.get("teams.agentteams.dev").await.map(|c| serde_json::to_string(&c.spec).unwrap_or_default()).unwrap_or_default();
+    if crd.contains("\"priority\"") {
+        String::new()
+    } else {
+        "\n(the stack's Team CRD has no spec.priority now: another checkout's suite applied its CRDs)".into()
     }
 }
 
@@ -204,7 +220,7 @@ async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_f
     big_places.push(Some(5));
     big_places.extend((7..=201).map(Some));
     let small_places = vec![Some(1), Some(2), Some(3), Some(4), Some(6)];
-    wait_places(&gw, &person, ns.name(), &[("small", small_places), ("big", big_places)]).await;
+    wait_places(&s, &gw, &person, ns.name(), &[("small", small_places), ("big", big_places)]).await;
     let (small_json, small_table) = positions(&gw, &person, ns.name(), "small").await;
     for (object, place) in &small_json {
         assert_eq!(small_table.get(object), Some(&place.map_or("-".to_owned(), |p| p.to_string())), "{small_table:?}");
@@ -231,9 +247,11 @@ async fn a_big_team_queued_first_does_not_starve_a_small_one_and_priority_goes_f
     }
     all_queued(&api, &later).await;
     // Urgent takes places 1 and 2 (its maxAgents), `later` (holding none) 3.
-    wait_places(&gw, &person, ns.name(), &[("urgent", vec![None, Some(1), Some(2)]), ("later", vec![Some(3)])]).await;
-    assert_eq!(slots.free_oldest().await, "urgent", "priority 10 takes the next slot");
-    assert_eq!(slots.free_oldest().await, "urgent", "priority 10 holds 1 and still goes before `later`, which holds none");
+    wait_places(&s, &gw, &person, ns.name(), &[("urgent", vec![None, Some(1), Some(2)]), ("later", vec![Some(3)])]).await;
+    let note = crd_note(&s).await;
+    assert_eq!(slots.free_oldest().await, "urgent", "priority 10 takes the next slot{note}");
+    let note = crd_note(&s).await;
+    assert_eq!(slots.free_oldest().await, "urgent", "priority 10 holds 1 and still goes before `later`, which holds none{note}");
     let waiting: Vec<String> = urgent.iter().filter(|u| !slots.seen.contains(*u)).cloned().collect();
     assert_eq!(waiting.len(), 1, "the urgent team's maxAgents of 2 holds its third");
     let third = api.get(&waiting[0]).await.expect("member");
