@@ -10,6 +10,7 @@ pub mod context;
 pub mod disband;
 pub mod disbanded;
 pub mod error;
+pub mod fair_share;
 #[cfg(test)]
 pub mod fixtures;
 pub mod lead_notice;
