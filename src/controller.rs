@@ -5,10 +5,12 @@
 pub mod admission;
 pub mod admission_index;
 pub mod admission_status;
+pub mod by_team;
 pub mod context;
 pub mod disband;
 pub mod disbanded;
 pub mod error;
+pub mod fair_share;
 #[cfg(test)]
 pub mod fixtures;
 pub mod lead_notice;
@@ -104,6 +106,8 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         counts_written: Default::default(),
         written_from: Default::default(),
         rosters: Default::default(),
+        members_by_team: by_team::ByTeam::new(members.store.clone()),
+        tasks_by_team: by_team::ByTeam::new(tasks.store.clone()),
     });
 
     // A Team reconcile wakes on every change of one of its members: in a fleet, hundreds a
@@ -111,21 +115,26 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     // at most once a second anyway; the roster goes to Redis by differences).
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
         .with_config(kube::runtime::controller::Config::default().debounce(TEAM_DEBOUNCE))
-        .watches_shared_stream(members.subscribe()?, |m: Arc<Member>| Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?)))
+        .watches_shared_stream(members.subscribe()?, {
+            // Every member the watch hands out passes here first: the team index learns it
+            // before the change triggers anything.
+            let ctx = ctx.clone();
+            move |m: Arc<Member>| {
+                ctx.members_by_team.observe(&m);
+                Some(ObjectRef::new(&m.spec.team).within(&m.namespace()?))
+            }
+        })
         .shutdown_on_signal()
         .run(timed(team::reconcile, KINDS[0]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
     let teams_for_leads = teams.store.clone();
-    let members_of_team = members.store.clone();
+    let ctx_for_team = ctx.clone();
     let member_ctl = Controller::for_shared_stream(members.subscribe()?, members.store.clone())
         .owns_shared_stream(pods.subscribe()?)
         .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
             // A team that disbanded, changed its spec or named its lead concerns all its members.
-            let (ns, name) = (t.namespace(), t.name_any());
-            members_of_team
-                .state_filter(|m| m.spec.team == name && m.namespace() == ns)
-                .into_iter()
-                .map(|m| ObjectRef::from_obj(m.as_ref()))
+            let ns = t.namespace().unwrap_or_default();
+            ctx_for_team.members_by_team.of(&ns, &t.name_any()).into_iter().map(|m| ObjectRef::from_obj(m.as_ref()))
         })
         .watches_shared_stream(pods.subscribe()?, move |p: Arc<Pod>| {
             // An external lead's pod (`spec.lead.podName`) wakes its team's lead Member.
@@ -138,29 +147,33 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         .shutdown_on_signal()
         .run(timed(member::reconcile, KINDS[1]), error_policy, ctx.clone())
         .for_each(|_| ready(()));
-    let tasks_for_owner = tasks.store.clone();
-    let tasks_for_deps = tasks.store.clone();
-    let tasks_of_team = tasks.store.clone();
+    let (ctx_for_team, ctx_for_owner, ctx_for_deps) = (ctx.clone(), ctx.clone(), ctx.clone());
     let task_ctl = Controller::for_shared_stream(tasks.subscribe()?, tasks.store.clone())
         .watches_shared_stream(team_filter::changes(teams.subscribe()?, teams.store.clone()), move |t: Arc<Team>| {
             // A team that disbanded (or changed its settings) concerns all its tasks.
-            let (ns, name) = (t.namespace(), t.name_any());
-            tasks_of_team.state_filter(|k| k.spec.team == name && k.namespace() == ns).into_iter().map(|k| ObjectRef::from_obj(k.as_ref()))
+            let ns = t.namespace().unwrap_or_default();
+            ctx_for_team.tasks_by_team.of(&ns, &t.name_any()).into_iter().map(|k| ObjectRef::from_obj(k.as_ref()))
         })
         .watches_shared_stream(members.subscribe()?, move |m: Arc<Member>| {
             // A member that ended wakes the tasks it owns.
-            let (ns, name) = (m.namespace(), m.agent_name().map(str::to_owned));
-            tasks_for_owner
-                .state_filter(|t| t.spec.team == m.spec.team && t.namespace() == ns && t.spec.owner.is_some() && t.spec.owner == name)
+            let (ns, name) = (m.namespace().unwrap_or_default(), m.agent_name().map(str::to_owned));
+            ctx_for_owner
+                .tasks_by_team
+                .of(&ns, &m.spec.team)
                 .into_iter()
+                .filter(move |t| t.spec.owner.is_some() && t.spec.owner == name)
                 .map(|t| ObjectRef::from_obj(t.as_ref()))
         })
         .watches_shared_stream(tasks.subscribe()?, move |t: Arc<TeamTask>| {
-            // A task that moved wakes the tasks that depend on it.
-            let (ns, name) = (t.namespace(), t.name_any());
-            tasks_for_deps
-                .state_filter(|d| d.namespace() == ns && d.spec.depends_on.contains(&name))
+            // A task that moved wakes the tasks that depend on it (dependencies are within a
+            // team). Every task the watch hands out passes here first: the team index learns it.
+            ctx_for_deps.tasks_by_team.observe(&t);
+            let (ns, name) = (t.namespace().unwrap_or_default(), t.name_any());
+            ctx_for_deps
+                .tasks_by_team
+                .of(&ns, &t.spec.team)
                 .into_iter()
+                .filter(move |d| d.spec.depends_on.contains(&name))
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
         })
         .shutdown_on_signal()
@@ -185,6 +198,8 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         if synced.is_err() {
             return warn!("a watch ended before its store listed; nothing was reconciled");
         }
+        ctx.members_by_team.fill();
+        ctx.tasks_by_team.fill();
         info!(max_agents = args.max_agents, "caches synced; reconciling");
         readiness.synced();
         tokio::select! {

@@ -114,6 +114,8 @@ pub struct GatewayState {
     pub settings: GatewaySettings,
     /// Every Team, from one watch: where the tools look up the caller's team (`tools::lookup_team`).
     teams: Store<Team>,
+    /// Every Member, from one watch (shared with [`auth`]): `get members` reads the queue from it.
+    members: Store<Member>,
     /// Drive the watches of Teams and Members (the latter checks cached identities, see
     /// [`auth`]); aborted with the state.
     watches: [JoinHandle<()>; 2],
@@ -124,10 +126,10 @@ impl GatewayState {
     pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
         let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
         let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
-        let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members);
+        let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members.clone());
         let tool_names: Vec<&'static str> = tools::Tool::ALL.iter().map(|t| t.as_str()).collect();
         metrics.zero_gateway_series(&tool_names);
-        GatewayState { client, bus, auth, metrics, settings, teams, watches: [team_watch, member_watch] }
+        GatewayState { client, bus, auth, metrics, settings, teams, members, watches: [team_watch, member_watch] }
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! # Layout
 //! - [`api`]: the CRD types and their pure rules; no I/O.
-//! - [`controller`]: one reconciler per kind, the slot admission (names and caps, one writer) and
-//!   pod building.
+//! - [`controller`]: one reconciler per kind, the slot admission (names and caps, one writer; the
+//!   fair-share turns it shares with the gateway's queue positions) and pod building.
 //! - [`bus`]: Redis inbox streams, the roster the operator projects into Redis, agent memory.
 //! - [`gateway`]: the agents' tools over a JSON API and MCP, with TokenReview-based auth, the
 //!   aggregated API the Kubernetes API server proxies to with the caller's identity, and the

@@ -692,12 +692,29 @@ async fn people_with_edit_run_teams_and_people_with_view_watch_them() {
         .iter()
         .flat_map(|verb| ["teams", "members", "teamtasks"].map(|res| (*verb, "agentteams.dev", res, ns.as_str(), None)))
         .collect();
+    // The gateway's own subresources (the SubjectAccessReviews of send_message, wait_messages,
+    // agent_memory, shutdown_request, plan_review): an editor drives a team through the gateway.
+    let gateway_write: Vec<Access> = [
+        ("create", "teams/messages"),
+        ("get", "teams/messages"),
+        ("get", "teams/memory"),
+        ("update", "teams/memory"),
+        ("update", "members/shutdown"),
+        ("update", "members/plan"),
+    ]
+    .map(|(verb, res)| (verb, "agentteams.dev", res, ns.as_str(), None))
+    .to_vec();
     let alice = impersonating(&user("alice")).await;
     let bob = impersonating(&user("bob")).await;
     wait_until(Duration::from_secs(30), "the editor role aggregated into edit", || async { allowed_all(&alice, &write).await }).await;
     assert_access(&alice, "alice (edit)", true, &read).await;
     wait_until(Duration::from_secs(30), "the viewer role aggregated into view", || async { allowed_all(&bob, &read).await }).await;
     assert_access(&bob, "bob (view)", false, &write).await;
+    assert_access(&alice, "alice (edit)", true, &gateway_write).await;
+    let (watch, drive) = gateway_write.split_at(2);
+    assert_access(&bob, "bob (view)", true, &watch[1..]).await;
+    assert_access(&bob, "bob (view)", false, &[watch[0]]).await;
+    assert_access(&bob, "bob (view)", false, drive).await;
     // Status stays the operator's, even for an editor.
     assert_access(&alice, "alice (edit)", false, &[("patch", "agentteams.dev", "members/status", &ns, None)]).await;
     teams_ns.cleanup().await;

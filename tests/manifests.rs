@@ -82,6 +82,18 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     let msg = refusal(&teams, team(bad_name)).await;
     assert!(msg.contains("spec.agents[0].name") && msg.contains("should match"), "{msg}");
 
+    // spec.priority: an integer from -1000 to 1000.
+    for (priority, says) in [
+        (json!(5000), "less than or equal to 1000"),
+        (json!(-5000), "greater than or equal to -1000"),
+        (json!("high"), "must be of type integer"),
+    ] {
+        let mut bad = good_spec();
+        bad["priority"] = priority.clone();
+        let msg = refusal(&teams, team(bad)).await;
+        assert!(msg.contains("spec.priority") && msg.contains(says), "{priority}: {msg}");
+    }
+
     // spec.retention: hours, minutes and seconds, at most a year.
     for (retention, says) in [("1d", "should match"), ("24", "should match"), ("9000h", "at most 8760h")] {
         let mut bad = good_spec();

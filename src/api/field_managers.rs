@@ -5,7 +5,7 @@
 //!
 //! | manager | writes |
 //! |---|---|
-//! | [`ADMISSION`] | Member `status.name`, `podName` (each attempt's pod: it creates them all, a retry's too), `startTime`, and the phase of its decision (Queued while it waits, Starting once its pod is created, Failed `PodRejected`) with the conditions of that phase |
+//! | [`ADMISSION`] | Member `status.name`, `podName` (each attempt's pod: it creates them all, a retry's too), `startTime`, and the phase of its decision (Queued while it waits, with `reason` / `message` saying which cap holds it, Starting once its pod is created, Failed `PodRejected`) with the conditions of that phase |
 //! | [`MEMBER`] | Member `phase` from then on (a retry's Queued `BackOff` included), `reason`, `message`, `exitCode`, `failedAttempts`, `lastFailureTime`, `completionTime`, `observedGeneration`, the Ready / Complete / Failed / LeadNotified conditions (a disband's Cancelled included) |
 //! | [`GATEWAY_WAIT`] | Member condition `Waiting` (an agent blocked in `wait_messages`), from which the Member reconciler shows Idle |
 //! | [`TEAM`] | Team `status` (counts, phase, conditions; the disband's Disbanded), and the lead's Member object |

@@ -51,10 +51,18 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(8760 * 3600);
 #[serde(rename_all = "camelCase")]
 pub struct TeamSpec {
     /// Most members of this team that hold a pod at the same time; the others wait as Queued,
-    /// first come first served. The operator-wide cap (`--max-agents`, default 10) also applies
-    /// across all teams. The lead does not count against either cap.
+    /// in creation order. The operator-wide cap (`--max-agents`, default 10) also applies across
+    /// all teams, shared fairly (see `priority`). The lead does not count against either cap.
     #[schemars(range(min = 1, max = 10000))]
     pub max_agents: i32,
+
+    /// Admission priority, -1000 to 1000 (default 0): when the operator-wide cap leaves fewer
+    /// slots than members wait for, a waiting member of a higher-priority team is admitted
+    /// first; teams of equal priority share the slots round-robin (the namespace, then the team,
+    /// that holds the fewest slots goes next). Does not raise the team's own `maxAgents`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = -1000, max = 1000))]
+    pub priority: i32,
 
     /// How long, in seconds, a member's `wait_messages` blocks before it returns empty.
     #[serde(default = "default_member_timeout")]
@@ -149,6 +157,10 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: i64 = 30;
 
 fn default_shutdown_grace() -> i64 {
     DEFAULT_SHUTDOWN_GRACE_SECONDS
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_member_timeout() -> i64 {
@@ -250,10 +262,6 @@ pub enum PlanApproval {
     None,
     /// A plan approved by the lead before anything but reads.
     Required,
-}
-
-fn is_zero(n: &i32) -> bool {
-    *n == 0
 }
 
 impl PlanApproval {

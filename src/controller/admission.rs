@@ -13,9 +13,13 @@
 //! every resync; after a restart the stores' initial lists are the whole truth, so the caps hold
 //! across restarts too.
 //!
-//! For what comes next (plan approval, budgets, retries, fair share across teams): a new
-//! reason to hold a member back belongs in [`plan`] (pure, with the [`MemberView`] it needs),
-//! a new decision written on the Member in `admission_status::Decision`.
+//! The slots of the operator-wide cap go by the turns of `fair_share` (priority, then
+//! round-robin across namespaces and teams by the slots they hold), not first come first served
+//! across the cluster; a member left waiting is written Queued once, with the cap that holds it.
+//!
+//! For what comes next (budgets, retries): a new reason to hold a member back belongs in
+//! [`plan`] (pure, with the [`MemberView`] it needs), a new decision written on the Member in
+//! `admission_status::Decision`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -32,16 +36,16 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::admission_index::Index;
-use super::admission_status::{self, Decision};
+use super::admission_status::{self, Decision, Hold};
 use super::context::Context;
+use super::fair_share::{Turns, Waiting};
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
 use super::retry;
 use crate::api::field_managers::{self, ADMISSION, PODS};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
-/// (namespace, team name).
-pub type TeamId = (String, String);
+pub use super::fair_share::TeamId;
 
 /// How long an unobserved pod creation is trusted before it stops counting (the Job controller
 /// uses the same five minutes): covers a create whose watch event was lost.
@@ -77,6 +81,8 @@ enum Outcome {
 pub struct TeamView {
     /// Effective cap: min(spec.maxAgents, operator-wide cap) is applied by the planner.
     pub max_agents: usize,
+    /// `spec.priority`: its turn for the operator-wide cap's slots (see `fair_share`).
+    pub priority: i32,
     /// Disbanded or being deleted: nothing is named or admitted.
     pub disbanded: bool,
     /// Agent types of the team.
@@ -135,9 +141,12 @@ pub struct MemberView {
 pub struct Plan {
     /// Names to give, in creation order.
     pub names: Vec<(ObjectRef<Member>, String)>,
-    /// Members to start, first come first served; leads first: their pod is created (an
-    /// external lead's exists), then their admission written.
+    /// Members to start: leads first, then the others in the turns of `fair_share`; their pod
+    /// is created (an external lead's exists), then their admission written.
     pub admit: Vec<ObjectRef<Member>>,
+    /// Members that wanted a slot and did not get one, with the cap that holds them: written
+    /// with their Queued (once, when they queue).
+    pub held: HashMap<ObjectRef<Member>, Hold>,
     /// Members whose pod exists but whose admission is not written (the write after its create
     /// failed, or a restart came between): their admission is written.
     pub record: Vec<ObjectRef<Member>>,
@@ -147,7 +156,9 @@ pub struct Plan {
 /// (every open member, or the heads of the teams' queues), `taken` the names already held per
 /// team beyond theirs; `live` counts specialist pods that hold a slot, per team (and under
 /// [`unowned`] those of no known Member). A sub-team's members count against its own cap and
-/// every ancestor's.
+/// every ancestor's. Leads skip the caps; the other slots go by the turns of `fair_share`
+/// (priority, then round-robin across namespaces and teams by slots held, creation order within
+/// a team), never first come first served across teams.
 pub fn plan(
     teams: &HashMap<TeamId, TeamView>,
     members: &[MemberView],
@@ -175,6 +186,7 @@ pub fn plan(
         }
     }
     let mut global_live: usize = live.values().sum();
+    let mut waiting: HashMap<&TeamId, Vec<Waiting<&MemberView>>> = HashMap::new();
     for m in order {
         let Some(team) = teams.get(&m.team) else { continue };
         if team.disbanded || !team.agents.contains(&m.agent) || m.phase.is_terminal() {
@@ -199,20 +211,32 @@ pub fn plan(
             out.admit.push(m.key.clone());
             continue;
         }
-        let line = lineage(teams, &m.team);
-        let full = line.iter().any(|t| {
-            let cap = teams.get(*t).map_or(0, |v| v.max_agents).min(global_cap);
-            team_live.get(t).copied().unwrap_or(0) >= cap
-        });
-        if full || global_live >= global_cap {
-            // Keep going: later members still get their names while they wait.
-            continue;
-        }
-        for t in line {
+        waiting.entry(&m.team).or_default().push(Waiting { created: m.created, uid: m.uid.clone(), member: m });
+    }
+    let mut turns = Turns::new(live);
+    for (team, list) in waiting {
+        turns.team(team.clone(), teams.get(team).map_or(0, |v| v.priority), list);
+    }
+    let cap = |t: &TeamId| teams.get(t).map_or(0, |v| v.max_agents);
+    while global_live < global_cap {
+        let room =
+            |team: &TeamId, _: usize| lineage(teams, team).iter().all(|t| team_live.get(t).copied().unwrap_or(0) < cap(t).min(global_cap));
+        let Some((team, m)) = turns.next(room) else { break };
+        let Some((team, _)) = teams.get_key_value(&team) else { break };
+        for t in lineage(teams, team) {
             *team_live.entry(t).or_default() += 1;
         }
         global_live += 1;
         out.admit.push(m.key.clone());
+    }
+    // The rest wait, held by the first cap of their line that is full, else the operator's.
+    for (team, m) in turns.left() {
+        let full = lineage(teams, &team).into_iter().find(|t| team_live.get(t).copied().unwrap_or(0) >= cap(t));
+        let hold = match full {
+            Some(t) => Hold::Team { team: t.1.clone(), max_agents: cap(t) },
+            None => Hold::Operator { cap: global_cap },
+        };
+        out.held.insert(m.key.clone(), hold);
     }
     out
 }
@@ -401,8 +425,15 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
     debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
     // Names are decided now, written with the member's admission or, for members that wait,
-    // in batches.
-    for (key, name) in &decided.names {
+    // in batches. Only the names written this round are kept: a member past the batch is named
+    // again in the next round (a name kept but not written would never be written as Queued,
+    // with the cap that holds it).
+    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
+    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
+    let more = more || waiting.len() > NAME_BATCH;
+    let written_now: std::collections::HashSet<&ObjectRef<Member>> =
+        deciding.iter().copied().chain(waiting.iter().copied().take(NAME_BATCH)).collect();
+    for (key, name) in decided.names.iter().filter(|(k, _)| written_now.contains(k)) {
         if let Some(m) = members.get(key)
             && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
         {
@@ -411,9 +442,6 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
             pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, attempt, resource_version: None });
         }
     }
-    let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
-    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
-    let more = more || waiting.len() > NAME_BATCH;
 
     // Pods first, then the admissions: a member reads Starting only once its pod exists.
     let mut creations = Vec::new();
@@ -468,7 +496,7 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
                         admissions.push((member, name, Decision::Rejected { message }));
                     }
                     Refusal::Quota(msg) if member.status.as_ref().and_then(|s| s.reason.as_deref()) != Some(QUOTA_EXCEEDED) => {
-                        admissions.push((member, name, Decision::Queued { quota: Some(msg) }));
+                        admissions.push((member, name, Decision::Queued { hold: Some(Hold::Quota(msg)) }));
                     }
                     _ => {}
                 }
@@ -478,7 +506,8 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
     for key in waiting.into_iter().take(NAME_BATCH) {
         let Some(member) = members.get(key) else { continue };
         let Some(name) = name_of(&member, pending) else { continue };
-        admissions.push((member, name, Decision::Queued { quota: None }));
+        // Which cap holds it is written now, with its Queued, and not again while it waits.
+        admissions.push((member, name, Decision::Queued { hold: decided.held.get(key).cloned() }));
     }
     let written = write_decisions(ctx, admissions, pending).await;
     for (uid, w) in written.iter().flatten() {
@@ -663,6 +692,7 @@ mod tests {
     fn team(cap: usize) -> TeamView {
         TeamView {
             max_agents: cap,
+            priority: 0,
             disbanded: false,
             agents: ["general".to_owned(), "lead".to_owned()].into(),
             external_lead: false,
@@ -734,11 +764,41 @@ mod tests {
     }
 
     #[test]
-    fn global_cap_holds_across_teams_first_come_first_served() {
+    fn global_cap_holds_across_teams_taking_turns() {
         let mut members: Vec<MemberView> = (0..4).map(|i| mv("a", i * 2, Some(&format!("a{i}")), MemberPhase::Queued)).collect();
         members.extend((0..4).map(|i| mv("b", i * 2 + 1, Some(&format!("b{i}")), MemberPhase::Queued)));
         let p = plan(&teams(&[("a", 10), ("b", 10)]), &members, &|_, _| false, &HashMap::new(), 3);
         assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m0", "m1", "m2"]);
+    }
+
+    #[test]
+    fn a_team_queued_first_does_not_starve_one_created_after_it() {
+        // Team a holds 3 of the 4 slots and 50 more of its members wait, all older than b's.
+        let mut members: Vec<MemberView> = (0..50).map(|i| mv("a", i, Some(&format!("a{i}")), MemberPhase::Queued)).collect();
+        members.extend((100..105).map(|i| mv("b", i, Some(&format!("b{i}")), MemberPhase::Queued)));
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 3)]);
+        let p = plan(&teams(&[("a", 100), ("b", 5)]), &members, &|_, _| false, &live, 4);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m100"], "first come first served would take a's");
+        // With two slots free, b holds 0 and takes both.
+        let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 2)]);
+        let p = plan(&teams(&[("a", 100), ("b", 5)]), &members, &|_, _| false, &live, 4);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m100", "m101"]);
+        assert_eq!(p.held.get(&members[0].key), Some(&Hold::Operator { cap: 4 }));
+    }
+
+    #[test]
+    fn a_higher_priority_team_goes_first_and_the_held_say_which_cap_holds_them() {
+        let mut ts = teams(&[("low", 10), ("high", 1)]);
+        ts.get_mut(&("ns".to_owned(), "high".to_owned())).expect("high").priority = 5;
+        let members = vec![
+            mv("low", 0, Some("l0"), MemberPhase::Queued),
+            mv("high", 10, Some("h0"), MemberPhase::Queued),
+            mv("high", 11, Some("h1"), MemberPhase::Queued),
+        ];
+        let p = plan(&ts, &members, &|_, _| false, &HashMap::new(), 1);
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m10"]);
+        assert_eq!(p.held.get(&members[2].key), Some(&Hold::Team { team: "high".into(), max_agents: 1 }), "{p:?}");
+        assert_eq!(p.held.get(&members[0].key), Some(&Hold::Operator { cap: 1 }));
     }
 
     #[test]
@@ -806,7 +866,14 @@ mod record_tests {
 
     #[test]
     fn a_queued_member_with_a_pod_but_no_admission_written_is_recorded_not_admitted_again() {
-        let team = TeamView { max_agents: 1, disbanded: false, agents: ["general".to_owned()].into(), external_lead: false, parent: None };
+        let team = TeamView {
+            max_agents: 1,
+            priority: 0,
+            disbanded: false,
+            agents: ["general".to_owned()].into(),
+            external_lead: false,
+            parent: None,
+        };
         let teams = HashMap::from([(("ns".to_owned(), "a".to_owned()), team)]);
         let m = |i: i64, has_pod: bool, admitted: bool| MemberView {
             key: ObjectRef::new(&format!("m{i}")).within("ns"),

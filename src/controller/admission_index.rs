@@ -116,6 +116,7 @@ impl Index {
         let parent = t.parent_uid().and_then(|p| self.team_uids.get(p).cloned());
         let view = TeamView {
             max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
+            priority: t.spec.priority,
             disbanded: t.is_disbanded(),
             agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
             external_lead: t.spec.lead.pod_name.is_some(),

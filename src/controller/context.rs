@@ -32,6 +32,9 @@ pub struct Context {
     pub written_from: WrittenFrom,
     /// The roster last set in Redis per team, so that only changes are sent.
     pub rosters: super::roster::Rosters,
+    /// Members and tasks by team (see `by_team`).
+    pub members_by_team: super::by_team::ByTeam<Member>,
+    pub tasks_by_team: super::by_team::ByTeam<TeamTask>,
 }
 
 /// The versions a reconciler judged and wrote from, per object: a reconcile of one of them is

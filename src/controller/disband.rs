@@ -18,8 +18,8 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::context::Context;
-use super::{Result, shutdown_grace, team_status};
-use crate::api::{Member, Team, TeamPhase, TeamTask, condition};
+use super::{Result, roster, shutdown_grace, team_status};
+use crate::api::{Member, Team, TeamPhase, condition};
 use crate::bus::{OPERATOR_SENDER, TeamKey};
 use crate::gateway::tools::shutdown::request_notice;
 
@@ -33,22 +33,12 @@ pub enum Progress {
     Done,
 }
 
-/// Members of a team, from the store.
-pub fn members_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<Member>> {
-    ctx.members.state_filter(|m| m.spec.team == team && m.namespace().as_deref() == Some(ns))
-}
-
-/// Tasks of a team, from the store.
-pub fn tasks_of(ctx: &Context, ns: &str, team: &str) -> Vec<Arc<TeamTask>> {
-    ctx.tasks.state_filter(|t| t.spec.team == team && t.namespace().as_deref() == Some(ns))
-}
-
 /// Disbands `t`; `reason` is a CamelCase cause (TeamDeleted, LeadCompleted, LeadFailed).
 pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result<Progress> {
     let ns = t.namespace().unwrap_or_default();
     let name = t.name_any();
     let key = TeamKey::new(ns.clone(), name.clone());
-    let members = members_of(ctx, &ns, &name);
+    let members = ctx.members_by_team.of(&ns, &name);
     let now_ts = Timestamp::now();
     let (held, open): (Vec<&Arc<Member>>, Vec<&Arc<Member>>) =
         members.iter().filter(|m| !m.phase().is_terminal()).partition(|m| shutdown_grace::holds(t, m, now_ts).is_some());
@@ -64,6 +54,9 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
             OPERATOR_SENDER,
             &format!("team {name} disbanded: {why}; your pod is deleted {}s after the disband", t.spec.shutdown_grace_seconds),
         );
+        // The roster first: a member admitted within the Team reconcile's debounce is in the
+        // store but not yet in Redis, and a notice to a name off the roster is refused.
+        ctx.rosters.sync(&ctx.bus, &key, roster::of(&members)).await?;
         let uid = t.metadata.uid.clone().unwrap_or_default();
         let notices = held.iter().map(|m| (m, &asked)).chain(open.iter().map(|m| (m, &disbanded)));
         for (m, notice) in notices {
@@ -103,7 +96,7 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         ctx.event(t, false, "Disbanded", summary).await;
     }
 
-    let tasks_open = tasks_of(ctx, &ns, &name).iter().any(|task| !task.state().is_terminal());
+    let tasks_open = ctx.tasks_by_team.of(&ns, &name).iter().any(|task| !task.state().is_terminal());
     if !held.is_empty() || !open.is_empty() || tasks_open {
         return Ok(Progress::Waiting);
     }

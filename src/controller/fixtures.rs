@@ -25,6 +25,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
         name,
         TeamSpec {
             max_agents,
+            priority: 0,
             member_timeout_seconds: 300,
             lead: LeadSpec { agent: "lead".into(), ..Default::default() },
             agents: vec![agent("lead"), agent("general")],

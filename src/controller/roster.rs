@@ -6,9 +6,10 @@
 //! still, at a slower beat).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::api::{Member, MemberPhase};
 use crate::bus::{Bus, BusError, RosterState, TeamKey};
 
 /// Longest time between two syncs of a team's whole roster.
@@ -16,6 +17,21 @@ pub const FULL_SYNC: Duration = Duration::from_secs(60);
 
 /// A roster: member name → state.
 pub type Roster = HashMap<String, RosterState>;
+
+/// The roster that `members` (a team's, from the store) make: queued, finished, or active.
+pub fn of(members: &[Arc<Member>]) -> Roster {
+    members
+        .iter()
+        .filter_map(|m| {
+            let state = match m.phase() {
+                MemberPhase::Queued => RosterState::Queued,
+                p if p.is_terminal() => RosterState::Finished,
+                _ => RosterState::Active,
+            };
+            Some((m.agent_name()?.to_owned(), state))
+        })
+        .collect()
+}
 
 /// What was last set, per team, and when the whole roster was.
 #[derive(Default)]

@@ -15,10 +15,10 @@ use tracing::instrument;
 
 use super::context::Context;
 use super::disband::{self, Progress};
-use super::{Error, MANAGER, Result, team_status};
+use super::{Error, MANAGER, Result, roster, team_status};
 use crate::api::field_managers::TEAM;
 use crate::api::{Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus, condition, labels};
-use crate::bus::{RosterState, TeamKey};
+use crate::bus::TeamKey;
 
 /// Finalizer that holds a deleted Team until it is disbanded.
 pub const FINALIZER: &str = "agentteams.dev/disband";
@@ -87,7 +87,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     }
     ensure_lead(ctx, team).await?;
 
-    let members = disband::members_of(ctx, &ns, &name);
+    let members = ctx.members_by_team.of(&ns, &name);
     let lead = members.iter().find(|m| m.is_lead());
     if let Some(lead) = lead.filter(|l| l.phase().is_terminal()) {
         let (reason, why) = match lead.phase() {
@@ -101,18 +101,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::requeue(DISBAND_RECHECK));
     }
 
-    let roster: std::collections::HashMap<String, RosterState> = members
-        .iter()
-        .filter_map(|m| {
-            let state = match m.phase() {
-                MemberPhase::Queued => RosterState::Queued,
-                p if p.is_terminal() => RosterState::Finished,
-                _ => RosterState::Active,
-            };
-            Some((m.agent_name()?.to_owned(), state))
-        })
-        .collect();
-    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), roster).await?;
+    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), roster::of(&members)).await?;
 
     let mut status = team_status::counts(&members);
     status.phase = Some(TeamPhase::Active);

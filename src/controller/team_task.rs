@@ -177,19 +177,16 @@ async fn judge_now(ctx: &Context, task: &TeamTask, ns: &str) -> Result<Verdict> 
     // A disband fails the open tasks only once it holds no member for its shutdown grace.
     if let Some(team) = team.as_deref().filter(|t| t.disband_recorded()) {
         let now = Timestamp::now();
-        let held = ctx
-            .members
-            .state_filter(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns))
-            .iter()
-            .filter_map(|m| shutdown_grace::holds(team, m, now))
-            .min();
+        let held = ctx.members_by_team.of(ns, &task.spec.team).iter().filter_map(|m| shutdown_grace::holds(team, m, now)).min();
         if let Some(left) = held {
             return Ok(Verdict::Wait(Duration::from_secs(left.as_secs().max(1).unsigned_abs())));
         }
     }
     let owner_phase = task.spec.owner.as_ref().and_then(|owner| {
-        ctx.members
-            .find(|m| m.spec.team == task.spec.team && m.namespace().as_deref() == Some(ns) && m.agent_name() == Some(owner.as_str()))
+        ctx.members_by_team
+            .of(ns, &task.spec.team)
+            .into_iter()
+            .find(|m| m.agent_name() == Some(owner.as_str()))
             .map(|m| (m.phase(), m.status.as_ref().and_then(|s| s.reason.clone()).unwrap_or_default()))
     });
     let dep_state =

@@ -18,7 +18,7 @@
 //! | team_create | create | teams |
 //! | team_delete | delete | teams |
 //! | spawn_member | create | members |
-//! | team_task create / update / get / list / claim | create / update / get / list / update | teamtasks (update: teamtasks/status) |
+//! | team_task create / update / get / list / claim | create / update / get / list / update | teamtasks |
 //! | send_message | create | teams/messages |
 //! | wait_messages | get | teams/messages |
 //! | agent_memory read / write, append | get / update | teams/memory |
@@ -193,7 +193,7 @@ fn out_deleted() -> serde_json::Map<String, Value> {
 fn out_get() -> serde_json::Map<String, Value> {
     let mut fields = team_fields();
     fields.extend([
-        ("members", "array", "Members (kind=members)."),
+        ("members", "array", "Members (kind=members): name, phase, reason, queue_position (Queued members), ..."),
         ("tasks", "array", "Tasks (kind=tasks)."),
         ("messages", "array", "The newest messages, oldest first (kind=messages)."),
     ]);
@@ -279,7 +279,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::Get.as_str(),
-        description: "Read the state of things: kind=teams (your team), kind=members (the members of your team with phase, agent type and role), kind=tasks (the task board), kind=messages (the newest messages of your inbox, read-only: nothing is acknowledged). Give `name` for one object.",
+        description: "Read the state of things: kind=teams (your team), kind=members (the members of your team with phase, agent type and role; a Queued one with the reason that holds it and its queue_position, 1 = the next slot that frees), kind=tasks (the task board), kind=messages (the newest messages of your inbox, read-only: nothing is acknowledged). Give `name` for one object.",
         schema: schema_of::<GetArgs>,
         hints: hints(true, false, true),
         output: out_get,

@@ -177,14 +177,24 @@ fn tasks_table(tasks: &[Value], wide: bool) {
     table(&header, rows.collect());
 }
 
+/// Members, with a Queued member's place in the queue for the operator-wide cap (POSITION: 1 takes
+/// the next slot that frees; `-` for one its team's maxAgents holds), which the gateway computes
+/// on read by admission's own rule (`fair_share`).
 fn members_table(members: &[Value], wide: bool) {
-    let mut header = vec!["NAME", "AGENT", "ROLE", "PHASE", "REASON", "OBJECT"];
+    let mut header = vec!["NAME", "AGENT", "ROLE", "PHASE", "POSITION", "REASON", "OBJECT"];
     if wide {
         header.extend(["POD", "EXIT", "MESSAGE"]);
     }
     let rows = members.iter().map(|m| {
-        let mut row =
-            vec![cell(&m["name"]), cell(&m["agent"]), cell(&m["role"]), cell(&m["phase"]), cell(&m["reason"]), cell(&m["object"])];
+        let mut row = vec![
+            cell(&m["name"]),
+            cell(&m["agent"]),
+            cell(&m["role"]),
+            cell(&m["phase"]),
+            cell(&m["queue_position"]),
+            cell(&m["reason"]),
+            cell(&m["object"]),
+        ];
         if wide {
             row.extend([cell(&m["pod"]), cell(&m["exit_code"]), cell(&m["message"])]);
         }

@@ -18,6 +18,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
         name,
         TeamSpec {
             max_agents: 3,
+            priority: 0,
             member_timeout_seconds: 120,
             lead: LeadSpec { agent: "lead".into(), prompt: None, pod_name: None },
             agents: vec![],

@@ -41,6 +41,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
         name,
         TeamSpec {
             max_agents,
+            priority: 0,
             member_timeout_seconds: 30,
             lead: LeadSpec { agent: "lead".into(), prompt: Some("lead the team".into()), pod_name: None },
             agents: vec![agent_type("lead"), agent_type("general")],

@@ -1,5 +1,7 @@
 //! get: teams, members and tasks as callers see them.
 
+use std::collections::HashMap;
+
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
@@ -7,7 +9,8 @@ use serde_json::{Value, json};
 use super::actor::*;
 use super::tasks::{task_of, tasks_of};
 use super::views::*;
-use crate::api::{Member, Team, TeamTask};
+use crate::api::{Member, MemberPhase, Team, TeamTask};
+use crate::controller::fair_share;
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::{Caller, UserCaller};
@@ -59,13 +62,24 @@ pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Re
             members.sort_by(|a, b| {
                 a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then_with(|| a.name_any().cmp(&b.name_any()))
             });
+            if let Some(name) = &a.name {
+                members.retain(|m| m.agent_name() == Some(name.as_str()) || m.name_any() == *name);
+                if members.is_empty() {
+                    return Err(ApiError::not_found(format!("member {name} not found in team {team}")));
+                }
+            }
+            let positions = queue_positions(state, &members).await;
+            let view = |m: &Member| {
+                let mut v = member_view(m);
+                let place = m.uid().and_then(|uid| positions.get(&uid).copied());
+                if let Some(place) = place {
+                    v["queue_position"] = json!(place);
+                }
+                v
+            };
             match a.name {
-                Some(name) => members
-                    .iter()
-                    .find(|m| m.agent_name() == Some(name.as_str()) || m.name_any() == name)
-                    .map(member_view)
-                    .ok_or_else(|| ApiError::not_found(format!("member {name} not found in team {team}"))),
-                None => Ok(json!({ "members": members.iter().map(member_view).collect::<Vec<_>>() })),
+                Some(_) => Ok(members.first().map(view).unwrap_or_default()),
+                None => Ok(json!({ "members": members.iter().map(view).collect::<Vec<_>>() })),
             }
         }
         Kind::Messages => messages(state, caller, a).await,
@@ -81,6 +95,24 @@ pub(super) async fn get(state: &GatewayState, caller: &Caller, a: GetArgs) -> Re
         }
     }
 }
+
+/// Where each Queued member of `members` stands in the queue for the operator-wide cap,
+/// computed now from the watch caches of every Team and Member (as admission takes turns, see
+/// `fair_share`); nothing is asked of the API server, and nothing when none of them is Queued.
+/// Until the caches have listed (a few seconds after the gateway starts) there is no answer.
+async fn queue_positions(state: &GatewayState, members: &[Member]) -> HashMap<String, usize> {
+    if !members.iter().any(|m| m.phase() == MemberPhase::Queued) {
+        return HashMap::new();
+    }
+    let ready = futures::future::join(state.teams.wait_until_ready(), state.members.wait_until_ready());
+    if tokio::time::timeout(CACHE_READY, ready).await.is_err() {
+        return HashMap::new();
+    }
+    fair_share::positions(&state.teams.state(), &state.members.state())
+}
+
+/// How long `get members` waits for the watch caches to list before it answers without places.
+const CACHE_READY: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(super) async fn list_teams(state: &GatewayState, user: &UserCaller, ns: &str) -> Result<Value, ApiError> {
     state.auth.check(user, "list", "teams", None, ns, None).await?;

@@ -78,6 +78,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
         &a.name,
         TeamSpec {
             max_agents: a.max_agents.unwrap_or(4),
+            priority: 0,
             member_timeout_seconds: a.member_timeout_seconds.unwrap_or(crate::api::team::DEFAULT_MEMBER_TIMEOUT_SECONDS),
             lead: LeadSpec { agent: lead_agent, prompt: a.lead_prompt, pod_name: lead_pod.map(|p| p.pod.clone()) },
             agents,
