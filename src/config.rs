@@ -94,6 +94,10 @@ pub struct ControllerArgs {
     /// missing Secret) before the member fails with the kubelet's reason.
     #[arg(long, env = "TEAM_OPERATOR_START_DEADLINE_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(1..))]
     pub start_deadline_seconds: i64,
+    /// Seconds a failed member waits before its first retry (agent types' `backoffLimit`); each
+    /// further retry waits twice the one before, at most 360 (the Job controller's backoff).
+    #[arg(long, env = "TEAM_OPERATOR_RETRY_BACKOFF_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=360))]
+    pub retry_backoff_seconds: u64,
     /// Watch and manage this namespace only (the operator-wide cap then applies to it alone);
     /// empty: every namespace.
     #[arg(long, env = "TEAM_OPERATOR_WATCH_NAMESPACE")]
@@ -185,6 +189,8 @@ pub struct GatewayArgs {
 pub struct ControllerConfig {
     pub max_agents: usize,
     pub deadlines: Deadlines,
+    /// The first retry's backoff (see `controller::retry`).
+    pub retry_backoff: Duration,
     pub pod: PodSettings,
 }
 
@@ -196,6 +202,7 @@ impl From<&ControllerArgs> for ControllerConfig {
                 unschedulable: SignedDuration::from_secs(a.unschedulable_deadline_seconds),
                 start: SignedDuration::from_secs(a.start_deadline_seconds),
             },
+            retry_backoff: Duration::from_secs(a.retry_backoff_seconds),
             pod: PodSettings {
                 gateway_url: a.gateway_url.clone(),
                 teamctl_image: a.teamctl_image.clone().filter(|s| !s.is_empty()),

@@ -21,6 +21,7 @@ pub mod plan_phase;
 pub mod pod;
 pub mod pod_refusal;
 pub mod readiness;
+pub mod retry;
 pub mod roster;
 pub mod shared;
 pub mod shutdown_grace;

@@ -543,6 +543,16 @@ fn member_pod_deadlines_reach_the_controller() {
     }
 }
 
+#[test]
+fn the_retry_backoff_reaches_the_controller_and_out_of_range_is_refused() {
+    for (set, want) in [(vec![], "10"), (vec!["controller.retryBackoffSeconds=1"], "1")] {
+        let env = env_of(container(&rendered(&set), "Deployment", "t-team-operator-controller"));
+        assert_eq!(env.get("TEAM_OPERATOR_RETRY_BACKOFF_SECONDS").map(String::as_str), Some(want), "{set:?}");
+    }
+    let out = run("helm", &["template", "t", CHART, "--set", "controller.retryBackoffSeconds=361"], None);
+    assert!(!out.status.success() && text(&out).contains("retryBackoffSeconds"), "{}", text(&out));
+}
+
 // --- tests on the stack -------------------------------------------------------------------------
 
 #[tokio::test]

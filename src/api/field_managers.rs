@@ -5,8 +5,8 @@
 //!
 //! | manager | writes |
 //! |---|---|
-//! | [`ADMISSION`] | Member `status.name`, `podName`, `startTime`, and the phase of its decision (Queued while it waits, with `reason` / `message` saying which cap holds it, Starting once its pod is created, Failed `PodRejected`) with the conditions of that phase |
-//! | [`MEMBER`] | Member `phase` from then on, `reason`, `message`, `exitCode`, `completionTime`, `observedGeneration`, the Ready / Complete / Failed / LeadNotified conditions (a disband's Cancelled included) |
+//! | [`ADMISSION`] | Member `status.name`, `podName` (each attempt's pod: it creates them all, a retry's too), `startTime`, and the phase of its decision (Queued while it waits, with `reason` / `message` saying which cap holds it, Starting once its pod is created, Failed `PodRejected`) with the conditions of that phase |
+//! | [`MEMBER`] | Member `phase` from then on (a retry's Queued `BackOff` included), `reason`, `message`, `exitCode`, `failedAttempts`, `lastFailureTime`, `completionTime`, `observedGeneration`, the Ready / Complete / Failed / LeadNotified conditions (a disband's Cancelled included) |
 //! | [`GATEWAY_WAIT`] | Member condition `Waiting` (an agent blocked in `wait_messages`), from which the Member reconciler shows Idle |
 //! | [`TEAM`] | Team `status` (counts, phase, conditions; the disband's Disbanded), and the lead's Member object |
 //! | [`TASK`] | TeamTask condition `Blocked`, and the cascades: `state` failed with `reason`, `result`, `completedAt` (owner or dependency failed, team disbanded) |

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Exit", type_ = "integer", json_path = ".status.exitCode"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName", priority = 1),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedAttempts", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -108,9 +109,19 @@ pub struct MemberStatus {
     /// Where the member is in its lifecycle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MemberPhase>,
-    /// The member's pod, once it has one.
+    /// The member's pod, once it has one: the pod of its current attempt (each retry is a new
+    /// pod, its name ending in `-2`, `-3`, …), written when that pod is created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// How many of the member's pods failed, when its agent type has a `backoffLimit` (which
+    /// says how many may before the member fails; the last one's reason is the member's).
+    /// Absent: none failed, or no retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub failed_attempts: Option<i32>,
+    /// When the last of those pods failed: the member's retry waits out its backoff from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
     /// Machine-readable cause of the last transition (PodFailed, OOMKilled, Evicted, PodDeleted,
     /// Unschedulable, ErrImagePull, InitContainerFailed, PodRejected, TeamDisbanded, TeamNotFound,
     /// ...); while Starting, why the pod has not started yet (ErrImagePull, ImagePullBackOff,

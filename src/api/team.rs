@@ -211,6 +211,18 @@ pub struct AgentType {
     #[serde(default, skip_serializing_if = "PlanApproval::is_none")]
     pub plan_approval: PlanApproval,
 
+    /// How many times a member of this type whose pod fails (non-zero exit, OOMKilled,
+    /// evicted, deleted from outside, lost with its node, or not started in time) is started
+    /// again in a new pod before it fails, as a Job's `backoffLimit`: 0 (default) fails it at
+    /// the first failure. Each retry waits a backoff (10 s, doubling per failure, at most 6
+    /// min; the operator's `--retry-backoff-seconds` sets the first) and then a slot like any
+    /// pod; its inbox, memory and tasks stay as they were. A team's lead of this type is
+    /// retried the same way instead of disbanding the team (not an external lead,
+    /// `spec.lead.podName`: the operator does not run its pod). At most 10.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+
     /// Pod template for members of this type. The first container is the agent; the operator
     /// adds the team environment, the gateway token volume and the teamctl binary, and forces
     /// restartPolicy Never.

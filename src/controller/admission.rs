@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -41,6 +41,7 @@ use super::context::Context;
 use super::fair_share::{Turns, Waiting};
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
+use super::retry;
 use crate::api::field_managers::{self, ADMISSION, PODS};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
@@ -128,8 +129,11 @@ pub struct MemberView {
     pub has_pod: bool,
     /// Its admission is written (it has a `podName`), or was and the store does not show it yet.
     pub admitted: bool,
-    /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`).
+    /// Its last pod create was refused and its backoff has not passed (see `pod_refusal`), or
+    /// its last pod failed and its retry's backoff has not passed (see `retry`).
     pub backing_off: bool,
+    /// When its retry's backoff ends, while it waits for its next attempt's pod.
+    pub retry_at: Option<Timestamp>,
 }
 
 /// Decisions of one planning round.
@@ -256,6 +260,8 @@ struct Pending {
     members: HashMap<String, Written>,
     /// Members whose pod create was refused, waiting out their backoff.
     refusals: Backoff,
+    /// The earliest end of a retry's backoff the last round saw (see `retry`), if any waits.
+    retry_wake: Option<Timestamp>,
 }
 
 /// A member's decision as the admission task last made and wrote it.
@@ -266,8 +272,10 @@ struct Written {
     name: String,
     /// The member's team: a name decided is taken in it.
     team: TeamId,
-    /// Its admission was written.
+    /// Its admission was written, for attempt `attempt`.
     admitted: bool,
+    /// The attempt decided (see `retry`): an admission of an earlier one is not this one's.
+    attempt: u32,
     /// The version the last write returned: the next write is conditional on it.
     resource_version: Option<String>,
 }
@@ -343,8 +351,12 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = 
                 resynced = Instant::now();
             }
             let next = match round(&ctx, &stores, &index, &mut pending).await {
-                // A member backing off from a refused create is planned again when its wait ends.
-                Outcome::Done => pending.refusals.next(Instant::now()).map_or(RESYNC, |d| d.min(RESYNC)),
+                // A member backing off from a refused create or a failed pod is planned again
+                // when its wait ends.
+                Outcome::Done => {
+                    let retry = pending.retry_wake.and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok());
+                    pending.refusals.next(Instant::now()).into_iter().chain(retry).fold(RESYNC, Duration::min)
+                }
                 Outcome::More => continue,
                 Outcome::Failed => RETRY,
             };
@@ -376,10 +388,15 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
         }
         // Forget decisions the store now shows in full, and those of members that are gone.
         pending.members.retain(|uid, w| {
-            index.members.get(uid).is_some_and(|m| !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted)))
+            index
+                .members
+                .get(uid)
+                .is_some_and(|m| w.attempt >= m.attempt && !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted)))
         });
         record_gauges(ctx, &index.per_phase, &live);
-        let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now);
+        let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now, ctx.config.retry_backoff);
+        let wall = Timestamp::now();
+        pending.retry_wake = views.iter().filter_map(|v| v.retry_at).filter(|at| *at > wall).min();
         // Names decided and not yet in the store are taken as well as the store's.
         let decided: HashMap<&TeamId, BTreeSet<&str>> = pending.members.values().fold(HashMap::new(), |mut by_team, w| {
             by_team.entry(&w.team).or_default().insert(w.name.as_str());
@@ -394,7 +411,10 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
                 && let (Some(name), Some(m)) = (index.name_of_pod(uid), index.members.get(uid))
                 && m.name.is_none()
             {
-                pending.members.insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, resource_version: None });
+                let attempt = m.attempt;
+                pending
+                    .members
+                    .insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, attempt, resource_version: None });
             }
         }
         (decided, more)
@@ -418,7 +438,8 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
             && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
         {
             let team = (ns, m.spec.team.clone());
-            pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, resource_version: None });
+            let attempt = retry::failed_attempts(&m);
+            pending.members.insert(uid, Written { name: name.clone(), team, admitted: false, attempt, resource_version: None });
         }
     }
 
@@ -435,14 +456,14 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
             admissions.push((member.clone(), name, Decision::Admitted { pod_name: external.clone() }));
             continue;
         }
-        let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid));
+        let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid, retry::failed_attempts(&member)));
         pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
         creations.push((member, team, name, pod_key));
     }
     for key in &decided.record {
         let Some(member) = members.get(key) else { continue };
         let (Some(name), Some(uid)) = (name_of(&member, pending), member.metadata.uid.clone()) else { continue };
-        let pod_name = pod::pod_name(&member.spec.team, &name, &uid);
+        let pod_name = pod::pod_name(&member.spec.team, &name, &uid, retry::failed_attempts(&member));
         admissions.push((member.clone(), name, Decision::Admitted { pod_name }));
     }
     let created = futures::stream::iter(creations)
@@ -525,7 +546,8 @@ async fn write_decisions(
                     info!(member = %member.name_any(), namespace = ns, name, decision = ?decision, "admission written");
                     let admitted = matches!(decision, Decision::Admitted { .. });
                     let team = (ns, member.spec.team.clone());
-                    Some((uid, Written { name, team, admitted, resource_version: m.resource_version() }))
+                    let attempt = retry::failed_attempts(&member);
+                    Some((uid, Written { name, team, admitted, attempt, resource_version: m.resource_version() }))
                 }
                 Err(e) => {
                     warn!(member = %member.name_any(), error = %e, "writing the admission failed; next round retries");
@@ -553,17 +575,35 @@ fn record_gauges(ctx: &Context, per_phase: &HashMap<MemberPhase, i64>, live: &Ha
 /// a pod whose admission is to be recorded), and up to [`NAME_BATCH`] without one. Time in
 /// proportion to the slots and the batch, not to the queues. The second value: members
 /// without a name were left for the next round.
-fn candidates(index: &Index, live: &HashMap<TeamId, usize>, global_cap: usize, pending: &Pending, now: Instant) -> (Vec<MemberView>, bool) {
+fn candidates(
+    index: &Index,
+    live: &HashMap<TeamId, usize>,
+    global_cap: usize,
+    pending: &Pending,
+    now: Instant,
+    first_backoff: Duration,
+) -> (Vec<MemberView>, bool) {
     let mut out = Vec::new();
     let mut more = false;
+    let wall = Timestamp::now();
     let view = |uid: &str| -> Option<MemberView> {
         let m = index.members.get(uid)?;
-        let written = pending.members.get(uid);
+        let written = pending.members.get(uid).filter(|w| w.attempt == m.attempt);
         let name = m.name.clone().or_else(|| written.map(|w| w.name.clone())).or_else(|| index.name_of_pod(uid));
         let (ns, team) = &m.team;
-        let has_pod =
-            index.has_pod(uid) || name.as_ref().is_some_and(|n| pending.pods.contains_key(&(ns.clone(), pod::pod_name(team, n, uid))));
+        // The pod of its current attempt (a retried member's earlier pods do not count).
+        let has_pod = match &name {
+            Some(n) => {
+                let at = (ns.clone(), pod::pod_name(team, n, uid, m.attempt));
+                index.has_pod_at(uid, &at) || pending.pods.contains_key(&at)
+            }
+            None => index.has_pod(uid),
+        };
         let admitted = m.admitted || written.is_some_and(|w| w.admitted);
+        let retry_at = m.retry_from.map(|failed| {
+            let wait = SignedDuration::try_from(retry::backoff(first_backoff, m.attempt)).unwrap_or(SignedDuration::MAX);
+            failed.checked_add(wait).unwrap_or(failed)
+        });
         Some(MemberView {
             key: m.key.clone(),
             team: m.team.clone(),
@@ -575,7 +615,8 @@ fn candidates(index: &Index, live: &HashMap<TeamId, usize>, global_cap: usize, p
             phase: if admitted && m.phase == MemberPhase::Queued { MemberPhase::Starting } else { m.phase },
             has_pod,
             admitted,
-            backing_off: pending.refusals.waiting(uid, now),
+            backing_off: pending.refusals.waiting(uid, now) || retry_at.is_some_and(|at| at > wall),
+            retry_at,
         })
     };
     // Slots in use per team, its sub-teams' included (as `plan` counts them).
@@ -631,7 +672,7 @@ async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &st
     // Memory (`memory: local`) is not put into the prompt: `teamctl run` reads it when turn 1
     // starts, so it is fresh and TEAM_PROMPT stays within env limits.
     let prompt = member.spec.prompt.clone();
-    let input = PodInputs { agent_name, prompt, settings: &ctx.config.pod };
+    let input = PodInputs { agent_name, prompt, attempt: retry::failed_attempts(member), settings: &ctx.config.pod };
     let Some(pod) = pod::build(team, member, input) else {
         return Err(super::Error::Invalid(format!("agent type {} is not in team {}", member.spec.agent, team.name_any())));
     };
@@ -672,6 +713,7 @@ mod tests {
             has_pod: false,
             admitted: false,
             backing_off: false,
+            retry_at: None,
         }
     }
 
@@ -845,6 +887,7 @@ mod record_tests {
             has_pod,
             admitted,
             backing_off: false,
+            retry_at: None,
         };
         let live = HashMap::from([(("ns".to_owned(), "a".to_owned()), 1)]);
         let p = plan(&teams, &[m(1, true, false), m(2, true, true), m(3, false, false)], &|_, _| false, &live, 10);
@@ -893,7 +936,7 @@ mod candidate_tests {
         for i in 500..700 {
             index.member(&member(i, false), true);
         }
-        let (views, more) = candidates(&index, &HashMap::new(), 10, &Pending::default(), Instant::now());
+        let (views, more) = candidates(&index, &HashMap::new(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
         let named: Vec<&str> = views.iter().filter(|v| v.name.is_some()).map(|v| v.key.name.as_str()).collect();
         assert_eq!(named, ["m000", "m001"], "the first two of 500 waiting for two slots");
         assert_eq!(views.iter().filter(|v| v.name.is_none()).count(), NAME_BATCH);
@@ -904,5 +947,44 @@ mod candidate_tests {
         let team = ("default".to_owned(), "review".to_owned());
         let fresh: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).filter(|n| !index.is_taken(&team, n)).collect();
         assert_eq!(fresh.len(), NAME_BATCH, "distinct names none of the 500 named members holds: {:?}", p.names);
+    }
+
+    #[test]
+    fn a_retry_holds_no_slot_while_it_backs_off_then_queues_for_a_new_pod() {
+        use k8s_openapi::api::core::v1::{Pod, PodStatus};
+        let mut t = crate::controller::fixtures::team("review", 1);
+        t.metadata.namespace = Some("default".into());
+        t.metadata.uid = Some("team-uid".into());
+        let failed_at = |secs_ago: i64| Time(Timestamp::now() - SignedDuration::from_secs(secs_ago));
+        let retried = |secs_ago: i64| {
+            let mut m = member(0, true);
+            if let Some(s) = m.status.as_mut() {
+                s.pod_name = Some(pod::pod_name("review", "general-0", "u000", 0));
+                s.failed_attempts = Some(1);
+                s.last_failure_time = Some(failed_at(secs_ago));
+            }
+            m
+        };
+        let mut old_pod = Pod::default();
+        old_pod.metadata.name = Some(pod::pod_name("review", "general-0", "u000", 0));
+        old_pod.metadata.namespace = Some("default".into());
+        old_pod.metadata.owner_references = kube::Resource::controller_owner_ref(&member(0, true), &()).map(|o| vec![o]);
+        old_pod.status = Some(PodStatus { phase: Some("Failed".into()), ..Default::default() });
+        let plan_for = |m: &Member| {
+            let mut index = Index::default();
+            index.team(&t, true);
+            index.member(m, true);
+            index.member(&member(1, true), true);
+            index.pod(&old_pod, true);
+            let (views, _) = candidates(&index, &index.live(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
+            let retry = views.iter().find(|v| v.uid == "u000").cloned().expect("the retried member is a candidate");
+            (retry, plan(&index.teams, &views, &|_, _| false, &index.live(), 10))
+        };
+        let (view, p) = plan_for(&retried(2));
+        assert!(view.backing_off && !view.has_pod && !view.admitted, "{view:?}");
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m001"], "the next member takes the slot meanwhile");
+        let (view, p) = plan_for(&retried(11));
+        assert!(!view.backing_off && !view.has_pod, "{view:?}");
+        assert_eq!(p.admit.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["m000"], "it comes first again: created first");
     }
 }

@@ -16,7 +16,7 @@ use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
 use super::admission::{TeamId, TeamView, unowned};
-use super::pod;
+use super::{pod, retry};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 /// Admission order: leads first, then first come first served.
@@ -32,8 +32,12 @@ pub struct Entry {
     pub order: Order,
     pub name: Option<String>,
     pub phase: MemberPhase,
-    /// Its admission is written (`status.podName`).
+    /// Its admission is written (`status.podName` names its current attempt's pod).
     pub admitted: bool,
+    /// Its current attempt: how many of its pods failed (see `retry`).
+    pub attempt: u32,
+    /// When its last pod failed, while it waits for its next attempt's pod.
+    pub retry_from: Option<Timestamp>,
 }
 
 impl Entry {
@@ -150,7 +154,9 @@ impl Index {
             order: (m.spec.role != MemberRole::Lead, created, uid.clone()),
             name: m.agent_name().map(str::to_owned),
             phase: m.phase(),
-            admitted: m.status.as_ref().is_some_and(|s| s.pod_name.is_some()),
+            admitted: m.status.as_ref().is_some_and(|s| s.pod_name.is_some()) && !retry::awaits_pod(m),
+            attempt: retry::failed_attempts(m),
+            retry_from: m.status.as_ref().and_then(|s| s.last_failure_time.as_ref()).map(|t| t.0).filter(|_| retry::awaits_pod(m)),
         };
         *self.per_phase.entry(entry.phase).or_default() += 1;
         if let Some(n) = &entry.name {
@@ -221,16 +227,23 @@ impl Index {
         self.pods_of.contains_key(uid)
     }
 
-    /// The agent name a pod of the member of `uid` was created under (its deterministic name is
-    /// `<team>-<agent name>-<uid piece>`, see `pod::pod_name`): the name admission decided when it
-    /// created the pod, should the write of that name have been lost (a restart between the
-    /// two), so the member keeps the name its pod has.
+    /// Whether the pod `at` (ns, name) exists and the member of `uid` controls it: a retried
+    /// member's earlier pods are its too, but not the one its current attempt needs.
+    pub fn has_pod_at(&self, uid: &str, at: &(String, String)) -> bool {
+        self.pods.get(at).is_some_and(|(owner, _)| owner == uid)
+    }
+
+    /// The agent name a pod of the member of `uid` was created under (its first pod's
+    /// deterministic name is `<team>-<agent name>-<uid piece>`, see `pod::pod_name`): the name
+    /// admission decided when it created the pod, should the write of that name have been lost
+    /// (a restart between the two), so the member keeps the name its pod has. (A retry's pod is
+    /// made only for a member whose name is written.)
     pub fn name_of_pod(&self, uid: &str) -> Option<String> {
         let m = self.members.get(uid)?;
         let pod = self.pod_name_of.get(uid)?;
-        let suffix = pod::pod_name("", "", uid);
+        let suffix = pod::pod_name("", "", uid, 0);
         let name = pod.strip_prefix(&format!("{}-", m.team.1))?.strip_suffix(suffix.trim_start_matches('-'))?.strip_suffix('-')?;
-        (pod::pod_name(&m.team.1, name, uid) == *pod).then(|| name.to_owned())
+        (pod::pod_name(&m.team.1, name, uid, 0) == *pod).then(|| name.to_owned())
     }
 
     /// Whether the pod (ns, name) is known.
@@ -331,9 +344,9 @@ mod tests {
         assert_eq!(i.live(), HashMap::from([(team_id(), 1), (unowned(), 1)]));
         assert!(i.has_pod("u1"));
         assert_eq!(i.name_of_pod("u1"), None, "p1 is no name the operator would give");
-        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1"), "u1", "Pending"), true);
+        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1", 0), "u1", "Pending"), true);
         assert_eq!(i.name_of_pod("u1").as_deref(), Some("general-7"));
-        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1"), "u1", "Pending"), false);
+        i.pod(&pod_of(&pod::pod_name("a", "general-7", "u1", 0), "u1", "Pending"), false);
         i.pod(&pod_of("p1", "u1", "Succeeded"), true);
         assert_eq!(i.live(), HashMap::from([(unowned(), 1)]));
         assert!(i.has_pod("u1"), "a pod that ended is still the member's");

@@ -27,7 +27,7 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, disbanded, lead_notice, plan_phase, pod, shutdown_grace};
+use super::{Error, Result, disbanded, lead_notice, plan_phase, pod, retry, shutdown_grace};
 use crate::api::condition::{COMPLETE, FAILED, LEAD_NOTIFIED, READY, WAITING};
 use crate::api::field_managers::{self, MEMBER};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
@@ -54,7 +54,7 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     {
         let note = refused.message.clone().unwrap_or_default();
         let reason = refused.reason.clone().unwrap_or_default();
-        if write(&ctx, &member, refused, None, now).await? {
+        if write(&ctx, &member, refused, retry::failed_attempts(&member), None, now).await? {
             ctx.event(member.as_ref(), true, &reason, note).await;
         }
         return Ok(Action::await_change());
@@ -66,11 +66,12 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     let external = member.is_lead() && team.spec.lead.pod_name.is_some();
     let pod_name = match (&team.spec.lead.pod_name, member.is_lead()) {
         (Some(external), true) => external.clone(),
-        _ => pod::pod_name(&member.spec.team, &agent_name, &uid),
+        _ => retry::current_pod_name(&member, &agent_name),
     };
-    // Queued and not admitted yet: the admission's to write (its wait, QuotaExceeded), unless a
-    // disband cancels it.
-    if status.pod_name.is_none() && !current.is_terminal() && !team.disband_recorded() {
+    // Queued and not admitted yet, or waiting for its retry's pod: the admission's to write (its
+    // wait, QuotaExceeded, the next pod), unless a disband cancels it.
+    let admitted = status.pod_name.is_some() && !retry::awaits_pod(&member);
+    if !admitted && !current.is_terminal() && !team.disband_recorded() {
         return Ok(Action::await_change());
     }
     // A member's pod is the one it controls; an external lead's, the pod that owns the Team by
@@ -80,13 +81,13 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         false => pod::controlled_by(p, &uid),
     });
 
-    let (observed, recheck) = observe(&member, &team, pod.as_ref(), &pod_name, now, ctx.config.deadlines);
+    let (observed, failed, recheck) = observe(&member, &team, pod.as_ref(), &pod_name, now, &ctx.config);
     tracing::debug!(current = ?current, observed = ?observed.phase, pod = pod.is_some(), "member observed");
     // The lead is told before the end is written (see `lead_notice`): the notice is what the
     // lead waits on, and its idempotency key makes a repeat after a lost write harmless. That it
     // was told is recorded in the same write as the end.
     let told = tell_lead(&ctx, &team, &member, &agent_name, &observed).await?;
-    let changed = record_told(&ctx, &member, observed.clone(), told, now).await?;
+    let changed = record_told(&ctx, &member, observed.clone(), failed, told, now).await?;
     // A pod that must not run on is removed, so it frees its slot: its member ended without it
     // (a disband, a deadline, a phase written by hand), or was cancelled. After the status says
     // why, so a pod deleted here is not read as deleted from outside; a failure here retries.
@@ -102,6 +103,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     if changed && observed.phase != current && observed.phase == MemberPhase::Failed {
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} failed"));
         ctx.event(member.as_ref(), true, observed.phase.as_str(), note).await;
+    }
+    // So does each failed attempt that is retried: the pod it failed in is named there.
+    if changed && failed > retry::failed_attempts(&member) && observed.phase == MemberPhase::Queued {
+        ctx.event(member.as_ref(), true, retry::BACK_OFF, observed.message.clone().unwrap_or_default()).await;
     }
     Ok(match recheck {
         Some(after) => Action::requeue(Duration::from_secs(after.as_secs().max(1).unsigned_abs())),
@@ -129,25 +134,28 @@ pub fn refusal(member: &Member, team: Option<&Team>) -> Option<Observed> {
 /// What the member's status should say, from its team and its pod: a finished member stays as
 /// it is; a disband cancels it (see `disbanded`) unless it holds the member for its shutdown
 /// grace (see `shutdown_grace`); else its pod says (gone: it failed), with a plan under review
-/// reading AwaitingApproval (see `plan_phase`). The second value is when to look again (a
-/// deadline that has not passed, the end of a grace).
+/// reading AwaitingApproval (see `plan_phase`), and a failure within its agent type's
+/// `backoffLimit` a retry (see `retry`). The second value is the member's `failedAttempts`
+/// from now on; the third when to look again (a deadline that has not passed, the end of a
+/// grace).
 pub fn observe(
     member: &Member,
     team: &Team,
     pod: Option<&Pod>,
     pod_name: &str,
     now: Timestamp,
-    deadlines: member_status::Deadlines,
-) -> (Observed, Option<k8s_openapi::jiff::SignedDuration>) {
+    config: &crate::config::ControllerConfig,
+) -> (Observed, u32, Option<k8s_openapi::jiff::SignedDuration>) {
     let status = member.status.clone().unwrap_or_default();
     let current = member.phase();
+    let failed = retry::failed_attempts(member);
     if current.is_terminal() {
         // Final: written again only if its conditions lag (a phase written by hand).
-        return (Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code }, None);
+        return (Observed { phase: current, reason: status.reason, message: status.message, exit_code: status.exit_code }, failed, None);
     }
     let grace = match team.disband_recorded() {
         true => match shutdown_grace::holds(team, member, now) {
-            None => return (disbanded::cancelled_member(team), None),
+            None => return (disbanded::cancelled_member(team), failed, None),
             held => held,
         },
         false => None,
@@ -155,13 +163,14 @@ pub fn observe(
     let waiting = condition::is_true(&status.conditions, WAITING);
     let (observed, recheck) = match pod {
         Some(p) => {
-            let (observed, recheck) = member_status::from_pod(p, waiting, now, deadlines);
+            let (observed, recheck) = member_status::from_pod(p, waiting, now, config.deadlines);
             (plan_phase::apply(observed, &status), recheck)
         }
         None => (member_status::pod_gone(pod_name), None),
     };
+    let (observed, failed) = retry::judge(observed, failed, retry::limit(team, member), config.retry_backoff);
     // A held member is looked at again when its grace ends, to be cancelled then.
-    (observed, recheck.into_iter().chain(grace).min())
+    (observed, failed, recheck.into_iter().chain(grace).min())
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its
@@ -214,10 +223,19 @@ fn refused(reason: &str, message: String) -> Observed {
 
 /// The fields this reconciler owns, as `observed` makes them (on top of `conditions`, when
 /// given), and whether they differ from what the member has.
-fn owned_status(member: &Member, observed: Observed, conditions: Option<Vec<Condition>>, now: Timestamp) -> (MemberStatus, bool) {
+fn owned_status(
+    member: &Member,
+    observed: Observed,
+    failed: u32,
+    conditions: Option<Vec<Condition>>,
+    now: Timestamp,
+) -> (MemberStatus, bool) {
     let old = member.status.clone().unwrap_or_default();
     let terminal = observed.phase.is_terminal();
+    let failed_now = failed > retry::failed_attempts(member);
     let mut new = MemberStatus {
+        failed_attempts: i32::try_from(failed).ok().filter(|n| *n > 0),
+        last_failure_time: if failed_now { Some(Time(now)) } else { old.last_failure_time.clone() },
         phase: Some(observed.phase),
         reason: observed.reason,
         message: observed.message,
@@ -239,14 +257,22 @@ fn owned_status(member: &Member, observed: Observed, conditions: Option<Vec<Cond
 /// the member's; whether it wrote. Conditional on the version judged: a reconcile that read a
 /// Member older than the one stored (its own last write not in the cache yet) must not write
 /// the same transition, and its Event, a second time. The newer version is reconciled next.
-async fn write(ctx: &Context, member: &Member, observed: Observed, conditions: Option<Vec<Condition>>, now: Timestamp) -> Result<bool> {
-    let (new, changed) = owned_status(member, observed, conditions, now);
+async fn write(
+    ctx: &Context,
+    member: &Member,
+    observed: Observed,
+    failed: u32,
+    conditions: Option<Vec<Condition>>,
+    now: Timestamp,
+) -> Result<bool> {
+    let (new, changed) = owned_status(member, observed, failed, conditions, now);
     if !changed {
         return Ok(false);
     }
     let status = json!({
         "phase": new.phase, "reason": new.reason, "message": new.message, "exitCode": new.exit_code,
         "completionTime": new.completion_time, "observedGeneration": new.observed_generation,
+        "failedAttempts": new.failed_attempts, "lastFailureTime": new.last_failure_time,
         "conditions": condition::only(&new.conditions, &OWN_CONDITIONS),
     });
     let body = field_managers::status_apply::<Member>(&member.name_any(), member.resource_version().as_deref(), status);
@@ -277,9 +303,9 @@ struct Told {
 /// Writes the observed status with what [`tell_lead`] did; whether it wrote. The notice is
 /// counted here, where the conditional write makes it once per member, not where it was sent
 /// (a resend after a lost write is deduplicated by the bus, not by the counter).
-async fn record_told(ctx: &Context, member: &Member, observed: Observed, told: Option<Told>, now: Timestamp) -> Result<bool> {
+async fn record_told(ctx: &Context, member: &Member, observed: Observed, failed: u32, told: Option<Told>, now: Timestamp) -> Result<bool> {
     let sent = told.as_ref().filter(|t| t.sent).map(|t| t.label.clone());
-    let changed = write(ctx, member, observed, told.map(|t| t.conditions), now).await?;
+    let changed = write(ctx, member, observed, failed, told.map(|t| t.conditions), now).await?;
     if changed && let Some(label) = sent {
         ctx.metrics.notices.get_or_create(&label).inc();
     }

@@ -36,11 +36,17 @@ pub struct PodSettings {
     pub token_expiration_seconds: i64,
 }
 
-/// Deterministic pod name of a member: team, agent name and a piece of the Member's uid, so a
-/// member re-created under the same agent name never collides with its predecessor's pod.
-pub fn pod_name(team: &str, agent_name: &str, member_uid: &str) -> String {
+/// Deterministic pod name of a member's `attempt` (0 for its first pod, one more per retry, see
+/// `retry`): team, agent name and a piece of the Member's uid, so a member re-created under the
+/// same agent name never collides with its predecessor's pod; from the second attempt on, its
+/// number as `TEAM_ATTEMPT` counts it (`-2`, `-3`, …) after it, so each attempt is a new pod (and
+/// a new bound token).
+pub fn pod_name(team: &str, agent_name: &str, member_uid: &str, attempt: u32) -> String {
     let suffix: String = member_uid.chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
-    format!("{team}-{agent_name}-{suffix}")
+    match attempt {
+        0 => format!("{team}-{agent_name}-{suffix}"),
+        n => format!("{team}-{agent_name}-{suffix}-{}", n + 1),
+    }
 }
 
 /// The Member controlling `pod` (its controller reference, kind Member of this API group): what
@@ -67,6 +73,9 @@ pub struct PodInputs<'a> {
     /// The member's prompt. Memory is not put in front of it here: `teamctl run` reads it through
     /// the gateway when turn 1 starts (fresh, and no env size limit to hit).
     pub prompt: String,
+    /// Which attempt the pod is: 0 for the member's first pod, one more per retry
+    /// (`TEAM_ATTEMPT` is one more than this, so the first pod reads 1).
+    pub attempt: u32,
     /// Operator settings.
     pub settings: &'a PodSettings,
 }
@@ -109,6 +118,7 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
         env("TEAM_GATEWAY_URL", &input.settings.gateway_url),
         env("TEAM_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
         env("TEAM_PROMPT", &input.prompt),
+        env("TEAM_ATTEMPT", &(input.attempt + 1).to_string()),
     ];
     env.extend(gates);
     if let Some(o) = &member.spec.pod {
@@ -171,7 +181,7 @@ pub fn build(team: &Team, member: &Member, input: PodInputs<'_>) -> Option<Pod> 
 
     Some(Pod {
         metadata: ObjectMeta {
-            name: Some(pod_name(team_name, input.agent_name, uid)),
+            name: Some(pod_name(team_name, input.agent_name, uid, input.attempt)),
             namespace: member.metadata.namespace.clone(),
             labels: Some(pod_labels),
             annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
@@ -251,7 +261,8 @@ mod tests {
     fn pod_carries_identity_env_token_and_owner() {
         let t = team("review", 3);
         let m = member("review", "general", "uid-abcdef");
-        let pod = build(&t, &m, PodInputs { agent_name: "general-2", prompt: "do it".into(), settings: &settings() }).expect("pod");
+        let pod =
+            build(&t, &m, PodInputs { agent_name: "general-2", prompt: "do it".into(), attempt: 0, settings: &settings() }).expect("pod");
         assert_eq!(pod.metadata.name.as_deref(), Some("review-general-2-uidab"));
         let l = pod.metadata.labels.as_ref().expect("labels");
         assert_eq!(l[labels::TEAM], "review");
@@ -265,6 +276,10 @@ mod tests {
         assert_eq!(get("TEAM_PROMPT").as_deref(), Some("do it"));
         assert_eq!(get("TEAM_MEMBER_TIMEOUT_SECONDS").as_deref(), Some("300"));
         assert_eq!(get("TEAM_LEAD").as_deref(), Some("lead"), "a specialist learns the lead's name");
+        assert_eq!(get("TEAM_ATTEMPT").as_deref(), Some("1"));
+        let retry = PodInputs { agent_name: "general-2", prompt: String::new(), attempt: 1, settings: &settings() };
+        let retry = build(&t, &m, retry).expect("pod");
+        assert_eq!(retry.metadata.name.as_deref(), Some("review-general-2-uidab-2"), "the second attempt is a new pod");
         assert!(spec.volumes.as_ref().expect("volumes").iter().any(|v| v.projected.is_some()));
         assert_eq!(spec.init_containers.as_ref().map(Vec::len), Some(1));
         let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
@@ -277,7 +292,7 @@ mod tests {
     #[test]
     fn team_lead_is_the_recorded_lead_or_the_lead_itself() {
         let lead_env = |t: &Team, m: &Member, name: &str| {
-            let pod = build(t, m, PodInputs { agent_name: name, prompt: String::new(), settings: &settings() }).expect("pod");
+            let pod = build(t, m, PodInputs { agent_name: name, prompt: String::new(), attempt: 0, settings: &settings() }).expect("pod");
             let env = pod.spec.expect("spec").containers[0].env.clone().expect("env");
             env.into_iter().find(|e| e.name == "TEAM_LEAD").and_then(|e| e.value)
         };
@@ -293,7 +308,8 @@ mod tests {
     fn quality_gates_reach_the_agent_container_only_when_set() {
         let env_of = |t: &Team| {
             let m = member("review", "general", "uid-1");
-            let pod = build(t, &m, PodInputs { agent_name: "general", prompt: String::new(), settings: &settings() }).expect("pod");
+            let pod =
+                build(t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() }).expect("pod");
             pod.spec.expect("spec").containers[0].env.clone().expect("env")
         };
         let mut t = team("review", 3);
@@ -312,7 +328,9 @@ mod tests {
         let general = t.spec.agents.iter_mut().find(|a| a.name == "general").expect("general agent type");
         edit(general.template.spec.get_or_insert_with(Default::default));
         let m = member("review", "general", "uid-1");
-        build(&t, &m, PodInputs { agent_name: "general", prompt: String::new(), settings: &settings() }).and_then(|p| p.spec).expect("pod")
+        build(&t, &m, PodInputs { agent_name: "general", prompt: String::new(), attempt: 0, settings: &settings() })
+            .and_then(|p| p.spec)
+            .expect("pod")
     }
 
     fn users(spec: &PodSpec) -> Vec<(String, Option<i64>, Option<i64>)> {
@@ -361,6 +379,6 @@ mod tests {
     fn unknown_agent_type_builds_nothing() {
         let t = team("review", 3);
         let m = member("review", "nope", "uid-1");
-        assert!(build(&t, &m, PodInputs { agent_name: "nope", prompt: String::new(), settings: &settings() }).is_none());
+        assert!(build(&t, &m, PodInputs { agent_name: "nope", prompt: String::new(), attempt: 0, settings: &settings() }).is_none());
     }
 }

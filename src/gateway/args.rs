@@ -78,6 +78,10 @@ pub struct AgentTypeArgs {
     /// A check run after each of the member's turns: a non-zero exit makes its output the next turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_check: Option<QualityCheck>,
+    /// How many times a member whose pod fails is started again in a new pod, after a backoff,
+    /// before it fails (0 to 10, default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<i32>,
 }
 
 /// `team_delete`: disband the caller's team (lead only).

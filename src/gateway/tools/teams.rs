@@ -189,6 +189,8 @@ pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
         template,
         task_completed_check: a.task_completed_check,
         idle_check: a.idle_check,
+        // Out of range is refused by the API server's schema, naming the field.
+        backoff_limit: a.backoff_limit.unwrap_or_default(),
     })
 }
 

@@ -1,0 +1,264 @@
+//! Retries (issue 16, point 7) on the stack's real node: an agent type's `backoffLimit` starts a
+//! failed member again in a new pod after a backoff, and a lead whose pod is deleted comes back
+//! with its inbox and memory instead of disbanding its team. The operator runs as its real binary
+//! with `--retry-backoff-seconds 1` (the backoff doubles per failure from there). Like
+//! tests/node.rs these fail, never skip, when the node is missing.
+#[path = "fixtures/gateway.rs"]
+mod fixture;
+mod support;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use serde_json::json;
+use support::node::{AGENT_IMAGE, POD_TIMEOUT, PROJECT_IMAGE, agent_type, node_ip, real_node, shell_container};
+use support::operator::Operator;
+use support::teams::{failure_notice, lead_name, member, team};
+use support::*;
+use team_operator::api::{AgentType, Member, MemberPhase, MemoryMode, Team, TeamPhase};
+use team_operator::bus::{MemoryKey, MessageKind, OutgoingMessage, Recipient, TeamKey};
+use team_operator::controller::pod::GATEWAY_AUDIENCE;
+
+/// The first retry's backoff in these tests (the second waits 2 s).
+const BACKOFF: &str = "1";
+/// A first backoff long enough for another member to be admitted within it.
+const LONG_BACKOFF: &str = "10";
+
+/// An agent type `name` on the real node running `script`, retried up to `backoff_limit` times.
+fn retried(name: &str, script: &str, backoff_limit: i32) -> AgentType {
+    AgentType { backoff_limit, ..agent_type(name, shell_container("agent", AGENT_IMAGE, script), |_| {}) }
+}
+
+/// A namespace, the operator (first retry after `backoff` seconds) and Team `name` (cap
+/// `max_agents`, lead on a kwok node) with `agents` besides the builder's.
+async fn team_with(prefix: &str, name: &str, max_agents: i32, agents: Vec<AgentType>, backoff: &str) -> (TestNamespace, Operator) {
+    let s = stack().await;
+    real_node(&s.client).await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, prefix).await;
+    let op = Operator::start_with(ns.name(), 10, &["--retry-backoff-seconds", backoff]);
+    let mut t = team(name, max_agents);
+    t.spec.agents.extend(agents);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    lead_name(&ns, name).await;
+    (ns, op)
+}
+
+async fn create_member(ns: &TestNamespace, team: &str, name: &str, agent: &str) {
+    let mut m = member(name, team, None);
+    m.spec.agent = agent.into();
+    ns.api::<Member>().create(&PostParams::default(), &m).await.unwrap_or_else(|e| panic!("creating Member {name}: {e}"));
+}
+
+fn pod_name(m: &Member) -> Option<String> {
+    m.status.as_ref().and_then(|s| s.pod_name.clone())
+}
+
+fn failed_attempts(m: &Member) -> Option<i32> {
+    m.status.as_ref().and_then(|s| s.failed_attempts)
+}
+
+/// The pods the Member controls (by uid), oldest first.
+async fn pods_of(ns: &TestNamespace, m: &Member) -> Vec<Pod> {
+    let uid = m.uid().unwrap_or_default();
+    let mut pods: Vec<Pod> = ns.api::<Pod>().list(&ListParams::default()).await.expect("pods").items;
+    pods.retain(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid));
+    pods.sort_by_key(|p| p.creation_timestamp().map(|t| t.0));
+    pods
+}
+
+async fn log_of(ns: &TestNamespace, pod: &str) -> String {
+    let params = LogParams { container: Some("agent".into()), ..Default::default() };
+    ns.api::<Pod>().logs(pod, &params).await.unwrap_or_else(|e| format!("(no log of pod {pod}: {e})"))
+}
+
+fn exit_code(p: &Pod) -> Option<i32> {
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    Some(statuses.first()?.state.as_ref()?.terminated.as_ref()?.exit_code)
+}
+
+#[tokio::test]
+async fn a_member_that_exits_1_with_backoff_limit_2_runs_three_pods_then_fails_with_the_exit_code() {
+    let flaky = retried("flaky", "echo attempt $TEAM_ATTEMPT; exit 1", 2);
+    let (ns, _op) = team_with("retry-fail", "retries", 1, vec![flaky], BACKOFF).await;
+    create_member(&ns, "retries", "flaky", "flaky").await;
+    let members: Api<Member> = ns.api();
+    let first = wait_for(&members, "flaky", POD_TIMEOUT, "the first pod", |m| pod_name(m).is_some()).await;
+    let first_pod = pod_name(&first).unwrap_or_default();
+
+    // podName follows each attempt's pod; between them the member waits out its backoff.
+    let second =
+        wait_for(&members, "flaky", POD_TIMEOUT, "the second attempt's pod", |m| pod_name(m) == Some(format!("{first_pod}-2"))).await;
+    assert_eq!(failed_attempts(&second), Some(1), "{}", describe(&second));
+    let failed = wait_for(&members, "flaky", POD_TIMEOUT * 2, "Failed after the third attempt", |m| m.phase().is_terminal()).await;
+    let status = failed.status.clone().unwrap_or_default();
+    assert_eq!(
+        (failed.phase(), status.reason.as_deref(), status.exit_code, status.failed_attempts),
+        (MemberPhase::Failed, Some("Error"), Some(1), Some(3)),
+        "{}",
+        describe(&failed)
+    );
+    assert_eq!(status.pod_name, Some(format!("{first_pod}-3")), "podName names the last attempt's pod");
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("exit code 1") && message.contains("attempt 3 of 3"), "{message}");
+
+    // Three pods of distinct names, each failed with exit code 1 and knowing its attempt.
+    let pods = pods_of(&ns, &failed).await;
+    let names: Vec<String> = pods.iter().map(ResourceExt::name_any).collect();
+    assert_eq!(names, [first_pod.clone(), format!("{first_pod}-2"), format!("{first_pod}-3")], "the member's pods");
+    for (i, p) in pods.iter().enumerate() {
+        assert_eq!(exit_code(p), Some(1), "{}", describe(p));
+        assert_eq!(log_of(&ns, &p.name_any()).await.trim(), format!("attempt {}", i + 1));
+    }
+    // The lead hears of the failure once, when it is final.
+    let lead = lead_name(&ns, "retries").await;
+    let notice = failure_notice(ns.name(), "retries", &lead, "flaky").await;
+    assert!(notice.contains("(exit code 1)") && notice.contains("attempt 3 of 3"), "{notice}");
+    ns.cleanup().await;
+}
+
+/// The retry holds no slot while it backs off (the Job's parallelism counts active pods only):
+/// with a cap of 1, a member created after it starts in between.
+#[tokio::test]
+async fn a_member_whose_second_attempt_succeeds_completes_and_its_backoff_frees_the_slot() {
+    let second_time = retried("second", r#"echo attempt $TEAM_ATTEMPT; [ "$TEAM_ATTEMPT" = 2 ]"#, 3);
+    let quick = retried("quick", "echo quick", 0);
+    let (ns, _op) = team_with("retry-ok", "second", 1, vec![second_time, quick], LONG_BACKOFF).await;
+    create_member(&ns, "second", "second", "second").await;
+    let members: Api<Member> = ns.api();
+    wait_for(&members, "second", POD_TIMEOUT, "the first attempt to fail and back off", |m| {
+        failed_attempts(m) == Some(1) && m.phase() == MemberPhase::Queued
+    })
+    .await;
+    create_member(&ns, "second", "quick", "quick").await;
+    let done = wait_for(&members, "second", POD_TIMEOUT * 2, "the second attempt to finish", |m| m.phase().is_terminal()).await;
+    let status = done.status.clone().unwrap_or_default();
+    assert_eq!((done.phase(), status.exit_code, status.failed_attempts), (MemberPhase::Completed, Some(0), Some(1)), "{}", describe(&done));
+    let pods = pods_of(&ns, &done).await;
+    assert_eq!(pods.len(), 2, "two attempts, two pods: {:?}", pods.iter().map(ResourceExt::name_any).collect::<Vec<_>>());
+    assert_eq!(status.pod_name.as_deref(), Some(pods[1].name_any().as_str()));
+    assert_eq!(log_of(&ns, &pods[1].name_any()).await.trim(), "attempt 2");
+    let lead_notified = status.conditions.iter().any(|c| c.type_ == "LeadNotified");
+    assert!(!lead_notified, "a retried failure is no failure to tell: {}", describe(&done));
+
+    let quick = wait_for(&members, "quick", POD_TIMEOUT, "the other member to start", |m| pod_name(m).is_some()).await;
+    let quick_started = quick.status.and_then(|s| s.start_time).expect("startTime").0;
+    let retried_at = pods[1].creation_timestamp().expect("creation").0;
+    assert!(quick_started < retried_at, "the other member started at {quick_started}, after the retry's pod at {retried_at}");
+    ns.cleanup().await;
+}
+
+/// The lead's loop: the first pod writes memory and stays in its first turn (so the message sent
+/// to it waits unread in its inbox); the second pod prints its turns: turn 1 starts with the
+/// memory, turn 2 is the message.
+const LEAD: &str = r#"
+turn=$(cat)
+case "$TEAM_ATTEMPT/$TEAM_TURN" in
+1/1) teamctl memory append "written by the first pod" && exec sleep 3600 ;;
+2/*) printf 'second pod, turn %s: %s\n' "$TEAM_TURN" "$turn" ;;
+*) echo "unexpected attempt/turn $TEAM_ATTEMPT/$TEAM_TURN"; exit 7 ;;
+esac
+"#;
+
+#[tokio::test]
+async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_and_memory() {
+    let s = stack().await;
+    real_node(&s.client).await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "retry-lead").await;
+    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
+    let _op = Operator::start_with(
+        ns.name(),
+        10,
+        &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE, "--retry-backoff-seconds", BACKOFF],
+    );
+    let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", LEAD.replace('\'', r"'\''"));
+    let mut lead_type = retried("lead", &command, 1);
+    lead_type.memory = MemoryMode::Local;
+    let mut t = team("comeback", 1);
+    // Long enough for the test to act as the second pod between its turn 2 and its end.
+    t.spec.member_timeout_seconds = 15;
+    t.spec.agents[0] = lead_type;
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let lead = lead_name(&ns, "comeback").await;
+    let members: Api<Member> = ns.api();
+    let member_name = "comeback-lead";
+    let running = wait_for(&members, member_name, POD_TIMEOUT, "the lead's first pod to run", |m| {
+        matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
+    })
+    .await;
+    let first_pod = pod_name(&running).expect("podName");
+    let memory = gw.bus.memory();
+    let key = MemoryKey { namespace: ns.name().into(), project: "comeback".into(), agent: "lead".into() };
+    wait_until(POD_TIMEOUT, "the first pod to write its memory", || async {
+        memory.read(&key).await.ok().flatten().is_some_and(|m| m.contains("written by the first pod"))
+    })
+    .await;
+
+    // The first pod's token acts as the lead; a message waits unread in the lead's inbox.
+    let pods: Api<Pod> = ns.api();
+    let first = pods.get(&first_pod).await.expect("first pod");
+    let first_token = fixture::pod_token(&s, ns.name(), &first, GATEWAY_AUDIENCE).await;
+    let read = fixture::ok(fixture::call(&gw.url, Some(&first_token), "agent_memory", json!({ "action": "read" })).await);
+    assert_eq!(read["agent"], "lead", "{read}");
+    let message = OutgoingMessage {
+        from: "user:tester".into(),
+        to: Recipient::Member(lead.clone()),
+        body: "the plan: ship it".into(),
+        kind: MessageKind::Message,
+        id: None,
+        sent_by: Some("tester".into()),
+    };
+    gw.bus.send(&TeamKey::new(ns.name(), "comeback"), message).await.expect("send to the lead");
+
+    // Deleted by hand: the lead comes back in a new pod and the team goes on.
+    pods.delete(&first_pod, &DeleteParams::default()).await.expect("delete the lead's pod");
+    let second_pod = format!("{first_pod}-2");
+    let back = wait_for(&members, member_name, POD_TIMEOUT, "the lead's second pod", |m| pod_name(m).as_deref() == Some(&second_pod)).await;
+    assert_eq!(failed_attempts(&back), Some(1), "{}", describe(&back));
+    let team_now = ns.api::<Team>().get("comeback").await.expect("team");
+    assert_eq!(team_now.status.and_then(|s| s.phase), Some(TeamPhase::Active), "the team did not disband");
+
+    // Once gone, the first pod's token works no more.
+    wait_deleted(&pods, &first_pod, first.uid().as_deref(), POD_TIMEOUT, "the first pod to go").await;
+    let refused = fixture::call(&gw.url, Some(&first_token), "agent_memory", json!({ "action": "read" })).await;
+    assert_eq!(refused.0, 401, "the deleted pod's token: {}", refused.1);
+
+    // The second pod reads its memory (turn 1) and the message sent before (turn 2), and its own
+    // token acts as the same member.
+    let turn2 = "second pod, turn 2:";
+    wait_until(POD_TIMEOUT, "the second pod's turn 2", || async { log_of(&ns, &second_pod).await.contains(turn2) }).await;
+    let second = pods.get(&second_pod).await.expect("second pod");
+    let second_token = fixture::pod_token(&s, ns.name(), &second, GATEWAY_AUDIENCE).await;
+    let read = fixture::ok(fixture::call(&gw.url, Some(&second_token), "agent_memory", json!({ "action": "read" })).await);
+    assert_eq!(read["agent"], "lead", "{read}");
+    let teams: Api<Team> = ns.api();
+    let disbanded = wait_for(&teams, "comeback", POD_TIMEOUT, "the team to disband once its lead completes", |t| {
+        t.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded)
+    })
+    .await;
+    let log = log_of(&ns, &second_pod).await;
+    let done = members.get(member_name).await.expect("lead");
+    assert_eq!((done.phase(), failed_attempts(&done)), (MemberPhase::Completed, Some(1)), "{}\nlog:\n{log}", describe(&done));
+    let complete = disbanded.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == "Complete").map(|c| c.status.clone());
+    assert_eq!(complete.as_deref(), Some("True"), "{}", describe(&disbanded));
+    let turn1 = log.split("second pod, turn 2:").next().unwrap_or_default();
+    assert!(turn1.contains("second pod, turn 1:") && turn1.contains("written by the first pod"), "turn 1 starts with the memory:\n{log}");
+    assert!(log.contains("the plan: ship it"), "turn 2 is the message sent to the first pod:\n{log}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_backoff_limit_out_of_range_is_refused_naming_the_field() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "retry-schema").await;
+    for bad in [-1, 11] {
+        let mut t = team("bad", 1);
+        t.spec.agents[1].backoff_limit = bad;
+        let e = ns.api::<Team>().create(&PostParams::default(), &t).await.expect_err("refused");
+        let text = e.to_string();
+        assert!(text.contains("spec.agents[1].backoffLimit"), "{bad}: {text}");
+    }
+    ns.cleanup().await;
+}
