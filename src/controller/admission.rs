@@ -78,6 +78,9 @@ pub struct TeamView {
     pub max_agents: usize,
     /// Disbanded or being deleted: nothing is named or admitted.
     pub disbanded: bool,
+    /// Its budget is spent (condition BudgetExceeded): members are named, none admitted (the
+    /// Member reconciler refuses them).
+    pub budget_spent: bool,
     /// Agent types of the team.
     pub agents: BTreeSet<String>,
     /// The lead is an existing pod (`spec.lead.podName`): the operator starts no lead pod.
@@ -189,6 +192,9 @@ pub fn plan(
             if !m.admitted {
                 out.record.push(m.key.clone());
             }
+            continue;
+        }
+        if team.budget_spent {
             continue;
         }
         if m.role == MemberRole::Lead {
@@ -623,6 +629,7 @@ mod tests {
         TeamView {
             max_agents: cap,
             disbanded: false,
+            budget_spent: false,
             agents: ["general".to_owned(), "lead".to_owned()].into(),
             external_lead: false,
             parent: None,
@@ -721,6 +728,16 @@ mod tests {
     }
 
     #[test]
+    fn a_team_that_spent_its_budget_names_its_queued_members_and_admits_none() {
+        let mut ts = teams(&[("a", 5)]);
+        ts.values_mut().for_each(|t| t.budget_spent = true);
+        let mut lead = mv("a", 1, None, MemberPhase::Queued);
+        lead.role = MemberRole::Lead;
+        let p = plan(&ts, &[lead, mv("a", 2, None, MemberPhase::Queued)], &|_, _| false, &HashMap::new(), 10);
+        assert_eq!((p.names.len(), p.admit.len()), (2, 0));
+    }
+
+    #[test]
     fn leads_skip_the_caps() {
         let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
         lead.role = MemberRole::Lead;
@@ -764,7 +781,14 @@ mod record_tests {
 
     #[test]
     fn a_queued_member_with_a_pod_but_no_admission_written_is_recorded_not_admitted_again() {
-        let team = TeamView { max_agents: 1, disbanded: false, agents: ["general".to_owned()].into(), external_lead: false, parent: None };
+        let team = TeamView {
+            max_agents: 1,
+            disbanded: false,
+            budget_spent: false,
+            agents: ["general".to_owned()].into(),
+            external_lead: false,
+            parent: None,
+        };
         let teams = HashMap::from([(("ns".to_owned(), "a".to_owned()), team)]);
         let m = |i: i64, has_pod: bool, admitted: bool| MemberView {
             key: ObjectRef::new(&format!("m{i}")).within("ns"),

@@ -87,6 +87,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             retention: a.retention,
             lead_notices: Default::default(),
             shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            budget: None,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
@@ -188,6 +189,7 @@ pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
         template,
         task_completed_check: a.task_completed_check,
         idle_check: a.idle_check,
+        budget: None,
     })
 }
 
