@@ -221,7 +221,7 @@ async fn a_member_past_its_wall_clock_budget_is_stopped() {
     let m = wait_for(&members, "slow", TIMEOUT, "Failed", |m| m.phase().is_terminal()).await;
     let st = m.status.expect("status");
     assert_eq!((st.phase, st.reason.as_deref()), (Some(MemberPhase::Failed), Some("BudgetExceeded")));
-    assert!(st.message.unwrap_or_default().contains("over the budget of 3s"));
+    assert!(st.message.unwrap_or_default().contains("its wall-clock budget of 3s has run out"));
     let ran = st.completion_time.expect("completion").0.duration_since(st.start_time.expect("start").0).as_secs();
     assert!((3..TIMEOUT.as_secs() as i64).contains(&ran), "stopped once its 3 s were up, not before: {ran}s");
     ns.cleanup().await;

@@ -106,7 +106,9 @@ impl fmt::Display for Over {
         let (used, allowed) = (self.used, self.allowed);
         match self.limit {
             Limit::Turns => write!(f, "turn {used} began, over the budget of {allowed} turns"),
-            Limit::Seconds => write!(f, "{used}s of wall-clock, over the budget of {allowed}s"),
+            // Not the seconds that passed: a message that changed with each look would be a new
+            // status to write each time.
+            Limit::Seconds => write!(f, "its wall-clock budget of {allowed}s has run out"),
             Limit::Tokens => write!(f, "{used} tokens used, over the budget of {allowed} tokens"),
         }
     }
@@ -171,6 +173,7 @@ mod tests {
         assert_eq!(b.seconds_left(59), Some(1));
         assert_eq!(b.seconds_left(0), Some(60));
         assert_eq!(b.over(&usage(0, 0), 60).map(|o| o.limit), Some(Limit::Seconds));
+        assert_eq!(b.over(&usage(0, 0), 61).map(|o| o.to_string()), b.over(&usage(0, 0), 99).map(|o| o.to_string()), "one message");
         assert_eq!(b.seconds_left(60), None, "nothing to wait for once over");
     }
 

@@ -167,7 +167,7 @@ mod tests {
         assert_eq!((o.phase, again), (MemberPhase::Idle, Some(SignedDuration::from_secs(15))));
         let (o, _) = apply(running(MemberPhase::Idle), &used(1, 0), &t, at(60));
         assert_eq!(o.reason.as_deref(), Some(BUDGET_EXCEEDED));
-        assert!(o.message.unwrap_or_default().contains("60s of wall-clock, over the budget of 60s"));
+        assert!(o.message.unwrap_or_default().contains("its wall-clock budget of 60s has run out"));
     }
 
     #[test]
