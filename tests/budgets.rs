@@ -7,10 +7,14 @@
 mod fixture;
 mod support;
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
+use support::model_server::{Conversation, ModelServer, Reply};
 use support::operator::Operator;
+use support::proxy::RefusingProxy;
 use support::teams::{lead_name, member, team};
 use support::tokens::pod_token;
 use support::*;
@@ -224,5 +228,91 @@ async fn a_member_past_its_wall_clock_budget_is_stopped() {
     assert!(st.message.unwrap_or_default().contains("its wall-clock budget of 3s has run out"));
     let ran = st.completion_time.expect("completion").0.duration_since(st.start_time.expect("start").0).as_secs();
     assert!((3..TIMEOUT.as_secs() as i64).contains(&ran), "stopped once its 3 s were up, not before: {ran}s");
+    ns.cleanup().await;
+}
+
+/// opencode's config for the scripted model server at `url`.
+fn opencode_config(url: &str) -> String {
+    json!({
+        "$schema": "https://opencode.ai/config.json",
+        "autoupdate": false,
+        "share": "disabled",
+        "provider": { "endpoint": {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": "Model endpoint",
+            "options": { "baseURL": format!("{url}/v1"), "apiKey": "stand-in-key" },
+            "models": { "team-model": { "name": "team-model" } },
+        } },
+        "model": "endpoint/team-model",
+    })
+    .to_string()
+}
+
+/// A real runtime's tokens, read from its own output: opencode against the scripted model
+/// server (110 tokens a request), a budget of 150 tokens. Turn 1 (110) is within it; turn 2
+/// (220) goes over; turn 3 never begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_tokens_are_held_against_the_budget() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "budget-tokens").await;
+    let _op = Operator::start(ns.name(), 10);
+    let gw = fixture::start_gateway(&s).await;
+    let model = ModelServer::start(|c: &Conversation| match c.tools.is_empty() {
+        true => ("(title)".into(), Reply::text("Counting")),
+        false => ("worker".into(), Reply::text("noted")),
+    })
+    .await;
+    let proxy = RefusingProxy::start().await;
+    let mut t = team("phi", 3);
+    t.spec
+        .agents
+        .iter_mut()
+        .filter(|a| a.name == "general")
+        .for_each(|a| a.budget = Some(Budget { tokens: Some(150), ..Default::default() }));
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let members: Api<Member> = ns.api();
+    let lead = token_of(
+        &s,
+        &ns,
+        &wait_for(&members, "phi-lead", TIMEOUT, "the lead's pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some())).await,
+    )
+    .await;
+    members.create(&PostParams::default(), &member("counter", "phi", None)).await.expect("member");
+    let m = wait_for(&members, "counter", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active).await;
+    let name = m.agent_name().expect("name").to_owned();
+
+    let dir = scratch_dir(&format!("budgets/{}", ns.name));
+    let home = dir.display().to_string();
+    let config = opencode_config(&model.url);
+    let mut env: Vec<(&str, &str)> = vec![("HOME", &home), ("OPENCODE_CONFIG_CONTENT", &config)];
+    let proxy_env = proxy.env();
+    env.extend(proxy_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let log = || std::fs::read_to_string(dir.join("run.log")).unwrap_or_default();
+    let mut run = support::member_loop::runtime_member(
+        "opencode",
+        &["opencode"],
+        &gw.url,
+        &token_of(&s, &ns, &m).await,
+        "count the requests",
+        &["--idle-timeout", "60"],
+        &dir,
+        &env,
+    );
+
+    let within =
+        wait_for(&members, "counter", Duration::from_secs(90), "turn 1's tokens", |m| usage(m).is_some_and(|u| u.tokens > 0)).await;
+    assert_eq!(usage(&within), Some(Usage { turns: 1, tokens: 110 }), "{}\n{}", log(), model.transcript());
+    assert!(matches!(within.phase(), MemberPhase::Active | MemberPhase::Idle), "within the budget it runs on: {:?}", within.status);
+    fixture::ok(fixture::call(&gw.url, Some(&lead), "send_message", json!({ "to": name, "body": "once more" })).await);
+    let failed = wait_for(&members, "counter", Duration::from_secs(90), "Failed", |m| m.phase() == MemberPhase::Failed).await;
+    assert_eq!(reason(&failed), Some("BudgetExceeded"), "{}", log());
+    let message = failed.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert_eq!(message, "the budget of agent type general is spent: 220 tokens used, over the budget of 150 tokens");
+    assert_eq!(usage(&failed), Some(Usage { turns: 2, tokens: 220 }));
+    assert_eq!(model.turns().iter().filter(|t| t.who == "worker").count(), 2, "two turns reached the model:\n{}", model.transcript());
+    assert!(proxy.requests().is_empty(), "opencode went outside: {:?}", proxy.requests());
+
+    run.kill().await.ok();
     ns.cleanup().await;
 }
