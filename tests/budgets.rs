@@ -96,7 +96,7 @@ async fn a_member_over_its_turn_budget_is_stopped_and_the_lead_told() {
     assert!(read().contains("=== turn 1"), "{}", read());
     fixture::ok(fixture::call(&gw.url, Some(&lead), "send_message", json!({ "to": name, "body": "and two" })).await);
     wait_for(&members, "worker", TIMEOUT, "usage of turn 2", |m| usage(m).is_some_and(|u| u.turns == 2)).await;
-    assert_eq!(kubectl_jsonpath(ns.name(), "member/worker", "{.status.phase} {.status.usage.turns}").await, "Active 2");
+    assert_eq!(kubectl_jsonpath(ns.name(), "member/worker", "{.status.usage.turns}").await, "2", "as kubectl shows it");
 
     // A third turn would be over: it does not begin, and the operator stops the member.
     fixture::ok(fixture::call(&gw.url, Some(&lead), "send_message", json!({ "to": name, "body": "and three" })).await);
@@ -136,6 +136,8 @@ async fn a_team_over_its_token_budget_stops_who_works_and_admits_nobody() {
     let _op = Operator::start(ns.name(), 10);
     let gw = fixture::start_gateway(&s).await;
     let mut t = team("tau", 5);
+    // Waits long enough that the idle member is still in its first one when the test looks.
+    t.spec.member_timeout_seconds = 120;
     t.spec.budget = Some(Budget { tokens: Some(1000), ..Default::default() });
     ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
     lead_name(&ns, "tau").await;
@@ -156,7 +158,7 @@ async fn a_team_over_its_token_budget_stops_who_works_and_admits_nobody() {
         &gw.url,
         &token_of(&s, &ns, &early).await,
         "work",
-        &["--idle-timeout", "60"],
+        &["--idle-timeout", "120"],
         reports,
         &early_dir,
         &[],
