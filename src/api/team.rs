@@ -109,9 +109,10 @@ pub struct TeamSpec {
     pub lead_notices: LeadNotices,
     /// Limits on the whole team: turns and tokens summed over all its members (the lead
     /// included), seconds of wall-clock since the Team was created. Once one is over, the team
-    /// admits no new members (queued ones fail with BudgetExceeded) and every member that goes
-    /// on working (phase Active) is stopped with BudgetExceeded; idle members may still end by
-    /// themselves. None by default.
+    /// admits no new members (queued ones fail with BudgetExceeded) and every specialist that
+    /// goes on working (phase Active) is stopped with BudgetExceeded; idle ones may still end by
+    /// themselves, and the lead (held to its own agent type's budget only) wraps up. None by
+    /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
 }

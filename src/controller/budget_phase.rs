@@ -8,7 +8,9 @@
 //!   (phase Active) is Failed with reason BudgetExceeded, one not admitted yet is refused the
 //!   same way, and the admission admits none. Idle members are left to end by themselves (or
 //!   are stopped when a message makes them work again): stopping every member at once would
-//!   throw away work that is done and only waits to be read.
+//!   throw away work that is done and only waits to be read. The lead is not stopped by its
+//!   team's budget (only by its own agent type's): it hears of its members' ends and can wrap up,
+//!   where stopping it would disband the team at once.
 //!
 //! The Failed status goes the way of every failure (the Member reconciler's write, the pod
 //! deleted, the lead's `[AGENT FAILURE]` notice, the tasks' cascade). Pure, so each rule is a
@@ -105,6 +107,7 @@ pub fn apply(observed: Observed, member: &Member, team: &Team, now: Timestamp) -
         return (Observed::failed(BUDGET_EXCEEDED, message, observed.exit_code), None);
     }
     if observed.phase == MemberPhase::Active
+        && !member.is_lead()
         && let Some(why) = team_spent(team)
     {
         let message = format!("team {}'s budget is spent ({why}) and this member went on working", member.spec.team);
@@ -186,6 +189,9 @@ mod tests {
         assert!(o.message.unwrap_or_default().contains("150 tokens used, over the budget of 100 tokens"));
         assert_eq!(apply(running(MemberPhase::Idle), &used(1, 10), &t, at(2)).0.phase, MemberPhase::Idle, "an idle member may end");
         assert_eq!(refusal(&used(1, 10), &t), None, "admitted already");
+        let mut lead = used(1, 10);
+        lead.spec.role = crate::api::MemberRole::Lead;
+        assert_eq!(apply(running(MemberPhase::Active), &lead, &t, at(2)).0.phase, MemberPhase::Active, "the lead wraps up");
         assert_eq!(refusal(&member("t", "general", "q"), &t).and_then(|o| o.reason), Some(BUDGET_EXCEEDED.to_owned()));
     }
 

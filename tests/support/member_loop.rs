@@ -1,6 +1,7 @@
 //! `teamctl run` as a local process standing in for a member pod: the test's gateway, the pod's
 //! token, an agent runtime (a shell script under `--runtime exec`, or a real one such as
-//! opencode) with teamctl on its PATH, the loop's log in `dir/run.log`.
+//! opencode) with teamctl on its PATH, the loop's log in `dir/run.log`, what the runtime printed
+//! in `dir/out.log`.
 
 use std::path::Path;
 
@@ -46,7 +47,7 @@ pub fn runtime_member(
         .env("TEAM_PROMPT", prompt)
         .envs(extra.iter().copied())
         .current_dir(dir)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("out.log")).expect("out log"))
         .stderr(std::fs::File::create(dir.join("run.log")).expect("log"))
         .kill_on_drop(true)
         .spawn()

@@ -62,7 +62,7 @@ pub(super) async fn usage_report(state: &GatewayState, caller: &Caller, a: Usage
 }
 
 /// Why a budget is over once `me` used `usage`, as the operator judges it: its own budget, or
-/// its team's (spent already, or by this report's part of the team's sum).
+/// (but for the lead) its team's, spent already or by this report's part of the team's sum.
 fn judge(me: &Member, team: &Team, usage: Usage, now: Timestamp) -> Option<String> {
     let mut judged = me.clone();
     let status = judged.status.get_or_insert_with(Default::default);
@@ -70,6 +70,10 @@ fn judge(me: &Member, team: &Team, usage: Usage, now: Timestamp) -> Option<Strin
     status.usage = Some(usage);
     if let Some(over) = budget_phase::member_over(&judged, team, now).0 {
         return Some(format!("the budget of agent type {} is spent: {over}", me.spec.agent));
+    }
+    // The lead is not stopped by its team's budget (see `budget_phase`).
+    if me.is_lead() {
+        return None;
     }
     if let Some(why) = budget_phase::team_spent(team) {
         return Some(format!("team {}'s budget is spent: {why}", me.spec.team));
@@ -120,6 +124,8 @@ mod tests {
         assert_eq!(judge(&me, &t, Usage { turns: 1, tokens: 50 }, now()), None);
         let over = judge(&me, &t, Usage { turns: 1, tokens: 100 }, now()).expect("over");
         assert!(over.contains("team t's budget") && over.contains("150 tokens"), "{over}");
+        me.spec.role = crate::api::MemberRole::Lead;
+        assert_eq!(judge(&me, &t, Usage { turns: 1, tokens: 100 }, now()), None, "the lead wraps up");
     }
 
     #[test]
