@@ -77,7 +77,8 @@ impl UsageWriter {
         *e = Entry { usage: e.usage.max(usage), unwritten: true };
     }
 
-    /// Takes `usage` of Member `object` in `ns` and writes it now.
+    /// Takes `usage` of Member `object` in `ns` and writes it now (what could not be written
+    /// waits for the next flush).
     pub async fn write_now(&self, ns: &str, object: &str, usage: Usage) -> Result<(), kube::Error> {
         let merged = {
             let mut reports = self.lock();
@@ -85,7 +86,11 @@ impl UsageWriter {
             *e = Entry { usage: e.usage.max(usage), unwritten: false };
             e.usage
         };
-        self.write(ns, object, merged).await
+        let written = self.write(ns, object, merged).await;
+        if !matches!(written, Ok(true)) {
+            self.queue(ns, object, merged);
+        }
+        written.map(|_| ())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
@@ -110,36 +115,44 @@ impl UsageWriter {
                 .collect()
         };
         for ((ns, object), usage) in due {
-            if let Err(e) = self.write(&ns, &object, usage).await {
-                tracing::warn!(namespace = ns, member = object, error = %e, "could not record the member's usage; its next report brings it");
+            match self.write(&ns, &object, usage).await {
+                Ok(true) => {}
+                // Lost to other writes of the Member each time: the next flush tries again.
+                Ok(false) => self.queue(&ns, &object, usage),
+                Err(e) => {
+                    tracing::warn!(namespace = ns, member = object, error = %e, "could not record the member's usage; retrying at the next flush");
+                    self.queue(&ns, &object, usage);
+                }
             }
         }
     }
 
-    /// Applies `usage` (merged with what the Member says) unless the Member says as much.
-    async fn write(&self, ns: &str, object: &str, usage: Usage) -> Result<(), kube::Error> {
+    /// Applies `usage` (merged with what the Member says) unless the Member says as much; false
+    /// when it lost to other writes of the Member every time.
+    async fn write(&self, ns: &str, object: &str, usage: Usage) -> Result<bool, kube::Error> {
         let api: Api<Member> = Api::namespaced(self.client.clone(), ns);
         let mut member = match self.members.get(&ObjectRef::new(object).within(ns)) {
             Some(m) => Some(m.as_ref().clone()),
             None => api.get_opt(object).await?,
         };
         for _ in 0..TRIES {
-            let Some(m) = member.take() else { return Ok(()) };
+            // Gone: nothing to record on it.
+            let Some(m) = member.take() else { return Ok(true) };
             let recorded = recorded(&m);
             if recorded.covers(&usage) {
-                return Ok(());
+                return Ok(true);
             }
             let status = json!({ "usage": recorded.max(usage) });
             let body = field_managers::status_apply::<Member>(object, m.resource_version().as_deref(), status);
             match api.patch_status(object, &PatchParams::apply(GATEWAY_USAGE).force(), &Patch::Apply(&body)).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => member = api.get_opt(object).await?,
-                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(true),
                 Err(e) => return Err(e),
             }
         }
-        tracing::debug!(namespace = ns, member = object, "the member kept changing; its next report writes its usage");
-        Ok(())
+        tracing::debug!(namespace = ns, member = object, "the member kept changing; its usage is written at the next flush");
+        Ok(false)
     }
 }
 
