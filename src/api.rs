@@ -6,6 +6,7 @@
 //! patterns) and CEL rules (`x-kubernetes-validations`: immutability, cross-field rules, state
 //! transitions) reject bad manifests at `kubectl apply` time with a message naming the field.
 
+pub mod budget;
 pub mod condition;
 pub mod field_managers;
 pub mod member;
@@ -13,6 +14,7 @@ pub mod quality_check;
 pub mod team;
 pub mod team_task;
 
+pub use budget::{Budget, Usage};
 pub use member::{
     Member, MemberPhase, MemberPlan, MemberRole, MemberShutdown, MemberSpec, MemberStatus, PlanState, PodOverrides, ShutdownState,
 };

@@ -26,6 +26,7 @@
 //! - [`args`]: tool arguments and their decoding; [`tools`]: the tools and their authorization.
 //! - [`mcp`]: the MCP server; [`client`]: the JSON API client of teamctl; [`error`]: error codes.
 //! - [`idle`]: a member blocked in `wait_messages` reads Idle; [`idle_notice`]: its lead is told.
+//! - [`usage`]: the coalescing writer of what `usage_report` accepted (Member `status.usage`).
 //! - `trace`: a span per request, continuing the caller's `traceparent`.
 
 pub mod aggregated;
@@ -40,6 +41,7 @@ pub mod mcp;
 pub mod tls;
 pub mod tools;
 mod trace;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,22 +116,25 @@ pub struct GatewayState {
     pub settings: GatewaySettings,
     /// Every Team, from one watch: where the tools look up the caller's team (`tools::lookup_team`).
     teams: Store<Team>,
-    /// Every Member, from one watch (shared with [`auth`]): `get members` reads the queue from it.
+    /// Every Member, from one watch (also the cached identities' check, see [`auth`]).
     members: Store<Member>,
-    /// Drive the watches of Teams and Members (the latter checks cached identities, see
-    /// [`auth`]); aborted with the state.
-    watches: [JoinHandle<()>; 2],
+    /// What usage_report accepted, on its way to the Members' status.
+    usage: Arc<usage::UsageWriter>,
+    /// Drive the watches of Teams and Members and the usage writer; aborted with the state.
+    watches: [JoinHandle<()>; 3],
 }
 
 impl GatewayState {
-    /// Must be called inside a tokio runtime: it starts the watch of Teams.
+    /// Must be called inside a tokio runtime: it starts the watches and the usage writer.
     pub fn new(client: Client, bus: Bus, metrics: Arc<Metrics>, settings: GatewaySettings) -> Self {
         let (teams, team_watch) = watch::<Team>(client.clone(), settings.namespace.as_deref());
         let (members, member_watch) = watch::<Member>(client.clone(), settings.namespace.as_deref());
         let auth = Authenticator::new(client.clone(), settings.auth_cache_ttl, members.clone());
         let tool_names: Vec<&'static str> = tools::Tool::ALL.iter().map(|t| t.as_str()).collect();
         metrics.zero_gateway_series(&tool_names);
-        GatewayState { client, bus, auth, metrics, settings, teams, members, watches: [team_watch, member_watch] }
+        let usage = usage::UsageWriter::new(client.clone(), members.clone());
+        let flush = usage.spawn();
+        GatewayState { client, bus, auth, metrics, settings, teams, members, usage, watches: [team_watch, member_watch, flush] }
     }
 }
 

@@ -43,6 +43,18 @@ impl NoticeLabel {
     pub const ALL: [NoticeLabel; 4] = [Self::AGENT_FAILURE, Self::TEAM_DISBANDED, Self::MEMBER_DONE, Self::MEMBER_IDLE];
 }
 
+/// Label of members stopped for a budget: whose budget was over, the member's own (its agent
+/// type's) or its team's.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabel {
+    pub budget: &'static str,
+}
+
+impl BudgetLabel {
+    pub const MEMBER: BudgetLabel = BudgetLabel { budget: "member" };
+    pub const TEAM: BudgetLabel = BudgetLabel { budget: "team" };
+}
+
 /// Label of gateway request durations.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabel {
@@ -77,6 +89,12 @@ pub struct Metrics {
     pub gateway_requests: Family<RequestLabel, Counter>,
     pub gateway_request_duration: Family<ToolLabel, Histogram>,
     pub gateway_waits: Gauge,
+    /// Members stopped with BudgetExceeded (the controller's).
+    pub over_budget: Family<BudgetLabel, Counter>,
+    /// Turns begun, as members reported them (the gateway's, from usage_report).
+    pub usage_turns: Counter,
+    /// Model tokens, as members reported them (the gateway's, from usage_report).
+    pub usage_tokens: Counter,
     /// 1 while this controller holds the Lease (or runs without leader election), else 0.
     pub leader: Gauge,
 }
@@ -100,6 +118,12 @@ impl Default for Metrics {
         let gateway_request_duration =
             Family::<ToolLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 17)));
         let leader = Gauge::default();
+        let over_budget = Family::<BudgetLabel, Counter>::default();
+        let usage_turns = Counter::default();
+        let usage_tokens = Counter::default();
+        registry.register("members_over_budget", "Members stopped with BudgetExceeded, per budget (member or team)", over_budget.clone());
+        registry.register("usage_turns", "Turns begun, as members reported them through usage_report", usage_turns.clone());
+        registry.register("usage_tokens", "Model tokens used, as members reported them through usage_report", usage_tokens.clone());
         let build_info = Family::<BuildLabel, Gauge>::default();
         build_info.get_or_create(&BuildLabel { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "The running version (always 1)", build_info);
@@ -138,6 +162,9 @@ impl Default for Metrics {
             gateway_requests,
             gateway_request_duration,
             gateway_waits,
+            over_budget,
+            usage_turns,
+            usage_tokens,
             leader,
         }
     }
@@ -177,6 +204,9 @@ impl Metrics {
         }
         for notice in &NoticeLabel::ALL {
             let _ = self.notices.get_or_create(notice);
+        }
+        for budget in [BudgetLabel::MEMBER, BudgetLabel::TEAM] {
+            let _ = self.over_budget.get_or_create(&budget);
         }
     }
 

@@ -389,6 +389,13 @@ async fn a_lead_and_two_specialists_on_real_runtimes_run_the_loop_to_disband() {
     assert_eq!(members.len(), 3, "{context}");
     assert_eq!(team.status.as_ref().and_then(|s| s.lead_name.as_deref()), Some("planner"));
 
+    // Usage, as teamctl run reported it from each runtime's own output (opencode's step_finish
+    // tokens, Claude Code's result usage): the lead ran 3 turns, each specialist 1.
+    for (name, turns) in [("planner", 3), ("reviewer", 1), ("critic", 1)] {
+        let usage = members.iter().find(|m| m.agent_name() == Some(name)).and_then(|m| m.status.as_ref()?.usage).unwrap_or_default();
+        assert!(usage.turns == turns && usage.tokens > 0, "{name}'s status.usage: {usage:?}\n{context}");
+    }
+
     // The specialists completed by timeout: quiet for memberTimeoutSeconds after their report.
     for name in ["reviewer", "critic"] {
         let log = run.log_of(name).await;

@@ -102,6 +102,20 @@ async fn invalid_manifests_are_refused_naming_the_field() {
         assert!(msg.contains("spec.retention") && msg.contains(says), "{retention}: {msg}");
     }
 
+    // Budgets: each limit at least 1, and a budget sets at least one.
+    let mut zero_turns = good_spec();
+    zero_turns["agents"][0]["budget"] = json!({ "turns": 0 });
+    let msg = refusal(&teams, team(zero_turns)).await;
+    assert!(msg.contains("spec.agents[0].budget.turns") && msg.contains("greater than or equal to 1"), "{msg}");
+    let mut empty = good_spec();
+    empty["budget"] = json!({});
+    let msg = refusal(&teams, team(empty)).await;
+    assert!(msg.contains("spec.budget") && msg.contains("a budget sets at least one of turns, seconds, tokens"), "{msg}");
+    let mut long = good_spec();
+    long["budget"] = json!({ "seconds": 31_536_001 });
+    let msg = refusal(&teams, team(long)).await;
+    assert!(msg.contains("spec.budget.seconds") && msg.contains("less than or equal to"), "{msg}");
+
     let no_team =
         json!({ "apiVersion": "agentteams.dev/v1alpha1", "kind": "Member", "metadata": { "name": "m" }, "spec": { "agent": "lead" } });
     let msg = refusal(&members, no_team).await;

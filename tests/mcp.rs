@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::*;
 use team_operator::gateway::GatewaySettings;
 
-const TOOLS: [&str; 12] = [
+const TOOLS: [&str; 13] = [
     "send_message",
     "wait_messages",
     "team_task",
@@ -31,6 +31,7 @@ const TOOLS: [&str; 12] = [
     "shutdown_response",
     "plan_submit",
     "plan_review",
+    "usage_report",
 ];
 
 /// One call of every tool, as the lead of a team with a specialist `general`; `sub` names the

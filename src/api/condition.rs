@@ -34,6 +34,10 @@ pub const LEAD_NOTIFIED: &str = "LeadNotified";
 /// reads Idle.
 pub const WAITING: &str = "Waiting";
 
+/// Team (with `spec.budget`): a limit of its budget is over; it admits no new members and
+/// stops those that go on working.
+pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
+
 /// The longest condition message `metav1.Condition` allows.
 const MAX_MESSAGE: usize = 32768;
 

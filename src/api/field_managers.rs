@@ -8,10 +8,11 @@
 //! | [`ADMISSION`] | Member `status.name`, `podName` (each attempt's pod: it creates them all, a retry's too), `startTime`, and the phase of its decision (Queued while it waits, with `reason` / `message` saying which cap holds it, Starting once its pod is created, Failed `PodRejected`) with the conditions of that phase |
 //! | [`MEMBER`] | Member `phase` from then on (a retry's Queued `BackOff` included), `reason`, `message`, `exitCode`, `failedAttempts`, `lastFailureTime`, `completionTime`, `observedGeneration`, the Ready / Complete / Failed / LeadNotified conditions (a disband's Cancelled included) |
 //! | [`GATEWAY_WAIT`] | Member condition `Waiting` (an agent blocked in `wait_messages`), from which the Member reconciler shows Idle |
-//! | [`TEAM`] | Team `status` (counts, phase, conditions; the disband's Disbanded), and the lead's Member object |
+//! | [`TEAM`] | Team `status` (counts, usage, phase, conditions; the disband's Disbanded), and the lead's Member object |
 //! | [`TASK`] | TeamTask condition `Blocked`, and the cascades: `state` failed with `reason`, `result`, `completedAt` (owner or dependency failed, team disbanded) |
 //! | [`GATEWAY_SHUTDOWN`] | Member `status.shutdown` (the shutdown handshake: requested, approved, rejected) |
 //! | [`GATEWAY_PLAN`] | Member `status.plan` (plan approval: submitted, approved, rejected, with the feedback), from which the Member reconciler shows AwaitingApproval |
+//! | [`GATEWAY_USAGE`] | Member `status.usage` (turns and tokens reported with usage_report), coalesced: at most one write per member every few seconds |
 //! | [`GATEWAY_TASKS`] | TeamTask `state`, `result`, `startedAt`, `completedAt` and their Complete / Failed conditions as agents move a task |
 //! | [`PODS`] | member Pods |
 //!
@@ -31,6 +32,8 @@ pub const TEAM: &str = "team-operator-team";
 pub const GATEWAY_SHUTDOWN: &str = "team-operator-gateway-shutdown";
 /// The gateway's `plan_submit` / `plan_review` (`gateway::tools::plan`).
 pub const GATEWAY_PLAN: &str = "team-operator-gateway-plan";
+/// The gateway's `usage_report` (`gateway::usage`).
+pub const GATEWAY_USAGE: &str = "team-operator-gateway-usage";
 /// The TeamTask reconciler (`controller::team_task`).
 pub const TASK: &str = "team-operator-task";
 /// Agents' task updates through the gateway (`gateway::tools::tasks`).

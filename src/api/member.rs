@@ -30,6 +30,20 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
     printcolumn(name = "Pod", type_ = "string", json_path = ".status.podName", priority = 1),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedAttempts", priority = 1),
+    printcolumn(
+        name = "Turns",
+        type_ = "integer",
+        json_path = ".status.usage.turns",
+        priority = 1,
+        description = "Turns begun, as reported"
+    ),
+    printcolumn(
+        name = "Tokens",
+        type_ = "integer",
+        json_path = ".status.usage.tokens",
+        priority = 1,
+        description = "Model tokens used, as reported"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -124,7 +138,7 @@ pub struct MemberStatus {
     pub last_failure_time: Option<Time>,
     /// Machine-readable cause of the last transition (PodFailed, OOMKilled, Evicted, PodDeleted,
     /// Unschedulable, ErrImagePull, InitContainerFailed, PodRejected, TeamDisbanded, TeamNotFound,
-    /// ...); while Starting, why the pod has not started yet (ErrImagePull, ImagePullBackOff,
+    /// BudgetExceeded, ...); while Starting, why the pod has not started yet (ErrImagePull, ImagePullBackOff,
     /// CreateContainerConfigError, Unschedulable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -160,6 +174,11 @@ pub struct MemberStatus {
     /// review of it. Written by the gateway alone (plan_submit, plan_review).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<MemberPlan>,
+    /// Turns begun and model tokens used so far, as the member's runtime adapter (`teamctl
+    /// run`) reported them through the gateway (`usage_report`): running totals, written by the
+    /// gateway alone, at most every few seconds (at once when a report goes over a budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::api::Usage>,
 }
 
 /// A member's plan and its review.

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::QualityCheck;
+use super::{Budget, QualityCheck, Usage};
 
 /// Default for `spec.memberTimeoutSeconds`: how long a member's wait for messages blocks.
 pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
@@ -38,6 +38,8 @@ pub const MAX_RETENTION: Duration = Duration::from_secs(8760 * 3600);
     printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queued"),
     printcolumn(name = "Completed", type_ = "integer", json_path = ".status.completed"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failed"),
+    printcolumn(name = "Turns", type_ = "integer", json_path = ".status.usage.turns", priority = 1, description = "Turns begun by all members"),
+    printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.usage.tokens", priority = 1, description = "Model tokens used by all members"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name: a Team name is at most 40 characters, so member pod names stay within 63"),
 )]
@@ -113,6 +115,14 @@ pub struct TeamSpec {
     /// Off by default: each notice is a turn of the lead's.
     #[serde(default, skip_serializing_if = "LeadNotices::is_default")]
     pub lead_notices: LeadNotices,
+    /// Limits on the whole team: turns and tokens summed over all its members (the lead
+    /// included), seconds of wall-clock since the Team was created. Once one is over, the team
+    /// admits no new members (queued ones fail with BudgetExceeded) and every specialist that
+    /// goes on working (phase Active) is stopped with BudgetExceeded; idle ones may still end by
+    /// themselves, and the lead (held to its own agent type's budget only) wraps up. None by
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// Which notices the lead gets about its members, so that it need not poll their phases.
@@ -240,6 +250,13 @@ pub struct AgentType {
     /// working instead of going idle (bounded by `teamctl run --max-turns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_check: Option<QualityCheck>,
+
+    /// Limits on each member of this type: turns, wall-clock seconds from its start, model
+    /// tokens (as `teamctl run` reports them). A member over one is stopped: phase Failed, reason
+    /// BudgetExceeded, its pod deleted, the lead told, its tasks failed as for any failure.
+    /// None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// Whether an agent type keeps memory across members.
@@ -309,10 +326,15 @@ pub struct TeamStatus {
     /// Agent name of the lead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead_name: Option<String>,
+    /// Turns and tokens used by all the team's members, the lead included: the sum of their
+    /// `status.usage`. Shown once a member reported any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// Latest observations. Ready: the lead is named and the team runs. Disbanded: the team ended,
     /// the reason says why (LeadCompleted, LeadFailed, TeamDeleted). Complete: it disbanded because
     /// its lead completed (`kubectl wait --for=condition=Complete team/<name>`). Failed: it
-    /// disbanded because its lead failed or was cancelled.
+    /// disbanded because its lead failed or was cancelled. BudgetExceeded (teams with
+    /// `spec.budget`): which limit is over.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -85,6 +85,9 @@ pub struct TeamView {
     pub priority: i32,
     /// Disbanded or being deleted: nothing is named or admitted.
     pub disbanded: bool,
+    /// Its budget is spent (condition BudgetExceeded): members are named, none admitted (the
+    /// Member reconciler refuses them).
+    pub budget_spent: bool,
     /// Agent types of the team.
     pub agents: BTreeSet<String>,
     /// The lead is an existing pod (`spec.lead.podName`): the operator starts no lead pod.
@@ -205,6 +208,9 @@ pub fn plan(
             if !m.admitted {
                 out.record.push(m.key.clone());
             }
+            continue;
+        }
+        if team.budget_spent {
             continue;
         }
         if m.role == MemberRole::Lead {
@@ -694,6 +700,7 @@ mod tests {
             max_agents: cap,
             priority: 0,
             disbanded: false,
+            budget_spent: false,
             agents: ["general".to_owned(), "lead".to_owned()].into(),
             external_lead: false,
             parent: None,
@@ -823,6 +830,16 @@ mod tests {
     }
 
     #[test]
+    fn a_team_that_spent_its_budget_names_its_queued_members_and_admits_none() {
+        let mut ts = teams(&[("a", 5)]);
+        ts.values_mut().for_each(|t| t.budget_spent = true);
+        let mut lead = mv("a", 1, None, MemberPhase::Queued);
+        lead.role = MemberRole::Lead;
+        let p = plan(&ts, &[lead, mv("a", 2, None, MemberPhase::Queued)], &|_, _| false, &HashMap::new(), 10);
+        assert_eq!((p.names.len(), p.admit.len()), (2, 0));
+    }
+
+    #[test]
     fn leads_skip_the_caps() {
         let mut lead = mv("a", 1, Some("lead"), MemberPhase::Queued);
         lead.role = MemberRole::Lead;
@@ -870,6 +887,7 @@ mod record_tests {
             max_agents: 1,
             priority: 0,
             disbanded: false,
+            budget_spent: false,
             agents: ["general".to_owned()].into(),
             external_lead: false,
             parent: None,

@@ -118,6 +118,7 @@ impl Index {
             max_agents: usize::try_from(t.spec.max_agents).unwrap_or(0),
             priority: t.spec.priority,
             disbanded: t.is_disbanded(),
+            budget_spent: super::budget_phase::team_spent(t).is_some(),
             agents: t.spec.agents.iter().map(|a| a.name.clone()).collect(),
             external_lead: t.spec.lead.pod_name.is_some(),
             parent,

@@ -35,6 +35,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             retention: None,
             lead_notices: Default::default(),
             shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            budget: None,
         },
     );
     t.metadata.namespace = Some("ns".into());

@@ -27,11 +27,13 @@ use tracing::{info, instrument};
 
 use super::context::Context;
 use super::member_status::{self, Observed};
-use super::{Error, Result, disbanded, lead_notice, plan_phase, pod, retry, shutdown_grace};
+use super::{Error, Result, budget_phase, disbanded, lead_notice, plan_phase, pod, retry, shutdown_grace};
+use crate::api::budget::BUDGET_EXCEEDED;
 use crate::api::condition::{COMPLETE, FAILED, LEAD_NOTIFIED, READY, WAITING};
 use crate::api::field_managers::{self, MEMBER};
 use crate::api::{Member, MemberPhase, MemberStatus, Team, condition};
 use crate::bus::TeamKey;
+use crate::metrics::BudgetLabel;
 
 /// The conditions this reconciler owns (the gateway owns Waiting).
 const OWN_CONDITIONS: [&str; 4] = [READY, COMPLETE, FAILED, LEAD_NOTIFIED];
@@ -101,6 +103,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
     // (Scheduled, Started), status.startTime and completionTime tell them, the Team's Disbanded
     // Event sums them up, and in a fleet each Event is one more API write per member.
     if changed && observed.phase != current && observed.phase == MemberPhase::Failed {
+        if observed.reason.as_deref() == Some(BUDGET_EXCEEDED) {
+            let own = budget_phase::member_over(&member, &team, now).0.is_some();
+            ctx.metrics.over_budget.get_or_create(&if own { BudgetLabel::MEMBER } else { BudgetLabel::TEAM }).inc();
+        }
         let note = observed.message.clone().unwrap_or_else(|| format!("member {agent_name} failed"));
         ctx.event(member.as_ref(), true, observed.phase.as_str(), note).await;
     }
@@ -115,7 +121,8 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 }
 
 /// Why a member that has not finished is refused (rule 5), as the Failed status it gets: its
-/// team does not exist, does not have its agent type, or disbanded before it was named.
+/// team does not exist, does not have its agent type, disbanded before it was named, or spent
+/// its budget before it was admitted.
 pub fn refusal(member: &Member, team: Option<&Team>) -> Option<Observed> {
     let team_name = &member.spec.team;
     let ns = member.metadata.namespace.as_deref().unwrap_or_default();
@@ -128,16 +135,17 @@ pub fn refusal(member: &Member, team: Option<&Team>) -> Option<Observed> {
     if team.is_disbanded() && member.agent_name().is_none() {
         return Some(refused("TeamDisbanded", format!("team {team_name} is disbanded; it takes no new members")));
     }
-    None
+    budget_phase::refusal(member, team)
 }
 
 /// What the member's status should say, from its team and its pod: a finished member stays as
 /// it is; a disband cancels it (see `disbanded`) unless it holds the member for its shutdown
-/// grace (see `shutdown_grace`); else its pod says (gone: it failed), with a plan under review
-/// reading AwaitingApproval (see `plan_phase`), and a failure within its agent type's
-/// `backoffLimit` a retry (see `retry`). The second value is the member's `failedAttempts`
-/// from now on; the third when to look again (a deadline that has not passed, the end of a
-/// grace).
+/// grace (see `shutdown_grace`); else its pod says (gone: it failed), a budget that is over
+/// failing it (see `budget_phase`), a plan under review reading AwaitingApproval (see
+/// `plan_phase`), and a failure within its agent type's `backoffLimit` a retry (see `retry`;
+/// never a spent budget). The second value is the member's `failedAttempts` from now on; the
+/// third when to look again (a deadline that has not passed, the end of a grace or of a
+/// wall-clock budget).
 pub fn observe(
     member: &Member,
     team: &Team,
@@ -161,16 +169,20 @@ pub fn observe(
         false => None,
     };
     let waiting = condition::is_true(&status.conditions, WAITING);
-    let (observed, recheck) = match pod {
+    let (observed, recheck, spent) = match pod {
         Some(p) => {
             let (observed, recheck) = member_status::from_pod(p, waiting, now, config.deadlines);
-            (plan_phase::apply(observed, &status), recheck)
+            let (observed, spent) = budget_phase::apply(plan_phase::apply(observed, &status), member, team, now);
+            (observed, recheck, spent)
         }
-        None => (member_status::pod_gone(pod_name), None),
+        None => (member_status::pod_gone(pod_name), None, None),
     };
-    let (observed, failed) = retry::judge(observed, failed, retry::limit(team, member), config.retry_backoff);
-    // A held member is looked at again when its grace ends, to be cancelled then.
-    (observed, failed, recheck.into_iter().chain(grace).min())
+    // A spent budget is not retried: the usage is the member's, a new pod would be over at once.
+    let limit = if observed.reason.as_deref() == Some(BUDGET_EXCEEDED) { 0 } else { retry::limit(team, member) };
+    let (observed, failed) = retry::judge(observed, failed, limit, config.retry_backoff);
+    // A held member is looked at again when its grace ends, to be cancelled then; one with a
+    // wall-clock budget when it runs out.
+    (observed, failed, recheck.into_iter().chain(grace).chain(spent).min())
 }
 
 /// The team from the store, or from the API when the store has not seen it yet (a Team and its

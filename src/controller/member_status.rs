@@ -41,7 +41,8 @@ impl Observed {
         Self { phase, reason: None, message: None, exit_code: None }
     }
 
-    fn failed(reason: &str, message: String, exit_code: Option<i32>) -> Self {
+    /// A Failed status with `reason`.
+    pub fn failed(reason: &str, message: String, exit_code: Option<i32>) -> Self {
         Self { phase: MemberPhase::Failed, reason: Some(reason.into()), message: Some(message), exit_code }
     }
 

@@ -1,5 +1,6 @@
 //! The Team reconciler: keeps the lead's Member, projects the roster into Redis, counts members
-//! into the status, and disbands the team when its lead finishes or the Team is deleted (rule 4;
+//! and sums their usage into the status, records a budget that is over (see `budget_phase`),
+//! and disbands the team when its lead finishes or the Team is deleted (rule 4;
 //! a finalizer holds a deleted Team until its disband is done).
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use tracing::instrument;
 
 use super::context::Context;
 use super::disband::{self, Progress};
-use super::{Error, MANAGER, Result, roster, team_status};
+use super::{Error, MANAGER, Result, budget_phase, roster, team_status};
 use crate::api::field_managers::TEAM;
 use crate::api::{Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus, condition, labels};
 use crate::bus::TeamKey;
@@ -108,9 +109,15 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
     status.lead_name = lead.and_then(|l| l.agent_name().map(str::to_owned));
     status.observed_generation = team.metadata.generation;
     status.conditions = team.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    status.conditions = condition::for_team(&status, None, team.metadata.generation, &Time(Timestamp::now()));
+    let now = Timestamp::now();
+    status.conditions = condition::for_team(&status, None, team.metadata.generation, &Time(now));
+    // A budget over is a condition, written at once: it is what stops the members that go on
+    // working and what the admission reads (see `budget_phase`).
+    let (over, budget_recheck) = budget_phase::team_over(team, status.usage, now);
+    budget_phase::team_condition(&mut status.conditions, team, over, &Time(now));
+    let done = budget_recheck.map_or_else(Action::await_change, |after| Action::requeue(after.unsigned_abs()));
     if team.status.as_ref() == Some(&status) {
-        return Ok(Action::await_change());
+        return Ok(done);
     }
     if only_counts_differ(team.status.as_ref(), &status)
         && let Some(wait) = ctx.write_delay(team, COUNTS_INTERVAL)
@@ -118,10 +125,10 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::requeue(wait));
     }
     team_status::write(ctx, team, status).await?;
-    Ok(Action::await_change())
+    Ok(done)
 }
 
-/// Whether `new` differs from `old` in member counts alone.
+/// Whether `new` differs from `old` in member counts (and usage) alone.
 fn only_counts_differ(old: Option<&TeamStatus>, new: &TeamStatus) -> bool {
     old.is_some_and(|old| {
         (&old.phase, &old.lead_name, &old.conditions, old.observed_generation)

@@ -1,6 +1,7 @@
 //! Which Team changes concern a team's Members and TeamTasks: its spec (generation), its phase,
-//! its lead's name, its deletion. Not the member counts, which change up to once a second in a
-//! fleet: without this filter every count write would wake every member and every task.
+//! its lead's name, its deletion, its budget being spent. Not the member counts (nor the usage),
+//! which change up to once a second in a fleet: without this filter every count write would wake
+//! every member and every task.
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -18,6 +19,8 @@ pub struct Key {
     phase: Option<TeamPhase>,
     lead_name: Option<String>,
     deleting: bool,
+    /// The BudgetExceeded condition holds: its working members are to stop.
+    budget_spent: bool,
 }
 
 /// The [`Key`] of `team`.
@@ -28,6 +31,7 @@ pub fn key(team: &Team) -> Key {
         phase: status.and_then(|s| s.phase),
         lead_name: status.and_then(|s| s.lead_name.clone()),
         deleting: team.metadata.deletion_timestamp.is_some(),
+        budget_spent: super::budget_phase::team_spent(team).is_some(),
     }
 }
 

@@ -10,11 +10,12 @@ use kube::api::{Api, Patch, PatchParams};
 use super::Result;
 use super::context::Context;
 use crate::api::field_managers::{self, TEAM};
-use crate::api::{Member, MemberPhase, Team, TeamStatus};
+use crate::api::{Member, MemberPhase, Team, TeamStatus, Usage};
 
-/// Member counts per phase (the lead not counted).
+/// Member counts per phase (the lead not counted), and the usage of all members (the lead
+/// included: a team's budget is the whole team's), once any reported some.
 pub fn counts(members: &[Arc<Member>]) -> TeamStatus {
-    let mut s = TeamStatus::default();
+    let mut s = TeamStatus { usage: members.iter().filter_map(|m| m.status.as_ref()?.usage).reduce(Usage::plus), ..Default::default() };
     for m in members.iter().filter(|m| !m.is_lead()) {
         match m.phase() {
             MemberPhase::Queued => s.queued += 1,

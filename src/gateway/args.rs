@@ -349,6 +349,25 @@ pub struct PlanReviewArgs {
     pub namespace: Option<String>,
 }
 
+/// `usage_report`: what your runtime used so far (running totals since your member started),
+/// reported by `teamctl run` as each turn begins and ends.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReportArgs {
+    /// Turns begun so far (a turn counts when it begins).
+    pub turns: u64,
+    /// Model tokens used so far (input and output, cached ones included), where the runtime
+    /// reports them.
+    #[serde(default)]
+    pub tokens: u64,
+    /// The team (default: the caller's own team).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Namespace (only for callers outside member pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 /// What `get` lists.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

@@ -27,6 +27,8 @@
 //! | shutdown_request (shutdown_response is a member's own) | update | members/shutdown |
 //! | plan_review (plan_submit is a member's own) | update | members/plan |
 //!
+//! usage_report is a member's own, from its pod: nobody reports for it.
+//!
 //! A member of an agent type with `planApproval: required` may call only reads and plan_submit
 //! until its plan is approved (see `plan`).
 
@@ -41,6 +43,7 @@ pub mod shutdown;
 mod tasks;
 mod teams;
 mod transcript;
+mod usage;
 mod views;
 
 pub use views::{member_view, task_view, team_view};
@@ -70,6 +73,7 @@ named_enum! {
         ShutdownResponse = "shutdown_response",
         PlanSubmit = "plan_submit",
         PlanReview = "plan_review",
+        UsageReport = "usage_report",
     }
 }
 
@@ -218,6 +222,16 @@ fn out_plan() -> serde_json::Map<String, Value> {
     ])
 }
 
+fn out_usage() -> serde_json::Map<String, Value> {
+    object(&[
+        ("member", "string", "Your member name."),
+        ("usage", "object", "What is recorded for you now: { turns, tokens }."),
+        ("budget", "object", "Your agent type's budget: { turns, seconds, tokens }, each optional."),
+        ("team_budget", "object", "Your team's budget (spec.budget)."),
+        ("over", "string", "Set when a budget is over: start no further turn; the operator stops you."),
+    ])
+}
+
 fn schema_of<T: JsonSchema>() -> serde_json::Map<String, Value> {
     let schema = schemars::schema_for!(T);
     match serde_json::to_value(schema) {
@@ -312,6 +326,13 @@ pub const TOOLS: &[ToolDef] = &[
         hints: hints(false, false, false),
         output: out_plan,
     },
+    ToolDef {
+        name: Tool::UsageReport.as_str(),
+        description: "Report what your runtime used so far, as running totals since you started: `turns` begun and model `tokens`. `teamctl run` calls it as each turn begins and ends; you need not. The answer's `over` says a budget (your agent type's or your team's) is spent: start no further turn, the operator stops you (phase Failed, reason BudgetExceeded).",
+        schema: schema_of::<UsageReportArgs>,
+        hints: hints(false, false, true),
+        output: out_usage,
+    },
 ];
 
 /// The tool named `name`, as a static name (for metric labels).
@@ -374,5 +395,6 @@ async fn dispatch(state: &GatewayState, caller: &Caller, tool: Tool, args: Value
         Tool::ShutdownResponse => shutdown::shutdown_response(state, caller, decode(name, args)?).await,
         Tool::PlanSubmit => plan::plan_submit(state, caller, decode(name, args)?).await,
         Tool::PlanReview => plan::plan_review(state, caller, decode(name, args)?).await,
+        Tool::UsageReport => usage::usage_report(state, caller, decode(name, args)?).await,
     }
 }

@@ -124,6 +124,16 @@ pub enum Command {
     /// Plan approval: submit your plan (member), or approve or reject a member's (lead).
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Report what your runtime used so far, as running totals (`teamctl run` does it as each
+    /// turn begins and ends); says when a budget is over.
+    Usage {
+        /// Turns begun so far.
+        #[arg(long)]
+        turns: u64,
+        /// Model tokens used so far.
+        #[arg(long, default_value_t = 0)]
+        tokens: u64,
+    },
     /// Show teams, members, tasks or the newest messages.
     Get {
         /// teams | members | tasks | messages.

@@ -98,6 +98,12 @@ fn human(cli: &Cli, v: &Value, wide: bool) {
         Command::Memory(_) => {
             println!("stored {} bytes{}", cell(&v["stored_bytes"]), if v["truncated"] == true { " (truncated)" } else { "" });
         }
+        Command::Usage { .. } => {
+            println!("{}: {} turns, {} tokens", cell(&v["member"]), cell(&v["usage"]["turns"]), cell(&v["usage"]["tokens"]));
+            if let Some(over) = v["over"].as_str() {
+                println!("over budget: {over}");
+            }
+        }
         command => match object_kind(command) {
             Some(Kind::Team) => teams_table(&objects(v, Kind::Team), wide, cli.all_namespaces),
             Some(Kind::Member) => members_table(&objects(v, Kind::Member), wide),

@@ -120,6 +120,9 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
         Command::Plan(PlanCommand::Submit { plan }) => {
             (Tool::PlanSubmit, to_value(&PlanSubmitArgs { plan: text_arg(plan)?, team, namespace }))
         }
+        Command::Usage { turns, tokens } => {
+            (Tool::UsageReport, to_value(&UsageReportArgs { turns: *turns, tokens: *tokens, team, namespace }))
+        }
         Command::Plan(PlanCommand::Approve { member, feedback }) => (
             Tool::PlanReview,
             to_value(&PlanReviewArgs { member: member.clone(), action: PlanVerdict::Approve, feedback: feedback.clone(), team, namespace }),

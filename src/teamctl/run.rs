@@ -16,6 +16,11 @@
 //! With an `idleCheck` on the agent type, a turn is followed by the check before the wait: while
 //! it exits non-zero, its output is the next turn (see `quality_gate`).
 //!
+//! As each turn begins and ends, it reports the member's usage through the gateway
+//! (`usage_report`: turns begun, the tokens the runtime reported so far). When the answer says a
+//! budget is over (the agent type's or the team's), no further turn begins: it waits for the
+//! operator, which stops the member (BudgetExceeded) by deleting its pod.
+//!
 //! # Layout
 //! - `runtime`: what every adapter does (one turn as a command) and the choice among them.
 //! - `opencode`, `claude`, `codex`, `exec`: one adapter per runtime.
@@ -30,7 +35,7 @@ use tokio::time::Instant;
 use super::cli::Cli;
 use super::quality_gate::{Gate, Verdict};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
-use crate::gateway::args::{AgentMemoryArgs, MemoryAction, WaitMessagesArgs};
+use crate::gateway::args::{AgentMemoryArgs, MemoryAction, UsageReportArgs, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
@@ -178,8 +183,16 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
     let idle = Duration::from_secs(args.idle_timeout.max(1));
     let mut pending: Vec<String> = Vec::new();
     for turn in 1..=args.max_turns {
+        // A turn counts when it begins: one past a budget does not begin.
+        if let Some(over) = gateway.report_usage(turn, adapter.tokens()).await {
+            say(format!("not starting turn {turn}: {over}; waiting for the operator to stop this member"));
+            return wait_for_stop(&mut signals, idle).await;
+        }
         say(format!("turn {turn} starts ({} bytes)", text.len()));
-        match child::run_turn(adapter.as_mut(), turn, &text, &mut signals, grace).await {
+        let outcome = child::run_turn(adapter.as_mut(), turn, &text, &mut signals, grace).await;
+        // The tokens of the turn, whatever its end; a budget it went over stops the next turn.
+        gateway.report_usage(turn, adapter.tokens()).await;
+        match outcome {
             child::Outcome::Exited(0) => {}
             child::Outcome::Exited(code) => {
                 say(format!("the runtime exited with {code} in turn {turn}"));
@@ -269,6 +282,18 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
     EXIT_OK
 }
 
+/// Past a budget: no turn starts, and the operator stops the member (deletes its pod: SIGTERM).
+/// If it does not within `bound`, the loop ends with [`EXIT_REFUSED`].
+async fn wait_for_stop(signals: &mut child::Signals, bound: Duration) -> u8 {
+    tokio::select! {
+        code = signals.next() => code,
+        _ = tokio::time::sleep(bound) => {
+            say(format!("not stopped within {}s of going over a budget: exiting", bound.as_secs()));
+            EXIT_REFUSED
+        }
+    }
+}
+
 fn refused_or_unavailable(what: &str, e: &ClientError) -> u8 {
     say(format!("error {what}: {e}"));
     match e {
@@ -321,6 +346,20 @@ impl Gateway {
         };
         let v = self.client.call(Tool::WaitMessages.as_str(), &super::request::to_value(&args)).await?;
         Ok(v.get("messages").and_then(Value::as_array).into_iter().flatten().filter_map(Incoming::from_json).collect())
+    }
+
+    /// Reports `turns` begun and `tokens` used so far (usage_report); why a budget is over, if
+    /// one is. A report that cannot be made is logged and the loop goes on: a budget is the
+    /// operator's to enforce, and a gateway without the tool must not stop a member.
+    async fn report_usage(&self, turns: u32, tokens: u64) -> Option<String> {
+        let args = UsageReportArgs { turns: u64::from(turns), tokens, team: self.team.clone(), namespace: self.namespace.clone() };
+        match self.client.call(Tool::UsageReport.as_str(), &super::request::to_value(&args)).await {
+            Ok(v) => v.get("over").and_then(Value::as_str).map(str::to_owned),
+            Err(e) => {
+                say(format!("could not report usage ({e}); going on"));
+                None
+            }
+        }
     }
 
     async fn ack_only(&self, ack: &[String]) -> Result<(), ClientError> {

@@ -28,6 +28,7 @@ fn team(name: &str, phase: Option<TeamPhase>, counts: [i32; 6]) -> Team {
             retention: None,
             lead_notices: Default::default(),
             shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            budget: None,
         },
     );
     t.metadata.namespace = Some("demo".into());

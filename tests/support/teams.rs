@@ -52,6 +52,7 @@ pub fn team(name: &str, max_agents: i32) -> Team {
             lead_notices: Default::default(),
             // Deleted at once, as before the shutdown handshake: the kwok agents never answer.
             shutdown_grace_seconds: 0,
+            budget: None,
         },
     )
 }

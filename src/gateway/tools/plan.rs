@@ -33,12 +33,12 @@ use crate::gateway::error::{ApiError, ErrorCode};
 /// Longest plan accepted, in bytes.
 pub const MAX_PLAN_BYTES: usize = 16 * 1024;
 
-/// Whether `tool` with `args` changes nothing (or is the way out of the gate): what a member
-/// waiting for its plan's approval may call.
+/// Whether `tool` with `args` changes nothing (or is the way out of the gate, or the member
+/// loop's own bookkeeping): what a member waiting for its plan's approval may call.
 pub fn allowed_before_approval(tool: Tool, args: &Value) -> bool {
     let action = args.get("action").and_then(Value::as_str);
     match tool {
-        Tool::Get | Tool::WaitMessages | Tool::PlanSubmit | Tool::ShutdownResponse => true,
+        Tool::Get | Tool::WaitMessages | Tool::PlanSubmit | Tool::ShutdownResponse | Tool::UsageReport => true,
         Tool::TeamTask => matches!(action, Some("get" | "list")),
         Tool::AgentMemory => action == Some("read"),
         _ => false,

@@ -88,6 +88,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             retention: a.retention,
             lead_notices: Default::default(),
             shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            budget: None,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
@@ -191,6 +192,7 @@ pub(super) fn agent_type(a: AgentTypeArgs) -> Result<AgentType, ApiError> {
         idle_check: a.idle_check,
         // Out of range is refused by the API server's schema, naming the field.
         backoff_limit: a.backoff_limit.unwrap_or_default(),
+        budget: None,
     })
 }
 

@@ -23,6 +23,7 @@ pub fn team_view(t: &Team) -> Value {
         "agents": t.spec.agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         "memory_project": t.memory_project(),
         "counts": { "queued": s.queued, "starting": s.starting, "active": s.active, "completed": s.completed, "failed": s.failed, "cancelled": s.cancelled },
+        "usage": s.usage,
     })
 }
 
@@ -40,6 +41,7 @@ pub fn member_view(m: &Member) -> Value {
         "reason": s.reason,
         "message": s.message,
         "exit_code": s.exit_code,
+        "usage": s.usage,
     })
 }
 

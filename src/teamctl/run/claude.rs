@@ -1,6 +1,7 @@
 //! `--runtime claude`: Claude Code in print mode, `claude -p --output-format json`, turn 1 under
 //! a session id chosen here (`--session-id`), later turns `--resume` it; the turn's text goes on
-//! stdin. The team tools come from `teamctl mcp` as the MCP server `team` (`--mcp-config`), and
+//! stdin. Its tokens are the `usage` of each turn's result (input, output, cache creation and
+//! cache reads). The team tools come from `teamctl mcp` as the MCP server `team` (`--mcp-config`), and
 //! are allowed without prompting (`--allowedTools mcp__team`); other tools keep Claude Code's
 //! permission rules.
 //!
@@ -12,13 +13,14 @@
 
 use serde_json::{Value, json};
 
-use super::runtime::{Adapter, TurnCommand, default_env, split};
+use super::runtime::{Adapter, TurnCommand, default_env, split, token_sum};
 
 pub(super) struct Claude {
     cmd: Vec<String>,
     session: String,
     mcp: String,
     env: Vec<(String, String)>,
+    tokens: u64,
 }
 
 impl Claude {
@@ -30,7 +32,7 @@ impl Claude {
         }
         // The team tools are few: offer them to the model directly, not behind a tool search.
         env.extend(default_env("ENABLE_TOOL_SEARCH", "false"));
-        Claude { cmd, session: uuid::Uuid::new_v4().to_string(), mcp, env }
+        Claude { cmd, session: uuid::Uuid::new_v4().to_string(), mcp, env, tokens: 0 }
     }
 }
 
@@ -48,11 +50,21 @@ impl Adapter for Claude {
     }
 
     fn line(&mut self, line: &str) {
-        if let Ok(v) = serde_json::from_str::<Value>(line)
-            && let Some(id) = v.get("session_id").and_then(Value::as_str)
-        {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        if let Some(id) = v.get("session_id").and_then(Value::as_str) {
             self.session = id.to_owned();
         }
+        if v.get("type").and_then(Value::as_str) == Some("result") {
+            let used = token_sum(
+                &v,
+                &["usage.input_tokens", "usage.output_tokens", "usage.cache_creation_input_tokens", "usage.cache_read_input_tokens"],
+            );
+            self.tokens = self.tokens.saturating_add(used);
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        self.tokens
     }
 }
 
@@ -70,5 +82,14 @@ mod tests {
         assert_eq!(two.args[two.args.iter().position(|a| a == "--resume").unwrap() + 1], id);
         c.line(r#"{"type":"result","session_id":"other"}"#);
         assert!(c.turn(3, "x").args.contains(&"other".to_owned()));
+    }
+
+    #[test]
+    fn tokens_are_the_results_usage_summed_over_turns() {
+        let mut c = Claude::new(vec!["claude".into()], "/bin/teamctl");
+        c.line(r#"{"type":"result","usage":{"input_tokens":100,"output_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":20}}"#);
+        c.line(r#"{"type":"assistant","usage":{"input_tokens":999}}"#);
+        c.line(r#"{"type":"result","usage":{"input_tokens":1,"output_tokens":1}}"#);
+        assert_eq!(c.tokens(), 137);
     }
 }

@@ -1,5 +1,6 @@
 //! `--runtime codex`: `codex exec --json`, continued with `codex exec resume <thread id>` (the id
-//! read from its `thread.started` event); the turn's text goes on stdin (`-`).
+//! read from its `thread.started` event); the turn's text goes on stdin (`-`). Its tokens are the
+//! `usage` of each `turn.completed` event (input, cached input included, and output).
 //!
 //! The team tools come from `teamctl mcp` as the MCP server `team` (`-c mcp_servers.team…`),
 //! which Codex offers the model as the namespace `mcp__team`. The server is `required` (a turn
@@ -16,7 +17,7 @@
 
 use serde_json::Value;
 
-use super::runtime::{Adapter, TurnCommand, split};
+use super::runtime::{Adapter, TurnCommand, split, token_sum};
 
 /// Outside traffic switched off (overridable by the command's own `-c` flags, which come later).
 const QUIET: [&str; 3] = ["analytics.enabled=false", "features.plugins=false", "check_for_update_on_startup=false"];
@@ -42,11 +43,12 @@ pub(super) struct Codex {
     cmd: Vec<String>,
     teamctl: String,
     thread: Option<String>,
+    tokens: u64,
 }
 
 impl Codex {
     pub(super) fn new(cmd: Vec<String>, teamctl: &str) -> Self {
-        Codex { cmd, teamctl: teamctl.to_owned(), thread: None }
+        Codex { cmd, teamctl: teamctl.to_owned(), thread: None, tokens: 0 }
     }
 
     /// The `-c` flags that make `teamctl mcp` the MCP server `team` (values are TOML; a JSON
@@ -81,13 +83,18 @@ impl Adapter for Codex {
     }
 
     fn line(&mut self, line: &str) {
-        if self.thread.is_none()
-            && let Ok(v) = serde_json::from_str::<Value>(line)
-            && v.get("type").and_then(Value::as_str) == Some("thread.started")
-            && let Some(id) = v.get("thread_id").and_then(Value::as_str)
-        {
-            self.thread = Some(id.to_owned());
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
+        match v.get("type").and_then(Value::as_str) {
+            Some("thread.started") if self.thread.is_none() => self.thread = v.get("thread_id").and_then(Value::as_str).map(str::to_owned),
+            Some("turn.completed") => {
+                self.tokens = self.tokens.saturating_add(token_sum(&v, &["usage.input_tokens", "usage.output_tokens"]))
+            }
+            _ => {}
         }
+    }
+
+    fn tokens(&self) -> u64 {
+        self.tokens
     }
 }
 
@@ -116,6 +123,14 @@ mod tests {
         let two = c.turn(2, "next");
         let exec = two.args.iter().position(|a| a == "exec").unwrap();
         assert_eq!(two.args[exec + 1..exec + 3], ["resume", "0199-a"]);
+    }
+
+    #[test]
+    fn tokens_are_each_turns_usage_summed() {
+        let mut c = Codex::new(vec!["codex".into()], "/bin/teamctl");
+        c.line(r#"{"type":"turn.completed","usage":{"input_tokens":100,"cached_input_tokens":80,"output_tokens":10}}"#);
+        c.line(r#"{"type":"turn.completed","usage":{"input_tokens":5,"output_tokens":1}}"#);
+        assert_eq!(c.tokens(), 116);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `--runtime opencode`: `opencode run --format json`, continued with `--session <id>` (the id
-//! read from its JSON events), the team tools added as the local MCP server `team` (`teamctl
+//! read from its JSON events; its tokens from the `part.tokens` of each `step_finish` event: input,
+//! output, reasoning and cache reads and writes), the team tools added as the local MCP server `team` (`teamctl
 //! mcp`) through `OPENCODE_CONFIG_CONTENT`, merged into whatever that variable already holds.
 //!
 //! Outside traffic is switched off unless the pod's environment says otherwise: update checks,
@@ -13,12 +14,13 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::runtime::{Adapter, TurnCommand, default_env, split};
+use super::runtime::{Adapter, TurnCommand, default_env, split, token_sum};
 
 pub(super) struct Opencode {
     cmd: Vec<String>,
     session: Option<String>,
     env: Vec<(String, String)>,
+    tokens: u64,
 }
 
 /// Deep-merges `patch` into `base`.
@@ -76,7 +78,7 @@ impl Opencode {
             env.extend(default_env(name, "1"));
         }
         seed_plugin_install();
-        Ok(Opencode { cmd, session: None, env })
+        Ok(Opencode { cmd, session: None, env, tokens: 0 })
     }
 }
 
@@ -92,12 +94,23 @@ impl Adapter for Opencode {
     }
 
     fn line(&mut self, line: &str) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { return };
         if self.session.is_none()
-            && let Ok(v) = serde_json::from_str::<Value>(line)
             && let Some(id) = v.get("sessionID").and_then(Value::as_str)
         {
             self.session = Some(id.to_owned());
         }
+        if v.get("type").and_then(Value::as_str) == Some("step_finish") {
+            let used = token_sum(
+                &v,
+                &["part.tokens.input", "part.tokens.output", "part.tokens.reasoning", "part.tokens.cache.read", "part.tokens.cache.write"],
+            );
+            self.tokens = self.tokens.saturating_add(used);
+        }
+    }
+
+    fn tokens(&self) -> u64 {
+        self.tokens
     }
 }
 
@@ -118,11 +131,20 @@ mod tests {
 
     #[test]
     fn the_session_is_continued() {
-        let mut o = Opencode { cmd: vec!["opencode".into()], session: None, env: vec![] };
+        let mut o = Opencode { cmd: vec!["opencode".into()], session: None, env: vec![], tokens: 0 };
         assert!(!o.turn(1, "hi").args.contains(&"--session".to_owned()));
         o.line(r#"{"type":"step_start","sessionID":"ses_1"}"#);
         o.line(r#"{"type":"text","sessionID":"ses_2"}"#);
         let t = o.turn(2, "next");
         assert_eq!(t.args, ["run", "--format", "json", "--session", "ses_1", "--", "next"]);
+    }
+
+    #[test]
+    fn tokens_add_up_over_steps_and_turns() {
+        let mut o = Opencode { cmd: vec!["opencode".into()], session: None, env: vec![], tokens: 0 };
+        o.line(r#"{"type":"step_finish","part":{"type":"step-finish","tokens":{"input":100,"output":10,"reasoning":2,"cache":{"read":50,"write":0}}}}"#);
+        o.line(r#"{"type":"text","part":{"tokens":{"input":999}}}"#);
+        o.line(r#"{"type":"step_finish","part":{"tokens":{"input":7,"output":3}}}"#);
+        assert_eq!(o.tokens(), 172);
     }
 }

@@ -1,5 +1,6 @@
 //! What an adapter does: say how to run one turn, and read what the runtime printed (its
-//! session id, so the next turn continues the same conversation).
+//! session id, so the next turn continues the same conversation; the model tokens it reports,
+//! so the loop can report them against a budget).
 
 use super::{RunArgs, RuntimeKind};
 
@@ -20,6 +21,18 @@ pub(super) trait Adapter: Send {
     fn turn(&mut self, turn: u32, text: &str) -> TurnCommand;
     /// One line the runtime printed on stdout.
     fn line(&mut self, _line: &str) {}
+    /// Model tokens the runtime reported so far, over every turn (0 for one that reports none).
+    fn tokens(&self) -> u64 {
+        0
+    }
+}
+
+/// The sum of the numbers at `paths` (dot-separated) of `v`; a missing one counts 0.
+pub(super) fn token_sum(v: &serde_json::Value, paths: &[&str]) -> u64 {
+    paths
+        .iter()
+        .filter_map(|p| p.split('.').try_fold(v, |at, key| at.get(key)).and_then(serde_json::Value::as_u64))
+        .fold(0u64, u64::saturating_add)
 }
 
 /// The adapter `args` ask for.
