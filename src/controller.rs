@@ -5,8 +5,8 @@
 pub mod admission;
 pub mod admission_index;
 pub mod admission_status;
-pub mod by_team;
 pub mod budget_phase;
+pub mod by_team;
 pub mod context;
 pub mod disband;
 pub mod disbanded;
