@@ -14,13 +14,16 @@
 //! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `rate:<sender>` = the sender's token bucket |
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
-//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
+//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency), for ids the sender gave and operator notices' keys |
 //! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
 //! | `team-operator:memory:{<ns>/<project>}:<agent>` | string | an agent type's memory, ≤ 102,400 bytes of UTF-8 |
 //!
 //! The roster names every inbox, so the key set of a team is known without scanning and
 //! teardown removes it with one `UNLINK`. Idempotency markers live in one hash (not a key per
 //! id) for the same reason.
+//!
+//! Channel `team-operator:wake` (Pub/Sub, not a key) carries the key of every inbox a script
+//! added to or removed: each process subscribes once and wakes its own parked waits (`wake`).
 //!
 //! # Lifecycle
 //!
@@ -39,6 +42,7 @@ mod peek;
 mod roster;
 mod scripts;
 mod send;
+mod wake;
 
 use std::sync::Arc;
 
@@ -49,7 +53,8 @@ pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage,
 pub use roster::RosterState;
 pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
 
-use conn::{BlockingPool, Conn, Connector, retrying};
+use conn::{Conn, Connector, retrying};
+use wake::Wakes;
 
 /// How to reach Redis and how big things may get.
 #[derive(Clone, Debug)]
@@ -109,12 +114,12 @@ impl Default for BusLimits {
     }
 }
 
-/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one pool
-/// of connections for blocking waits.
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one
+/// wake-up subscription for their waits (opened by the first wait).
 #[derive(Clone)]
 pub struct Bus {
     conn: Conn,
-    blocking: Arc<BlockingPool>,
+    wakes: Arc<Wakes>,
     cfg: Arc<BusConfig>,
 }
 
@@ -124,7 +129,7 @@ impl Bus {
     pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
         let connector = Connector::new(&cfg)?;
         let conn = connector.shared().await?;
-        Ok(Bus { conn, blocking: Arc::new(BlockingPool::new(connector)), cfg: Arc::new(cfg) })
+        Ok(Bus { conn, wakes: Arc::new(Wakes::new(connector)), cfg: Arc::new(cfg) })
     }
 
     /// Whether Redis answers a PING within a second (readiness).

@@ -6,6 +6,7 @@ use super::Bus;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
 use super::scripts::{MARK_DISBANDED, SYNC_ROSTER, TEARDOWN};
+use super::wake::WAKE_CHANNEL;
 
 /// Where a member stands, as far as messaging cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,11 +62,11 @@ impl Bus {
         self.run_script::<()>(&invocation).await
     }
 
-    /// Removes every key of the team with one UNLINK. A wait blocked on one of the inboxes
-    /// returns (Redis 7 unblocks it) with [`BusError::TeamNotFound`]. Idempotent.
+    /// Removes every key of the team with one UNLINK. A wait parked on one of the inboxes, in any
+    /// process, is woken and returns [`BusError::TeamNotFound`]. Idempotent.
     pub async fn teardown(&self, team: &TeamKey) -> Result<(), BusError> {
         let mut invocation = TEARDOWN.prepare_invoke();
-        invocation.key(team.meta()).key(team.roster()).key(team.sent()).key(team.sent_at()).arg(team.inbox_prefix());
+        invocation.key(team.meta()).key(team.roster()).key(team.sent()).key(team.sent_at()).arg(team.inbox_prefix()).arg(WAKE_CHANNEL);
         self.run_script::<()>(&invocation).await
     }
 }
