@@ -29,6 +29,7 @@ mod p4;
 mod p5;
 #[path = "../tests/support/mod.rs"]
 mod support;
+mod svg;
 mod util;
 
 use std::path::PathBuf;
@@ -112,6 +113,9 @@ pub struct Args {
     /// P5: which rows (comma-separated: launch,kill,disband).
     #[arg(long, value_delimiter = ',', default_value = "launch,kill,disband")]
     pub scale_rows: Vec<String>,
+    /// Only draw the chart (the JSON at --out → the same name with .svg); no stack needed.
+    #[arg(long)]
+    pub svg: bool,
     /// Internal: run as P3's load generator (a job on stdin).
     #[arg(long, hide = true)]
     pub p3_worker: bool,
@@ -200,6 +204,11 @@ async fn main() -> anyhow::Result<()> {
     if args.p3_worker {
         return p3_load::main().await;
     }
+    if args.svg {
+        let out = resolve(&args.out);
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        return draw(&report, &out);
+    }
     let q = args.quick;
     let parts: Vec<String> = args.only.iter().map(|s| s.trim().to_lowercase()).collect();
     let want = |p: &str| parts.iter().any(|x| x == p);
@@ -250,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut results = serde_json::Map::new();
     let err = |e: anyhow::Error| json!({ "error": format!("{e:#}") });
-    let out = if args.out.is_absolute() { args.out.clone() } else { std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&args.out) };
+    let out = resolve(&args.out);
     // Written after every part, so a run cut short still leaves what it measured.
     let write = |results: &serde_json::Map<String, Value>, done: bool| -> anyhow::Result<Vec<table::Row>> {
         let results = Value::Object(results.clone());
@@ -303,8 +312,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let rows = write(&results, true)?;
     println!("{}", table::render(&rows));
+    draw(&serde_json::from_str(&std::fs::read_to_string(&out)?)?, &out)?;
     eprintln!("wrote {} ({:.0} s)", out.display(), t0.elapsed().as_secs_f64());
     Ok(())
 }
 
 mod table;
+
+/// `--out` against the repository, as `make bench` runs from it.
+fn resolve(out: &std::path::Path) -> PathBuf {
+    if out.is_absolute() { out.to_owned() } else { std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(out) }
+}
+
+/// Writes the chart of `report` beside its JSON.
+fn draw(report: &Value, json: &std::path::Path) -> anyhow::Result<()> {
+    let path = json.with_extension("svg");
+    std::fs::write(&path, svg::render(report))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
