@@ -282,6 +282,13 @@ async fn main() -> anyhow::Result<()> {
         Ok(rows)
     };
 
+    // Every part at kube-scheduler client limits that do not bind (P1's floor), restored at the end.
+    let scheduler_before = floor::scheduler_limits();
+    eprintln!("kube-scheduler at client limits {}/{} (was {scheduler_before:?})", args.high_qps, args.high_burst);
+    if let Err(e) = floor::restart_scheduler(args.high_qps, args.high_burst).await {
+        eprintln!("  could not set kube-scheduler's limits: {e:#}");
+    }
+
     if want("p3") {
         let (c, pairs) = (client.clone(), args.pairs.clone());
         let r = guard(async move { p3::run(&c, &pairs, msg_seconds, waiters).await }).await;
@@ -309,6 +316,11 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("p5") {
         results.insert("p5_scale".into(), p5::run(&client, &p5s).await);
+    }
+    if let Some((q, b)) = scheduler_before
+        && let Err(e) = floor::restart_scheduler(q, b).await
+    {
+        eprintln!("  could not restore kube-scheduler's limits: {e:#}");
     }
     let rows = write(&results, true)?;
     println!("{}", table::render(&rows));

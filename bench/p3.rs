@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 use team_operator::api::Team;
-use team_operator::bus::{Bus, BusConfig, BusLimits};
+use team_operator::bus::{Bus, BusConfig, BusLimits, TeamKey};
 use team_operator::gateway::{GatewaySettings, GatewayState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -219,7 +219,15 @@ async fn idle_waiters(
             json!({ "parked": bus.blocked_waits(), "redis_connections": floor::redis_connections().await })
         })
     };
-    let (mut answer, during) = worker(&job, Some(Box::new(parked))).await?;
+    let result = worker(&job, Some(Box::new(parked))).await;
+    // The waits the worker left open end now (teardown wakes them), not at their 300 s bound in
+    // the middle of the next part.
+    gw_bus.teardown(&TeamKey::new(ns.name.clone(), "idle")).await?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while gw_bus.blocked_waits() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut answer, during) = result?;
     let mut lat: Vec<f64> = serde_json::from_value(answer["latencies_ms"].take())?;
     let held = during["redis_connections"].as_u64().zip(connections_before.map(|c| c as u64)).map(|(a, b)| a.saturating_sub(b));
     let mut wake = summary(&mut lat);
