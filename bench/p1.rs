@@ -311,7 +311,8 @@ pub async fn run(client: &Client, args: &Args, s: &Sizes) -> Value {
         }
     }
     let summary: serde_json::Map<String, Value> = runs.iter().map(|(k, v)| (k.to_string(), summarize(v))).collect();
-    let ratio = |other: &str| ratios(&runs["operator"], runs.get(other).map(Vec::as_slice).unwrap_or(&[]));
+    let of = |k: &str| runs.get(k).map(Vec::as_slice).unwrap_or(&[]);
+    let ratio = |other: &str| ratios(of("operator"), of(other));
     json!({
         "members": s.n,
         "max_agents": s.p,
@@ -336,7 +337,7 @@ pub fn spread(v: &mut [f64]) -> Value {
 }
 
 fn figure(runs: &[Value], path: &[&str]) -> Vec<f64> {
-    runs.iter().filter_map(|r| path.iter().fold(Some(r), |v, k| v.and_then(|v| v.get(*k))).and_then(Value::as_f64)).collect()
+    runs.iter().filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k)).and_then(Value::as_f64)).collect()
 }
 
 /// A variant's repetitions in figures: wall, writes and Redis commands per member, slot use,
@@ -364,8 +365,7 @@ fn summarize(runs: &[Value]) -> Value {
 /// The operator's wall time over the other's, repetition by repetition (the runs interleave, so
 /// each pair saw the same machine), and of the medians.
 fn ratios(op: &[Value], other: &[Value]) -> Value {
-    let mut per_rep: Vec<f64> =
-        op.iter().zip(other).filter_map(|(a, b)| Some(a["wall_s"].as_f64()? / b["wall_s"].as_f64()?)).collect();
+    let mut per_rep: Vec<f64> = op.iter().zip(other).filter_map(|(a, b)| Some(a["wall_s"].as_f64()? / b["wall_s"].as_f64()?)).collect();
     let median = |v: &mut Vec<f64>| spread(v).get("median").and_then(Value::as_f64);
     let of_medians = median(&mut figure(op, &["wall_s"])).zip(median(&mut figure(other, &["wall_s"]))).map(|(a, b)| round3(a / b));
     json!({ "of_medians": of_medians, "per_repetition": spread(&mut per_rep) })

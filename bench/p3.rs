@@ -143,7 +143,9 @@ async fn worker<'a>(
     let mut between = Value::Null;
     let mut answer = None;
     let deadline = Duration::from_secs(600);
-    while let Some(line) = tokio::time::timeout(deadline, lines.next_line()).await.map_err(|_| anyhow::anyhow!("worker silent for 10 min"))?? {
+    while let Some(line) =
+        tokio::time::timeout(deadline, lines.next_line()).await.map_err(|_| anyhow::anyhow!("worker silent for 10 min"))??
+    {
         if line == "ready" {
             if let Some(f) = ready.take() {
                 between = f().await;

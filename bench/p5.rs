@@ -163,7 +163,9 @@ async fn disband(client: &Client, d: usize) -> anyhow::Result<Value> {
         let (mut pods_gone, mut keys_gone, mut team_gone) = (None, None, None);
         let deadline = t0 + Duration::from_secs(300);
         while (pods_gone.is_none() || keys_gone.is_none() || team_gone.is_none()) && Instant::now() < deadline {
-            if pods_gone.is_none() && pod_api.list_metadata(&ListParams::default().labels("agentteams.dev/team=big")).await?.items.is_empty() {
+            if pods_gone.is_none()
+                && pod_api.list_metadata(&ListParams::default().labels("agentteams.dev/team=big")).await?.items.is_empty()
+            {
                 pods_gone = Some(t0.elapsed());
             }
             if keys_gone.is_none() && team_keys(&ns.name, "big").await? == 0 {

@@ -67,20 +67,19 @@ fn series(run: &Value) -> Vec<(f64, f64)> {
         .unwrap_or_default()
 }
 
+/// (label, colour, points) of one variant.
+type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// Live pods over time, one line per variant, the cap dashed.
 fn live_chart(out: &mut String, p1: &Value, top: f64, height: f64) {
     let cap = p1["max_agents"].as_f64().unwrap_or(0.0);
-    let lines: Vec<(&str, &str, Vec<(f64, f64)>)> =
-        VARIANTS.iter().filter_map(|(k, label, color)| Some((*label, *color, series(p1["runs"][k].get(0)?)))).collect();
+    let lines: Vec<Line> = VARIANTS.iter().filter_map(|(k, label, color)| Some((*label, *color, series(p1["runs"][k].get(0)?)))).collect();
     let t_max = lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
     let y_max = (cap * 1.1).max(lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.1)).fold(1.0, f64::max));
     let x = |t: f64| PLOT_X + t / t_max * PLOT_W;
     let y = |v: f64| top + height - v / y_max * height;
     let _ = write!(out, r#"<text x="{PLOT_X}" y="{}" font-weight="bold">Live pods over time (first repetition)</text>"#, top - 6.0);
-    let _ = write!(
-        out,
-        r##"<rect x="{PLOT_X}" y="{top}" width="{PLOT_W}" height="{height}" fill="none" stroke="#999"/>"##
-    );
+    let _ = write!(out, r##"<rect x="{PLOT_X}" y="{top}" width="{PLOT_W}" height="{height}" fill="none" stroke="#999"/>"##);
     for i in 0..=5 {
         let t = t_max * i as f64 / 5.0;
         let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{t:.0} s</text>"#, x(t), top + height + 16.0);
@@ -115,7 +114,11 @@ fn live_chart(out: &mut String, p1: &Value, top: f64, height: f64) {
 
 /// Writes per member by resource: one stacked bar per variant.
 fn writes_chart(out: &mut String, p1: &Value, top: f64) {
-    let _ = write!(out, r#"<text x="{PLOT_X}" y="{}" font-weight="bold">API writes per member, by resource (every client; median repetition)</text>"#, top - 6.0);
+    let _ = write!(
+        out,
+        r#"<text x="{PLOT_X}" y="{}" font-weight="bold">API writes per member, by resource (every client; median repetition)</text>"#,
+        top - 6.0
+    );
     let bars: Vec<(&str, BTreeMap<&str, f64>)> = VARIANTS
         .iter()
         .filter_map(|(k, label, _)| {
@@ -147,9 +150,17 @@ fn writes_chart(out: &mut String, p1: &Value, top: f64) {
                 continue;
             }
             let w = v * scale;
-            let _ = write!(out, r#"<rect x="{xc:.1}" y="{yb:.1}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{res}: {v:.2}</title></rect>"#);
+            let _ = write!(
+                out,
+                r#"<rect x="{xc:.1}" y="{yb:.1}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{res}: {v:.2}</title></rect>"#
+            );
             if w > 22.0 {
-                let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.1}</text>"#, xc + w / 2.0, yb + bar_h / 2.0 + 4.0);
+                let _ = write!(
+                    out,
+                    r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{v:.1}</text>"#,
+                    xc + w / 2.0,
+                    yb + bar_h / 2.0 + 4.0
+                );
             }
             xc += w;
         }
@@ -160,6 +171,11 @@ fn writes_chart(out: &mut String, p1: &Value, top: f64) {
     for (i, (res, color)) in RESOURCES.iter().enumerate() {
         let lx = x0 + (i % 5) as f64 * 140.0;
         let yy = ly + (i / 5) as f64 * 18.0;
-        let _ = write!(out, r#"<rect x="{lx:.1}" y="{yy:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{:.1}">{res}</text>"#, lx + 16.0, yy + 10.0);
+        let _ = write!(
+            out,
+            r#"<rect x="{lx:.1}" y="{yy:.1}" width="12" height="12" fill="{color}"/><text x="{:.1}" y="{:.1}">{res}</text>"#,
+            lx + 16.0,
+            yy + 10.0
+        );
     }
 }

@@ -36,6 +36,11 @@ fn verdict(ok: Option<bool>) -> String {
 }
 
 fn row(rows: &mut Vec<Row>, part: &str, metric: impl Into<String>, value: String, goal: &str, ok: Option<bool>) {
+    // An error's text can hold a whole object (the JSON keeps it): one line of it here.
+    let value = match value.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", value[..cut].replace('\n', " ")),
+        None => value.replace('\n', " "),
+    };
     rows.push((part.into(), metric.into(), value, goal.into(), verdict(ok)));
 }
 
@@ -195,7 +200,14 @@ fn p5_rows(rows: &mut Vec<Row>, p5: &Value, s: &p5::Sizes) {
         let what = format!("launch: Team of {} members, maxAgents {}", s.n, s.p);
         row(rows, part, format!("{what}, until all Completed"), fmt(num(&l["wall_s"]), " s"), "", None);
         row(rows, part, format!("{what}: API writes per member"), fmt(num(&l["api_writes_per_member"]), ""), "", None);
-        row(rows, part, format!("{what}: Redis commands per member (whoever sent them)"), fmt(num(&l["redis_commands_per_member"]), ""), "", None);
+        row(
+            rows,
+            part,
+            format!("{what}: Redis commands per member (whoever sent them)"),
+            fmt(num(&l["redis_commands_per_member"]), ""),
+            "",
+            None,
+        );
         row(rows, part, format!("{what}: operator CPU seconds"), fmt(num(&l["cpu"]["per_component_s"]["operator"]), " s"), "", None);
         row(rows, part, format!("{what}: operator peak RSS"), fmt(num(&l["operator_peak_rss_mib"]), " MiB"), "", None);
         let su = num(&l["shape"]["slot_use"]);
@@ -219,7 +231,14 @@ fn p5_rows(rows: &mut Vec<Row>, p5: &Value, s: &p5::Sizes) {
     } else if !d.is_null() {
         let what = format!("disband of {} running members (Team delete →)", d["members"]);
         row(rows, part, format!("{what} every pod gone"), fmt(num(&d["every_pod_gone_s"]), " s"), "", None);
-        row(rows, part, format!("{what} every Redis key gone ({} before)", d["redis_keys_before"]), fmt(num(&d["every_key_gone_s"]), " s"), "", None);
+        row(
+            rows,
+            part,
+            format!("{what} every Redis key gone ({} before)", d["redis_keys_before"]),
+            fmt(num(&d["every_key_gone_s"]), " s"),
+            "",
+            None,
+        );
         row(rows, part, format!("{what} Team gone"), fmt(num(&d["team_gone_s"]), " s"), "", None);
     }
 }
@@ -227,7 +246,9 @@ fn p5_rows(rows: &mut Vec<Row>, p5: &Value, s: &p5::Sizes) {
 /// "median (min–max)" of a spread, or n/a.
 fn spread_text(v: &Value, unit: &str) -> String {
     match (num(&v["median"]), num(&v["min"]), num(&v["max"])) {
-        (Some(m), Some(lo), Some(hi)) if v["n"].as_u64() > Some(1) => format!("{} ({}–{})", fmt(Some(m), unit), fmt(Some(lo), ""), fmt(Some(hi), "")),
+        (Some(m), Some(lo), Some(hi)) if v["n"].as_u64() > Some(1) => {
+            format!("{} ({}–{})", fmt(Some(m), unit), fmt(Some(lo), ""), fmt(Some(hi), ""))
+        }
         (Some(m), _, _) => fmt(Some(m), unit),
         _ => "n/a".into(),
     }
@@ -265,7 +286,8 @@ fn p1_rows(rows: &mut Vec<Row>, p1: &Value, s: &p1::Sizes) {
         if errors > 0 {
             value.push_str(&format!(" ({errors} runs failed: {})", p1["runs"][k][0]["error"].as_str().unwrap_or("see JSON")));
         }
-        let what = if n > 1 || k != "job_default_limits" { format!("{} — wall, median (min–max) of {reps}", label(k)) } else { label(k) };
+        let what =
+            if n > 1 || k != "job_default_limits" { format!("{} — wall, median (min–max) of {reps}", label(k)) } else { label(k) };
         row(rows, part, what, value, "", None);
     }
     for (k, goal, max) in [("job_high_limits", "≤ 1.0×", 1.0), ("bare_loop", "≤ 1.5×", 1.5), ("job_default_limits", "", f64::NAN)] {
@@ -276,7 +298,9 @@ fn p1_rows(rows: &mut Vec<Row>, p1: &Value, s: &p1::Sizes) {
         }
         let per = &r["per_repetition"];
         let value = match (num(&per["min"]), num(&per["max"])) {
-            (Some(lo), Some(hi)) if per["n"].as_u64() > Some(1) => format!("{} (per repetition {}–{})", fmt(ratio, "×"), fmt(Some(lo), ""), fmt(Some(hi), "")),
+            (Some(lo), Some(hi)) if per["n"].as_u64() > Some(1) => {
+                format!("{} (per repetition {}–{})", fmt(ratio, "×"), fmt(Some(lo), ""), fmt(Some(hi), ""))
+            }
             _ => fmt(ratio, "×"),
         };
         let ok = (!max.is_nan()).then(|| ratio.map(|x| x <= max)).flatten();
@@ -297,12 +321,8 @@ fn p1_rows(rows: &mut Vec<Row>, p1: &Value, s: &p1::Sizes) {
         let t = &v["turnover_p99_ms"];
         let (goal, ok) = if k == "operator" { ("≤ 50 ms", num(&t["max"]).map(|x| x <= 50.0)) } else { ("", None) };
         row(rows, part, format!("{k}: turnover p99 (pod terminal → next pod created)"), spread_text(t, " ms"), goal, ok);
-        let cpu: Vec<String> = v["cpu_s"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(c, sp)| Some(format!("{c} {}", fmt(num(&sp["median"]), ""))))
-            .collect();
+        let cpu: Vec<String> =
+            v["cpu_s"].as_object().into_iter().flatten().map(|(c, sp)| format!("{c} {}", fmt(num(&sp["median"]), ""))).collect();
         row(rows, part, format!("{k}: CPU seconds per component (median)"), cpu.join(", "), "", None);
     }
 }

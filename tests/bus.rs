@@ -332,8 +332,7 @@ async fn a_roster_without_a_member_keeps_its_unread_messages_and_teardown_remove
     assert!(matches!(refused, Err(BusError::RecipientFinished { .. })), "{refused:?}");
 
     let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
-    let expected: Vec<String> =
-        ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster"].iter().map(|k| format!("{base}{k}")).collect();
+    let expected: Vec<String> = ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster"].iter().map(|k| format!("{base}{k}")).collect();
     assert_eq!(team_keys(&team).await, expected, "dev's inbox is kept");
     // The next roster that lists dev again delivers what was waiting.
     bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active), ("qa".into(), Active)]).await.expect("resync");

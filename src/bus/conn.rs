@@ -60,7 +60,10 @@ impl ConnectionLike for Conn {
 pub(crate) enum Connector {
     Single(Box<redis::Client>),
     /// The cluster client, and a plain client per seed for the wake-up subscription.
-    Cluster { shared: Box<ClusterClient>, seeds: Vec<redis::Client> },
+    Cluster {
+        shared: Box<ClusterClient>,
+        seeds: Vec<redis::Client>,
+    },
 }
 
 impl Connector {
