@@ -289,10 +289,19 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("  could not set kube-scheduler's limits: {e:#}");
     }
 
+    // P3, P1 and P5 first: a run cut short keeps the figures of the issue (#14) it measures.
     if want("p3") {
         let (c, pairs) = (client.clone(), args.pairs.clone());
         let r = guard(async move { p3::run(&c, &pairs, msg_seconds, waiters).await }).await;
         results.insert("p3_messages".into(), r.unwrap_or_else(err));
+        write(&results, false)?;
+    }
+    if want("p1") {
+        results.insert("p1_fleet_launch".into(), p1::run(&client, &args, &p1s).await);
+        write(&results, false)?;
+    }
+    if want("p5") {
+        results.insert("p5_scale".into(), p5::run(&client, &p5s).await);
         write(&results, false)?;
     }
     if want("p2") {
@@ -302,10 +311,6 @@ async fn main() -> anyhow::Result<()> {
         results.insert("p2_failure_notice".into(), r.unwrap_or_else(err));
         write(&results, false)?;
     }
-    if want("p1") {
-        results.insert("p1_fleet_launch".into(), p1::run(&client, &args, &p1s).await);
-        write(&results, false)?;
-    }
     if want("p4") {
         eprintln!("P4: {} teams × {} members, --max-agents {}", p4s.teams, p4s.per_team, p4s.max_agents);
         let c = client.clone();
@@ -313,9 +318,6 @@ async fn main() -> anyhow::Result<()> {
         let r = guard(async move { p4::run(&c, &s).await }).await;
         results.insert("p4_footprint".into(), r.unwrap_or_else(err));
         write(&results, false)?;
-    }
-    if want("p5") {
-        results.insert("p5_scale".into(), p5::run(&client, &p5s).await);
     }
     if let Some((q, b)) = scheduler_before
         && let Err(e) = floor::restart_scheduler(q, b).await

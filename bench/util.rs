@@ -22,7 +22,8 @@ use crate::support;
 
 // --- the operator --------------------------------------------------------------------------------
 
-/// A `team-operator controller` process scoped to one namespace (release build, default logging).
+/// A `team-operator controller` process scoped to one namespace (release build, default logging),
+/// acting as the chart's controller ServiceAccount.
 pub struct Operator {
     child: Child,
     pub pid: u32,
@@ -38,7 +39,9 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
             .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string()])
             .args(["--metrics-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", support::kubeconfig_path())
+            // As the chart's controller ServiceAccount, as the suites run it: its RBAC, and the
+            // suites' lead-member policy admits the leads it creates.
+            .env("KUBECONFIG", support::operator::controller_kubeconfig())
             .envs(support::redis_env())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
