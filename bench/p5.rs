@@ -81,6 +81,9 @@ async fn kill(client: &Client, s: &p1::Sizes) -> anyhow::Result<Value> {
         let old_rss = status_kib(op.pid, "VmHWM:");
         op.stop().await; // SIGKILL
         let killed_at = Instant::now();
+        // The watch still delivers the last creations of the killed process: let it drain, so
+        // that the first pod seen after the restart is the new process's own.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let created_before = pods.state.lock().unwrap().created_at.len();
         let op = Operator::start(&ns.name, s.p)?;
         let restarted_at = Instant::now();

@@ -73,7 +73,11 @@ type Line<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 /// Live pods over time, one line per variant, the cap dashed.
 fn live_chart(out: &mut String, p1: &Value, top: f64, height: f64) {
     let cap = p1["max_agents"].as_f64().unwrap_or(0.0);
-    let lines: Vec<Line> = VARIANTS.iter().filter_map(|(k, label, color)| Some((*label, *color, series(p1["runs"][k].get(0)?)))).filter(|l| !l.2.is_empty()).collect();
+    let lines: Vec<Line> = VARIANTS
+        .iter()
+        .filter_map(|(k, label, color)| Some((*label, *color, series(p1["runs"][k].get(0)?))))
+        .filter(|l| !l.2.is_empty())
+        .collect();
     let t_max = lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.0)).fold(1.0f64, f64::max);
     let y_max = (cap * 1.1).max(lines.iter().flat_map(|(_, _, s)| s.iter().map(|p| p.1)).fold(1.0, f64::max));
     let x = |t: f64| PLOT_X + t / t_max * PLOT_W;
