@@ -14,7 +14,7 @@
 //! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `rate:<sender>` = the sender's token bucket |
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
-//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
+//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency), for ids the sender gave and operator notices' keys |
 //! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
 //! | `team-operator:{<ns>/<team>}:transcript` | stream | every message sent in the team, one entry per send (`to` = `*` for a broadcast), the newest up to `team_max_bytes`; its bytes are `transcript-bytes` in meta |
 //! | `team-operator:{<ns>/<team>}:transcript:<uid>` | stream | the transcript of the disbanded Team with that uid, renamed at teardown, expiring after `spec.retention` |
@@ -24,6 +24,9 @@
 //! The roster names every inbox, so the key set of a team is known without scanning and
 //! teardown removes it with one `UNLINK`. Idempotency markers live in one hash (not a key per
 //! id) for the same reason.
+//!
+//! Channel `team-operator:wake` (Pub/Sub, not a key) carries the key of every inbox a script
+//! added to or removed: each process subscribes once and wakes its own parked waits (`wake`).
 //!
 //! # Lifecycle
 //!
@@ -45,6 +48,7 @@ mod roster;
 mod scripts;
 mod send;
 mod transcript;
+mod wake;
 
 use std::sync::Arc;
 
@@ -56,7 +60,8 @@ pub use roster::RosterState;
 pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
 pub use transcript::Transcript;
 
-use conn::{BlockingPool, Conn, Connector, retrying};
+use conn::{Conn, Connector, retrying};
+use wake::Wakes;
 
 /// How to reach Redis and how big things may get.
 #[derive(Clone, Debug)]
@@ -116,12 +121,12 @@ impl Default for BusLimits {
     }
 }
 
-/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one pool
-/// of connections for blocking waits.
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one
+/// wake-up subscription for their waits (opened by the first wait).
 #[derive(Clone)]
 pub struct Bus {
     conn: Conn,
-    blocking: Arc<BlockingPool>,
+    wakes: Arc<Wakes>,
     cfg: Arc<BusConfig>,
 }
 
@@ -131,7 +136,7 @@ impl Bus {
     pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
         let connector = Connector::new(&cfg)?;
         let conn = connector.shared().await?;
-        Ok(Bus { conn, blocking: Arc::new(BlockingPool::new(connector)), cfg: Arc::new(cfg) })
+        Ok(Bus { conn, wakes: Arc::new(Wakes::new(connector)), cfg: Arc::new(cfg) })
     }
 
     /// Whether Redis answers a PING within a second (readiness).

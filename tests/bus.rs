@@ -52,12 +52,12 @@ fn broadcast(from: &str, body: &str) -> OutgoingMessage {
     OutgoingMessage { to: Recipient::Broadcast, ..msg(from, "", body) }
 }
 
-/// Until `n` waits of `bus` are in their blocking read: the moment a test means by "while a wait
-/// is blocked".
+/// Until `n` waits of `bus` are parked (found nothing, wait for a wake-up): the moment a test
+/// means by "while a wait is blocked".
 async fn until_blocked(bus: &Bus, n: usize) {
     let deadline = Instant::now() + LONG;
     while bus.blocked_waits() < n {
-        assert!(Instant::now() < deadline, "{} of {n} waits got to their blocking read", bus.blocked_waits());
+        assert!(Instant::now() < deadline, "{} of {n} waits parked", bus.blocked_waits());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -174,6 +174,26 @@ async fn a_retried_send_with_the_same_id_is_delivered_once() {
 
     assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["hello", "all"]);
     assert_eq!(bodies(&bus.wait(&team, "qa", LONG).await.expect("wait")), ["all"]);
+}
+
+/// Only a sender's own id can come back in a retry, so only those are remembered: a send without
+/// one leaves no marker in the team's `sent` hash.
+#[tokio::test]
+async fn only_ids_the_sender_gave_are_remembered() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    let sent_hash = format!("team-operator:{{{}/{}}}:sent", team.namespace, team.team);
+    let markers = || {
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(&sent_hash);
+        async move { support::raw_redis::<Vec<String>>(&cmd).await }
+    };
+    bus.send(&team, msg("lead", "dev", "no id")).await.expect("send");
+    bus.send(&team, msg("lead", "dev", "no id")).await.expect("the same again is a new message");
+    assert_eq!(markers().await, Vec::<String>::new());
+    bus.send(&team, OutgoingMessage { id: Some("req-9".into()), ..msg("lead", "dev", "with id") }).await.expect("send");
+    assert_eq!(markers().await, ["lead\nreq-9"]);
+    assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["no id", "no id", "with id"]);
 }
 
 #[tokio::test]
@@ -342,10 +362,8 @@ async fn a_roster_without_a_member_keeps_its_unread_messages_and_teardown_remove
     assert!(matches!(refused, Err(BusError::RecipientFinished { .. })), "{refused:?}");
 
     let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
-    let expected: Vec<String> = ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster", "sent", "sent-at", "transcript"]
-        .iter()
-        .map(|k| format!("{base}{k}"))
-        .collect();
+    let expected: Vec<String> =
+        ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster", "transcript"].iter().map(|k| format!("{base}{k}")).collect();
     assert_eq!(team_keys(&team).await, expected, "dev's inbox is kept");
     // The next roster that lists dev again delivers what was waiting.
     bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active), ("qa".into(), Active)]).await.expect("resync");
@@ -440,4 +458,57 @@ async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works()
     assert_eq!(bodies(&got), ["after restart"]);
     let next = bus.wait(&team, "dev", LONG).await.expect("next wait");
     assert_eq!(bodies(&next), ["after restart"], "unacked, so delivered again");
+}
+
+/// Client connections Redis counts now, over every node of a cluster.
+async fn redis_connections() -> usize {
+    let mut total = 0;
+    for url in support::redis_url().split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let client = redis::Client::open(url).expect("redis url");
+        let mut conn = client.get_multiplexed_async_connection().await.expect("connection for CLIENT LIST");
+        let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal").query_async(&mut conn).await.expect("CLIENT LIST");
+        let pubsub: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut conn).await.expect("CLIENT LIST");
+        total += list.lines().count() + pubsub.lines().count();
+    }
+    total
+}
+
+/// Thousands of idle waits hold no Redis connection each: they park on the process's one
+/// wake-up subscription, a send wakes only the wait of its inbox, and teardown ends the rest.
+#[tokio::test]
+async fn many_parked_waits_share_one_subscription_and_a_send_wakes_its_own() {
+    const WAITS: usize = 2_000;
+    let bus = bus().await;
+    let names: Vec<String> = (0..WAITS).map(|i| format!("m{i}")).collect();
+    let roster: Vec<(&str, RosterState)> = std::iter::once(("lead", Active)).chain(names.iter().map(|n| (n.as_str(), Active))).collect();
+    let team = team(&bus, &roster).await;
+    let before = redis_connections().await;
+    let waits: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (bus, team, name) = (bus.clone(), team.clone(), name.clone());
+            tokio::spawn(async move { (bus.wait(&team, &name, Duration::from_secs(60)).await, Instant::now()) })
+        })
+        .collect();
+    until_blocked(&bus, WAITS).await;
+    let during = redis_connections().await;
+    // Other tests of this suite run alongside and open a few connections of their own.
+    assert!(during <= before + 50, "{WAITS} parked waits: Redis went from {before} to {during} client connections");
+
+    let sent_at = Instant::now();
+    bus.send(&team, msg("lead", "m1234", "wake up")).await.expect("send");
+    let mut waits = waits;
+    let woken = waits.remove(1234);
+    let (got, at) = tokio::time::timeout(LONG, woken).await.expect("the wait of m1234 returned").expect("wait task");
+    assert_eq!(bodies(&got.expect("wait")), ["wake up"]);
+    assert!(at.duration_since(sent_at) < Duration::from_secs(1), "woken {:?} after the send", at.duration_since(sent_at));
+    assert_eq!(bus.blocked_waits(), WAITS - 1, "only the wait of the inbox sent to was woken");
+
+    let torn_down_at = Instant::now();
+    bus.teardown(&team).await.expect("teardown");
+    for wait in waits {
+        let (result, _) = tokio::time::timeout(LONG, wait).await.expect("every other wait returned on teardown").expect("wait task");
+        assert!(matches!(result, Err(BusError::TeamNotFound { .. })), "{result:?}");
+    }
+    assert!(torn_down_at.elapsed() < LONG);
 }

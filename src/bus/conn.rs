@@ -1,43 +1,33 @@
-//! Connections to Redis: one shared, reconnecting connection for ordinary commands, and a pool
-//! of connections for blocking waits.
+//! Connections to Redis: one shared, reconnecting connection for every command, and (see
+//! [`super::wake`]) one Pub/Sub subscription per process that wakes parked waits.
 //!
-//! A blocked `XREADGROUP` holds its whole connection on the server, so waits must not share the
-//! multiplexed connection every other call goes through: one wait would stall every send. Opening
-//! a connection per wait costs a TCP (and TLS) and RESP handshake, more than the read itself, so
-//! a wait borrows one from [`BlockingPool`] and gives it back when its read completed.
+//! No command blocks on the server: a blocked `XREADGROUP` would hold a whole connection per
+//! waiting member (10,000 idle agents, 10,000 connections), so waits read without blocking and
+//! park in the process until a wake-up says their inbox changed.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::BusConfig;
 use super::error::BusError;
-use crate::metrics::InProgress;
 
 /// Time to establish a TCP (and TLS) connection before calling Redis unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for one non-blocking command; generous because teardown may unlink large streams.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A blocking connection never times out by itself: the wait bounds it with its own deadline.
-const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Idle blocking connections kept for reuse. Each concurrent wait needs one of its own anyway, so
-/// this only bounds what stays open between waits; a burst over it reconnects, nothing more.
-const MAX_IDLE_BLOCKING: usize = 64;
 /// Attempts for an idempotent call while Redis restarts, with the delay doubling from the first.
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// A connection of any of the kinds the bus uses; all of them speak [`ConnectionLike`], so
+/// The shared connection, to one server or to a cluster; both speak [`ConnectionLike`], so
 /// scripts and commands are written once.
 #[derive(Clone)]
 pub(crate) enum Conn {
     Manager(ConnectionManager),
-    Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -45,7 +35,6 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Manager(c) => c.req_packed_command(cmd),
-            Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -53,7 +42,6 @@ impl ConnectionLike for Conn {
     fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -61,7 +49,6 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Manager(c) => c.get_db(),
-            Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -72,11 +59,10 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub(crate) enum Connector {
     Single(Box<redis::Client>),
-    /// Two clients because the response timeout is per client: short for ordinary commands,
-    /// effectively none for blocking reads.
+    /// The cluster client, and a plain client per seed for the wake-up subscription.
     Cluster {
         shared: Box<ClusterClient>,
-        blocking: Box<ClusterClient>,
+        seeds: Vec<redis::Client>,
     },
 }
 
@@ -85,14 +71,19 @@ impl Connector {
         // Errors name the seed by position, not by text: the URL may carry a password.
         if cfg.cluster {
             let seeds = cluster_seeds(&cfg.url)?;
-            let build = |timeout| {
-                ClusterClientBuilder::new(seeds.clone())
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(timeout)
-                    .build()
-                    .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))
-            };
-            Ok(Connector::Cluster { shared: Box::new(build(RESPONSE_TIMEOUT)?), blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?) })
+            let shared = ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))?;
+            let seeds = seeds
+                .into_iter()
+                .enumerate()
+                .map(|(i, seed)| {
+                    redis::Client::open(seed).map_err(|e| BusError::InvalidArgument(format!("redis cluster url: seed {}: {e}", i + 1)))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Connector::Cluster { shared: Box::new(shared), seeds })
         } else {
             let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
                 let hint =
@@ -117,16 +108,12 @@ impl Connector {
         }
     }
 
-    /// A new connection for blocking reads; [`BlockingPool`] reuses it.
-    pub(crate) async fn blocking(&self) -> Result<Conn, BusError> {
+    /// The clients the wake-up subscription may use, in order of preference: the server, or
+    /// every cluster seed (a `PUBLISH` on one node of a cluster reaches the subscribers of all).
+    pub(crate) fn pubsub_clients(&self) -> Vec<&redis::Client> {
         match self {
-            Connector::Single(client) => {
-                let cfg = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(BLOCKING_RESPONSE_TIMEOUT));
-                Ok(Conn::Multiplexed(client.get_multiplexed_async_connection_with_config(&cfg).await?))
-            }
-            Connector::Cluster { blocking, .. } => Ok(Conn::Cluster(blocking.get_async_connection().await?)),
+            Connector::Single(client) => vec![client],
+            Connector::Cluster { seeds, .. } => seeds.iter().collect(),
         }
     }
 }
@@ -143,65 +130,6 @@ fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, BusError> {
         return Err(BusError::InvalidArgument("redis cluster url: no seed (comma-separated redis:// or rediss:// URLs)".into()));
     }
     Ok(seeds)
-}
-
-/// Connections for blocking reads, reused across waits. A connection goes back only after its
-/// read completed: one whose wait was cancelled, timed out client-side or failed may still be
-/// blocked on the server (or broken), so it is dropped, which closes it.
-///
-/// Cluster connections are pooled the same way: each [`ClusterConnection`] from
-/// [`Connector::blocking`] owns its node connections, so a borrowed one is not shared with any
-/// other wait, and dropping it closes them.
-pub(crate) struct BlockingPool {
-    connector: Connector,
-    idle: Mutex<Vec<Conn>>,
-    /// Waits in their blocking read now (see [`BlockingPool::reading`]).
-    reading: Gauge,
-}
-
-impl BlockingPool {
-    pub(crate) fn new(connector: Connector) -> Self {
-        BlockingPool { connector, idle: Mutex::new(Vec::new()), reading: Gauge::default() }
-    }
-
-    /// Counts a wait as blocked in its read for as long as the returned guard lives.
-    pub(crate) fn reading(&self) -> InProgress {
-        InProgress::count(&self.reading)
-    }
-
-    /// How many waits are in their blocking read now.
-    pub(crate) fn readers(&self) -> usize {
-        usize::try_from(self.reading.get()).unwrap_or(0)
-    }
-
-    /// An idle connection, or a new one when none is idle.
-    pub(crate) async fn take(&self) -> Result<Conn, BusError> {
-        // Bound to a local so the lock is released before connecting.
-        let idle = self.idle().pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => self.connector.blocking().await,
-        }
-    }
-
-    /// Returns a connection whose last read completed, keeping at most [`MAX_IDLE_BLOCKING`].
-    pub(crate) fn give_back(&self, conn: Conn) {
-        let mut idle = self.idle();
-        if idle.len() < MAX_IDLE_BLOCKING {
-            idle.push(conn);
-        }
-    }
-
-    /// Drops every idle connection: after Redis went away they are all broken, and each would
-    /// otherwise fail one wait.
-    pub(crate) fn clear(&self) {
-        self.idle().clear();
-    }
-
-    /// The idle list; a panic elsewhere while it was locked leaves a list that is still valid.
-    fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// Runs an idempotent call again while Redis is briefly unavailable (a restart, a failover), so

@@ -2,10 +2,10 @@
 //!
 //! Each inbox has one consumer group; the consumer is the member's name. Delivery is at least
 //! once: a wait first returns what this member was given but never acked (read from id `0`), else
-//! what is new (`>`), both read by one script that also checks the team and the member. Only when
-//! there is nothing does the wait block for new entries (`>`), on a connection of its own. An
-//! entry added at any moment before the blocking read is after the group's last-delivered id, so
-//! `>` returns it at once: no window is lost.
+//! what is new (`>`), both read by one script that also checks the team and the member. When
+//! there is nothing, the wait parks in this process until a wake-up names its inbox (a send to
+//! it, or its teardown; see [`super::wake`]) and then reads again. It registers for wake-ups
+//! before the read, so an entry added at any moment after the read wakes it: no window is lost.
 
 use std::time::Duration;
 
@@ -13,16 +13,13 @@ use redis::{Script, ScriptInvocation, Value};
 use tokio::time::Instant;
 
 use super::Bus;
-use super::conn::Conn;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
-use super::message::{InboxCounts, Message, parse_entries, parse_read_reply};
+use super::message::{InboxCounts, Message, parse_entries};
 use super::scripts::{ACK, INBOX_COUNTS, LAST_DELIVERED, WAIT_READY};
 
 /// Most entries one wait returns; the rest come with the next wait.
 const WAIT_BATCH: usize = 100;
-/// Slack over the server-side BLOCK before the client gives up on a silent connection.
-const CLIENT_GRACE: Duration = Duration::from_secs(2);
 /// Pause before retrying a wait whose connection dropped (a Redis restart).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -38,7 +35,7 @@ enum Ready {
     Messages(Vec<Message>),
     /// A whole batch of pending entries had been trimmed (now acked); more may be pending.
     Again,
-    /// Nothing yet: block for new entries.
+    /// Nothing yet: park until a wake-up.
     Block,
 }
 
@@ -86,8 +83,11 @@ impl Bus {
         }
     }
 
-    /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass.
+    /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass (after a wake-up,
+    /// or a batch of trimmed entries).
     async fn wait_once(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
+        let watch = self.wakes.watch(team.inbox(member));
+        let woken = watch.armed();
         let (acked, ready) = self.wait_ready(team, member, ack).await?;
         let pass = |messages| Pass { acked, messages };
         match ready {
@@ -95,33 +95,14 @@ impl Bus {
             Ready::Again => return Ok(pass(None)),
             Ready::Block => {}
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        // Only a completed read gives the connection back. On every other way out, this future
-        // being dropped included, it is dropped: the server may still hold its BLOCK.
-        let mut conn = self.blocking.take().await?;
-        let _reading = self.blocking.reading();
-        let read = read_new(&mut conn, team, member, remaining);
-        let result = tokio::time::timeout(remaining + CLIENT_GRACE, read).await;
-        match result {
-            // The server never answered: treat like a timeout; anything it delivered stays
-            // pending and comes back with the next wait.
+        let _parked = self.wakes.park();
+        match tokio::time::timeout_at(deadline, woken).await {
+            Ok(()) => Ok(pass(None)),
             Err(_) => Ok(pass(Some(Vec::new()))),
-            Ok(Ok(messages)) => {
-                self.blocking.give_back(conn);
-                Ok(pass(Some(messages)))
-            }
-            // The inbox was deleted under the blocked read (teardown): the next pass says why.
-            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => Ok(pass(None)),
-            Ok(Err(err)) => {
-                if matches!(err, BusError::Unavailable(_)) {
-                    self.blocking.clear();
-                }
-                Err(err)
-            }
         }
     }
 
-    /// Everything before the blocking read, acks included, in one round trip (see
+    /// Everything a pass reads, acks included, in one round trip (see
     /// `wait_ready.lua`); how many of `ack` were pending, and what it found. Not retried here:
     /// [`Bus::ack_and_wait`] retries until its own deadline.
     async fn wait_ready(&self, team: &TeamKey, member: &str, ack: &[String]) -> Result<(usize, Ready), BusError> {
@@ -143,10 +124,10 @@ impl Bus {
         Ok((acked, ready))
     }
 
-    /// How many waits of this bus (and its clones) are in their blocking read now: waits that
-    /// found nothing to return and are holding a connection for new entries.
+    /// How many waits of this bus (and its clones) are parked now: waits that found nothing to
+    /// return and wait for a wake-up (they hold no Redis connection of their own).
     pub fn blocked_waits(&self) -> usize {
-        self.blocking.readers()
+        self.wakes.parked()
     }
 
     /// Acknowledges entries by their `stream_id`; returns how many were pending. Acking an
@@ -204,29 +185,4 @@ fn refusal(team: &TeamKey, member: &str, outcome: &str) -> BusError {
         "member_not_in_team" => BusError::MemberNotInTeam { team: team.to_string(), member: member.to_string() },
         other => BusError::Protocol(format!("inbox script replied {other:?}")),
     }
-}
-
-/// A blocking `XREADGROUP` of new entries (`>`) in a member's inbox, for up to `block`.
-async fn read_new(conn: &mut Conn, team: &TeamKey, member: &str, block: Duration) -> Result<Vec<Message>, BusError> {
-    let reply: Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(INBOX_GROUP)
-        .arg(member)
-        .arg("COUNT")
-        .arg(WAIT_BATCH)
-        // BLOCK 0 would mean forever; a zero timeout is a poll.
-        .arg("BLOCK")
-        .arg(block.as_millis().clamp(1, u64::MAX as u128) as u64)
-        .arg("STREAMS")
-        .arg(team.inbox(member))
-        .arg(">")
-        .query_async(conn)
-        .await?;
-    parse_read_reply(reply)
-}
-
-/// Redis 7 unblocks a blocked XREADGROUP with `UNBLOCKED` when its stream is deleted, and a read
-/// of a missing stream or group fails with `NOGROUP`.
-fn is_stream_gone(err: &redis::RedisError) -> bool {
-    matches!(err.code(), Some("UNBLOCKED" | "NOGROUP"))
 }
