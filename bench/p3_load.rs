@@ -256,7 +256,8 @@ async fn pair(setup: Arc<Setup>, i: usize, gate: Arc<tokio::sync::Barrier>) -> a
                         .await?;
                 }
                 "bus" => {
-                    let msg = OutgoingMessage { from, to: Recipient::Member(to), body: seq, kind: MessageKind::Message, id: None, sent_by: None };
+                    let msg =
+                        OutgoingMessage { from, to: Recipient::Member(to), body: seq, kind: MessageKind::Message, id: None, sent_by: None };
                     setup.bus.send(&setup.key, msg).await?;
                 }
                 _ => {

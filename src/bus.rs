@@ -26,7 +26,8 @@
 //! id) for the same reason.
 //!
 //! Channel `team-operator:wake` (Pub/Sub, not a key) carries the key of every inbox a script
-//! added to or removed: each process subscribes once and wakes its own parked waits (`wake`).
+//! added to or removed: each process subscribes once and wakes its own parked waits (`wake`),
+//! the waits past the first [`POOLED_WAITS`], which block on pooled connections (`pool`).
 //!
 //! # Lifecycle
 //!
@@ -44,6 +45,7 @@ mod latest;
 mod memory;
 mod message;
 mod peek;
+mod pool;
 mod roster;
 mod scripts;
 mod send;
@@ -56,11 +58,13 @@ pub use error::{BusError, InboxLimit};
 pub use keys::TeamKey;
 pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block};
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
+pub use pool::POOLED_WAITS;
 pub use roster::RosterState;
 pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
 pub use transcript::Transcript;
 
 use conn::{Conn, Connector, retrying};
+use pool::BlockingPool;
 use wake::Wakes;
 
 /// How to reach Redis and how big things may get.
@@ -121,11 +125,13 @@ impl Default for BusLimits {
     }
 }
 
-/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one
-/// wake-up subscription for their waits (opened by the first wait).
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection, one pool
+/// of connections for blocking waits and one wake-up subscription for the waits past the pool
+/// (opened by the first of them).
 #[derive(Clone)]
 pub struct Bus {
     conn: Conn,
+    blocking: Arc<BlockingPool>,
     wakes: Arc<Wakes>,
     cfg: Arc<BusConfig>,
 }
@@ -136,7 +142,8 @@ impl Bus {
     pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
         let connector = Connector::new(&cfg)?;
         let conn = connector.shared().await?;
-        Ok(Bus { conn, wakes: Arc::new(Wakes::new(connector)), cfg: Arc::new(cfg) })
+        let blocking = Arc::new(BlockingPool::new(connector.clone(), POOLED_WAITS));
+        Ok(Bus { conn, blocking, wakes: Arc::new(Wakes::new(connector)), cfg: Arc::new(cfg) })
     }
 
     /// Whether Redis answers a PING within a second (readiness).

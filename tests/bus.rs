@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use team_operator::bus::{
-    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage, Recipient, RosterState,
-    TeamKey,
+    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage, POOLED_WAITS, Recipient,
+    RosterState, TeamKey,
 };
 
 use RosterState::{Active, Finished, Queued};
@@ -52,14 +52,30 @@ fn broadcast(from: &str, body: &str) -> OutgoingMessage {
     OutgoingMessage { to: Recipient::Broadcast, ..msg(from, "", body) }
 }
 
-/// Until `n` waits of `bus` are parked (found nothing, wait for a wake-up): the moment a test
-/// means by "while a wait is blocked".
+/// Until `n` waits of `bus` are blocked (found nothing: in their blocking read, or parked for a
+/// wake-up past the pooled ones): the moment a test means by "while a wait is blocked".
 async fn until_blocked(bus: &Bus, n: usize) {
     let deadline = Instant::now() + LONG;
     while bus.blocked_waits() < n {
-        assert!(Instant::now() < deadline, "{} of {n} waits parked", bus.blocked_waits());
+        assert!(Instant::now() < deadline, "{} of {n} waits blocked", bus.blocked_waits());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Spawns a wait of `timeout` per member; each answers with its result and when it returned.
+fn spawn_waits(
+    bus: &Bus,
+    team: &TeamKey,
+    members: &[String],
+    timeout: Duration,
+) -> Vec<tokio::task::JoinHandle<(Result<Vec<Message>, BusError>, Instant)>> {
+    members
+        .iter()
+        .map(|name| {
+            let (bus, team, name) = (bus.clone(), team.clone(), name.clone());
+            tokio::spawn(async move { (bus.wait(&team, &name, timeout).await, Instant::now()) })
+        })
+        .collect()
 }
 
 fn bodies(messages: &[Message]) -> Vec<&str> {
@@ -436,79 +452,88 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A wait on a pooled connection and one parked past the pool (the seats all taken) both keep
+/// waiting through a Redis restart and get what is sent after it.
 #[tokio::test]
-async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works() {
+async fn waits_blocked_or_parked_while_redis_restarts_complete_and_the_next_send_works() {
     let mut redis = PrivateRedis::start();
     redis.wait_for_ping().await;
     let bus = Bus::connect(BusConfig::from_url(redis.url())).await.expect("connect");
     let team = TeamKey::new("restart", "team");
-    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active)]).await.expect("sync");
+    let fillers: Vec<String> = (1..POOLED_WAITS).map(|i| format!("p{i}")).collect();
+    let roster: Vec<(String, RosterState)> =
+        ["lead", "dev", "late"].iter().map(|n| n.to_string()).chain(fillers.iter().cloned()).map(|n| (n, Active)).collect();
+    bus.sync_roster(&team, &roster).await.expect("sync");
 
-    let waiter = tokio::spawn({
-        let (bus, team) = (bus.clone(), team.clone());
-        async move { bus.wait(&team, "dev", LONG).await }
-    });
-    until_blocked(&bus, 1).await;
+    let dev = spawn_waits(&bus, &team, &["dev".into()], LONG).remove(0);
+    let _fillers = spawn_waits(&bus, &team, &fillers, LONG);
+    until_blocked(&bus, POOLED_WAITS).await;
+    let late = spawn_waits(&bus, &team, &["late".into()], LONG).remove(0);
+    until_blocked(&bus, POOLED_WAITS + 1).await;
+    assert_eq!(bus.parked_waits(), 1, "the wait past the pooled ones parks");
     redis.restart();
     redis.wait_for_ping().await;
 
     bus.send(&team, msg("lead", "dev", "after restart")).await.expect("send after restart");
-    // The wait reconnected and kept waiting, so it sees the message sent after the restart.
-    let got = waiter.await.expect("waiter task did not panic").expect("wait completes");
-    assert_eq!(bodies(&got), ["after restart"]);
+    bus.send(&team, msg("lead", "late", "to the parked one")).await.expect("send after restart");
+    // The waits reconnected (resubscribed) and kept waiting, so they see what was sent after it.
+    let (got, _) = dev.await.expect("dev's wait task");
+    assert_eq!(bodies(&got.expect("dev's wait completes")), ["after restart"]);
+    let (got, _) = late.await.expect("late's wait task");
+    assert_eq!(bodies(&got.expect("late's wait completes")), ["to the parked one"]);
     let next = bus.wait(&team, "dev", LONG).await.expect("next wait");
     assert_eq!(bodies(&next), ["after restart"], "unacked, so delivered again");
 }
 
-/// Client connections Redis counts now, over every node of a cluster.
-async fn redis_connections() -> usize {
-    let mut total = 0;
-    for url in support::redis_url().split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let client = redis::Client::open(url).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("connection for CLIENT LIST");
-        let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal").query_async(&mut conn).await.expect("CLIENT LIST");
-        let pubsub: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut conn).await.expect("CLIENT LIST");
-        total += list.lines().count() + pubsub.lines().count();
-    }
-    total
+/// Client connections a Redis server counts now, the one asking included.
+async fn redis_connections(url: &str) -> usize {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection for CLIENT LIST");
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal").query_async(&mut conn).await.expect("CLIENT LIST");
+    let pubsub: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut conn).await.expect("CLIENT LIST");
+    list.lines().count() + pubsub.lines().count()
 }
 
-/// Thousands of idle waits hold no Redis connection each: they park on the process's one
-/// wake-up subscription, a send wakes only the wait of its inbox, and teardown ends the rest.
+/// Thousands of idle waits hold the pool's connections and one subscription, not one each: the
+/// first [`POOLED_WAITS`] block on pooled connections, the rest park; a send wakes only the wait
+/// of its inbox on either path, and teardown ends the rest. On a Redis of its own, so its count
+/// of connections is this bus's alone.
 #[tokio::test]
-async fn many_parked_waits_share_one_subscription_and_a_send_wakes_its_own() {
+async fn many_waits_hold_the_pool_and_one_subscription_and_a_send_wakes_its_own() {
     const WAITS: usize = 2_000;
-    let bus = bus().await;
+    let redis = PrivateRedis::start();
+    redis.wait_for_ping().await;
+    let bus = Bus::connect(BusConfig::from_url(redis.url())).await.expect("connect");
     let names: Vec<String> = (0..WAITS).map(|i| format!("m{i}")).collect();
-    let roster: Vec<(&str, RosterState)> = std::iter::once(("lead", Active)).chain(names.iter().map(|n| (n.as_str(), Active))).collect();
-    let team = team(&bus, &roster).await;
-    let before = redis_connections().await;
-    let waits: Vec<_> = names
-        .iter()
-        .map(|name| {
-            let (bus, team, name) = (bus.clone(), team.clone(), name.clone());
-            tokio::spawn(async move { (bus.wait(&team, &name, Duration::from_secs(60)).await, Instant::now()) })
-        })
-        .collect();
+    let roster: Vec<(String, RosterState)> =
+        std::iter::once("lead".to_string()).chain(names.iter().cloned()).map(|n| (n, Active)).collect();
+    let team = TeamKey::new("many", "team");
+    bus.sync_roster(&team, &roster).await.expect("sync");
+    // The pooled ones first, so which member waits on which path is known.
+    let mut waits = spawn_waits(&bus, &team, &names[..POOLED_WAITS], Duration::from_secs(60));
+    until_blocked(&bus, POOLED_WAITS).await;
+    waits.extend(spawn_waits(&bus, &team, &names[POOLED_WAITS..], Duration::from_secs(60)));
     until_blocked(&bus, WAITS).await;
-    let during = redis_connections().await;
-    // Other tests of this suite run alongside and open a few connections of their own.
-    assert!(during <= before + 50, "{WAITS} parked waits: Redis went from {before} to {during} client connections");
+    assert_eq!(bus.parked_waits(), WAITS - POOLED_WAITS, "the waits past the pooled ones park");
+    // The shared connection, the pooled ones, the subscription, and the one counting.
+    let held = redis_connections(&redis.url()).await - 1;
+    assert!(held <= POOLED_WAITS + 2, "{WAITS} waits hold {held} Redis connections");
 
-    let sent_at = Instant::now();
-    bus.send(&team, msg("lead", "m1234", "wake up")).await.expect("send");
-    let mut waits = waits;
-    let woken = waits.remove(1234);
-    let (got, at) = tokio::time::timeout(LONG, woken).await.expect("the wait of m1234 returned").expect("wait task");
-    assert_eq!(bodies(&got.expect("wait")), ["wake up"]);
-    assert!(at.duration_since(sent_at) < Duration::from_secs(1), "woken {:?} after the send", at.duration_since(sent_at));
-    assert_eq!(bus.blocked_waits(), WAITS - 1, "only the wait of the inbox sent to was woken");
+    for (i, path) in [(1, "pooled"), (1234, "parked")] {
+        let sent_at = Instant::now();
+        bus.send(&team, msg("lead", &format!("m{i}"), "wake up")).await.expect("send");
+        let (got, at) = tokio::time::timeout(LONG, &mut waits[i]).await.expect("the wait returned").expect("wait task");
+        assert_eq!(bodies(&got.expect("wait")), ["wake up"], "{path} wait");
+        assert!(at.duration_since(sent_at) < Duration::from_secs(1), "{path} wait woken {:?} after the send", at.duration_since(sent_at));
+    }
+    assert_eq!(bus.blocked_waits(), WAITS - 2, "only the waits of the inboxes sent to returned");
+    assert_eq!(bus.parked_waits(), WAITS - POOLED_WAITS - 1);
 
     let torn_down_at = Instant::now();
     bus.teardown(&team).await.expect("teardown");
-    for wait in waits {
+    for (i, wait) in waits.into_iter().enumerate().filter(|(i, _)| ![1, 1234].contains(i)) {
         let (result, _) = tokio::time::timeout(LONG, wait).await.expect("every other wait returned on teardown").expect("wait task");
-        assert!(matches!(result, Err(BusError::TeamNotFound { .. })), "{result:?}");
+        assert!(matches!(result, Err(BusError::TeamNotFound { .. })), "m{i}: {result:?}");
     }
     assert!(torn_down_at.elapsed() < LONG);
 }

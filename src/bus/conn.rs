@@ -1,16 +1,13 @@
-//! Connections to Redis: one shared, reconnecting connection for every command, and (see
-//! [`super::wake`]) one Pub/Sub subscription per process that wakes parked waits.
-//!
-//! No command blocks on the server: a blocked `XREADGROUP` would hold a whole connection per
-//! waiting member (10,000 idle agents, 10,000 connections), so waits read without blocking and
-//! park in the process until a wake-up says their inbox changed.
+//! Connections to Redis: one shared, reconnecting connection for ordinary commands, connections
+//! for blocking waits (pooled, at most [`super::POOLED_WAITS`]: see [`super::pool`]), and one
+//! Pub/Sub subscription per process that wakes the waits past those ([`super::wake`]).
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use super::BusConfig;
 use super::error::BusError;
@@ -19,15 +16,18 @@ use super::error::BusError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time for one non-blocking command; generous because teardown may unlink large streams.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A blocking connection never times out by itself: the wait bounds it with its own deadline.
+const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Attempts for an idempotent call while Redis restarts, with the delay doubling from the first.
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// The shared connection, to one server or to a cluster; both speak [`ConnectionLike`], so
+/// A connection of any of the kinds the bus uses; all of them speak [`ConnectionLike`], so
 /// scripts and commands are written once.
 #[derive(Clone)]
 pub(crate) enum Conn {
     Manager(ConnectionManager),
+    Multiplexed(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -35,6 +35,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Manager(c) => c.req_packed_command(cmd),
+            Conn::Multiplexed(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -42,6 +43,7 @@ impl ConnectionLike for Conn {
     fn req_packed_commands<'a>(&'a mut self, pipeline: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Multiplexed(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -49,6 +51,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Manager(c) => c.get_db(),
+            Conn::Multiplexed(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -59,9 +62,12 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub(crate) enum Connector {
     Single(Box<redis::Client>),
-    /// The cluster client, and a plain client per seed for the wake-up subscription.
+    /// Two cluster clients because the response timeout is per client: short for ordinary
+    /// commands, effectively none for blocking reads; and a plain client per seed for the
+    /// wake-up subscription.
     Cluster {
         shared: Box<ClusterClient>,
+        blocking: Box<ClusterClient>,
         seeds: Vec<redis::Client>,
     },
 }
@@ -71,11 +77,14 @@ impl Connector {
         // Errors name the seed by position, not by text: the URL may carry a password.
         if cfg.cluster {
             let seeds = cluster_seeds(&cfg.url)?;
-            let shared = ClusterClientBuilder::new(seeds.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(RESPONSE_TIMEOUT)
-                .build()
-                .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))?;
+            let build = |timeout| {
+                ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))
+            };
+            let (shared, blocking) = (build(RESPONSE_TIMEOUT)?, build(BLOCKING_RESPONSE_TIMEOUT)?);
             let seeds = seeds
                 .into_iter()
                 .enumerate()
@@ -83,7 +92,7 @@ impl Connector {
                     redis::Client::open(seed).map_err(|e| BusError::InvalidArgument(format!("redis cluster url: seed {}: {e}", i + 1)))
                 })
                 .collect::<Result<_, _>>()?;
-            Ok(Connector::Cluster { shared: Box::new(shared), seeds })
+            Ok(Connector::Cluster { shared: Box::new(shared), blocking: Box::new(blocking), seeds })
         } else {
             let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
                 let hint =
@@ -105,6 +114,19 @@ impl Connector {
                 Ok(Conn::Manager(client.get_connection_manager_with_config(cfg).await?))
             }
             Connector::Cluster { shared, .. } => Ok(Conn::Cluster(shared.get_async_connection().await?)),
+        }
+    }
+
+    /// A new connection for blocking reads; [`super::pool::BlockingPool`] reuses it.
+    pub(crate) async fn blocking(&self) -> Result<Conn, BusError> {
+        match self {
+            Connector::Single(client) => {
+                let cfg = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(BLOCKING_RESPONSE_TIMEOUT));
+                Ok(Conn::Multiplexed(client.get_multiplexed_async_connection_with_config(&cfg).await?))
+            }
+            Connector::Cluster { blocking, .. } => Ok(Conn::Cluster(blocking.get_async_connection().await?)),
         }
     }
 

@@ -2,10 +2,17 @@
 //!
 //! Each inbox has one consumer group; the consumer is the member's name. Delivery is at least
 //! once: a wait first returns what this member was given but never acked (read from id `0`), else
-//! what is new (`>`), both read by one script that also checks the team and the member. When
-//! there is nothing, the wait parks in this process until a wake-up names its inbox (a send to
-//! it, or its teardown; see [`super::wake`]) and then reads again. It registers for wake-ups
-//! before the read, so an entry added at any moment after the read wakes it: no window is lost.
+//! what is new (`>`), both read by one script that also checks the team and the member. Only when
+//! there is nothing does the wait block, one of two ways (see [`super::pool`]):
+//!
+//! - while this process has a seat free (its first [`super::POOLED_WAITS`] concurrent waits), it
+//!   blocks for new entries (`>`) on a pooled connection of its own. An entry added at any moment
+//!   before the blocking read is after the group's last-delivered id, so `>` returns it at once;
+//! - past them it parks in this process until a wake-up names its inbox (a send to it, or its
+//!   teardown; see [`super::wake`]) and then reads again. It registers for wake-ups before the
+//!   read, so an entry added at any moment after the read wakes it.
+//!
+//! Either way no window is lost.
 
 use std::time::Duration;
 
@@ -13,13 +20,17 @@ use redis::{Script, ScriptInvocation, Value};
 use tokio::time::Instant;
 
 use super::Bus;
+use super::conn::Conn;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
-use super::message::{InboxCounts, Message, parse_entries};
+use super::message::{InboxCounts, Message, parse_entries, parse_read_reply};
+use super::pool::Seat;
 use super::scripts::{ACK, INBOX_COUNTS, LAST_DELIVERED, WAIT_READY};
 
 /// Most entries one wait returns; the rest come with the next wait.
 const WAIT_BATCH: usize = 100;
+/// Slack over the server-side BLOCK before the client gives up on a silent connection.
+const CLIENT_GRACE: Duration = Duration::from_secs(2);
 /// Pause before retrying a wait whose connection dropped (a Redis restart).
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -35,8 +46,19 @@ enum Ready {
     Messages(Vec<Message>),
     /// A whole batch of pending entries had been trimmed (now acked); more may be pending.
     Again,
-    /// Nothing yet: park until a wake-up.
+    /// Nothing yet: block (or park) until something comes.
     Block,
+}
+
+impl Ready {
+    /// The pass this answer ends, or None when the wait has to block.
+    fn pass(self, acked: usize) -> Option<Pass> {
+        match self {
+            Ready::Messages(messages) => Some(Pass { acked, messages: Some(messages) }),
+            Ready::Again => Some(Pass { acked, messages: None }),
+            Ready::Block => None,
+        }
+    }
 }
 
 impl Bus {
@@ -84,22 +106,70 @@ impl Bus {
     }
 
     /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass (after a wake-up,
-    /// or a batch of trimmed entries).
+    /// a teardown under a blocked read, or a batch of trimmed entries).
     async fn wait_once(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
+        match self.blocking.seat() {
+            Some(seat) => self.wait_blocking(&seat, team, member, ack, deadline).await,
+            None => self.wait_parked(team, member, ack, deadline).await,
+        }
+    }
+
+    /// A pass with a seat: the script, then a blocking read on a pooled connection, which the
+    /// send's `XADD` answers with the entry (no round trip after it).
+    async fn wait_blocking(
+        &self,
+        seat: &Seat<'_>,
+        team: &TeamKey,
+        member: &str,
+        ack: &[String],
+        deadline: Instant,
+    ) -> Result<Pass, BusError> {
+        let (acked, ready) = self.wait_ready(team, member, ack).await?;
+        if let Some(pass) = ready.pass(acked) {
+            return Ok(pass);
+        }
+        let pass = |messages| Pass { acked, messages };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Only a completed read gives the connection back. On every other way out, this future
+        // being dropped included, it is dropped: the server may still hold its BLOCK.
+        let mut conn = self.blocking.take(seat).await?;
+        let _reading = self.blocking.reading();
+        let read = read_new(&mut conn, team, member, remaining);
+        let result = tokio::time::timeout(remaining + CLIENT_GRACE, read).await;
+        match result {
+            // The server never answered: treat like a timeout; anything it delivered stays
+            // pending and comes back with the next wait.
+            Err(_) => Ok(pass(Some(Vec::new()))),
+            Ok(Ok(messages)) => {
+                self.blocking.give_back(conn);
+                Ok(pass(Some(messages)))
+            }
+            // The inbox was deleted under the blocked read (teardown): the next pass says why.
+            Ok(Err(BusError::Redis(err))) if is_stream_gone(&err) => Ok(pass(None)),
+            Ok(Err(err)) => {
+                if matches!(err, BusError::Unavailable(_)) {
+                    self.blocking.clear();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A pass without a seat: registered for wake-ups first, then the script, then parked until
+    /// a wake-up (another pass reads what came) or the deadline; holds no connection.
+    async fn wait_parked(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
         let watch = self.wakes.watch(team.inbox(member));
         let woken = watch.armed();
         let (acked, ready) = self.wait_ready(team, member, ack).await?;
-        let pass = |messages| Pass { acked, messages };
-        match ready {
-            Ready::Messages(messages) => return Ok(pass(Some(messages))),
-            Ready::Again => return Ok(pass(None)),
-            Ready::Block => {}
+        if let Some(pass) = ready.pass(acked) {
+            return Ok(pass);
         }
         let _parked = self.wakes.park();
-        match tokio::time::timeout_at(deadline, woken).await {
-            Ok(()) => Ok(pass(None)),
-            Err(_) => Ok(pass(Some(Vec::new()))),
-        }
+        let messages = match tokio::time::timeout_at(deadline, woken).await {
+            Ok(()) => None,
+            Err(_) => Some(Vec::new()),
+        };
+        Ok(Pass { acked, messages })
     }
 
     /// Everything a pass reads, acks included, in one round trip (see
@@ -124,9 +194,15 @@ impl Bus {
         Ok((acked, ready))
     }
 
-    /// How many waits of this bus (and its clones) are parked now: waits that found nothing to
-    /// return and wait for a wake-up (they hold no Redis connection of their own).
+    /// How many waits of this bus (and its clones) are blocked now: waits that found nothing to
+    /// return, in their blocking read on a pooled connection or parked for a wake-up.
     pub fn blocked_waits(&self) -> usize {
+        self.blocking.readers() + self.wakes.parked()
+    }
+
+    /// How many of [`Bus::blocked_waits`] are parked (past the pooled ones, holding no
+    /// connection of their own).
+    pub fn parked_waits(&self) -> usize {
         self.wakes.parked()
     }
 
@@ -185,4 +261,29 @@ fn refusal(team: &TeamKey, member: &str, outcome: &str) -> BusError {
         "member_not_in_team" => BusError::MemberNotInTeam { team: team.to_string(), member: member.to_string() },
         other => BusError::Protocol(format!("inbox script replied {other:?}")),
     }
+}
+
+/// The blocking read of a wait with a seat: new entries (`>`) for up to `block`.
+async fn read_new(conn: &mut Conn, team: &TeamKey, member: &str, block: Duration) -> Result<Vec<Message>, BusError> {
+    let reply: Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(INBOX_GROUP)
+        .arg(member)
+        .arg("COUNT")
+        .arg(WAIT_BATCH)
+        // BLOCK 0 would mean forever; a zero timeout is a poll.
+        .arg("BLOCK")
+        .arg(block.as_millis().clamp(1, u64::MAX as u128) as u64)
+        .arg("STREAMS")
+        .arg(team.inbox(member))
+        .arg(">")
+        .query_async(conn)
+        .await?;
+    parse_read_reply(reply)
+}
+
+/// Redis 7 unblocks a blocked XREADGROUP with `UNBLOCKED` when its stream is deleted, and a read
+/// of a missing stream or group fails with `NOGROUP`.
+fn is_stream_gone(err: &redis::RedisError) -> bool {
+    matches!(err.code(), Some("UNBLOCKED" | "NOGROUP"))
 }

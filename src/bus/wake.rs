@@ -1,8 +1,9 @@
 //! Wake-ups for waits: one Pub/Sub subscription per process instead of a blocking Redis
-//! connection per wait.
+//! connection per wait, for the waits past the first [`super::POOLED_WAITS`] of a process (those
+//! block on pooled connections, see [`super::pool`]).
 //!
 //! Every script that adds to an inbox, or removes one, publishes the inbox's key on
-//! [`WAKE_CHANNEL`] (send.lua, teardown.lua). A process subscribes once, on its first wait, and
+//! [`WAKE_CHANNEL`] (send.lua, teardown.lua). A process subscribes once, on its first parked wait, and
 //! hands each key to the waits of that inbox parked in this process. A wait registers before it
 //! reads the inbox and parks only when the read found nothing, so a send that lands between the
 //! read and the park still wakes it (see [`Watch`]).
