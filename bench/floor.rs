@@ -168,3 +168,35 @@ pub async fn redis_connections() -> Option<usize> {
     }
     Some(total)
 }
+
+/// The established TCP connections of process `pid` to the Redis servers of the run (the ports of
+/// `support::redis_url()`): its sockets (`/proc/<pid>/fd`) matched by inode against
+/// `/proc/net/tcp{,6}`. Unlike Redis's own client count, other users of the stack do not count.
+pub fn process_redis_connections(pid: u32) -> Option<usize> {
+    let ports: Vec<u16> = support::redis_url()
+        .split(',')
+        .filter_map(|u| redis::IntoConnectionInfo::into_connection_info(u.trim()).ok())
+        .filter_map(|info| match *info.addr() {
+            redis::ConnectionAddr::Tcp(_, port) | redis::ConnectionAddr::TcpTls { port, .. } => Some(port),
+            _ => None,
+        })
+        .collect();
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl, local, remote (hex addr:port), state (01 established), …, inode (10th).
+            let (Some(remote), Some(state), Some(inode)) = (cols.get(2), cols.get(3), cols.get(9)) else { continue };
+            let port = remote.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) && sockets.contains(*inode) {
+                count += 1;
+            }
+        }
+    }
+    Some(count)
+}

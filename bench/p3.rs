@@ -85,7 +85,7 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
         for mode in MODES {
             eprintln!("P3: {mode} with {c} pairs for {seconds} s");
             let job = Job { kind: mode.into(), pairs: c, ..base.clone() };
-            let (mut out, _) = worker(&job, None).await?;
+            let (mut out, _) = worker(&job, Vec::new()).await?;
             let mut lat: Vec<f64> = serde_json::from_value(out["latencies_ms"].take())?;
             let rate = out["count"].as_f64().unwrap_or(0.0) / out["elapsed_s"].as_f64().unwrap_or(f64::NAN);
             let mut s = summary(&mut lat);
@@ -121,14 +121,15 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
     }))
 }
 
-/// Runs one job in a worker process; its JSON answer. `ready`: the worker says `ready` once its
-/// load is in place and waits for a line on stdin; the callback runs in between (what it returns
-/// comes back beside the answer). The CPU seconds of this process (the gateway), of the worker
-/// and of the stack's components over the job are added as `cpu`.
-async fn worker<'a>(
-    job: &Job,
-    mut ready: Option<Box<dyn FnOnce() -> futures::future::BoxFuture<'a, Value> + Send + 'a>>,
-) -> anyhow::Result<(Value, Value)> {
+/// What runs while the worker waits after a `ready`.
+type Between<'a> = Box<dyn FnOnce() -> futures::future::BoxFuture<'a, Value> + Send + 'a>;
+
+/// Runs one job in a worker process; its JSON answer. `ready`: each time the worker says `ready`
+/// (a step of its load is in place) it waits for a line on stdin; the next callback runs in
+/// between (what the last returns comes back beside the answer). The CPU seconds of this process
+/// (the gateway), of the worker and of the stack's components over the job are added as `cpu`.
+async fn worker<'a>(job: &Job, ready: Vec<Between<'a>>) -> anyhow::Result<(Value, Value)> {
+    let mut ready = ready.into_iter();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("--p3-worker")
         .stdin(std::process::Stdio::piped())
@@ -147,7 +148,7 @@ async fn worker<'a>(
         tokio::time::timeout(deadline, lines.next_line()).await.map_err(|_| anyhow::anyhow!("worker silent for 10 min"))??
     {
         if line == "ready" {
-            if let Some(f) = ready.take() {
+            if let Some(f) = ready.next() {
                 between = f().await;
             }
             stdin.write_all(b"go\n").await?;
@@ -209,19 +210,38 @@ async fn idle_waiters(
         sender: Some(team.token("lead").to_owned()),
         ..base.clone()
     };
+    // The worker opens the waits of the members not probed first; once they are in the gateway
+    // (the pooled seats all taken by them), it opens the probed members' waits, which park past
+    // the pool: the probes time the wake-up path, not a pooled blocking read.
+    let others = total.saturating_sub(PROBED);
+    let until_blocked = |bus: Bus, n: usize| async move {
+        let until = Instant::now() + Duration::from_secs(120);
+        while bus.blocked_waits() < n && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let bus = gw_bus.clone();
-    let parked = move || -> futures::future::BoxFuture<'static, Value> {
+    let opened_others: Between = Box::new(move || -> futures::future::BoxFuture<'static, Value> {
         Box::pin(async move {
-            let until = Instant::now() + Duration::from_secs(120);
-            while bus.blocked_waits() < total && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            until_blocked(bus, others).await;
+            Value::Null
+        })
+    });
+    let bus = gw_bus.clone();
+    let parked: Between = Box::new(move || -> futures::future::BoxFuture<'static, Value> {
+        Box::pin(async move {
+            until_blocked(bus.clone(), total).await;
             // Idle markers and the last waits settle; then the count.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            json!({ "parked": bus.blocked_waits(), "redis_connections": floor::redis_connections().await })
+            json!({
+                "blocked": bus.blocked_waits(),
+                "parked": bus.parked_waits(),
+                "redis_connections": floor::redis_connections().await,
+                "gateway_process_redis_connections": floor::process_redis_connections(std::process::id()),
+            })
         })
-    };
-    let result = worker(&job, Some(Box::new(parked))).await;
+    });
+    let result = worker(&job, vec![opened_others, parked]).await;
     // The waits the worker left open end now (teardown wakes them), not at their 300 s bound in
     // the middle of the next part.
     gw_bus.teardown(&TeamKey::new(ns.name.clone(), "idle")).await?;
@@ -238,7 +258,10 @@ async fn idle_waiters(
         "waiters": total,
         "members": w.members,
         "probed_members": PROBED,
+        "blocked_in_gateway": during["blocked"],
         "parked_in_gateway": during["parked"],
+        "pooled_seats": team_operator::bus::POOLED_WAITS,
+        "gateway_process_redis_connections": during["gateway_process_redis_connections"],
         "redis_connections_before": connections_before,
         "redis_connections_while_parked": during["redis_connections"],
         "redis_connections_held": held,

@@ -308,8 +308,8 @@ async fn pair(setup: Arc<Setup>, i: usize, gate: Arc<tokio::sync::Barrier>) -> a
     Ok((lat, elapsed))
 }
 
-/// Opens `job.waits` waits that stay parked (the first [`PROBED`] members one each, the others
-/// share the rest), says `ready`, waits for a line, then sends `job.probes` messages one at a time
+/// Opens `job.waits` waits that stay parked (the first [`PROBED`] members one each, opened last,
+/// the others share the rest), says `ready` after each of the two, waits for a line, then sends `job.probes` messages one at a time
 /// to the probed members and times each until its wait returns it.
 async fn waiters(job: &Job, stdin: &mut tokio::io::Lines<tokio::io::BufReader<tokio::io::Stdin>>) -> anyhow::Result<Value> {
     let http = Http::builder().pool_max_idle_per_host(usize::MAX).build()?;
@@ -317,7 +317,7 @@ async fn waiters(job: &Job, stdin: &mut tokio::io::Lines<tokio::io::BufReader<to
     let others = job.tokens.len().saturating_sub(PROBED).max(1);
     let rest = job.waits.saturating_sub(PROBED);
     let t0 = Instant::now();
-    for (m, (_, token)) in job.tokens.iter().enumerate() {
+    let open = |m: usize, token: &String| {
         let n = if m < PROBED { 1 } else { rest / others + usize::from(m - PROBED < rest % others) };
         for _ in 0..n {
             let (http, tx, token, url) = (http.clone(), tx.clone(), token.clone(), format!("{}/v1/tools/wait_messages", job.gateway));
@@ -341,6 +341,15 @@ async fn waiters(job: &Job, stdin: &mut tokio::io::Lines<tokio::io::BufReader<to
                 }
             });
         }
+    };
+    // The others first; once the bench says they are in, the probed members' (see p3.rs).
+    for (m, (_, token)) in job.tokens.iter().enumerate().skip(PROBED) {
+        open(m, token);
+    }
+    println!("ready");
+    stdin.next_line().await?;
+    for (m, (_, token)) in job.tokens.iter().enumerate().take(PROBED) {
+        open(m, token);
     }
     let opened_s = t0.elapsed().as_secs_f64();
     println!("ready");

@@ -169,11 +169,16 @@ fn p3_rows(rows: &mut Vec<Row>, p3: &Value) {
         row(rows, part, "idle waiters: error", e.as_str().unwrap_or("").into(), "", None);
     } else if !w.is_null() {
         let n = &w["waiters"];
-        let held = num(&w["redis_connections_held"]);
+        // The gateway process's own connections (pooled, shared, subscription): Redis's total
+        // counts every user of the shared stack.
+        let held = num(&w["gateway_process_redis_connections"]);
         row(
             rows,
             part,
-            format!("{n} idle wait_messages waiters (parked in the gateway: {}): Redis connections they added", w["parked_in_gateway"]),
+            format!(
+                "{n} idle wait_messages waiters (in the gateway: {}, of them parked past the {} pooled seats: {}): the gateway process's Redis connections",
+                w["blocked_in_gateway"], w["pooled_seats"], w["parked_in_gateway"]
+            ),
             format!("{} (Redis total {} → {})", fmt(held, ""), w["redis_connections_before"], w["redis_connections_while_parked"]),
             "≤ 100",
             held.map(|x| x <= 100.0),
@@ -183,7 +188,7 @@ fn p3_rows(rows: &mut Vec<Row>, p3: &Value) {
         row(
             rows,
             part,
-            format!("send → one of the {n} waiters returns it, p50 / p99 (n={}, missing {})", wake["n"], wake["missing"]),
+            format!("send → one of the {n} waiters (a parked one) returns it, p50 / p99 (n={}, missing {})", wake["n"], wake["missing"]),
             format!("{} / {}", fmt(num(&wake["p50_ms"]), ""), fmt(p99, " ms")),
             "p99 ≤ 20 ms",
             p99.map(|x| x <= 20.0).filter(|_| wake["missing"] == serde_json::json!(0)).or(p99.map(|_| false)),
