@@ -11,7 +11,7 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `rate:<sender>` = the sender's token bucket |
+//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `bytes` = their sum (the team budget's running total); `rate:<sender>` = the sender's token bucket |
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
 //! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency), for ids the sender gave and operator notices' keys |

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use team_operator::bus::{
-    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage, POOLED_WAITS, Recipient,
-    RosterState, TeamKey,
+    Bus, BusConfig, BusError, BusLimits, Delivered, InboxCounts, InboxLimit, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage,
+    POOLED_WAITS, Recipient, RosterState, TeamKey,
 };
 
 use RosterState::{Active, Finished, Queued};
@@ -210,6 +210,40 @@ async fn only_ids_the_sender_gave_are_remembered() {
     bus.send(&team, OutgoingMessage { id: Some("req-9".into()), ..msg("lead", "dev", "with id") }).await.expect("send");
     assert_eq!(markers().await, ["lead\nreq-9"]);
     assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["no id", "no id", "with id"]);
+}
+
+/// The team's budget counts what its inboxes hold now, kept as a running total (a send costs the
+/// same in a team of any size): acks give room back, and a team whose total is missing (its meta
+/// written before the total was kept) has it summed from its inboxes at the next send.
+#[tokio::test]
+async fn the_team_budget_follows_acks_and_a_missing_total_is_summed() {
+    let limits = BusLimits { team_max_bytes: 2_000, send_rate_per_second: 0, ..BusLimits::default() };
+    let bus = Bus::connect(BusConfig { limits, ..config() }).await.expect("connect");
+    let team = team(&bus, &[("lead", Active), ("a", Active), ("b", Active)]).await;
+    let body = "x".repeat(300);
+    let over_budget =
+        |r: &Result<Vec<Delivered>, BusError>| matches!(r, Err(BusError::InboxFull { rule: InboxLimit::TeamBytes { .. }, .. }));
+    let mut sent = 0;
+    loop {
+        let to = if sent % 2 == 0 { "a" } else { "b" };
+        let result = bus.send(&team, msg("lead", to, &body)).await;
+        if over_budget(&result) {
+            break;
+        }
+        result.expect("under the team budget");
+        sent += 1;
+        assert!(sent < 10, "2,000 bytes never filled");
+    }
+    assert!(sent >= 2, "both inboxes hold some of the budget");
+
+    let meta = format!("team-operator:{{{}/{}}}:meta", team.namespace, team.team);
+    let _: i64 = support::raw_redis(redis::cmd("HDEL").arg(&meta).arg("bytes")).await;
+    assert!(over_budget(&bus.send(&team, msg("lead", "a", &body)).await), "the summed total is still over the budget");
+
+    let got = bus.wait(&team, "a", LONG).await.expect("wait");
+    let ids: Vec<String> = got.iter().map(|m| m.stream_id.clone()).collect();
+    bus.ack(&team, "a", &ids).await.expect("ack");
+    bus.send(&team, msg("lead", "b", &body)).await.expect("a's acks gave the team room");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@
 --
 -- Bookkeeping lives in the meta hash, so teardown removes it with the team:
 --   bytes:<member>  bytes of the entries in that inbox (each entry's `size` field)
+--   bytes           the sum of those over the team's inboxes
 --   rate:<sender>   token bucket of the sender, "<tokens> <ms of last refill>"
 --
 -- Every send that was written is also appended once to the team's transcript (`to` = '*' for a
@@ -66,9 +67,9 @@ if not notice and not person and not redis.call('HGET', KEYS[2], from) then
   return { 'sender_not_in_team', from }
 end
 
-local roster = redis.call('HGETALL', KEYS[2])
 local targets = {}
 if to == '' then
+  local roster = redis.call('HGETALL', KEYS[2])
   for i = 1, #roster, 2 do
     if roster[i] ~= from and roster[i + 1] ~= 'finished' then
       table.insert(targets, roster[i])
@@ -102,14 +103,26 @@ if not notice and per_second > 0 then
   redis.call('HSET', KEYS[1], field, string.format('%.4f %d', tokens - 1, now))
 end
 
--- The bytes an inbox holds; a count left from an inbox that was removed and made again is reset.
+-- The bytes an inbox holds; a count left from an inbox that was removed and made again is reset
+-- (and taken off the team's).
 local function inbox_bytes(name)
   local held = tonumber(redis.call('HGET', KEYS[1], 'bytes:' .. name) or '0')
   if held > 0 and redis.call('XLEN', prefix .. name) == 0 then
     redis.call('HDEL', KEYS[1], 'bytes:' .. name)
+    redis.call('HINCRBY', KEYS[1], 'bytes', -held)
     held = 0
   end
   return held
+end
+
+-- The team's total is kept beside the inboxes' counts, so a send costs the same in a team of
+-- 10,000 as in a team of 2; a team from before that field has it summed once, here.
+if redis.call('HEXISTS', KEYS[1], 'bytes') == 0 then
+  local total = 0
+  for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+    total = total + inbox_bytes(name)
+  end
+  redis.call('HSET', KEYS[1], 'bytes', total)
 end
 
 local size = #body + #id + #from + #kind + #by + #traceparent + ENTRY_OVERHEAD
@@ -167,10 +180,7 @@ for _, name in ipairs(targets) do
   adding = adding + sizes[name]
 end
 if not notice then
-  local total = adding
-  for i = 1, #roster, 2 do
-    total = total + inbox_bytes(roster[i])
-  end
+  local total = adding + tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
   if total > team_bytes then
     return { 'inbox_full', (to ~= '' and to or '*') .. ' team_bytes ' .. team_bytes }
   end
@@ -195,6 +205,7 @@ local delivered = {}
 for _, name in ipairs(targets) do
   local sid = redis.call('XADD', prefix .. name, '*', unpack(entry(name, sizes[name])))
   redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, sizes[name])
+  redis.call('HINCRBY', KEYS[1], 'bytes', sizes[name])
   redis.call('PUBLISH', wake, prefix .. name)
   table.insert(delivered, { name, sid })
 end
