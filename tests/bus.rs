@@ -62,13 +62,11 @@ async fn until_blocked(bus: &Bus, n: usize) {
     }
 }
 
-/// Spawns a wait of `timeout` per member; each answers with its result and when it returned.
-fn spawn_waits(
-    bus: &Bus,
-    team: &TeamKey,
-    members: &[String],
-    timeout: Duration,
-) -> Vec<tokio::task::JoinHandle<(Result<Vec<Message>, BusError>, Instant)>> {
+/// A spawned wait: its result, and when it returned.
+type WaitTask = tokio::task::JoinHandle<(Result<Vec<Message>, BusError>, Instant)>;
+
+/// Spawns a wait of `timeout` per member.
+fn spawn_waits(bus: &Bus, team: &TeamKey, members: &[String], timeout: Duration) -> Vec<WaitTask> {
     members
         .iter()
         .map(|name| {
