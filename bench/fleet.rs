@@ -113,7 +113,8 @@ pub struct Args {
     /// P5: which rows (comma-separated: launch,kill,disband).
     #[arg(long, value_delimiter = ',', default_value = "launch,kill,disband")]
     pub scale_rows: Vec<String>,
-    /// Only draw the chart (the JSON at --out → the same name with .svg); no stack needed.
+    /// Only redraw the table (into the JSON) and the chart (the JSON at --out → the same name with
+    /// .svg) from the JSON's results; no stack needed.
     #[arg(long)]
     pub svg: bool,
     /// Internal: run as P3's load generator (a job on stdin).
@@ -206,7 +207,24 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.svg {
         let out = resolve(&args.out);
-        let report: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        let mut report: Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+        // The table again from the results, so a change of its wording reaches a past run.
+        let par = &report["parameters"];
+        let size = |v: &Value| v.as_u64().unwrap_or(0) as usize;
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let p1s =
+            p1::Sizes { n: size(&par["p1"]["members"]), p: size(&par["p1"]["max_agents"]), duration: text(&par["p1"]["pod_duration"]) };
+        let p5s = p5::Sizes {
+            n: size(&par["p5"]["members"]),
+            p: size(&par["p5"]["max_agents"]),
+            disband: size(&par["p5"]["disband_members"]),
+            duration: text(&par["p1"]["pod_duration"]),
+            rows: par["p5"]["rows"].as_array().into_iter().flatten().map(text).collect(),
+        };
+        let rows = table::rows(&report["results"], &p1s, &p5s);
+        report["table"] = rows.iter().map(|r| json!({ "part": r.0, "metric": r.1, "value": r.2, "goal": r.3, "verdict": r.4 })).collect();
+        std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("{}", table::render(&rows));
         return draw(&report, &out);
     }
     let q = args.quick;
