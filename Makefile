@@ -31,9 +31,12 @@ test: ## all cargo tests against the local stack, then the Redis suites again on
 
 # --- benchmarks ------------------------------------------------------------------------------
 
-.PHONY: bench
-bench: ## P1–P4 benchmarks on the running stack; table + bench/results/latest.json (BENCH_ARGS=--quick)
+.PHONY: bench bench-svg
+bench: ## P1–P5 benchmarks on the running stack; table + bench/results/latest.json and .svg (BENCH_ARGS=--quick)
 	source hack/lib.sh && cargo bench --bench fleet -- $(BENCH_ARGS)
+
+bench-svg: ## redraw bench/results/latest.svg and the JSON's table from bench/results/latest.json (no stack needed)
+	source hack/lib.sh && cargo bench --bench fleet -- --svg
 
 # --- Helm chart ------------------------------------------------------------------------------
 

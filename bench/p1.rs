@@ -15,8 +15,12 @@ use serde_json::{Value, json};
 use team_operator::api::{Member, Team};
 
 use crate::Args;
+use crate::floor::{self, CpuSnapshot};
 use crate::support::{self, SIM_DURATION, SIM_EXIT_CODE, TestNamespace};
 use crate::util::*;
+
+/// Resolution of the live-pods series kept for the chart.
+const SERIES_STEP: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Sizes {
@@ -25,9 +29,10 @@ pub struct Sizes {
     pub duration: String,
 }
 
-/// Timeout of one run: generous against the slowest (Job at QPS 20).
+/// Timeout of one run: generous against the slowest (Job at QPS 20), and at most 10 minutes so
+/// a run that stalls still leaves time for the rest.
 fn run_timeout(s: &Sizes) -> Duration {
-    Duration::from_secs(120 + (s.n as u64) / 2)
+    Duration::from_secs((120 + (s.n as u64) / 2).min(600))
 }
 
 /// The pod template every variant runs: the kwok agent of tests/support with the sim annotations.
@@ -47,6 +52,7 @@ fn template(s: &Sizes) -> Value {
 pub async fn operator(client: &Client, s: &Sizes) -> anyhow::Result<Value> {
     let ns = TestNamespace::new(client, "bench-p1-operator").await;
     let op = Operator::start(&ns.name, s.p)?;
+    let cpu0 = CpuSnapshot::take(&[("operator", op.pid), ("bench", std::process::id())]);
     let result = async {
         let teams: Api<Team> = ns.api();
         teams.create(&PostParams::default(), &support::teams::team("fleet", s.p as i32)).await?;
@@ -70,8 +76,13 @@ pub async fn operator(client: &Client, s: &Sizes) -> anyhow::Result<Value> {
         let done = until(&members.state, run_timeout(s), |m| m.completed >= s.n).await;
         let wall = members.state.lock().unwrap().last_completed_at.map(|t| t - t0);
         let pods_done = pods.state.lock().unwrap().last_terminal_at.map(|t| t - t0);
+        let cpu = CpuSnapshot::take(&[("operator", op.pid), ("bench", std::process::id())]).since(&cpu0);
+        let peak_rss_mib = status_kib(op.pid, "VmHWM:").map(|k| round3(k as f64 / 1024.0));
         let st = pods.state.lock().unwrap();
         anyhow::Ok(json!({
+            "shape": launch_shape(&st, t0, s.n, s.p, SERIES_STEP),
+            "cpu": cpu,
+            "operator_peak_rss_mib": peak_rss_mib,
             "finished": done,
             "wall_s": wall.filter(|_| done).map(|d| round3(d.as_secs_f64())),
             "all_pods_succeeded_s": pods_done.map(|d| round3(d.as_secs_f64())),
@@ -107,6 +118,7 @@ pub async fn job(client: &Client, s: &Sizes, kcm: (u32, u32)) -> anyhow::Result<
             }
         }))?;
         let jobs: Api<Job> = ns.api();
+        let cpu0 = CpuSnapshot::take(&[("bench", std::process::id())]);
         let t0 = Instant::now();
         jobs.create(&PostParams::default(), &job).await?;
         let n = s.n as i32;
@@ -127,8 +139,11 @@ pub async fn job(client: &Client, s: &Sizes, kcm: (u32, u32)) -> anyhow::Result<
         })
         .await;
         let wall = waited.ok().map(|t| t - t0);
+        let cpu = CpuSnapshot::take(&[("bench", std::process::id())]).since(&cpu0);
         let st = pods.state.lock().unwrap();
         anyhow::Ok(json!({
+            "shape": launch_shape(&st, t0, s.n, s.p, SERIES_STEP),
+            "cpu": cpu,
             "finished": wall.is_some(),
             "kcm_kube_api_qps": kcm.0,
             "kcm_kube_api_burst": kcm.1,
@@ -167,6 +182,7 @@ pub async fn bare(client: &Client, s: &Sizes) -> anyhow::Result<Value> {
                 }
             });
         };
+        let cpu0 = CpuSnapshot::take(&[("bench", std::process::id())]);
         let t0 = Instant::now();
         let mut next = 0;
         while next < s.n.min(s.p) {
@@ -188,8 +204,11 @@ pub async fn bare(client: &Client, s: &Sizes) -> anyhow::Result<Value> {
             }
         }
         let wall = t0.elapsed();
+        let cpu = CpuSnapshot::take(&[("bench", std::process::id())]).since(&cpu0);
         let st = pods.state.lock().unwrap();
         anyhow::Ok(json!({
+            "shape": launch_shape(&st, t0, s.n, s.p, SERIES_STEP),
+            "cpu": cpu,
             "finished": done >= s.n,
             "wall_s": (done >= s.n).then(|| round3(wall.as_secs_f64())),
             "pods_succeeded": st.succeeded,
@@ -233,60 +252,121 @@ pub async fn restart_kcm(qps: u32, burst: u32) -> anyhow::Result<()> {
 
 /// Runs one variant and adds the API writes it cost (its namespace's teardown included: creates
 /// and updates only, deletions are not counted) in total and per member.
-async fn counted(client: &Client, s: &Sizes, run: impl Future<Output = anyhow::Result<Value>>) -> anyhow::Result<Value> {
+pub async fn counted(client: &Client, s: &Sizes, run: impl Future<Output = anyhow::Result<Value>>) -> anyhow::Result<Value> {
     let before = api_writes(client).await;
+    let redis_before = floor::redis_commands().await;
     let mut v = run.await?;
     let writes = writes_between(&before, &api_writes(client).await);
+    let redis = floor::redis_commands().await.zip(redis_before).map(|(a, b)| a.saturating_sub(b));
     let total: u64 = writes.values().sum();
     v["api_writes_per_member"] = json!(round3(total as f64 / s.n as f64));
     v["api_writes"] = json!(writes);
+    v["redis_commands_per_member"] = json!(redis.map(|r| round3(r as f64 / s.n as f64)));
     Ok(v)
 }
 
+/// The variants repeated (interleaved) and the one run once.
+const REPEATED: [&str; 3] = ["operator", "job_high_limits", "bare_loop"];
+
+async fn variant(client: &Client, s: &Sizes, which: &str, kcm: (u32, u32)) -> Value {
+    let (c, sz, which) = (client.clone(), s.clone(), which.to_owned());
+    let r = crate::guard(async move {
+        match which.as_str() {
+            "operator" => counted(&c, &sz, operator(&c, &sz)).await,
+            "bare_loop" => counted(&c, &sz, bare(&c, &sz)).await,
+            _ => counted(&c, &sz, job(&c, &sz, kcm)).await,
+        }
+    })
+    .await;
+    r.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+}
+
 pub async fn run(client: &Client, args: &Args, s: &Sizes) -> Value {
-    let mut out = BTreeMap::new();
-    let record = |r: anyhow::Result<Value>| r.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
-    eprintln!("P1: operator, {} members, maxAgents {}", s.n, s.p);
-    let (c, sz) = (client.clone(), s.clone());
-    out.insert("operator", record(crate::guard(async move { counted(&c, &sz, operator(&c, &sz)).await }).await));
-    eprintln!("P1: bare loop");
-    let (c, sz) = (client.clone(), s.clone());
-    out.insert("bare_loop", record(crate::guard(async move { counted(&c, &sz, bare(&c, &sz)).await }).await));
-    let before = kcm_limits();
-    if args.no_kcm_restart {
-        let lim = before.unwrap_or((0, 0));
-        eprintln!("P1: Job at the controller-manager's current limits {lim:?}");
-        out.insert(
-            "job_default_limits",
-            record({
-                let (c, sz) = (client.clone(), s.clone());
-                crate::guard(async move { counted(&c, &sz, job(&c, &sz, lim)).await }).await
-            }),
-        );
-    } else {
-        eprintln!("P1: Job at the default limits 20/30");
+    let mut runs: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    let scheduler = json!(floor::scheduler_limits());
+    eprintln!("P1: API write ceiling, {} s", args.ceiling_seconds);
+    let ceiling = floor::write_ceiling(client, args.ceiling_seconds).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }));
+    let kcm_before = kcm_limits();
+    let (q, b) = (args.high_qps, args.high_burst);
+    let high = if args.no_kcm_restart { kcm_before.unwrap_or((0, 0)) } else { (q, b) };
+    if let Err(e) = restart_kcm(high.0, high.1).await {
+        eprintln!("  could not set the controller-manager's limits: {e:#}");
+    }
+    for rep in 0..args.repetitions {
+        for which in REPEATED {
+            eprintln!("P1: {which}, {} members, maxAgents {}, repetition {}/{}", s.n, s.p, rep + 1, args.repetitions);
+            runs.entry(which).or_default().push(variant(client, s, which, high).await);
+        }
+    }
+    if !args.no_kcm_restart {
+        eprintln!("P1: Job at the default limits 20/30 (once)");
         let r = match restart_kcm(20, 30).await {
-            Ok(()) => {
-                let (c, sz) = (client.clone(), s.clone());
-                crate::guard(async move { counted(&c, &sz, job(&c, &sz, (20, 30))).await }).await
-            }
-            Err(e) => Err(e),
+            Ok(()) => variant(client, s, "job_default_limits", (20, 30)).await,
+            Err(e) => json!({ "error": format!("{e:#}") }),
         };
-        out.insert("job_default_limits", record(r));
-        let (q, b) = (args.high_qps, args.high_burst);
-        eprintln!("P1: Job at high limits {q}/{b}");
-        let r = match restart_kcm(q, b).await {
-            Ok(()) => {
-                let (c, sz) = (client.clone(), s.clone());
-                crate::guard(async move { counted(&c, &sz, job(&c, &sz, (q, b))).await }).await
-            }
-            Err(e) => Err(e),
-        };
-        out.insert("job_high_limits", record(r));
-        let (q0, b0) = before.unwrap_or((20, 30));
+        runs.entry("job_default_limits").or_default().push(r);
+        let (q0, b0) = kcm_before.unwrap_or((20, 30));
         if let Err(e) = restart_kcm(q0, b0).await {
             eprintln!("  could not restore the controller-manager's limits: {e:#}");
         }
     }
-    json!({ "members": s.n, "max_agents": s.p, "pod_duration": s.duration, "runs": out })
+    let summary: serde_json::Map<String, Value> = runs.iter().map(|(k, v)| (k.to_string(), summarize(v))).collect();
+    let of = |k: &str| runs.get(k).map(Vec::as_slice).unwrap_or(&[]);
+    let ratio = |other: &str| ratios(of("operator"), of(other));
+    json!({
+        "members": s.n,
+        "max_agents": s.p,
+        "pod_duration": s.duration,
+        "repetitions": args.repetitions,
+        "scheduler_limits": scheduler,
+        "write_ceiling": ceiling,
+        "summary": summary,
+        "operator_vs": { "job_high_limits": ratio("job_high_limits"), "bare_loop": ratio("bare_loop"), "job_default_limits": ratio("job_default_limits") },
+        "runs": runs,
+    })
+}
+
+/// min / median / max of a figure over the repetitions that have it.
+pub fn spread(v: &mut [f64]) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    json!({ "n": v.len(), "min": round3(v[0]), "median": round3(median), "max": round3(v[v.len() - 1]) })
+}
+
+fn figure(runs: &[Value], path: &[&str]) -> Vec<f64> {
+    runs.iter().filter_map(|r| path.iter().try_fold(r, |v, k| v.get(*k)).and_then(Value::as_f64)).collect()
+}
+
+/// A variant's repetitions in figures: wall, writes and Redis commands per member, slot use,
+/// turnover, the most live pods, the CPU seconds of each component.
+fn summarize(runs: &[Value]) -> Value {
+    let f = |path: &[&str]| spread(&mut figure(runs, path));
+    let mut cpu = serde_json::Map::new();
+    for r in runs {
+        for (k, _) in r["cpu"]["per_component_s"].as_object().into_iter().flatten() {
+            cpu.entry(k.clone()).or_insert_with(|| f(&["cpu", "per_component_s", k]));
+        }
+    }
+    json!({
+        "finished": runs.iter().filter(|r| r["finished"] == json!(true)).count(),
+        "wall_s": f(&["wall_s"]),
+        "api_writes_per_member": f(&["api_writes_per_member"]),
+        "redis_commands_per_member": f(&["redis_commands_per_member"]),
+        "slot_use": f(&["shape", "slot_use"]),
+        "max_live": f(&["shape", "max_live"]),
+        "turnover_p99_ms": f(&["shape", "turnover", "p99_ms"]),
+        "cpu_s": cpu,
+    })
+}
+
+/// The operator's wall time over the other's, repetition by repetition (the runs interleave, so
+/// each pair saw the same machine), and of the medians.
+fn ratios(op: &[Value], other: &[Value]) -> Value {
+    let mut per_rep: Vec<f64> = op.iter().zip(other).filter_map(|(a, b)| Some(a["wall_s"].as_f64()? / b["wall_s"].as_f64()?)).collect();
+    let median = |v: &mut Vec<f64>| spread(v).get("median").and_then(Value::as_f64);
+    let of_medians = median(&mut figure(op, &["wall_s"])).zip(median(&mut figure(other, &["wall_s"]))).map(|(a, b)| round3(a / b));
+    json!({ "of_medians": of_medians, "per_repetition": spread(&mut per_rep) })
 }

@@ -1,66 +1,49 @@
 //! P3 messages: send → wait through the gateway's JSON API and through the bus API, versus raw
-//! XADD → XREADGROUP with the same redis client, at several numbers of concurrent pairs.
+//! XADD → XREADGROUP with the same redis client, at several numbers of concurrent pairs; and
+//! many idle `wait_messages` waiters: the Redis connections they hold, and how fast one of them
+//! wakes on a send.
 //!
-//! Each pair runs a closed loop: the sender sends, the receiver's wait returns it (the latency),
-//! the receiver acks (raw: XACK; bus and gateway: with its next wait, one round trip), and only
-//! then the sender sends the next. Throughput is delivered messages
-//! per second over all pairs.
+//! The gateway runs in this process; the load (every sender, receiver and waiter) is a process of
+//! its own (this binary again, `--p3-worker`, see p3_load.rs), so the two are measured apart: the
+//! CPU seconds of each, and of Redis, come with every run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::AsyncConnectionConfig;
-use reqwest::Client as Http;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use team_operator::bus::{Bus, BusConfig, BusLimits, MessageKind, OutgoingMessage, Recipient, TeamKey};
+use team_operator::api::Team;
+use team_operator::bus::{Bus, BusConfig, BusLimits, TeamKey};
 use team_operator::gateway::{GatewaySettings, GatewayState};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::fixture;
+use crate::floor::{self, CpuSnapshot};
+use crate::p3_load::{Job, MODES};
 use crate::support::{self, TestNamespace};
 use crate::util::*;
 
-const WARMUP: usize = 5;
-const BODY_BYTES: usize = 100;
+type Client = kube::Client;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Mode {
-    Raw,
-    Bus,
-    Gateway,
+/// The waiters' part: `total` waits over `members` members. The first [`PROBED`] members hold one
+/// wait each and receive the probes (a send wakes exactly one wait); the others share the rest.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiters {
+    pub total: usize,
+    pub members: usize,
+    pub probes: usize,
 }
 
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Raw => "raw_redis",
-            Mode::Bus => "bus",
-            Mode::Gateway => "gateway_http",
-        }
-    }
-}
+pub const PROBED: usize = 10;
 
-struct Setup {
-    ns: String,
-    bus: Bus,
-    key: TeamKey,
-    gateway: String,
-    tokens: Vec<(String, String)>,
-    http: Http,
-    redis: redis::Client,
-    shared: redis::aio::MultiplexedConnection,
-}
-
-pub async fn run(client: &Client, pairs: &[usize], seconds: f64) -> anyhow::Result<Value> {
+pub async fn run(client: &Client, pairs: &[usize], seconds: f64, waiters: Waiters) -> anyhow::Result<Value> {
     let ns = TestNamespace::new(client, "bench-p3").await;
-    let result = measure(client, &ns, pairs, seconds).await;
-    teardown(client, ns, None, Duration::from_secs(30)).await;
+    let result = measure(client, &ns, pairs, seconds, waiters).await;
+    teardown(client, ns, None, Duration::from_secs(60)).await;
     result
 }
 
-type Client = kube::Client;
-
-async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: f64) -> anyhow::Result<Value> {
+async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: f64, waiters: Waiters) -> anyhow::Result<Value> {
     let max_pairs = pairs.iter().copied().max().unwrap_or(1);
     let stack = support::Stack {
         client: client.clone(),
@@ -71,8 +54,7 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
     // The message path at full speed: the per-sender rate limit (tests/flood.rs tests it) is off
     // in the bus and in the gateway, which is served here on such a bus.
     let limits = BusLimits { send_rate_per_second: 0, ..BusLimits::default() };
-    let unlimited = || BusConfig { limits, ..BusConfig::from_url(support::redis_url()) };
-    let gw_bus = Bus::connect(unlimited()).await?;
+    let gw_bus = Bus::connect(BusConfig { limits, ..support::bus_config() }).await?;
     let gw_client = support::identity::impersonating(&support::identity::chart_user("gateway")).await;
     let gw_state = Arc::new(GatewayState::new(gw_client, gw_bus.clone(), Arc::default(), GatewaySettings::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -82,266 +64,209 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     eprintln!("P3: making {} members with pod tokens", refs.len());
     let team = fixture::team_with_members(&stack, ns, &gw_bus, "chat", &refs).await;
-    let redis = redis::Client::open(support::redis_url())?;
-    let shared = redis.get_multiplexed_async_connection().await?;
-    let setup = Arc::new(Setup {
+    let base = Job {
+        kind: String::new(),
+        pairs: 0,
+        seconds,
         ns: ns.name.clone(),
-        bus: Bus::connect(unlimited()).await?,
-        key: team.key(&ns.name),
-        gateway: gw_url,
+        team: team.name.clone(),
+        gateway: gw_url.clone(),
         tokens: names.iter().map(|n| (n.clone(), team.token(n).to_owned())).collect(),
-        http: Http::new(),
-        redis,
-        shared,
-    });
+        redis_url: support::redis_url(),
+        redis_cluster: support::redis_cluster(),
+        waits: 0,
+        probes: 0,
+        sender: None,
+    };
     let mut rows = Vec::new();
     for &c in pairs {
         let mut by_mode = serde_json::Map::new();
-        let mut raw_p99 = f64::NAN;
-        let mut raw_p50 = f64::NAN;
-        for mode in [Mode::Raw, Mode::Bus, Mode::Gateway] {
-            eprintln!("P3: {} with {c} pairs for {seconds} s", mode.name());
-            let (mut lat, count, elapsed) = run_mode(&setup, mode, c, seconds).await?;
+        let mut raw: Option<(f64, f64)> = None;
+        for mode in MODES {
+            eprintln!("P3: {mode} with {c} pairs for {seconds} s");
+            let job = Job { kind: mode.into(), pairs: c, ..base.clone() };
+            let (mut out, _) = worker(&job, Vec::new()).await?;
+            let mut lat: Vec<f64> = serde_json::from_value(out["latencies_ms"].take())?;
+            let rate = out["count"].as_f64().unwrap_or(0.0) / out["elapsed_s"].as_f64().unwrap_or(f64::NAN);
             let mut s = summary(&mut lat);
-            let rate = count as f64 / elapsed;
             s["msgs_per_s"] = json!(rate.round());
-            if mode == Mode::Raw {
-                raw_p99 = pct(&mut lat, 99.0);
-                raw_p50 = pct(&mut lat, 50.0);
-            } else {
-                s["p99_vs_raw"] = json!(round3(pct(&mut lat, 99.0) / raw_p99));
-                s["p50_vs_raw"] = json!(round3(pct(&mut lat, 50.0) / raw_p50));
+            s["cpu"] = out["cpu"].take();
+            let (p50, p99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
+            match raw {
+                None => raw = Some((p50, p99)),
+                Some((r50, r99)) => {
+                    s["p99_vs_raw"] = json!(round3(p99 / r99));
+                    s["p50_vs_raw"] = json!(round3(p50 / r50));
+                    let raw_rate = by_mode["raw_redis"]["msgs_per_s"].as_f64().unwrap_or(f64::NAN);
+                    s["throughput_vs_raw"] = json!(round3(rate / raw_rate));
+                }
             }
-            by_mode.insert(mode.name().into(), s);
+            by_mode.insert(mode.into(), s);
         }
         rows.push(json!({ "pairs": c, "modes": by_mode }));
     }
+    let idle = if waiters.total > 0 && waiters.members > PROBED {
+        idle_waiters(&stack, ns, &gw_bus, &gw_url, &base, waiters).await.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+    } else {
+        Value::Null
+    };
     gw.abort();
-    Ok(json!({ "seconds_per_run": seconds, "body_bytes": BODY_BYTES, "warmup_per_pair": WARMUP, "runs": rows }))
+    Ok(json!({
+        "seconds_per_run": seconds,
+        "body_bytes": crate::p3_load::BODY_BYTES,
+        "warmup_per_pair": crate::p3_load::WARMUP,
+        "redis_cluster": support::redis_cluster(),
+        "runs": rows,
+        "idle_waiters": idle,
+    }))
 }
 
-/// Runs `pairs` closed loops for `seconds`; the latencies (ms), messages timed, and elapsed s.
-async fn run_mode(setup: &Arc<Setup>, mode: Mode, pairs: usize, seconds: f64) -> anyhow::Result<(Vec<f64>, usize, f64)> {
-    let start_gate = Arc::new(tokio::sync::Barrier::new(pairs));
-    let mut tasks = Vec::new();
-    for i in 0..pairs {
-        let (setup, gate) = (setup.clone(), start_gate.clone());
-        tasks.push(tokio::spawn(async move { pair(setup, mode, i, seconds, gate).await }));
-    }
-    let mut lat = Vec::new();
-    let mut count = 0;
-    let mut elapsed: f64 = 0.0;
-    for t in tasks {
-        let (l, e) = t.await??;
-        count += l.len();
-        elapsed = elapsed.max(e);
-        lat.extend(l);
-    }
-    Ok((lat, count, elapsed))
-}
+/// What runs while the worker waits after a `ready`.
+type Between<'a> = Box<dyn FnOnce() -> futures::future::BoxFuture<'a, Value> + Send + 'a>;
 
-/// One sender/receiver pair; returns the timed latencies and the timed duration.
-async fn pair(setup: Arc<Setup>, mode: Mode, i: usize, seconds: f64, gate: Arc<tokio::sync::Barrier>) -> anyhow::Result<(Vec<f64>, f64)> {
-    let (from, from_token) = setup.tokens[2 * i].clone();
-    let (to, to_token) = setup.tokens[2 * i + 1].clone();
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<(String, Instant)>();
-    let stream = format!("bench-raw:{}:inbox:{i}", setup.ns);
-    if mode == Mode::Raw {
-        let mut c = setup.shared.clone();
-        let _: Result<(), _> = redis::cmd("XGROUP").arg("CREATE").arg(&stream).arg("g").arg("$").arg("MKSTREAM").query_async(&mut c).await;
-    }
-    // The receiver.
-    let receiver = {
-        let setup = setup.clone();
-        let stream = stream.clone();
-        let to = to.clone();
-        tokio::spawn(async move {
-            let mut conn = match mode {
-                Mode::Raw => Some(
-                    setup
-                        .redis
-                        .get_multiplexed_async_connection_with_config(&AsyncConnectionConfig::new().set_response_timeout(None))
-                        .await?,
-                ),
-                _ => None,
-            };
-            let mut acks: Vec<String> = Vec::new();
-            loop {
-                let got: Vec<(String, String)> = match mode {
-                    Mode::Raw => {
-                        let c = conn.as_mut().expect("conn");
-                        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                            .arg("GROUP")
-                            .arg("g")
-                            .arg("c")
-                            .arg("COUNT")
-                            .arg(100)
-                            .arg("BLOCK")
-                            .arg(5000)
-                            .arg("STREAMS")
-                            .arg(&stream)
-                            .arg(">")
-                            .query_async(c)
-                            .await?;
-                        let mut out = Vec::new();
-                        for k in reply.keys {
-                            for id in k.ids {
-                                let body: String = id.get("body").unwrap_or_default();
-                                out.push((id.id.clone(), body));
-                            }
-                        }
-                        out
-                    }
-                    Mode::Bus => {
-                        let (_, msgs) = setup.bus.ack_and_wait(&setup.key, &to, &std::mem::take(&mut acks), Duration::from_secs(5)).await?;
-                        msgs.into_iter().map(|m| (m.stream_id, m.body)).collect()
-                    }
-                    Mode::Gateway => {
-                        let body = json!({ "ack": std::mem::take(&mut acks), "timeout_seconds": 5 });
-                        let resp: Value = setup
-                            .http
-                            .post(format!("{}/v1/tools/wait_messages", setup.gateway))
-                            .bearer_auth(&to_token)
-                            .json(&body)
-                            .send()
-                            .await?
-                            .error_for_status()?
-                            .json()
-                            .await?;
-                        resp["messages"]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .map(|m| {
-                                        (
-                                            m["stream_id"].as_str().unwrap_or_default().to_owned(),
-                                            m["body"].as_str().unwrap_or_default().to_owned(),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default()
-                    }
-                };
-                let now = Instant::now();
-                let mut stop = false;
-                let ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
-                for (_, body) in got {
-                    if body.starts_with("stop") {
-                        stop = true;
-                    } else {
-                        let _ = arrived_tx.send((body, now));
-                    }
-                }
-                match mode {
-                    Mode::Raw if !ids.is_empty() => {
-                        let c = conn.as_mut().expect("conn");
-                        let _: usize = redis::cmd("XACK").arg(&stream).arg("g").arg(&ids).query_async(c).await?;
-                    }
-                    // The bus and the gateway hand acks back with the next wait, as agents do.
-                    Mode::Bus | Mode::Gateway => acks = ids,
-                    _ => {}
-                }
-                if stop {
-                    match mode {
-                        Mode::Bus => {
-                            setup.bus.ack(&setup.key, &to, &acks).await?;
-                        }
-                        Mode::Gateway if !acks.is_empty() => {
-                            let body = json!({ "ack": acks, "receive": false });
-                            let _ = setup
-                                .http
-                                .post(format!("{}/v1/tools/wait_messages", setup.gateway))
-                                .bearer_auth(&to_token)
-                                .json(&body)
-                                .send()
-                                .await;
-                        }
-                        _ => {}
-                    }
-                    return anyhow::Ok(());
-                }
+/// Runs one job in a worker process; its JSON answer. `ready`: each time the worker says `ready`
+/// (a step of its load is in place) it waits for a line on stdin; the next callback runs in
+/// between (what the last returns comes back beside the answer). The CPU seconds of this process
+/// (the gateway), of the worker and of the stack's components over the job are added as `cpu`.
+async fn worker<'a>(job: &Job, ready: Vec<Between<'a>>) -> anyhow::Result<(Value, Value)> {
+    let mut ready = ready.into_iter();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--p3-worker")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or(0);
+    let cpu0 = CpuSnapshot::take(&[("gateway_and_bench", std::process::id()), ("load_generator", pid)]);
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(format!("{}\n", serde_json::to_string(job)?).as_bytes()).await?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut between = Value::Null;
+    let mut answer = None;
+    let deadline = Duration::from_secs(600);
+    while let Some(line) =
+        tokio::time::timeout(deadline, lines.next_line()).await.map_err(|_| anyhow::anyhow!("worker silent for 10 min"))??
+    {
+        if line == "ready" {
+            if let Some(f) = ready.next() {
+                between = f().await;
             }
-        })
-    };
-
-    let pad = "x".repeat(BODY_BYTES);
-    let send = |seq: String| {
-        let (setup, stream, from, to, from_token) = (setup.clone(), stream.clone(), from.clone(), to.clone(), from_token.clone());
-        async move {
-            match mode {
-                Mode::Raw => {
-                    let mut c = setup.shared.clone();
-                    let _: String = redis::cmd("XADD")
-                        .arg(&stream)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(10_000)
-                        .arg("*")
-                        .arg("body")
-                        .arg(&seq)
-                        .query_async(&mut c)
-                        .await?;
-                }
-                Mode::Bus => {
-                    setup
-                        .bus
-                        .send(
-                            &setup.key,
-                            OutgoingMessage {
-                                from,
-                                to: Recipient::Member(to),
-                                body: seq,
-                                kind: MessageKind::Message,
-                                id: None,
-                                sent_by: None,
-                            },
-                        )
-                        .await?;
-                }
-                Mode::Gateway => {
-                    setup
-                        .http
-                        .post(format!("{}/v1/tools/send_message", setup.gateway))
-                        .bearer_auth(&from_token)
-                        .json(&json!({ "to": to, "body": seq }))
-                        .send()
-                        .await?
-                        .error_for_status()?;
-                }
-            }
-            anyhow::Ok(())
-        }
-    };
-
-    let mut lat = Vec::new();
-    let mut seq = 0usize;
-    let mut t_start = Instant::now();
-    let mut deadline = None;
-    loop {
-        if seq == WARMUP {
-            gate.wait().await;
-            t_start = Instant::now();
-            deadline = Some(t_start + Duration::from_secs_f64(seconds));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+            stdin.write_all(b"go\n").await?;
+        } else if let Some(json) = line.strip_prefix("result ") {
+            // The worker's last CPU figure is its own, read before it answers.
+            answer = Some(serde_json::from_str::<Value>(json)?);
             break;
         }
-        let body = format!("{seq} {pad}");
-        let t0 = Instant::now();
-        send(body.clone()).await?;
-        let (got, at) = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("pair {i} ({}): message {seq} did not arrive in 10 s", mode.name()))?
-            .ok_or_else(|| anyhow::anyhow!("pair {i}: receiver ended"))?;
-        anyhow::ensure!(got == body, "pair {i}: got {:?}, sent {:?}", &got[..got.len().min(20)], &body[..20]);
-        if seq >= WARMUP {
-            lat.push(ms(at - t0));
-        }
-        seq += 1;
     }
-    let elapsed = t_start.elapsed().as_secs_f64();
-    send(format!("stop {seq}")).await?;
-    receiver.await??;
-    Ok((lat, elapsed))
+    let mut answer = answer.ok_or_else(|| anyhow::anyhow!("the worker ended without a result"))?;
+    let mut cpu = CpuSnapshot::take(&[("gateway_and_bench", std::process::id()), ("load_generator", pid)]).since(&cpu0);
+    let _ = child.wait().await;
+    if let Some(e) = answer.get("error") {
+        anyhow::bail!("worker: {}", e.as_str().unwrap_or_default());
+    }
+    if let Some(own) = answer.get("own_cpu_s").and_then(Value::as_f64) {
+        cpu["per_component_s"]["load_generator"] = json!(round3(own));
+    }
+    answer["cpu"] = cpu;
+    Ok((answer, between))
+}
+
+/// `total` idle `wait_messages` calls (a team whose members may wait 300 s), the Redis
+/// connections they hold once parked, then `probes` sends, each to a member holding one wait,
+/// timed until that wait returns it.
+async fn idle_waiters(
+    stack: &support::Stack,
+    ns: &TestNamespace,
+    gw_bus: &Bus,
+    gw_url: &str,
+    base: &Job,
+    w: Waiters,
+) -> anyhow::Result<Value> {
+    let names: Vec<String> = (0..w.members).map(|i| format!("w{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    eprintln!("P3: {} idle waiters over {} members", w.total, w.members);
+    let team = fixture::team_with_members(stack, ns, gw_bus, "idle", &refs).await;
+    let teams: Api<Team> = ns.api();
+    teams.patch("idle", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "memberTimeoutSeconds": 300 } }))).await?;
+    // Until the gateway's watch of Teams has the new bound.
+    let probe_token = team.token("w0").to_owned();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, answer) = fixture::call(gw_url, Some(&probe_token), "wait_messages", json!({ "timeout_seconds": 0 })).await;
+        if answer["max_timeout_seconds"] == json!(300) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < until, "the gateway never saw memberTimeoutSeconds 300: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connections_before = floor::redis_connections().await;
+    let total = w.total;
+    let job = Job {
+        kind: "waiters".into(),
+        team: "idle".into(),
+        tokens: names.iter().map(|n| (n.clone(), team.token(n).to_owned())).collect(),
+        waits: w.total,
+        probes: w.probes,
+        sender: Some(team.token("lead").to_owned()),
+        ..base.clone()
+    };
+    // The worker opens the waits of the members not probed first; once they are in the gateway
+    // (the pooled seats all taken by them), it opens the probed members' waits, which park past
+    // the pool: the probes time the wake-up path, not a pooled blocking read.
+    let others = total.saturating_sub(PROBED);
+    let until_blocked = |bus: Bus, n: usize| async move {
+        let until = Instant::now() + Duration::from_secs(120);
+        while bus.blocked_waits() < n && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let bus = gw_bus.clone();
+    let opened_others: Between = Box::new(move || -> futures::future::BoxFuture<'static, Value> {
+        Box::pin(async move {
+            until_blocked(bus, others).await;
+            Value::Null
+        })
+    });
+    let bus = gw_bus.clone();
+    let parked: Between = Box::new(move || -> futures::future::BoxFuture<'static, Value> {
+        Box::pin(async move {
+            until_blocked(bus.clone(), total).await;
+            // Idle markers and the last waits settle; then the count.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            json!({
+                "blocked": bus.blocked_waits(),
+                "parked": bus.parked_waits(),
+                "redis_connections": floor::redis_connections().await,
+                "gateway_process_redis_connections": floor::process_redis_connections(std::process::id()),
+            })
+        })
+    });
+    let result = worker(&job, vec![opened_others, parked]).await;
+    // The waits the worker left open end now (teardown wakes them), not at their 300 s bound in
+    // the middle of the next part.
+    gw_bus.teardown(&TeamKey::new(ns.name.clone(), "idle")).await?;
+    let until = Instant::now() + Duration::from_secs(60);
+    while gw_bus.blocked_waits() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut answer, during) = result?;
+    let mut lat: Vec<f64> = serde_json::from_value(answer["latencies_ms"].take())?;
+    let held = during["redis_connections"].as_u64().zip(connections_before.map(|c| c as u64)).map(|(a, b)| a.saturating_sub(b));
+    let mut wake = summary(&mut lat);
+    wake["missing"] = answer["missing"].take();
+    Ok(json!({
+        "waiters": total,
+        "members": w.members,
+        "probed_members": PROBED,
+        "blocked_in_gateway": during["blocked"],
+        "parked_in_gateway": during["parked"],
+        "pooled_seats": team_operator::bus::POOLED_WAITS,
+        "gateway_process_redis_connections": during["gateway_process_redis_connections"],
+        "redis_connections_before": connections_before,
+        "redis_connections_while_parked": during["redis_connections"],
+        "redis_connections_held": held,
+        "wake": wake,
+        "opened_s": answer["opened_s"],
+        "cpu": answer["cpu"],
+    }))
 }

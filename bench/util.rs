@@ -22,7 +22,8 @@ use crate::support;
 
 // --- the operator --------------------------------------------------------------------------------
 
-/// A `team-operator controller` process scoped to one namespace (release build, default logging).
+/// A `team-operator controller` process scoped to one namespace (release build, default logging),
+/// acting as the chart's controller ServiceAccount.
 pub struct Operator {
     child: Child,
     pub pid: u32,
@@ -107,6 +108,13 @@ pub struct PodState {
     pub last_terminal_at: Option<Instant>,
     /// Agent name (member label) → pod name, for member pods.
     pub by_member: HashMap<String, String>,
+    /// Every pod name seen, and when each was first seen (creation as the watch saw it).
+    pub seen: HashSet<String>,
+    pub created_at: Vec<Instant>,
+    /// When each pod was first seen terminal, in order.
+    pub terminal_at: Vec<Instant>,
+    /// (moment, live pods) at every change of the live count.
+    pub samples: Vec<(Instant, usize)>,
 }
 
 pub struct PodWatch {
@@ -143,7 +151,10 @@ impl PodWatch {
                     Ok(Event::Apply(p) | Event::InitApply(p)) => apply_pod(&st, &tx, p, now),
                     Ok(Event::Delete(p)) => {
                         let mut s = st.lock().unwrap();
-                        s.live.remove(&p.name_any());
+                        if s.live.remove(&p.name_any()) {
+                            let live = s.live.len();
+                            s.samples.push((now, live));
+                        }
                         s.running.remove(&p.name_any());
                     }
                     Ok(Event::InitDone) => {
@@ -171,6 +182,10 @@ fn apply_pod(st: &Mutex<PodState>, tx: &mpsc::UnboundedSender<Terminal>, p: Pod,
     if let Some(m) = &member {
         s.by_member.insert(m.clone(), name.clone());
     }
+    if s.seen.insert(name.clone()) {
+        s.created_at.push(now);
+    }
+    let live_before = s.live.len();
     if terminal {
         s.live.remove(&name);
         s.running.remove(&name);
@@ -181,6 +196,7 @@ fn apply_pod(st: &Mutex<PodState>, tx: &mpsc::UnboundedSender<Terminal>, p: Pod,
                 s.succeeded += 1;
             }
             s.last_terminal_at = Some(now);
+            s.terminal_at.push(now);
             let _ = tx.send(Terminal { pod: name, member, failed: phase == "Failed", at: now });
         }
     } else if deleting {
@@ -193,6 +209,61 @@ fn apply_pod(st: &Mutex<PodState>, tx: &mpsc::UnboundedSender<Terminal>, p: Pod,
             s.running.insert(name);
         }
     }
+    if s.live.len() != live_before {
+        let live = s.live.len();
+        s.samples.push((now, live));
+    }
+}
+
+/// How well a launch of `n` pods under a cap of `p` kept its slots full, from the pod watch:
+/// time-averaged slot use (∫ live dt / (p × window), the window from `t0` to the last pod's
+/// creation, after which fewer than p are left), the most live at once, turnover (the k-th pod to
+/// end → the (p+k)-th pod's creation, which refills its slot; 0 when created before) and the
+/// live count over time (for bench/svg.rs), `step` apart.
+pub fn launch_shape(s: &PodState, t0: Instant, n: usize, p: usize, step: Duration) -> Value {
+    let at = |i: Instant| i.saturating_duration_since(t0).as_secs_f64();
+    let mut created = s.created_at.clone();
+    created.sort();
+    let mut ended = s.terminal_at.clone();
+    ended.sort();
+    let window_end = created.get(n.saturating_sub(1).min(created.len().saturating_sub(1))).copied();
+    let slot_use = window_end.filter(|e| *e > t0).map(|end| {
+        let (mut area, mut last_t, mut last_live) = (0.0, t0, 0usize);
+        for (t, live) in s.samples.iter().filter(|(t, _)| *t <= end) {
+            area += last_live.min(p) as f64 * t.saturating_duration_since(last_t).as_secs_f64();
+            (last_t, last_live) = (*t, *live);
+        }
+        area += last_live.min(p) as f64 * end.saturating_duration_since(last_t).as_secs_f64();
+        area / (p as f64 * end.duration_since(t0).as_secs_f64())
+    });
+    let mut turnover: Vec<f64> = ended
+        .iter()
+        .take(n.saturating_sub(p))
+        .enumerate()
+        .filter_map(|(k, end)| created.get(p + k).map(|c| ms(c.saturating_duration_since(*end))))
+        .collect();
+    let mut series = Vec::new();
+    if let Some(last) = s.samples.last().map(|(t, _)| at(*t)) {
+        let mut i = 0;
+        let mut live = 0;
+        let mut t = 0.0;
+        while t <= last + step.as_secs_f64() && series.len() < 2000 {
+            while i < s.samples.len() && at(s.samples[i].0) <= t {
+                live = s.samples[i].1;
+                i += 1;
+            }
+            series.push(json!([round3(t), live]));
+            t += step.as_secs_f64();
+        }
+    }
+    json!({
+        "slot_use": slot_use.map(round3),
+        "window_s": window_end.map(|e| round3(at(e))),
+        "max_live": s.max_live,
+        "turnover": summary(&mut turnover),
+        "live_series_step_s": step.as_secs_f64(),
+        "live_series": series,
+    })
 }
 
 // --- members -------------------------------------------------------------------------------------

@@ -11,12 +11,15 @@
 #   hack/stack.sh env      print `export KUBECONFIG=… TEAM_OPERATOR_REDIS_URL=…` lines
 #   hack/stack.sh restart-kcm  restart only kube-controller-manager, with KCM_KUBE_API_QPS /
 #                          KCM_KUBE_API_BURST from the environment (the benchmarks use it)
+#   hack/stack.sh restart-scheduler  restart only kube-scheduler, with SCHEDULER_KUBE_API_QPS /
+#                          SCHEDULER_KUBE_API_BURST from the environment (the benchmarks use it)
 #   hack/stack.sh redis-cluster up|down|status|env  a 3-primary Redis Cluster (hack/redis-cluster.sh);
 #                          REDIS_CLUSTER=1 adds it to up, status and env
 #
 # State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
 # Tunables (env): NODE (1), KWOK_NODES, *_PORT, NODE_* (hack/node.sh), KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
-# client rate; defaults are upstream's 20 / 30), STACK_TIMEOUT (seconds per health wait, 60).
+# client rate; defaults are upstream's 20 / 30), SCHEDULER_KUBE_API_QPS / SCHEDULER_KUBE_API_BURST
+# (scheduler client rate; upstream's 50 / 100), STACK_TIMEOUT (seconds per health wait, 60).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -25,6 +28,8 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-16259}
 KWOK_PORT=${KWOK_PORT:-16247}
 KCM_KUBE_API_QPS=${KCM_KUBE_API_QPS:-20}
 KCM_KUBE_API_BURST=${KCM_KUBE_API_BURST:-30}
+SCHEDULER_KUBE_API_QPS=${SCHEDULER_KUBE_API_QPS:-50}
+SCHEDULER_KUBE_API_BURST=${SCHEDULER_KUBE_API_BURST:-100}
 # What the chart's Deployments, StatefulSet (and its PersistentVolumeClaim: binding, and the
 # protection finalizers the API server adds), PDB, aggregated ClusterRoles and Services need,
 # besides the basics and the Job controller the benchmarks use.
@@ -328,6 +333,7 @@ start_kube-scheduler() {
     --authentication-kubeconfig="$KUBECONFIG_PATH" --authorization-kubeconfig="$KUBECONFIG_PATH" \
     --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT" --cert-dir="$STACK_DIR/scheduler-certs" \
     --leader-elect=false \
+    --kube-api-qps="$SCHEDULER_KUBE_API_QPS" --kube-api-burst="$SCHEDULER_KUBE_API_BURST" \
     --v=1
 }
 
@@ -536,24 +542,26 @@ env_lines() {
   echo "export PATH=$BIN_DIR:\$PATH"
 }
 
-# Restarts kube-controller-manager alone (e.g. with other client rate limits); the rest of the
-# stack and its data stay.
-restart_kcm() {
+# Restarts one control-plane component alone (e.g. with other client rate limits, given as
+# "qps burst"); the rest of the stack and its data stay.
+restart_alone() {
+  local name=$1 limits=$2
   require_binaries
-  stop_one kube-controller-manager
-  port_free kube-controller-manager
-  log "starting kube-controller-manager (kube-api-qps $KCM_KUBE_API_QPS, burst $KCM_KUBE_API_BURST)"
-  start_kube-controller-manager
-  wait_healthy kube-controller-manager
-  log "kube-controller-manager healthy"
+  stop_one "$name"
+  port_free "$name"
+  log "starting $name (kube-api-qps/burst $limits)"
+  "start_$name"
+  wait_healthy "$name"
+  log "$name healthy"
 }
 
 case ${1:-} in
   up) up ;;
-  restart-kcm) restart_kcm ;;
+  restart-kcm) restart_alone kube-controller-manager "$KCM_KUBE_API_QPS $KCM_KUBE_API_BURST" ;;
+  restart-scheduler) restart_alone kube-scheduler "$SCHEDULER_KUBE_API_QPS $SCHEDULER_KUBE_API_BURST" ;;
   down) down ;;
   status) status ;;
   env) env_lines ;;
   redis-cluster) redis_cluster_command "${2:-}" ;;
-  *) echo "usage: $0 up|down|status|env|restart-kcm|redis-cluster" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|restart-kcm|restart-scheduler|redis-cluster" >&2; exit 2 ;;
 esac

@@ -11,10 +11,10 @@
 //!
 //! | key | type | holds |
 //! |-----|------|-------|
-//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `rate:<sender>` = the sender's token bucket |
+//! | `team-operator:{<ns>/<team>}:meta` | hash | `state` = `active` \| `disbanded` (absent = no team); `bytes:<member>` = bytes held by that inbox; `bytes` = their sum (the team budget's running total); `rate:<sender>` = the sender's token bucket |
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
-//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency) |
+//! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency), for ids the sender gave and operator notices' keys |
 //! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
 //! | `team-operator:{<ns>/<team>}:transcript` | stream | every message sent in the team, one entry per send (`to` = `*` for a broadcast), the newest up to `team_max_bytes`; its bytes are `transcript-bytes` in meta |
 //! | `team-operator:{<ns>/<team>}:transcript:<uid>` | stream | the transcript of the disbanded Team with that uid, renamed at teardown, expiring after `spec.retention` |
@@ -24,6 +24,10 @@
 //! The roster names every inbox, so the key set of a team is known without scanning and
 //! teardown removes it with one `UNLINK`. Idempotency markers live in one hash (not a key per
 //! id) for the same reason.
+//!
+//! Channel `team-operator:wake` (Pub/Sub, not a key) carries the key of every inbox a script
+//! added to or removed: each process subscribes once and wakes its own parked waits (`wake`),
+//! the waits past the first [`POOLED_WAITS`], which block on pooled connections (`pool`).
 //!
 //! # Lifecycle
 //!
@@ -41,10 +45,12 @@ mod latest;
 mod memory;
 mod message;
 mod peek;
+mod pool;
 mod roster;
 mod scripts;
 mod send;
 mod transcript;
+mod wake;
 
 use std::sync::Arc;
 
@@ -52,11 +58,14 @@ pub use error::{BusError, InboxLimit};
 pub use keys::TeamKey;
 pub use memory::{MEMORY_CAP_BYTES, Memory, MemoryKey, WriteOutcome, keep_head, keep_tail, prompt_block};
 pub use message::{Delivered, InboxCounts, Message, MessageKind, OutgoingMessage, Recipient};
+pub use pool::POOLED_WAITS;
 pub use roster::RosterState;
 pub use send::{OPERATOR_SENDER, PERSON_SENDER_PREFIX};
 pub use transcript::Transcript;
 
-use conn::{BlockingPool, Conn, Connector, retrying};
+use conn::{Conn, Connector, retrying};
+use pool::BlockingPool;
+use wake::Wakes;
 
 /// How to reach Redis and how big things may get.
 #[derive(Clone, Debug)]
@@ -116,12 +125,14 @@ impl Default for BusLimits {
     }
 }
 
-/// A handle on the bus; cheap to clone, all clones share one reconnecting connection and one pool
-/// of connections for blocking waits.
+/// A handle on the bus; cheap to clone, all clones share one reconnecting connection, one pool
+/// of connections for blocking waits and one wake-up subscription for the waits past the pool
+/// (opened by the first of them).
 #[derive(Clone)]
 pub struct Bus {
     conn: Conn,
     blocking: Arc<BlockingPool>,
+    wakes: Arc<Wakes>,
     cfg: Arc<BusConfig>,
 }
 
@@ -131,7 +142,8 @@ impl Bus {
     pub async fn connect(cfg: BusConfig) -> Result<Bus, BusError> {
         let connector = Connector::new(&cfg)?;
         let conn = connector.shared().await?;
-        Ok(Bus { conn, blocking: Arc::new(BlockingPool::new(connector)), cfg: Arc::new(cfg) })
+        let blocking = Arc::new(BlockingPool::new(connector.clone(), POOLED_WAITS));
+        Ok(Bus { conn, blocking, wakes: Arc::new(Wakes::new(connector)), cfg: Arc::new(cfg) })
     }
 
     /// Whether Redis answers a PING within a second (readiness).

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use team_operator::bus::{
-    Bus, BusConfig, BusError, Delivered, InboxCounts, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage, Recipient, RosterState,
-    TeamKey,
+    Bus, BusConfig, BusError, BusLimits, Delivered, InboxCounts, InboxLimit, Message, MessageKind, OPERATOR_SENDER, OutgoingMessage,
+    POOLED_WAITS, Recipient, RosterState, TeamKey,
 };
 
 use RosterState::{Active, Finished, Queued};
@@ -52,14 +52,28 @@ fn broadcast(from: &str, body: &str) -> OutgoingMessage {
     OutgoingMessage { to: Recipient::Broadcast, ..msg(from, "", body) }
 }
 
-/// Until `n` waits of `bus` are in their blocking read: the moment a test means by "while a wait
-/// is blocked".
+/// Until `n` waits of `bus` are blocked (found nothing: in their blocking read, or parked for a
+/// wake-up past the pooled ones): the moment a test means by "while a wait is blocked".
 async fn until_blocked(bus: &Bus, n: usize) {
     let deadline = Instant::now() + LONG;
     while bus.blocked_waits() < n {
-        assert!(Instant::now() < deadline, "{} of {n} waits got to their blocking read", bus.blocked_waits());
+        assert!(Instant::now() < deadline, "{} of {n} waits blocked", bus.blocked_waits());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A spawned wait: its result, and when it returned.
+type WaitTask = tokio::task::JoinHandle<(Result<Vec<Message>, BusError>, Instant)>;
+
+/// Spawns a wait of `timeout` per member.
+fn spawn_waits(bus: &Bus, team: &TeamKey, members: &[String], timeout: Duration) -> Vec<WaitTask> {
+    members
+        .iter()
+        .map(|name| {
+            let (bus, team, name) = (bus.clone(), team.clone(), name.clone());
+            tokio::spawn(async move { (bus.wait(&team, &name, timeout).await, Instant::now()) })
+        })
+        .collect()
 }
 
 fn bodies(messages: &[Message]) -> Vec<&str> {
@@ -174,6 +188,60 @@ async fn a_retried_send_with_the_same_id_is_delivered_once() {
 
     assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["hello", "all"]);
     assert_eq!(bodies(&bus.wait(&team, "qa", LONG).await.expect("wait")), ["all"]);
+}
+
+/// Only a sender's own id can come back in a retry, so only those are remembered: a send without
+/// one leaves no marker in the team's `sent` hash.
+#[tokio::test]
+async fn only_ids_the_sender_gave_are_remembered() {
+    let bus = bus().await;
+    let team = team(&bus, &[("lead", Active), ("dev", Active)]).await;
+    let sent_hash = format!("team-operator:{{{}/{}}}:sent", team.namespace, team.team);
+    let markers = || {
+        let mut cmd = redis::cmd("HKEYS");
+        cmd.arg(&sent_hash);
+        async move { support::raw_redis::<Vec<String>>(&cmd).await }
+    };
+    bus.send(&team, msg("lead", "dev", "no id")).await.expect("send");
+    bus.send(&team, msg("lead", "dev", "no id")).await.expect("the same again is a new message");
+    assert_eq!(markers().await, Vec::<String>::new());
+    bus.send(&team, OutgoingMessage { id: Some("req-9".into()), ..msg("lead", "dev", "with id") }).await.expect("send");
+    assert_eq!(markers().await, ["lead\nreq-9"]);
+    assert_eq!(bodies(&bus.wait(&team, "dev", LONG).await.expect("wait")), ["no id", "no id", "with id"]);
+}
+
+/// The team's budget counts what its inboxes hold now, kept as a running total (a send costs the
+/// same in a team of any size): acks give room back, and a team whose total is missing (its meta
+/// written before the total was kept) has it summed from its inboxes at the next send.
+#[tokio::test]
+async fn the_team_budget_follows_acks_and_a_missing_total_is_summed() {
+    let limits = BusLimits { team_max_bytes: 2_000, send_rate_per_second: 0, ..BusLimits::default() };
+    let bus = Bus::connect(BusConfig { limits, ..config() }).await.expect("connect");
+    let team = team(&bus, &[("lead", Active), ("a", Active), ("b", Active)]).await;
+    let body = "x".repeat(300);
+    let over_budget =
+        |r: &Result<Vec<Delivered>, BusError>| matches!(r, Err(BusError::InboxFull { rule: InboxLimit::TeamBytes { .. }, .. }));
+    let mut sent = 0;
+    loop {
+        let to = if sent % 2 == 0 { "a" } else { "b" };
+        let result = bus.send(&team, msg("lead", to, &body)).await;
+        if over_budget(&result) {
+            break;
+        }
+        result.expect("under the team budget");
+        sent += 1;
+        assert!(sent < 10, "2,000 bytes never filled");
+    }
+    assert!(sent >= 2, "both inboxes hold some of the budget");
+
+    let meta = format!("team-operator:{{{}/{}}}:meta", team.namespace, team.team);
+    let _: i64 = support::raw_redis(redis::cmd("HDEL").arg(&meta).arg("bytes")).await;
+    assert!(over_budget(&bus.send(&team, msg("lead", "a", &body)).await), "the summed total is still over the budget");
+
+    let got = bus.wait(&team, "a", LONG).await.expect("wait");
+    let ids: Vec<String> = got.iter().map(|m| m.stream_id.clone()).collect();
+    bus.ack(&team, "a", &ids).await.expect("ack");
+    bus.send(&team, msg("lead", "b", &body)).await.expect("a's acks gave the team room");
 }
 
 #[tokio::test]
@@ -342,10 +410,8 @@ async fn a_roster_without_a_member_keeps_its_unread_messages_and_teardown_remove
     assert!(matches!(refused, Err(BusError::RecipientFinished { .. })), "{refused:?}");
 
     let base = format!("team-operator:{{{}/{}}}:", team.namespace, team.team);
-    let expected: Vec<String> = ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster", "sent", "sent-at", "transcript"]
-        .iter()
-        .map(|k| format!("{base}{k}"))
-        .collect();
+    let expected: Vec<String> =
+        ["inbox:dev", "inbox:lead", "inbox:qa", "meta", "roster", "transcript"].iter().map(|k| format!("{base}{k}")).collect();
     assert_eq!(team_keys(&team).await, expected, "dev's inbox is kept");
     // The next roster that lists dev again delivers what was waiting.
     bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active), ("qa".into(), Active)]).await.expect("resync");
@@ -418,26 +484,88 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A wait on a pooled connection and one parked past the pool (the seats all taken) both keep
+/// waiting through a Redis restart and get what is sent after it.
 #[tokio::test]
-async fn a_wait_blocked_while_redis_restarts_completes_and_the_next_send_works() {
+async fn waits_blocked_or_parked_while_redis_restarts_complete_and_the_next_send_works() {
     let mut redis = PrivateRedis::start();
     redis.wait_for_ping().await;
     let bus = Bus::connect(BusConfig::from_url(redis.url())).await.expect("connect");
     let team = TeamKey::new("restart", "team");
-    bus.sync_roster(&team, &[("lead".into(), Active), ("dev".into(), Active)]).await.expect("sync");
+    let fillers: Vec<String> = (1..POOLED_WAITS).map(|i| format!("p{i}")).collect();
+    let roster: Vec<(String, RosterState)> =
+        ["lead", "dev", "late"].iter().map(|n| n.to_string()).chain(fillers.iter().cloned()).map(|n| (n, Active)).collect();
+    bus.sync_roster(&team, &roster).await.expect("sync");
 
-    let waiter = tokio::spawn({
-        let (bus, team) = (bus.clone(), team.clone());
-        async move { bus.wait(&team, "dev", LONG).await }
-    });
-    until_blocked(&bus, 1).await;
+    let dev = spawn_waits(&bus, &team, &["dev".into()], LONG).remove(0);
+    let _fillers = spawn_waits(&bus, &team, &fillers, LONG);
+    until_blocked(&bus, POOLED_WAITS).await;
+    let late = spawn_waits(&bus, &team, &["late".into()], LONG).remove(0);
+    until_blocked(&bus, POOLED_WAITS + 1).await;
+    assert_eq!(bus.parked_waits(), 1, "the wait past the pooled ones parks");
     redis.restart();
     redis.wait_for_ping().await;
 
     bus.send(&team, msg("lead", "dev", "after restart")).await.expect("send after restart");
-    // The wait reconnected and kept waiting, so it sees the message sent after the restart.
-    let got = waiter.await.expect("waiter task did not panic").expect("wait completes");
-    assert_eq!(bodies(&got), ["after restart"]);
+    bus.send(&team, msg("lead", "late", "to the parked one")).await.expect("send after restart");
+    // The waits reconnected (resubscribed) and kept waiting, so they see what was sent after it.
+    let (got, _) = dev.await.expect("dev's wait task");
+    assert_eq!(bodies(&got.expect("dev's wait completes")), ["after restart"]);
+    let (got, _) = late.await.expect("late's wait task");
+    assert_eq!(bodies(&got.expect("late's wait completes")), ["to the parked one"]);
     let next = bus.wait(&team, "dev", LONG).await.expect("next wait");
     assert_eq!(bodies(&next), ["after restart"], "unacked, so delivered again");
+}
+
+/// Client connections a Redis server counts now, the one asking included.
+async fn redis_connections(url: &str) -> usize {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connection for CLIENT LIST");
+    let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal").query_async(&mut conn).await.expect("CLIENT LIST");
+    let pubsub: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(&mut conn).await.expect("CLIENT LIST");
+    list.lines().count() + pubsub.lines().count()
+}
+
+/// Thousands of idle waits hold the pool's connections and one subscription, not one each: the
+/// first [`POOLED_WAITS`] block on pooled connections, the rest park; a send wakes only the wait
+/// of its inbox on either path, and teardown ends the rest. On a Redis of its own, so its count
+/// of connections is this bus's alone.
+#[tokio::test]
+async fn many_waits_hold_the_pool_and_one_subscription_and_a_send_wakes_its_own() {
+    const WAITS: usize = 2_000;
+    let redis = PrivateRedis::start();
+    redis.wait_for_ping().await;
+    let bus = Bus::connect(BusConfig::from_url(redis.url())).await.expect("connect");
+    let names: Vec<String> = (0..WAITS).map(|i| format!("m{i}")).collect();
+    let roster: Vec<(String, RosterState)> =
+        std::iter::once("lead".to_string()).chain(names.iter().cloned()).map(|n| (n, Active)).collect();
+    let team = TeamKey::new("many", "team");
+    bus.sync_roster(&team, &roster).await.expect("sync");
+    // The pooled ones first, so which member waits on which path is known.
+    let mut waits = spawn_waits(&bus, &team, &names[..POOLED_WAITS], Duration::from_secs(60));
+    until_blocked(&bus, POOLED_WAITS).await;
+    waits.extend(spawn_waits(&bus, &team, &names[POOLED_WAITS..], Duration::from_secs(60)));
+    until_blocked(&bus, WAITS).await;
+    assert_eq!(bus.parked_waits(), WAITS - POOLED_WAITS, "the waits past the pooled ones park");
+    // The shared connection, the pooled ones, the subscription, and the one counting.
+    let held = redis_connections(&redis.url()).await - 1;
+    assert!(held <= POOLED_WAITS + 2, "{WAITS} waits hold {held} Redis connections");
+
+    for (i, path) in [(1, "pooled"), (1234, "parked")] {
+        let sent_at = Instant::now();
+        bus.send(&team, msg("lead", &format!("m{i}"), "wake up")).await.expect("send");
+        let (got, at) = tokio::time::timeout(LONG, &mut waits[i]).await.expect("the wait returned").expect("wait task");
+        assert_eq!(bodies(&got.expect("wait")), ["wake up"], "{path} wait");
+        assert!(at.duration_since(sent_at) < Duration::from_secs(1), "{path} wait woken {:?} after the send", at.duration_since(sent_at));
+    }
+    assert_eq!(bus.blocked_waits(), WAITS - 2, "only the waits of the inboxes sent to returned");
+    assert_eq!(bus.parked_waits(), WAITS - POOLED_WAITS - 1);
+
+    let torn_down_at = Instant::now();
+    bus.teardown(&team).await.expect("teardown");
+    for (i, wait) in waits.into_iter().enumerate().filter(|(i, _)| ![1, 1234].contains(i)) {
+        let (result, _) = tokio::time::timeout(LONG, wait).await.expect("every other wait returned on teardown").expect("wait task");
+        assert!(matches!(result, Err(BusError::TeamNotFound { .. })), "m{i}: {result:?}");
+    }
+    assert!(torn_down_at.elapsed() < LONG);
 }

@@ -1,15 +1,9 @@
-//! Connections to Redis: one shared, reconnecting connection for ordinary commands, and a pool
-//! of connections for blocking waits.
-//!
-//! A blocked `XREADGROUP` holds its whole connection on the server, so waits must not share the
-//! multiplexed connection every other call goes through: one wait would stall every send. Opening
-//! a connection per wait costs a TCP (and TLS) and RESP handshake, more than the read itself, so
-//! a wait borrows one from [`BlockingPool`] and gives it back when its read completed.
+//! Connections to Redis: one shared, reconnecting connection for ordinary commands, connections
+//! for blocking waits (pooled, at most [`super::POOLED_WAITS`]: see [`super::pool`]), and one
+//! Pub/Sub subscription per process that wakes the waits past those ([`super::wake`]).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -17,7 +11,6 @@ use redis::{AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipe
 
 use super::BusConfig;
 use super::error::BusError;
-use crate::metrics::InProgress;
 
 /// Time to establish a TCP (and TLS) connection before calling Redis unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -25,9 +18,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A blocking connection never times out by itself: the wait bounds it with its own deadline.
 const BLOCKING_RESPONSE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
-/// Idle blocking connections kept for reuse. Each concurrent wait needs one of its own anyway, so
-/// this only bounds what stays open between waits; a burst over it reconnects, nothing more.
-const MAX_IDLE_BLOCKING: usize = 64;
 /// Attempts for an idempotent call while Redis restarts, with the delay doubling from the first.
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -72,11 +62,13 @@ impl ConnectionLike for Conn {
 #[derive(Clone)]
 pub(crate) enum Connector {
     Single(Box<redis::Client>),
-    /// Two clients because the response timeout is per client: short for ordinary commands,
-    /// effectively none for blocking reads.
+    /// Two cluster clients because the response timeout is per client: short for ordinary
+    /// commands, effectively none for blocking reads; and a plain client per seed for the
+    /// wake-up subscription.
     Cluster {
         shared: Box<ClusterClient>,
         blocking: Box<ClusterClient>,
+        seeds: Vec<redis::Client>,
     },
 }
 
@@ -92,7 +84,15 @@ impl Connector {
                     .build()
                     .map_err(|e| BusError::InvalidArgument(format!("redis cluster url: {e}")))
             };
-            Ok(Connector::Cluster { shared: Box::new(build(RESPONSE_TIMEOUT)?), blocking: Box::new(build(BLOCKING_RESPONSE_TIMEOUT)?) })
+            let (shared, blocking) = (build(RESPONSE_TIMEOUT)?, build(BLOCKING_RESPONSE_TIMEOUT)?);
+            let seeds = seeds
+                .into_iter()
+                .enumerate()
+                .map(|(i, seed)| {
+                    redis::Client::open(seed).map_err(|e| BusError::InvalidArgument(format!("redis cluster url: seed {}: {e}", i + 1)))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Connector::Cluster { shared: Box::new(shared), blocking: Box::new(blocking), seeds })
         } else {
             let client = redis::Client::open(cfg.url.as_str()).map_err(|e| {
                 let hint =
@@ -117,7 +117,7 @@ impl Connector {
         }
     }
 
-    /// A new connection for blocking reads; [`BlockingPool`] reuses it.
+    /// A new connection for blocking reads; [`super::pool::BlockingPool`] reuses it.
     pub(crate) async fn blocking(&self) -> Result<Conn, BusError> {
         match self {
             Connector::Single(client) => {
@@ -127,6 +127,15 @@ impl Connector {
                 Ok(Conn::Multiplexed(client.get_multiplexed_async_connection_with_config(&cfg).await?))
             }
             Connector::Cluster { blocking, .. } => Ok(Conn::Cluster(blocking.get_async_connection().await?)),
+        }
+    }
+
+    /// The clients the wake-up subscription may use, in order of preference: the server, or
+    /// every cluster seed (a `PUBLISH` on one node of a cluster reaches the subscribers of all).
+    pub(crate) fn pubsub_clients(&self) -> Vec<&redis::Client> {
+        match self {
+            Connector::Single(client) => vec![client],
+            Connector::Cluster { seeds, .. } => seeds.iter().collect(),
         }
     }
 }
@@ -143,65 +152,6 @@ fn cluster_seeds(url: &str) -> Result<Vec<ConnectionInfo>, BusError> {
         return Err(BusError::InvalidArgument("redis cluster url: no seed (comma-separated redis:// or rediss:// URLs)".into()));
     }
     Ok(seeds)
-}
-
-/// Connections for blocking reads, reused across waits. A connection goes back only after its
-/// read completed: one whose wait was cancelled, timed out client-side or failed may still be
-/// blocked on the server (or broken), so it is dropped, which closes it.
-///
-/// Cluster connections are pooled the same way: each [`ClusterConnection`] from
-/// [`Connector::blocking`] owns its node connections, so a borrowed one is not shared with any
-/// other wait, and dropping it closes them.
-pub(crate) struct BlockingPool {
-    connector: Connector,
-    idle: Mutex<Vec<Conn>>,
-    /// Waits in their blocking read now (see [`BlockingPool::reading`]).
-    reading: Gauge,
-}
-
-impl BlockingPool {
-    pub(crate) fn new(connector: Connector) -> Self {
-        BlockingPool { connector, idle: Mutex::new(Vec::new()), reading: Gauge::default() }
-    }
-
-    /// Counts a wait as blocked in its read for as long as the returned guard lives.
-    pub(crate) fn reading(&self) -> InProgress {
-        InProgress::count(&self.reading)
-    }
-
-    /// How many waits are in their blocking read now.
-    pub(crate) fn readers(&self) -> usize {
-        usize::try_from(self.reading.get()).unwrap_or(0)
-    }
-
-    /// An idle connection, or a new one when none is idle.
-    pub(crate) async fn take(&self) -> Result<Conn, BusError> {
-        // Bound to a local so the lock is released before connecting.
-        let idle = self.idle().pop();
-        match idle {
-            Some(conn) => Ok(conn),
-            None => self.connector.blocking().await,
-        }
-    }
-
-    /// Returns a connection whose last read completed, keeping at most [`MAX_IDLE_BLOCKING`].
-    pub(crate) fn give_back(&self, conn: Conn) {
-        let mut idle = self.idle();
-        if idle.len() < MAX_IDLE_BLOCKING {
-            idle.push(conn);
-        }
-    }
-
-    /// Drops every idle connection: after Redis went away they are all broken, and each would
-    /// otherwise fail one wait.
-    pub(crate) fn clear(&self) {
-        self.idle().clear();
-    }
-
-    /// The idle list; a panic elsewhere while it was locked leaves a list that is still valid.
-    fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// Runs an idempotent call again while Redis is briefly unavailable (a restart, a failover), so

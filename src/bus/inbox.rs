@@ -3,9 +3,16 @@
 //! Each inbox has one consumer group; the consumer is the member's name. Delivery is at least
 //! once: a wait first returns what this member was given but never acked (read from id `0`), else
 //! what is new (`>`), both read by one script that also checks the team and the member. Only when
-//! there is nothing does the wait block for new entries (`>`), on a connection of its own. An
-//! entry added at any moment before the blocking read is after the group's last-delivered id, so
-//! `>` returns it at once: no window is lost.
+//! there is nothing does the wait block, one of two ways (see [`super::pool`]):
+//!
+//! - while this process has a seat free (its first [`super::POOLED_WAITS`] concurrent waits), it
+//!   blocks for new entries (`>`) on a pooled connection of its own. An entry added at any moment
+//!   before the blocking read is after the group's last-delivered id, so `>` returns it at once;
+//! - past them it parks in this process until a wake-up names its inbox (a send to it, or its
+//!   teardown; see [`super::wake`]) and then reads again. It registers for wake-ups before the
+//!   read, so an entry added at any moment after the read wakes it.
+//!
+//! Either way no window is lost.
 
 use std::time::Duration;
 
@@ -17,6 +24,7 @@ use super::conn::Conn;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
 use super::message::{InboxCounts, Message, parse_entries, parse_read_reply};
+use super::pool::Seat;
 use super::scripts::{ACK, INBOX_COUNTS, LAST_DELIVERED, WAIT_READY};
 
 /// Most entries one wait returns; the rest come with the next wait.
@@ -38,8 +46,19 @@ enum Ready {
     Messages(Vec<Message>),
     /// A whole batch of pending entries had been trimmed (now acked); more may be pending.
     Again,
-    /// Nothing yet: block for new entries.
+    /// Nothing yet: block (or park) until something comes.
     Block,
+}
+
+impl Ready {
+    /// The pass this answer ends, or None when the wait has to block.
+    fn pass(self, acked: usize) -> Option<Pass> {
+        match self {
+            Ready::Messages(messages) => Some(Pass { acked, messages: Some(messages) }),
+            Ready::Again => Some(Pass { acked, messages: None }),
+            Ready::Block => None,
+        }
+    }
 }
 
 impl Bus {
@@ -86,19 +105,34 @@ impl Bus {
         }
     }
 
-    /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass.
+    /// One pass of [`Bus::ack_and_wait`]; no messages asks for another pass (after a wake-up,
+    /// a teardown under a blocked read, or a batch of trimmed entries).
     async fn wait_once(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
-        let (acked, ready) = self.wait_ready(team, member, ack).await?;
-        let pass = |messages| Pass { acked, messages };
-        match ready {
-            Ready::Messages(messages) => return Ok(pass(Some(messages))),
-            Ready::Again => return Ok(pass(None)),
-            Ready::Block => {}
+        match self.blocking.seat() {
+            Some(seat) => self.wait_blocking(&seat, team, member, ack, deadline).await,
+            None => self.wait_parked(team, member, ack, deadline).await,
         }
+    }
+
+    /// A pass with a seat: the script, then a blocking read on a pooled connection, which the
+    /// send's `XADD` answers with the entry (no round trip after it).
+    async fn wait_blocking(
+        &self,
+        seat: &Seat<'_>,
+        team: &TeamKey,
+        member: &str,
+        ack: &[String],
+        deadline: Instant,
+    ) -> Result<Pass, BusError> {
+        let (acked, ready) = self.wait_ready(team, member, ack).await?;
+        if let Some(pass) = ready.pass(acked) {
+            return Ok(pass);
+        }
+        let pass = |messages| Pass { acked, messages };
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Only a completed read gives the connection back. On every other way out, this future
         // being dropped included, it is dropped: the server may still hold its BLOCK.
-        let mut conn = self.blocking.take().await?;
+        let mut conn = self.blocking.take(seat).await?;
         let _reading = self.blocking.reading();
         let read = read_new(&mut conn, team, member, remaining);
         let result = tokio::time::timeout(remaining + CLIENT_GRACE, read).await;
@@ -121,7 +155,24 @@ impl Bus {
         }
     }
 
-    /// Everything before the blocking read, acks included, in one round trip (see
+    /// A pass without a seat: registered for wake-ups first, then the script, then parked until
+    /// a wake-up (another pass reads what came) or the deadline; holds no connection.
+    async fn wait_parked(&self, team: &TeamKey, member: &str, ack: &[String], deadline: Instant) -> Result<Pass, BusError> {
+        let watch = self.wakes.watch(team.inbox(member));
+        let woken = watch.armed();
+        let (acked, ready) = self.wait_ready(team, member, ack).await?;
+        if let Some(pass) = ready.pass(acked) {
+            return Ok(pass);
+        }
+        let _parked = self.wakes.park();
+        let messages = match tokio::time::timeout_at(deadline, woken).await {
+            Ok(()) => None,
+            Err(_) => Some(Vec::new()),
+        };
+        Ok(Pass { acked, messages })
+    }
+
+    /// Everything a pass reads, acks included, in one round trip (see
     /// `wait_ready.lua`); how many of `ack` were pending, and what it found. Not retried here:
     /// [`Bus::ack_and_wait`] retries until its own deadline.
     async fn wait_ready(&self, team: &TeamKey, member: &str, ack: &[String]) -> Result<(usize, Ready), BusError> {
@@ -143,10 +194,16 @@ impl Bus {
         Ok((acked, ready))
     }
 
-    /// How many waits of this bus (and its clones) are in their blocking read now: waits that
-    /// found nothing to return and are holding a connection for new entries.
+    /// How many waits of this bus (and its clones) are blocked now: waits that found nothing to
+    /// return, in their blocking read on a pooled connection or parked for a wake-up.
     pub fn blocked_waits(&self) -> usize {
-        self.blocking.readers()
+        self.blocking.readers() + self.wakes.parked()
+    }
+
+    /// How many of [`Bus::blocked_waits`] are parked (past the pooled ones, holding no
+    /// connection of their own).
+    pub fn parked_waits(&self) -> usize {
+        self.wakes.parked()
     }
 
     /// Acknowledges entries by their `stream_id`; returns how many were pending. Acking an
@@ -206,7 +263,7 @@ fn refusal(team: &TeamKey, member: &str, outcome: &str) -> BusError {
     }
 }
 
-/// A blocking `XREADGROUP` of new entries (`>`) in a member's inbox, for up to `block`.
+/// The blocking read of a wait with a seat: new entries (`>`) for up to `block`.
 async fn read_new(conn: &mut Conn, team: &TeamKey, member: &str, block: Duration) -> Result<Vec<Message>, BusError> {
     let reply: Value = redis::cmd("XREADGROUP")
         .arg("GROUP")

@@ -8,6 +8,7 @@ use super::Bus;
 use super::error::BusError;
 use super::keys::{INBOX_GROUP, TeamKey};
 use super::scripts::{MARK_DISBANDED, SYNC_ROSTER, TEARDOWN, UPDATE_ROSTER};
+use super::wake::WAKE_CHANNEL;
 
 /// Where a member stands, as far as messaging cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,8 +77,9 @@ impl Bus {
         self.run_script::<()>(&invocation).await
     }
 
-    /// Removes every key of the team with one UNLINK, its transcript too. A wait blocked on one
-    /// of the inboxes returns (Redis 7 unblocks it) with [`BusError::TeamNotFound`]. Idempotent.
+    /// Removes every key of the team with one UNLINK, its transcript too. A wait on one of the
+    /// inboxes, in any process, returns with [`BusError::TeamNotFound`]: a blocked read is unblocked
+    /// by Redis 7, a parked one is woken. Idempotent.
     pub async fn teardown(&self, team: &TeamKey) -> Result<(), BusError> {
         self.teardown_retaining(team, "", Duration::ZERO).await
     }
@@ -97,7 +99,8 @@ impl Bus {
             .key(team.retained_transcript(uid))
             .arg(team.inbox_prefix())
             .arg(uid)
-            .arg(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+            .arg(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX))
+            .arg(WAKE_CHANNEL);
         self.run_script::<()>(&invocation).await
     }
 }

@@ -15,6 +15,7 @@ use super::error::{BusError, InboxLimit};
 use super::keys::{INBOX_GROUP, TeamKey};
 use super::message::{Delivered, MessageKind, OutgoingMessage, Recipient};
 use super::scripts::SEND;
+use super::wake::WAKE_CHANNEL;
 
 /// Sender name of operator notices.
 pub const OPERATOR_SENDER: &str = "team-operator";
@@ -40,7 +41,9 @@ struct Draft<'a> {
 impl Bus {
     /// Sends a message to one member or broadcasts it to every member that has not finished,
     /// except the sender. Returns one [`Delivered`] per inbox written (a broadcast to a team of
-    /// one returns none). A retry with the same `id` returns the first result and writes nothing.
+    /// one returns none). A retry with the same `id` returns the first result and writes nothing;
+    /// without an `id` the message gets a new one and nothing is remembered for it (a send that
+    /// Redis applied but whose reply was lost to a restart may then be delivered twice).
     ///
     /// Refused with [`BusError::RateLimited`] past the sender's rate and with
     /// [`BusError::InboxFull`] when a recipient's inbox or the team is at its limit (a broadcast
@@ -82,7 +85,9 @@ impl Bus {
         if body.len() > max {
             return Err(BusError::TooLarge { size: body.len(), max });
         }
-        // The id is fixed before the first attempt, so the retries below are deduplicated too.
+        // Only an id the caller gave is remembered: a retry can only repeat an id it was given.
+        // Remembering generated ones cost two writes per message and an hour of memory each.
+        let remember = if id.is_some() { IDEMPOTENCY_TTL.as_millis() as u64 } else { 0 };
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut invocation = SEND.prepare_invoke();
         invocation
@@ -97,7 +102,7 @@ impl Bus {
             .arg(kind.as_str())
             .arg(body)
             .arg(&id)
-            .arg(IDEMPOTENCY_TTL.as_millis() as u64)
+            .arg(remember)
             .arg(if notice {
                 "1"
             } else if from.starts_with(PERSON_SENDER_PREFIX) {
@@ -116,7 +121,8 @@ impl Bus {
             .arg(INBOX_GROUP)
             .arg(sent_by.unwrap_or(""))
             // The sender's trace context goes with the message, so its receive joins the trace.
-            .arg(crate::telemetry::propagation::current_traceparent().unwrap_or_default());
+            .arg(crate::telemetry::propagation::current_traceparent().unwrap_or_default())
+            .arg(WAKE_CHANNEL);
         let (outcome, detail): (String, String) = self.run_script(&invocation).await?;
         let team_name = || team.to_string();
         match outcome.as_str() {

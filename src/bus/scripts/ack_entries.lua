@@ -1,8 +1,9 @@
 -- Prepended by scripts.rs to ack.lua and wait_ready.lua, which both acknowledge what a member
 -- hands back. Acks the ids ARGV[first..] that are pending for `group` (acking twice is
 -- harmless: only pending entries count), deletes them and takes their size off the member's
--- byte count in meta (send.lua keeps it). Every id is checked (XPENDING) before anything is
--- written, so an invalid id fails the whole script and changes nothing. Returns the count acked.
+-- byte count and the team's in meta (send.lua keeps them). Every id is checked (XPENDING)
+-- before anything is written, so an invalid id fails the whole script and changes nothing.
+-- Returns the count acked.
 local function ack_entries(meta, inbox, group, member, first)
   local pending = {}
   for i = first, #ARGV do
@@ -26,6 +27,10 @@ local function ack_entries(meta, inbox, group, member, first)
   end
   if freed > 0 and redis.call('HINCRBY', meta, 'bytes:' .. member, -freed) < 0 then
     redis.call('HSET', meta, 'bytes:' .. member, 0)
+  end
+  -- The team's total likewise, once send.lua has made it.
+  if freed > 0 and redis.call('HEXISTS', meta, 'bytes') == 1 and redis.call('HINCRBY', meta, 'bytes', -freed) < 0 then
+    redis.call('HSET', meta, 'bytes', 0)
   end
   return acked
 end

@@ -4,7 +4,7 @@
 --
 -- KEYS: meta, roster, inbox.  ARGV: group, member, batch size.
 -- Reply: {outcome, entries, last id}; outcome is 'ready' (entries to return), 'block' (nothing
--- unacked: the caller blocks on XREAD after `last id`, the stream's newest entry), or
+-- unacked: the caller waits for what comes after `last id`, the stream's newest entry), or
 -- 'team_disbanded', 'team_not_found', 'member_not_in_team'.
 local group, member, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 

@@ -1,7 +1,10 @@
 -- Checks the team and its roster, the sender's rate and the recipients' room, and appends the
 -- message to the recipients' inboxes, all in one atomic step: a disband, a roster change or
 -- another sender cannot land between the checks and the XADD.
--- Idempotent: the reply of the first send of (sender, id) is kept and returned to a retry.
+-- Idempotent for ids the caller gave (a client's message id, an operator notice's key): the reply
+-- of the first send of (sender, id) is kept and returned to a retry. A generated id is new by
+-- construction, so nothing is kept for it (ttl 0).
+-- Every inbox written is announced on the wake channel (its key), which wakes parked waits.
 --
 -- Nothing is ever trimmed: an inbox holds at most `max entries` entries and `max bytes` bytes of
 -- unacknowledged messages, a team at most `team bytes` over all its inboxes; past any of them the
@@ -12,6 +15,7 @@
 --
 -- Bookkeeping lives in the meta hash, so teardown removes it with the team:
 --   bytes:<member>  bytes of the entries in that inbox (each entry's `size` field)
+--   bytes           the sum of those over the team's inboxes
 --   rate:<sender>   token bucket of the sender, "<tokens> <ms of last refill>"
 --
 -- Every send that was written is also appended once to the team's transcript (`to` = '*' for a
@@ -19,18 +23,20 @@
 -- `transcript-bytes` in meta): acks delete inbox entries, so the inboxes are no record.
 --
 -- KEYS: meta, roster, sent, sent-at, transcript.
--- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms,
+-- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms (0:
+--       remember nothing),
 --       '1' for an operator notice, '2' for a person ('user:…', not on the roster), '0' for a
 --       member, max entries per inbox, max bytes per inbox,
 --       max bytes per team, notice reserve (entries), rate burst, rate per second (0: none),
---       consumer group, the sender's authenticated identity ('' unknown), traceparent ('' none).
+--       consumer group, the sender's authenticated identity ('' unknown), traceparent ('' none),
+--       wake channel (each inbox written is published on it, see bus/wake.rs).
 -- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}; for
 -- 'inbox_full' the detail is "<member> <rule> <limit>", for 'rate_limited' the ms to wait.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ttl, notice, person = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[8] == '2'
 local max_entries, max_bytes, team_bytes = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local reserve, burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local group, by, traceparent = ARGV[15], ARGV[16], ARGV[17]
+local group, by, traceparent, wake = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
 -- What an entry costs beyond its values: field names, ids and the stream's own overhead.
 local ENTRY_OVERHEAD = 64
 
@@ -50,18 +56,20 @@ if #expired > 0 then
   redis.call('ZREM', KEYS[4], unpack(expired))
 end
 local marker = from .. '\n' .. id
-local prior = redis.call('HGET', KEYS[3], marker)
-if prior then
-  return { 'dup', prior }
+if ttl > 0 then
+  local prior = redis.call('HGET', KEYS[3], marker)
+  if prior then
+    return { 'dup', prior }
+  end
 end
 
 if not notice and not person and not redis.call('HGET', KEYS[2], from) then
   return { 'sender_not_in_team', from }
 end
 
-local roster = redis.call('HGETALL', KEYS[2])
 local targets = {}
 if to == '' then
+  local roster = redis.call('HGETALL', KEYS[2])
   for i = 1, #roster, 2 do
     if roster[i] ~= from and roster[i + 1] ~= 'finished' then
       table.insert(targets, roster[i])
@@ -95,14 +103,26 @@ if not notice and per_second > 0 then
   redis.call('HSET', KEYS[1], field, string.format('%.4f %d', tokens - 1, now))
 end
 
--- The bytes an inbox holds; a count left from an inbox that was removed and made again is reset.
+-- The bytes an inbox holds; a count left from an inbox that was removed and made again is reset
+-- (and taken off the team's).
 local function inbox_bytes(name)
   local held = tonumber(redis.call('HGET', KEYS[1], 'bytes:' .. name) or '0')
   if held > 0 and redis.call('XLEN', prefix .. name) == 0 then
     redis.call('HDEL', KEYS[1], 'bytes:' .. name)
+    redis.call('HINCRBY', KEYS[1], 'bytes', -held)
     held = 0
   end
   return held
+end
+
+-- The team's total is kept beside the inboxes' counts, so a send costs the same in a team of
+-- 10,000 as in a team of 2; a team from before that field has it summed once, here.
+if redis.call('HEXISTS', KEYS[1], 'bytes') == 0 then
+  local total = 0
+  for _, name in ipairs(redis.call('HKEYS', KEYS[2])) do
+    total = total + inbox_bytes(name)
+  end
+  redis.call('HSET', KEYS[1], 'bytes', total)
 end
 
 local size = #body + #id + #from + #kind + #by + #traceparent + ENTRY_OVERHEAD
@@ -160,10 +180,7 @@ for _, name in ipairs(targets) do
   adding = adding + sizes[name]
 end
 if not notice then
-  local total = adding
-  for i = 1, #roster, 2 do
-    total = total + inbox_bytes(roster[i])
-  end
+  local total = adding + tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0')
   if total > team_bytes then
     return { 'inbox_full', (to ~= '' and to or '*') .. ' team_bytes ' .. team_bytes }
   end
@@ -188,6 +205,8 @@ local delivered = {}
 for _, name in ipairs(targets) do
   local sid = redis.call('XADD', prefix .. name, '*', unpack(entry(name, sizes[name])))
   redis.call('HINCRBY', KEYS[1], 'bytes:' .. name, sizes[name])
+  redis.call('HINCRBY', KEYS[1], 'bytes', sizes[name])
+  redis.call('PUBLISH', wake, prefix .. name)
   table.insert(delivered, { name, sid })
 end
 
@@ -220,6 +239,8 @@ local encoded = '[]'
 if #delivered > 0 then
   encoded = cjson.encode(delivered)
 end
-redis.call('HSET', KEYS[3], marker, encoded)
-redis.call('ZADD', KEYS[4], now, marker)
+if ttl > 0 then
+  redis.call('HSET', KEYS[3], marker, encoded)
+  redis.call('ZADD', KEYS[4], now, marker)
+end
 return { 'ok', encoded }

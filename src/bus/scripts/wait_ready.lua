@@ -1,7 +1,8 @@
 -- Everything a wait does before it blocks, in one round trip: checks the team and the member,
 -- acknowledges what the caller hands back (ids after the batch size; acking twice is harmless),
 -- then returns what the member was given but never acked (id 0) and, when there is none, what is
--- new (>), without blocking. Only the 'block' reply sends the caller to a blocking read.
+-- new (>), without blocking. Only the 'block' reply sends the caller to a blocking read, or past
+-- the pooled ones parks it until a wake-up (bus/pool.rs, bus/wake.rs).
 -- Pending entries whose content is gone (trimmed by an older version's MAXLEN, or deleted from
 -- outside) can never be delivered, so they are acked here (their count is replied for a
 -- warning); left pending they would be offered on every wait.
