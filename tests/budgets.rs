@@ -11,34 +11,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::model_server::{Conversation, ModelServer, Reply};
 use support::operator::Operator;
 use support::proxy::RefusingProxy;
 use support::teams::{lead_name, member, team};
-use support::tokens::pod_token;
 use support::*;
 use team_operator::api::{Budget, Member, MemberPhase, Team, Usage};
-use team_operator::controller::pod::GATEWAY_AUDIENCE;
-
-async fn token_of(s: &Stack, ns: &TestNamespace, m: &Member) -> String {
-    let pod: Pod = ns.api::<Pod>().get(m.status.as_ref().and_then(|s| s.pod_name.as_deref()).expect("pod")).await.expect("pod");
-    pod_token(&s.client, ns.name(), &pod, GATEWAY_AUDIENCE, 600).await.expect("token")
-}
-
-/// The bodies of the next messages of the member holding `token` (waits until some come).
-async fn next(gw: &fixture::Gateway, token: &str) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let v = fixture::ok(fixture::call(&gw.url, Some(token), "wait_messages", json!({ "timeout_seconds": 5 })).await);
-        let messages = v["messages"].as_array().cloned().unwrap_or_default();
-        let ids: Vec<Value> = messages.iter().map(|m| m["stream_id"].clone()).collect();
-        fixture::ok(fixture::call(&gw.url, Some(token), "wait_messages", json!({ "ack": ids, "receive": false })).await);
-        if !messages.is_empty() || tokio::time::Instant::now() > deadline {
-            return messages.iter().filter_map(|m| m["body"].as_str().map(str::to_owned)).collect();
-        }
-    }
-}
 
 fn usage(m: &Member) -> Option<Usage> {
     m.status.as_ref().and_then(|s| s.usage)
@@ -83,8 +62,8 @@ async fn a_member_over_its_turn_budget_is_stopped_and_the_lead_told() {
     let m = wait_for(&members, "worker", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active).await;
     let name = m.agent_name().expect("name").to_owned();
     let pod_name = m.status.as_ref().and_then(|s| s.pod_name.clone()).expect("pod");
-    let me = token_of(&s, &ns, &m).await;
-    let lead = token_of(&s, &ns, &members.get("sigma-lead").await.expect("lead member")).await;
+    let me = fixture::member_token(&s, &ns, &m).await;
+    let lead = fixture::member_token(&s, &ns, &members.get("sigma-lead").await.expect("lead member")).await;
 
     let dir = scratch_dir(&format!("budgets/{}", ns.name));
     let read = || std::fs::read_to_string(dir.join("turns.txt")).unwrap_or_default();
@@ -109,7 +88,7 @@ async fn a_member_over_its_turn_budget_is_stopped_and_the_lead_told() {
     assert!(log().contains("not starting turn 3"), "{}", log());
 
     // The way of every failure: the lead is told, the pod is deleted.
-    let told = next(&gw, &lead).await;
+    let told = fixture::next_bodies(&gw, &lead).await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].starts_with(&format!("[AGENT FAILURE] @{name} failed: BudgetExceeded. the budget of agent type general")), "{told:?}");
     let pods: Api<Pod> = ns.api();
@@ -156,7 +135,7 @@ async fn a_team_over_its_token_budget_stops_who_works_and_admits_nobody() {
     let reports = r#"teamctl usage --turns "$TEAM_TURN" --tokens 600"#;
     let mut early_run = support::member_loop::exec_member(
         &gw.url,
-        &token_of(&s, &ns, &early).await,
+        &fixture::member_token(&s, &ns, &early).await,
         "work",
         &["--idle-timeout", "120"],
         reports,
@@ -177,7 +156,7 @@ async fn a_team_over_its_token_budget_stops_who_works_and_admits_nobody() {
     let works_on = r#"teamctl usage --turns "$TEAM_TURN" --tokens 600 > usage.txt; sleep 20"#;
     let mut late_run = support::member_loop::exec_member(
         &gw.url,
-        &token_of(&s, &ns, &late).await,
+        &fixture::member_token(&s, &ns, &late).await,
         "work",
         &["--idle-timeout", "60"],
         works_on,
@@ -274,7 +253,7 @@ async fn opencode_tokens_are_held_against_the_budget() {
         .for_each(|a| a.budget = Some(Budget { tokens: Some(150), ..Default::default() }));
     ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
     let members: Api<Member> = ns.api();
-    let lead = token_of(
+    let lead = fixture::member_token(
         &s,
         &ns,
         &wait_for(&members, "phi-lead", TIMEOUT, "the lead's pod", |m| m.status.as_ref().is_some_and(|s| s.pod_name.is_some())).await,
@@ -295,7 +274,7 @@ async fn opencode_tokens_are_held_against_the_budget() {
         "opencode",
         &["opencode"],
         &gw.url,
-        &token_of(&s, &ns, &m).await,
+        &fixture::member_token(&s, &ns, &m).await,
         "count the requests",
         &["--idle-timeout", "60"],
         &dir,

@@ -9,34 +9,12 @@
 mod fixture;
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::operator::Operator;
 use support::teams::{lead_name, member, team};
-use support::tokens::pod_token;
 use support::*;
 use team_operator::api::{Member, MemberPhase, PlanApproval, PlanState, Team};
-use team_operator::controller::pod::GATEWAY_AUDIENCE;
-
-async fn token_of(s: &Stack, ns: &TestNamespace, m: &Member) -> String {
-    let pod: Pod = ns.api::<Pod>().get(m.status.as_ref().and_then(|s| s.pod_name.as_deref()).expect("pod")).await.expect("pod");
-    pod_token(&s.client, ns.name(), &pod, GATEWAY_AUDIENCE, 600).await.expect("token")
-}
-
-/// The bodies of the next messages of the member holding `token` (waits until some come).
-async fn next(gw: &fixture::Gateway, token: &str) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let v = fixture::ok(fixture::call(&gw.url, Some(token), "wait_messages", json!({ "timeout_seconds": 5 })).await);
-        let messages = v["messages"].as_array().cloned().unwrap_or_default();
-        let ids: Vec<Value> = messages.iter().map(|m| m["stream_id"].clone()).collect();
-        fixture::ok(fixture::call(&gw.url, Some(token), "wait_messages", json!({ "ack": ids, "receive": false })).await);
-        if !messages.is_empty() || tokio::time::Instant::now() > deadline {
-            return messages.iter().filter_map(|m| m["body"].as_str().map(str::to_owned)).collect();
-        }
-    }
-}
 
 fn plan_state(m: &Member) -> Option<PlanState> {
     m.status.as_ref().and_then(|s| s.plan.as_ref()).map(|p| p.state)
@@ -57,9 +35,9 @@ async fn a_member_needing_approval_reads_until_the_lead_approves_its_plan() {
     members.create(&PostParams::default(), &member("migrator", "rho", None)).await.expect("member");
     let m = wait_for(&members, "migrator", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active).await;
     let name = m.agent_name().expect("name").to_owned();
-    let me = token_of(&s, &ns, &m).await;
+    let me = fixture::member_token(&s, &ns, &m).await;
     let lead_member = members.get("rho-lead").await.expect("lead member");
-    let lead = token_of(&s, &ns, &lead_member).await;
+    let lead = fixture::member_token(&s, &ns, &lead_member).await;
 
     // Before a plan: reads only, and writes are refused naming the rule.
     fixture::ok(fixture::call(&gw.url, Some(&me), "get", json!({ "kind": "members" })).await);
@@ -76,7 +54,7 @@ async fn a_member_needing_approval_reads_until_the_lead_approves_its_plan() {
     let v = fixture::ok(fixture::call(&gw.url, Some(&me), "plan_submit", json!({ "plan": "1. dump the schema 2. migrate" })).await);
     assert_eq!((v["state"].as_str(), v["revision"].as_i64()), (Some("Submitted"), Some(1)), "{v}");
     wait_for(&members, "migrator", TIMEOUT, "AwaitingApproval", |m| m.phase() == MemberPhase::AwaitingApproval).await;
-    let got = next(&gw, &lead).await;
+    let got = fixture::next_bodies(&gw, &lead).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
         got[0].starts_with(&format!("[PLAN] @{name} submitted a plan (revision 1)")) && got[0].ends_with("1. dump the schema 2. migrate"),
@@ -100,7 +78,7 @@ async fn a_member_needing_approval_reads_until_the_lead_approves_its_plan() {
         )
         .await,
     );
-    let got = next(&gw, &me).await;
+    let got = fixture::next_bodies(&gw, &me).await;
     assert_eq!(
         got,
         vec![format!("[PLAN REJECTED] by {lead_agent}: test on a copy first. Revise your plan and submit it again with plan_submit.")]
@@ -116,7 +94,7 @@ async fn a_member_needing_approval_reads_until_the_lead_approves_its_plan() {
     assert_eq!(v["revision"].as_i64(), Some(2), "{v}");
     wait_for(&members, "migrator", TIMEOUT, "AwaitingApproval", |m| m.phase() == MemberPhase::AwaitingApproval).await;
     fixture::ok(fixture::call(&gw.url, Some(&lead), "plan_review", json!({ "member": name, "action": "approve", "feedback": "go" })).await);
-    let got = next(&gw, &me).await;
+    let got = fixture::next_bodies(&gw, &me).await;
     assert_eq!(
         got.last().map(String::as_str),
         Some(format!("[PLAN APPROVED] by {lead_agent}: go. Go ahead with your plan: every tool is open to you now.").as_str()),
@@ -157,15 +135,15 @@ async fn under_teamctl_run_the_review_is_the_members_next_turn() {
     members.create(&PostParams::default(), &member("migrator", "phi", None)).await.expect("member");
     let m = wait_for(&members, "migrator", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active).await;
     let name = m.agent_name().expect("name").to_owned();
-    let me = token_of(&s, &ns, &m).await;
-    let lead = token_of(&s, &ns, &members.get("phi-lead").await.expect("lead member")).await;
+    let me = fixture::member_token(&s, &ns, &m).await;
+    let lead = fixture::member_token(&s, &ns, &members.get("phi-lead").await.expect("lead member")).await;
 
     let dir = scratch_dir(&format!("plan/{}", ns.name));
     let read = || std::fs::read_to_string(dir.join("turns.txt")).unwrap_or_default();
     let mut run = support::member_loop::exec_member(&gw.url, &me, "migrate the database", &["--idle-timeout", "60"], PLANNER, &dir, &[]);
 
     // Turn 1: a message is refused by the gate, the plan goes to the lead.
-    let got = next(&gw, &lead).await;
+    let got = fixture::next_bodies(&gw, &lead).await;
     assert!(got.iter().all(|b| b.starts_with("[PLAN] ")) && got.len() == 1, "only the plan reached the lead: {got:?}\n{}", read());
     assert!(read().contains("planApproval: required"), "the refusal, as the agent saw it: {}", read());
     wait_for(&members, "migrator", TIMEOUT, "AwaitingApproval", |m| m.phase() == MemberPhase::AwaitingApproval).await;
@@ -174,11 +152,11 @@ async fn under_teamctl_run_the_review_is_the_members_next_turn() {
     fixture::ok(
         fixture::call(&gw.url, Some(&lead), "plan_review", json!({ "member": name, "action": "reject", "feedback": "copy first" })).await,
     );
-    let got = next(&gw, &lead).await;
+    let got = fixture::next_bodies(&gw, &lead).await;
     assert!(got.len() == 1 && got[0].contains("(revision 2)") && got[0].ends_with("1. copy 2. migrate the copy"), "{got:?}\n{}", read());
     assert!(read().contains("=== turn 2") && read().contains(&format!("[PLAN REJECTED] by {lead_agent}: copy first.")), "{}", read());
     fixture::ok(fixture::call(&gw.url, Some(&lead), "plan_review", json!({ "member": name, "action": "approve" })).await);
-    let got = next(&gw, &lead).await;
+    let got = fixture::next_bodies(&gw, &lead).await;
     assert_eq!(got, vec!["migrating now".to_owned()], "{}", read());
     assert!(read().contains("=== turn 3") && read().contains(&format!("[PLAN APPROVED] by {lead_agent}.")), "{}", read());
     wait_for(&members, "migrator", TIMEOUT, "Active", |m| m.phase() == MemberPhase::Active && plan_state(m) == Some(PlanState::Approved))
