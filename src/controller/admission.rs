@@ -917,24 +917,11 @@ mod record_tests {
 #[cfg(test)]
 mod candidate_tests {
     use super::*;
-    use crate::api::{MemberSpec, MemberStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use crate::api::MemberStatus;
 
     fn member(i: usize, named: bool) -> Member {
-        let mut m = Member::new(
-            &format!("m{i:03}"),
-            MemberSpec {
-                team: "review".into(),
-                agent: "general".into(),
-                role: Default::default(),
-                prompt: String::new(),
-                model: None,
-                pod: None,
-            },
-        );
+        let mut m = crate::controller::fixtures::member_created("review", &format!("m{i:03}"), &format!("u{i:03}"), i as i64);
         m.metadata.namespace = Some("default".into());
-        m.metadata.uid = Some(format!("u{i:03}"));
-        m.metadata.creation_timestamp = Some(Time(Timestamp::from_second(i as i64).expect("time")));
         if named {
             m.status = Some(MemberStatus { name: Some(format!("general-{i}")), phase: Some(MemberPhase::Queued), ..Default::default() });
         }

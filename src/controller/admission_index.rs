@@ -274,24 +274,11 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MemberSpec, MemberStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+    use crate::api::MemberStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn member(name: &str, uid: &str, at: i64, status: Option<MemberStatus>) -> Member {
-        let mut m = Member::new(
-            name,
-            MemberSpec {
-                team: "a".into(),
-                agent: "general".into(),
-                role: Default::default(),
-                prompt: String::new(),
-                model: None,
-                pod: None,
-            },
-        );
-        m.metadata.namespace = Some("ns".into());
-        m.metadata.uid = Some(uid.into());
-        m.metadata.creation_timestamp = Some(Time(Timestamp::from_second(at).expect("time")));
+        let mut m = crate::controller::fixtures::member_created("a", name, uid, at);
         m.status = status;
         m
     }

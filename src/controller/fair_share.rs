@@ -219,8 +219,7 @@ mod tests {
 
     #[test]
     fn positions_follow_the_same_turns_from_teams_and_members() {
-        use crate::api::{MemberSpec, MemberStatus};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use crate::api::MemberStatus;
         use std::sync::Arc;
         let team = |name: &str, max: i32, priority: i32| {
             let mut t = crate::controller::fixtures::team(name, max);
@@ -229,20 +228,7 @@ mod tests {
             Arc::new(t)
         };
         let member = |name: &str, team: &str, at: i64, pod: Option<&str>, phase: MemberPhase| {
-            let mut m = Member::new(
-                name,
-                MemberSpec {
-                    team: team.into(),
-                    agent: "general".into(),
-                    role: Default::default(),
-                    prompt: String::new(),
-                    model: None,
-                    pod: None,
-                },
-            );
-            m.metadata.namespace = Some("ns".into());
-            m.metadata.uid = Some(format!("u-{name}"));
-            m.metadata.creation_timestamp = Some(Time(Timestamp::from_second(at).expect("time")));
+            let mut m = crate::controller::fixtures::member_created(team, name, &format!("u-{name}"), at);
             m.status = Some(MemberStatus { phase: Some(phase), pod_name: pod.map(str::to_owned), ..Default::default() });
             Arc::new(m)
         };

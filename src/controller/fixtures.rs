@@ -1,6 +1,8 @@
 //! Builders of test objects for the pure steps' unit tests.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 
 use crate::api::{AgentType, LeadSpec, Member, MemberSpec, MemoryMode, Team, TeamSpec};
@@ -50,5 +52,14 @@ pub fn member(team: &str, agent: &str, uid: &str) -> Member {
         MemberSpec { team: team.into(), agent: agent.into(), role: Default::default(), prompt: String::new(), model: None, pod: None },
     );
     m.metadata = ObjectMeta { name: m.metadata.name.clone(), namespace: Some("ns".into()), uid: Some(uid.into()), ..Default::default() };
+    m
+}
+
+/// A specialist `name` of `team` (agent type `general`, namespace `ns`), created `at` seconds
+/// after the epoch: admission orders by creation.
+pub fn member_created(team: &str, name: &str, uid: &str, at: i64) -> Member {
+    let mut m = member(team, "general", uid);
+    m.metadata.name = Some(name.into());
+    m.metadata.creation_timestamp = Some(Time(Timestamp::from_second(at).expect("time")));
     m
 }
