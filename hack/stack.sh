@@ -113,12 +113,18 @@ wait_healthy() { # <component>
   done
 }
 
-# Start a component in its own session with its log in $LOGS and pid in $PIDS.
+# Start a component in its own session with its log in $LOGS and pid in $PIDS. Job control off in
+# a subshell: with it on (a shell run with `set -m`), `&` makes the child a process-group leader,
+# setsid(1) then forks to get a session, and $! names the parent that exits at once: the pid file
+# would not name the component and `down` would leave it running.
 spawn() { # <name> <cmd…>
   local name=$1; shift
   : >"$LOGS/$name.log"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$name.pid"
+  (
+    set +m
+    setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$PIDS/$name.pid"
+  )
 }
 
 port_of() {
