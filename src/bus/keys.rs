@@ -60,6 +60,12 @@ impl TeamKey {
         self.base() + "transcript"
     }
 
+    /// The keys every message of the team may touch, in the order send.lua and teardown.lua take
+    /// them as their first five KEYS: one list, so a key added to a send is torn down too.
+    pub(crate) fn message_keys(&self) -> [String; 5] {
+        [self.meta(), self.roster(), self.sent(), self.sent_at(), self.transcript()]
+    }
+
     /// The transcript of one disbanded incarnation of the team, by the Team's uid, kept until it
     /// expires: a team re-created with the same name has another uid and starts clean.
     pub(crate) fn retained_transcript(&self, uid: &str) -> String {

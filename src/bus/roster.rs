@@ -89,12 +89,10 @@ impl Bus {
     /// nothing. Idempotent: a second call finds no live transcript and leaves the kept one be.
     pub async fn teardown_retaining(&self, team: &TeamKey, uid: &str, retention: Duration) -> Result<(), BusError> {
         let mut invocation = TEARDOWN.prepare_invoke();
+        for key in team.message_keys() {
+            invocation.key(key);
+        }
         invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.sent())
-            .key(team.sent_at())
-            .key(team.transcript())
             .key(team.transcripts())
             .key(team.retained_transcript(uid))
             .arg(team.inbox_prefix())

@@ -89,13 +89,19 @@ impl Bus {
         // Remembering generated ones cost two writes per message and an hour of memory each.
         let remember = if id.is_some() { IDEMPOTENCY_TTL.as_millis() as u64 } else { 0 };
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        // send.lua's sender class: an operator notice (skips the limits), a person, a member.
+        let sender_class = if notice {
+            "1"
+        } else if from.starts_with(PERSON_SENDER_PREFIX) {
+            "2"
+        } else {
+            "0"
+        };
         let mut invocation = SEND.prepare_invoke();
+        for key in team.message_keys() {
+            invocation.key(key);
+        }
         invocation
-            .key(team.meta())
-            .key(team.roster())
-            .key(team.sent())
-            .key(team.sent_at())
-            .key(team.transcript())
             .arg(team.inbox_prefix())
             .arg(from)
             .arg(to.unwrap_or(""))
@@ -103,13 +109,7 @@ impl Bus {
             .arg(body)
             .arg(&id)
             .arg(remember)
-            .arg(if notice {
-                "1"
-            } else if from.starts_with(PERSON_SENDER_PREFIX) {
-                "2"
-            } else {
-                "0"
-            });
+            .arg(sender_class);
         let limits = self.cfg.limits;
         invocation
             .arg(limits.inbox_max_entries)
