@@ -1,13 +1,16 @@
 //! Retries (issue 16, point 7) on the stack's real node: an agent type's `backoffLimit` starts a
-//! failed member again in a new pod after a backoff, and a lead whose pod is deleted comes back
-//! with its inbox and memory instead of disbanding its team. The operator runs as its real binary
+//! failed member again in a new pod after a backoff, and a lead whose pod ends comes back
+//! with its inbox and memory instead of disbanding its team, whether deleted by hand or evicted by
+//! the node's kubelet (over its ephemeral-storage limit). The operator runs as its real binary
 //! with `--retry-backoff-seconds 1` (the backoff doubles per failure from there). Like
 //! tests/node.rs these fail, never skip, when the node is missing.
 #[path = "fixtures/gateway.rs"]
 mod fixture;
 mod support;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use serde_json::json;
@@ -18,6 +21,7 @@ use support::*;
 use team_operator::api::{AgentType, Member, MemberPhase, MemoryMode, Team, TeamPhase};
 use team_operator::bus::{MemoryKey, MessageKind, OutgoingMessage, Recipient, TeamKey};
 use team_operator::controller::pod::GATEWAY_AUDIENCE;
+use team_operator::controller::retry::BACK_OFF;
 
 /// The first retry's backoff in these tests (the second waits 2 s).
 const BACKOFF: &str = "1";
@@ -160,6 +164,18 @@ case "$TEAM_ATTEMPT/$TEAM_TURN" in
 esac
 "#;
 
+/// A message from a person to the member `to`.
+fn from_tester(to: &str, body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        from: "user:tester".into(),
+        to: Recipient::Member(to.into()),
+        body: body.into(),
+        kind: MessageKind::Message,
+        id: None,
+        sent_by: Some("tester".into()),
+    }
+}
+
 #[tokio::test]
 async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_and_memory() {
     let s = stack().await;
@@ -201,15 +217,7 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     let first_token = fixture::pod_token(&s, ns.name(), &first, GATEWAY_AUDIENCE).await;
     let read = fixture::ok(fixture::call(&gw.url, Some(&first_token), "agent_memory", json!({ "action": "read" })).await);
     assert_eq!(read["agent"], "lead", "{read}");
-    let message = OutgoingMessage {
-        from: "user:tester".into(),
-        to: Recipient::Member(lead.clone()),
-        body: "the plan: ship it".into(),
-        kind: MessageKind::Message,
-        id: None,
-        sent_by: Some("tester".into()),
-    };
-    gw.bus.send(&TeamKey::new(ns.name(), "comeback"), message).await.expect("send to the lead");
+    gw.bus.send(&TeamKey::new(ns.name(), "comeback"), from_tester(&lead, "the plan: ship it")).await.expect("send to the lead");
 
     // Deleted by hand: the lead comes back in a new pod and the team goes on.
     pods.delete(&first_pod, &DeleteParams::default()).await.expect("delete the lead's pod");
@@ -245,6 +253,194 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     let turn1 = log.split("second pod, turn 2:").next().unwrap_or_default();
     assert!(turn1.contains("second pod, turn 1:") && turn1.contains("written by the first pod"), "turn 1 starts with the memory:\n{log}");
     assert!(log.contains("the plan: ship it"), "turn 2 is the message sent to the first pod:\n{log}");
+    ns.cleanup().await;
+}
+
+/// The lead's ephemeral-storage limit in the eviction test. The pod's usage counts the teamctl
+/// binary its init container copies into an emptyDir (about 100 MB in a debug build) besides the
+/// container's writable layer and logs, so the limit leaves room for it; [`FILL_MB`] past it is
+/// over the limit whatever teamctl weighs.
+const LEAD_STORAGE_LIMIT: &str = "192Mi";
+/// What the lead's first pod writes into its writable layer: over [`LEAD_STORAGE_LIMIT`] alone.
+const FILL_MB: u32 = 256;
+/// The kubelet's eviction manager looks every 10 s, from summary stats that can be a period old.
+const EVICTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The lead's loop for the eviction: the first pod writes memory, reads the message the test
+/// sends (leaving it unacked, as an agent evicted mid-turn does), notes that in its memory too,
+/// then writes past its ephemeral-storage limit and stays; the second pod prints its turns.
+fn evicted_lead_script() -> String {
+    format!(
+        r#"
+turn=$(cat)
+case "$TEAM_ATTEMPT/$TEAM_TURN" in
+1/1)
+  teamctl memory append "written by the first pod" || exit 8
+  got="no messages"
+  while [ "$got" = "no messages" ]; do got=$(teamctl wait --no-ack) || exit 9; done
+  teamctl memory append "the first pod read: $got" || exit 8
+  dd if=/dev/zero of=/tmp/fill bs=1M count={FILL_MB} 2>/dev/null
+  exec sleep 3600 ;;
+2/*) printf 'second pod, turn %s: %s\n' "$TEAM_TURN" "$turn" ;;
+*) echo "unexpected attempt/turn $TEAM_ATTEMPT/$TEAM_TURN"; exit 7 ;;
+esac
+"#
+    )
+}
+
+/// The Events the kubelet wrote about `pod` with `reason`.
+async fn kubelet_events(ns: &TestNamespace, pod: &str, reason: &str) -> Vec<Event> {
+    let events: Api<Event> = ns.api();
+    let mut found = events.list(&ListParams::default()).await.expect("events").items;
+    found.retain(|e| {
+        e.reason.as_deref() == Some(reason)
+            && e.reporting_controller.as_deref() == Some("kubelet")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pod)
+    });
+    found
+}
+
+/// A Failed pod the kubelet evicted (reason Evicted, and the kubelet's Evicted Event on it) for
+/// going over its ephemeral-storage limit; returns the kubelet's message without its closing period
+/// (the operator's messages quote it so, adding their own punctuation).
+async fn assert_evicted_by_the_kubelet(ns: &TestNamespace, pod: &Pod) -> String {
+    let status = pod.status.clone().unwrap_or_default();
+    assert_eq!((status.phase.as_deref(), status.reason.as_deref()), (Some("Failed"), Some("Evicted")), "{}", describe(pod));
+    let message = status.message.unwrap_or_default();
+    assert!(message.contains("ephemeral local storage"), "evicted for its storage: {message}");
+    let name = pod.name_any();
+    wait_until(POD_TIMEOUT, "the kubelet's Evicted Event on the pod", || async { !kubelet_events(ns, &name, "Evicted").await.is_empty() })
+        .await;
+    message.trim().trim_end_matches('.').to_owned()
+}
+
+/// Issue 16 point 7 with a real eviction: the kubelet's eviction manager, not the test or the
+/// operator, ends the lead's first pod for its ephemeral storage.
+#[tokio::test]
+async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with_its_inbox_and_memory() {
+    let s = stack().await;
+    real_node(&s.client).await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "retry-evict").await;
+    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
+    let _op = Operator::start_with(
+        ns.name(),
+        10,
+        &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE, "--retry-backoff-seconds", LONG_BACKOFF],
+    );
+    let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", evicted_lead_script().replace('\'', r"'\''"));
+    let mut container = shell_container("agent", AGENT_IMAGE, &command);
+    container.resources = Some(ResourceRequirements {
+        limits: Some([("ephemeral-storage".to_string(), Quantity(LEAD_STORAGE_LIMIT.into()))].into()),
+        ..Default::default()
+    });
+    let lead_type = AgentType { backoff_limit: 1, memory: MemoryMode::Local, ..agent_type("lead", container, |_| {}) };
+    let mut t = team("evicted", 1);
+    t.spec.agents[0] = lead_type;
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    let lead = lead_name(&ns, "evicted").await;
+    let members: Api<Member> = ns.api();
+    let member_name = "evicted-lead";
+    let running = wait_for(&members, member_name, POD_TIMEOUT, "the lead's first pod to run", |m| {
+        matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
+    })
+    .await;
+    let first_pod = pod_name(&running).expect("podName");
+    let memory = gw.bus.memory();
+    let key = MemoryKey { namespace: ns.name().into(), project: "evicted".into(), agent: "lead".into() };
+    let memory_has = |text: &'static str| {
+        let (memory, key) = (memory.clone(), key.clone());
+        async move { memory.read(&key).await.ok().flatten().is_some_and(|m| m.contains(text)) }
+    };
+    wait_until(POD_TIMEOUT, "the first pod to write its memory", || memory_has("written by the first pod")).await;
+    gw.bus.send(&TeamKey::new(ns.name(), "evicted"), from_tester(&lead, "the plan: ship it")).await.expect("send to the lead");
+    // The first pod got the message before it wrote past its limit.
+    wait_until(POD_TIMEOUT, "the first pod to read the message", || memory_has("the first pod read:")).await;
+
+    // The kubelet evicts the first pod; the Member says so while it backs off, then runs its
+    // second pod, and the team stays Active throughout.
+    let what = "the kubelet to evict the lead's first pod (the eviction manager looks every 10 s) and the lead to back off";
+    let backing_off = wait_for(&members, member_name, EVICTION_TIMEOUT, what, |m| {
+        m.phase().is_terminal() || (failed_attempts(m) == Some(1) && m.status.as_ref().and_then(|s| s.reason.as_deref()) == Some(BACK_OFF))
+    })
+    .await;
+    assert_eq!(backing_off.phase(), MemberPhase::Queued, "the evicted lead is retried: {}", describe(&backing_off));
+    let why = backing_off.status.clone().unwrap_or_default().message.unwrap_or_default();
+    assert!(why.starts_with("attempt 1 of 2 failed") && why.contains("(Evicted"), "{why}");
+    let pods: Api<Pod> = ns.api();
+    let evicted = pods.get(&first_pod).await.expect("the first pod is kept");
+    let eviction = assert_evicted_by_the_kubelet(&ns, &evicted).await;
+    assert!(why.contains(&format!("{eviction}; a new pod starts")), "the Member's message quotes the kubelet's: {why}");
+    let teams: Api<Team> = ns.api();
+    let team_now = teams.get("evicted").await.expect("team");
+    assert_eq!(
+        team_now.status.as_ref().and_then(|s| s.phase),
+        Some(TeamPhase::Active),
+        "the team did not disband: {}",
+        describe(&team_now)
+    );
+
+    let second_pod = format!("{first_pod}-2");
+    let back = wait_for(&members, member_name, POD_TIMEOUT, "the lead's second pod to run", |m| {
+        pod_name(m).as_deref() == Some(&second_pod) && matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
+    })
+    .await;
+    assert_eq!(failed_attempts(&back), Some(1), "{}", describe(&back));
+    let team_now = teams.get("evicted").await.expect("team");
+    assert_eq!(
+        team_now.status.as_ref().and_then(|s| s.phase),
+        Some(TeamPhase::Active),
+        "the team did not disband: {}",
+        describe(&team_now)
+    );
+
+    // The second pod's turn 1 starts with the memory, its turn 2 is the message the first pod
+    // read but never acked.
+    let turn2 = "second pod, turn 2:";
+    wait_until(POD_TIMEOUT, "the second pod's turn 2", || async { log_of(&ns, &second_pod).await.contains(turn2) }).await;
+    let log = log_of(&ns, &second_pod).await;
+    let (turn1, turn2) = log.split_once(turn2).unwrap_or_default();
+    assert!(turn1.contains("second pod, turn 1:") && turn1.contains("written by the first pod"), "turn 1 starts with the memory:\n{log}");
+    assert!(turn2.contains("the plan: ship it"), "turn 2 is the message sent before the eviction:\n{log}");
+    // The second pod's own token acts as the lead and reads the same memory.
+    let second = pods.get(&second_pod).await.expect("second pod");
+    let second_token = fixture::pod_token(&s, ns.name(), &second, GATEWAY_AUDIENCE).await;
+    let read = fixture::ok(fixture::call(&gw.url, Some(&second_token), "agent_memory", json!({ "action": "read" })).await);
+    assert_eq!(read["agent"], "lead", "{read}");
+    assert!(read.to_string().contains("the first pod read:"), "{read}");
+    ns.cleanup().await;
+}
+
+/// Without a backoffLimit an eviction is a failure like any other: reason Evicted, the lead told.
+#[tokio::test]
+async fn a_member_evicted_by_the_kubelet_without_a_backoff_limit_fails_with_reason_evicted_and_the_lead_is_told() {
+    let mut container = shell_container("agent", AGENT_IMAGE, "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null; exec sleep 3600");
+    container.resources = Some(ResourceRequirements {
+        limits: Some([("ephemeral-storage".to_string(), Quantity("4Mi".into()))].into()),
+        ..Default::default()
+    });
+    let hog = AgentType { backoff_limit: 0, ..agent_type("hog", container, |_| {}) };
+    let (ns, _op) = team_with("retry-evict0", "hogs", 1, vec![hog], BACKOFF).await;
+    create_member(&ns, "hogs", "hog", "hog").await;
+    let members: Api<Member> = ns.api();
+    let what = "the kubelet to evict the member's pod (over its ephemeral-storage limit; the eviction manager looks every 10 s)";
+    let failed = wait_for(&members, "hog", EVICTION_TIMEOUT, what, |m| m.phase().is_terminal()).await;
+    let status = failed.status.clone().unwrap_or_default();
+    assert_eq!(
+        (failed.phase(), status.reason.as_deref(), status.failed_attempts),
+        (MemberPhase::Failed, Some("Evicted"), None),
+        "{}",
+        describe(&failed)
+    );
+    let pod = ns.api::<Pod>().get(&pod_name(&failed).expect("podName")).await.expect("the evicted pod is kept");
+    let eviction = assert_evicted_by_the_kubelet(&ns, &pod).await;
+    assert!(status.message.unwrap_or_default().ends_with(&format!("): {eviction}")), "{}", describe(&failed));
+    let lead = lead_name(&ns, "hogs").await;
+    let notice = failure_notice(ns.name(), "hogs", &lead, "hog").await;
+    assert!(notice.starts_with("[AGENT FAILURE] @hog failed: Evicted") && notice.contains(&format!("{eviction}. Its pending")), "{notice}");
+    assert_eq!(pods_of(&ns, &failed).await.len(), 1, "no retry without a backoffLimit");
+    let team_now = ns.api::<Team>().get("hogs").await.expect("team");
+    assert_eq!(team_now.status.and_then(|s| s.phase), Some(TeamPhase::Active), "a member's failure does not disband its team");
     ns.cleanup().await;
 }
 

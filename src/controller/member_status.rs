@@ -101,7 +101,14 @@ fn pod_failed(status: &PodStatus, name: &str) -> Observed {
     });
     let exit_code = terminated.as_ref().map(|t| t.exit_code);
     let reason = status.reason.clone().or_else(|| terminated.as_ref().and_then(|t| t.reason.clone())).unwrap_or_else(|| "PodFailed".into());
-    let detail = status.message.clone().or_else(|| terminated.as_ref().and_then(|t| t.message.clone()));
+    // The kubelet ends its own sentences ("… limit of containers 4Mi. "); the messages built on
+    // this one (the retry's, the lead's notice) add their own punctuation.
+    let detail = status
+        .message
+        .clone()
+        .or_else(|| terminated.as_ref().and_then(|t| t.message.clone()))
+        .map(|d| d.trim().trim_end_matches('.').to_owned())
+        .filter(|d| !d.is_empty());
     let message = match (exit_code, detail) {
         (Some(code), Some(d)) => format!("pod {name} failed ({reason}, exit code {code}): {d}"),
         (Some(code), None) => format!("pod {name} failed ({reason}, exit code {code})"),
@@ -317,6 +324,21 @@ mod tests {
         status(&mut p).message = Some("node low on memory".into());
         let (o, _) = from_pod(&p, false, Timestamp::now(), DEADLINES);
         assert_eq!(o.reason.as_deref(), Some("Evicted"));
+    }
+
+    #[test]
+    fn an_eviction_for_ephemeral_storage_reads_evicted_with_the_kubelets_message_and_the_killed_containers_code() {
+        // As the kubelet's eviction manager leaves such a pod (tests/retries.rs evicts one).
+        let mut p = pod("Failed");
+        terminated(&mut p, 137, "Error");
+        status(&mut p).reason = Some("Evicted".into());
+        status(&mut p).message = Some("Pod ephemeral local storage usage exceeds the total limit of containers 4Mi. ".into());
+        let (o, _) = from_pod(&p, false, Timestamp::now(), DEADLINES);
+        assert_eq!((o.phase, o.reason.as_deref(), o.exit_code), (MemberPhase::Failed, Some("Evicted"), Some(137)));
+        let message = "pod p failed (Evicted, exit code 137): Pod ephemeral local storage usage exceeds the total limit of containers 4Mi";
+        assert_eq!(o.message.as_deref(), Some(message), "no dangling period or space for the texts built on it");
+        status(&mut p).message = Some(" . ".into());
+        assert_eq!(from_pod(&p, false, Timestamp::now(), DEADLINES).0.message.as_deref(), Some("pod p failed (Evicted, exit code 137)"));
     }
 
     #[test]
