@@ -251,6 +251,10 @@ impl TestNamespace {
 /// Teams' disband finalizers and the namespace would hang in Terminating: drop them first.
 async fn delete_namespace(client: &Client, name: &str) -> kube::Result<()> {
     let teams: Api<team_operator::api::Team> = Api::namespaced(client.clone(), name);
+    // Delete the Teams first, then strip their finalizers: the API server adds no finalizer to an
+    // object being deleted, so a test's operator still running cannot put its disband finalizer
+    // back (stripped from a live Team it did, and the namespace hung in Terminating).
+    let _ = teams.delete_collection(&DeleteParams::background(), &Default::default()).await;
     if let Ok(list) = teams.list(&Default::default()).await {
         let patch = Patch::Merge(serde_json::json!({ "metadata": { "finalizers": null } }));
         for t in list.items.iter().filter(|t| !t.finalizers().is_empty()) {
