@@ -125,7 +125,9 @@ pub enum Command {
     #[command(subcommand)]
     Plan(PlanCommand),
     /// Report what your runtime used so far, as running totals (`teamctl run` does it as each
-    /// turn begins and ends); says when a budget is over.
+    /// turn begins and ends); says when a budget is over. Under `teamctl run` the counts are
+    /// this run's (`--turns "$TEAM_TURN"`): the member's usage before it (earlier attempts) is
+    /// added (`TEAM_USAGE_BASE_TURNS`, `TEAM_USAGE_BASE_TOKENS`).
     Usage {
         /// Turns begun so far.
         #[arg(long)]

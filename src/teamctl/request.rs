@@ -121,7 +121,9 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
             (Tool::PlanSubmit, to_value(&PlanSubmitArgs { plan: text_arg(plan)?, team, namespace }))
         }
         Command::Usage { turns, tokens } => {
-            (Tool::UsageReport, to_value(&UsageReportArgs { turns: *turns, tokens: *tokens, team, namespace }))
+            // Counted from the start of this run of `teamctl run`: on top of the member's usage before it.
+            let (turns, tokens) = super::run::base::Base::from_env().plus(*turns, *tokens);
+            (Tool::UsageReport, to_value(&UsageReportArgs { turns, tokens, team, namespace }))
         }
         Command::Plan(PlanCommand::Approve { member, feedback }) => (
             Tool::PlanReview,
