@@ -98,6 +98,12 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
                 lead_prompt: c.lead_prompt.clone(),
                 memory_project: c.memory_project.clone(),
                 retention: c.retention.clone(),
+                priority: c.priority,
+                budget: (c.budget_turns.is_some() || c.budget_seconds.is_some() || c.budget_tokens.is_some()).then_some(BudgetArgs {
+                    turns: c.budget_turns,
+                    seconds: c.budget_seconds,
+                    tokens: c.budget_tokens,
+                }),
                 namespace,
             };
             (Tool::TeamCreate, to_value(&args))
