@@ -194,16 +194,20 @@ pub async fn run(args: GatewayArgs, metrics: Arc<Metrics>) -> anyhow::Result<()>
         _ => None,
     };
     let state = Arc::new(GatewayState::new(client, bus, metrics, settings));
+    let usage = Arc::clone(&state.usage);
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %args.listen, "gateway listening");
-    match (args.aggregated_listen, cert) {
+    let served = match (args.aggregated_listen, cert) {
         (Some(addr), Some(cert)) => {
             let tls_listener = TcpListener::bind(addr).await?;
             tracing::info!(%addr, group = %args.api_group, "gateway serving its aggregated API over TLS");
             tokio::try_join!(serve(listener, state.clone()), serve_aggregated(tls_listener, state, cert)).map(|_| ())
         }
         _ => serve(listener, state).await,
-    }
+    };
+    // Usage taken and not written yet is written before the process ends (see `usage`).
+    usage.flush().await;
+    served
 }
 
 /// Serves the gateway on `listener` until the process ends (or SIGTERM).

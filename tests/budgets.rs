@@ -2,7 +2,8 @@
 //! real controller (kwok pods) run `teamctl run` locally with their pods' projected tokens,
 //! against the gateway in-process. What is asserted is what a user sees: the Member's phase and
 //! reason, its `status.usage` and the Team's (read with kubectl), the lead's inbox, the loop's
-//! turns, the metrics.
+//! turns, the metrics. A retried member's usage over its attempts runs on the real node, its
+//! `teamctl run` in its pods.
 #[path = "fixtures/gateway.rs"]
 mod fixture;
 mod support;
@@ -13,11 +14,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::model_server::{Conversation, ModelServer, Reply};
+use support::node::{AGENT_IMAGE, POD_TIMEOUT, agent_type, node_ip, project_image, real_node, shell_container};
 use support::operator::Operator;
 use support::proxy::RefusingProxy;
 use support::teams::{lead_name, member, team};
 use support::*;
-use team_operator::api::{Budget, Member, MemberPhase, Team, Usage};
+use team_operator::api::{AgentType, Budget, Member, MemberPhase, Team, Usage};
+use team_operator::bus::{MessageKind, OutgoingMessage, Recipient, TeamKey};
 
 fn usage(m: &Member) -> Option<Usage> {
     m.status.as_ref().and_then(|s| s.usage)
@@ -295,5 +298,96 @@ async fn opencode_tokens_are_held_against_the_budget() {
     assert!(proxy.requests().is_empty(), "opencode went outside: {:?}", proxy.requests());
 
     run.kill().await.ok();
+    ns.cleanup().await;
+}
+
+/// The retried member's agent: each turn reports 100 tokens of its own (`teamctl usage`,
+/// counted from its run's start); the first attempt's turn 2 fails, which fails its pod.
+const RETRIED: &str = r#"
+cat > /dev/null
+teamctl usage --turns "$TEAM_TURN" --tokens $((TEAM_TURN * 100))
+case "$TEAM_ATTEMPT/$TEAM_TURN" in
+1/2) echo "attempt 1 fails in turn 2"; exit 3 ;;
+esac
+"#;
+
+/// A retry's new pod counts on from what the earlier attempt used: budget 4 turns,
+/// backoffLimit 1. Attempt 1 runs turns 1 and 2 (200 tokens) and fails in turn 2; attempt 2
+/// runs the prompt and the message its predecessor had not acknowledged, the member's turns 3
+/// and 4 (400 tokens); a message more would be turn 5: it does not begin, and the member is
+/// stopped with BudgetExceeded, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_members_usage_runs_on_from_its_earlier_attempt_and_its_budget_holds_across_them() {
+    let s = stack().await;
+    real_node(&s.client).await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "budget-retry").await;
+    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
+    let image = project_image();
+    let _op = Operator::start_with(ns.name(), 10, &["--gateway-url", &gw.url, "--teamctl-image", &image, "--retry-backoff-seconds", "1"]);
+    let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", RETRIED.replace('\'', r"'\''"));
+    let retried = AgentType {
+        backoff_limit: 1,
+        budget: Some(Budget { turns: Some(4), ..Default::default() }),
+        ..agent_type("retried", shell_container("agent", AGENT_IMAGE, &command), |_| {})
+    };
+    let mut t = team("chi", 3);
+    // Long enough that a member waits for the test's message rather than completing.
+    t.spec.member_timeout_seconds = 60;
+    t.spec.agents.push(retried);
+    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
+    lead_name(&ns, "chi").await;
+    let members: Api<Member> = ns.api();
+    let mut m = member("flaky", "chi", None);
+    m.spec.agent = "retried".into();
+    members.create(&PostParams::default(), &m).await.expect("member");
+    let send = |to: String, body: &'static str| {
+        let bus = gw.bus.clone();
+        let key = TeamKey::new(ns.name(), "chi");
+        async move {
+            let message = OutgoingMessage {
+                from: "user:tester".into(),
+                to: Recipient::Member(to),
+                body: body.into(),
+                kind: MessageKind::Message,
+                id: None,
+                sent_by: Some("tester".into()),
+            };
+            bus.send(&key, message).await.expect("send to the member");
+        }
+    };
+    let pod_name = |m: &Member| m.status.as_ref().and_then(|s| s.pod_name.clone());
+
+    // Attempt 1: turn 1, then turn 2 (a message), which fails the pod.
+    let first = wait_for(&members, "flaky", POD_TIMEOUT, "attempt 1 waiting after turn 1", |m| {
+        m.phase() == MemberPhase::Idle && usage(m) == Some(Usage { turns: 1, tokens: 100 })
+    })
+    .await;
+    let name = first.agent_name().expect("name").to_owned();
+    let first_pod = pod_name(&first).expect("podName");
+    send(name.clone(), "turn two").await;
+
+    // Attempt 2, a new pod, runs turns 3 and 4 of the member and waits.
+    let second_pod = format!("{first_pod}-2");
+    let second = wait_for(&members, "flaky", POD_TIMEOUT, "attempt 2 waiting, its usage on top of attempt 1's", |m| {
+        pod_name(m).as_deref() == Some(second_pod.as_str())
+            && m.phase() == MemberPhase::Idle
+            && usage(m) == Some(Usage { turns: 4, tokens: 400 })
+    })
+    .await;
+    assert_eq!(second.status.as_ref().and_then(|s| s.failed_attempts), Some(1), "{:?}", second.status);
+    assert_eq!(
+        kubectl_jsonpath(ns.name(), "member/flaky", "{.status.usage.turns}/{.status.usage.tokens}").await,
+        "4/400",
+        "as kubectl shows it"
+    );
+
+    // A message more would be the member's turn 5: over the budget of 4, so it is stopped.
+    send(name, "turn five").await;
+    let failed = wait_for(&members, "flaky", POD_TIMEOUT, "Failed", |m| m.phase().is_terminal()).await;
+    let st = failed.status.clone().unwrap_or_default();
+    assert_eq!((st.phase, st.reason.as_deref()), (Some(MemberPhase::Failed), Some("BudgetExceeded")), "{:?}", failed.status);
+    assert_eq!(st.message.as_deref(), Some("the budget of agent type retried is spent: turn 5 began, over the budget of 4 turns"));
+    assert_eq!((st.usage, st.failed_attempts, st.pod_name), (Some(Usage { turns: 5, tokens: 400 }), Some(1), Some(second_pod)));
     ns.cleanup().await;
 }

@@ -431,6 +431,87 @@ async fn members_create_sub_teams_only_where_allowed() {
     ns.cleanup().await;
 }
 
+/// `kubectl get team <name> -n <ns> -o yaml`: what a user reads.
+async fn kubectl_yaml(ns: &str, team: &str) -> String {
+    let cache = scratch_dir("gateway-kubectl-cache");
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig_path())
+        .arg("--cache-dir")
+        .arg(&cache)
+        .args(["-n", ns, "get", "team", team, "-o", "yaml"])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running kubectl (is the stack's PATH set? `eval \"$(hack/stack.sh env)\"`): {e}"));
+    assert!(out.status.success(), "kubectl get team {team}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// team_create takes the Team's `priority` and `budget`, checked as the CRD checks them, each
+/// refusal naming the field and the rule; a member's sub-team may not outrank its parent.
+#[tokio::test]
+async fn team_create_takes_a_priority_and_a_budget_checked_as_the_crd_checks_them() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-budget").await;
+    let gw = start_gateway(&s).await;
+    let person = user_token(&s, &ns.name, "person").await;
+    grant(&s, &ns.name, "person", &["teams"], &["create", "get"]).await;
+    let agents = json!([{ "name": "general", "image": "x" }]);
+    let budget = json!({ "turns": 40, "seconds": 3600, "tokens": 500000 });
+    let created = eventually_ok(|| {
+        call(
+            &gw.url,
+            Some(&person),
+            "team_create",
+            json!({ "name": "rho", "namespace": ns.name, "agents": agents, "priority": -250, "budget": budget }),
+        )
+    })
+    .await;
+    assert_eq!((created["priority"].clone(), created["budget"].clone()), (json!(-250), budget.clone()), "{created}");
+    let yaml = kubectl_yaml(&ns.name, "rho").await;
+    let spec: Value = serde_yaml::from_str::<Value>(&yaml).expect("yaml")["spec"].clone();
+    assert_eq!((spec["priority"].clone(), spec["budget"].clone()), (json!(-250), budget), "kubectl get team rho -o yaml:\n{yaml}");
+
+    for (bad, field, rule) in [
+        (json!({ "priority": 1001 }), "`priority`", "1001 is out of range: at least -1000, at most 1000"),
+        (json!({ "priority": -1001 }), "`priority`", "-1001 is out of range"),
+        (json!({ "budget": {} }), "`budget`", "a budget sets at least one of turns, seconds, tokens"),
+        (json!({ "budget": { "turns": 0 } }), "`budget.turns`", "0 is out of range: at least 1, at most 1000000"),
+        (
+            json!({ "budget": { "tokens": 5, "seconds": 31536001 } }),
+            "`budget.seconds`",
+            "31536001 is out of range: at least 1, at most 31536000",
+        ),
+    ] {
+        let mut args = json!({ "name": "bad", "namespace": ns.name, "agents": agents });
+        args.as_object_mut().expect("object").extend(bad.as_object().expect("object").clone());
+        let answer = call(&gw.url, Some(&person), "team_create", args).await;
+        assert_error(&answer, 400, "invalid_argument", &format!("team_create: field {field}: {rule}"));
+    }
+    let typo = call(
+        &gw.url,
+        Some(&person),
+        "team_create",
+        json!({ "name": "bad", "namespace": ns.name, "agents": agents, "budget": { "turn": 3 } }),
+    )
+    .await;
+    assert_error(&typo, 400, "invalid_argument", "turn");
+    assert!(ns.api::<Team>().get_opt("bad").await.expect("read").is_none(), "nothing refused was created");
+
+    // A member's sub-team: at most its parent's priority (0 here).
+    let p = team_with_members(&s, &ns, &gw.bus, "parent", &["general"]).await;
+    allow_sub_teams(&ns, "parent").await;
+    let member = p.token("general");
+    let above = call(&gw.url, Some(member), "team_create", json!({ "name": "child", "priority": 1 })).await;
+    assert_error(&above, 400, "invalid_argument", "field `priority`: a sub-team's priority is at most its parent's (0), not 1");
+    let child = ok(call(&gw.url, Some(member), "team_create", json!({ "name": "child", "priority": -5, "budget": { "turns": 9 } })).await);
+    assert_eq!((child["priority"].clone(), child["budget"].clone()), (json!(-5), json!({ "turns": 9 })), "{child}");
+
+    gw.bus.teardown(&p.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
 /// Only the operator makes lead Members (the chart's ValidatingAdmissionPolicy, which the
 /// harness applies as the chart renders it).
 #[tokio::test]

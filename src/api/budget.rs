@@ -21,23 +21,31 @@ use serde::{Deserialize, Serialize};
 /// Reason of a member stopped for going over its own budget or its team's.
 pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
 
+/// The most of each limit the schema takes (each limit is at least 1).
+pub const MAX_TURNS: i64 = 1_000_000;
+/// A year.
+pub const MAX_SECONDS: i64 = 31_536_000;
+pub const MAX_TOKENS: i64 = 1_000_000_000_000;
+/// The rule of the schema's `x-kubernetes-validations` on a budget, in words.
+const SETS_ONE: &str = "a budget sets at least one of turns, seconds, tokens";
+
 /// Limits; each one left out is no limit. No budget at all is today's behaviour: no limit.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.turns) || has(self.seconds) || has(self.tokens)").message("a budget sets at least one of turns, seconds, tokens"))]
+#[x_kube(validation = Rule::new("has(self.turns) || has(self.seconds) || has(self.tokens)").message(SETS_ONE))]
 pub struct Budget {
     /// Most turns (a turn counts when it begins: with 2, a third turn is over the budget).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1_000_000))]
+    #[schemars(range(min = 1, max = MAX_TURNS))]
     pub turns: Option<i64>,
     /// Most wall-clock seconds: a member's from its start (`status.startTime`), a team's from its
     /// creation. At most a year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 31_536_000))]
+    #[schemars(range(min = 1, max = MAX_SECONDS))]
     pub seconds: Option<i64>,
     /// Most model tokens (input and output, cached ones included) as the runtime reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    #[schemars(range(min = 1, max = MAX_TOKENS))]
     pub tokens: Option<i64>,
 }
 
@@ -115,6 +123,27 @@ impl fmt::Display for Over {
 }
 
 impl Budget {
+    /// What the schema refuses of this budget, given at `field` (`budget`, `spec.budget`): the
+    /// field (`budget.turns`) and the rule of the first problem, for a caller that builds a Team
+    /// from its own arguments (`team_create`) and should hear of them by their names, not the
+    /// API server's.
+    pub fn check(&self, field: &str) -> Result<(), (String, String)> {
+        if self.turns.is_none() && self.seconds.is_none() && self.tokens.is_none() {
+            return Err((field.to_owned(), SETS_ONE.to_owned()));
+        }
+        for (limit, value, max) in
+            [("turns", self.turns, MAX_TURNS), ("seconds", self.seconds, MAX_SECONDS), ("tokens", self.tokens, MAX_TOKENS)]
+        {
+            match value {
+                Some(v) if !(1..=max).contains(&v) => {
+                    return Err((format!("{field}.{limit}"), format!("{v} is out of range: at least 1, at most {max}")));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// The first limit that `usage` after `elapsed_seconds` of wall-clock is over, if any
     /// (turns, then tokens, then seconds).
     pub fn over(&self, usage: &Usage, elapsed_seconds: i64) -> Option<Over> {
@@ -142,6 +171,20 @@ mod tests {
 
     fn usage(turns: i64, tokens: i64) -> Usage {
         Usage { turns, tokens }
+    }
+
+    #[test]
+    fn a_budget_is_checked_as_the_schema_checks_it_naming_the_field() {
+        assert_eq!(Budget { turns: Some(1), ..Default::default() }.check("budget"), Ok(()));
+        assert_eq!(Budget { seconds: Some(MAX_SECONDS), tokens: Some(MAX_TOKENS), turns: Some(MAX_TURNS) }.check("budget"), Ok(()));
+        let refused = |field: &str, rule: &str| Err((field.to_owned(), rule.to_owned()));
+        assert_eq!(Budget::default().check("budget"), refused("budget", "a budget sets at least one of turns, seconds, tokens"));
+        assert_eq!(
+            Budget { turns: Some(0), ..Default::default() }.check("budget"),
+            refused("budget.turns", "0 is out of range: at least 1, at most 1000000")
+        );
+        let e = Budget { turns: Some(2), seconds: Some(MAX_SECONDS + 1), ..Default::default() }.check("spec.budget");
+        assert_eq!(e, refused("spec.budget.seconds", "31536001 is out of range: at least 1, at most 31536000"));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const DEFAULT_MEMBER_TIMEOUT_SECONDS: i64 = 300;
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Longest `spec.retention` (the schema's rule says the same).
 pub const MAX_RETENTION: Duration = Duration::from_secs(8760 * 3600);
+/// The range of `spec.priority`, as the schema has it (and `team_create` checks it).
+pub const MIN_PRIORITY: i32 = -1000;
+pub const MAX_PRIORITY: i32 = 1000;
 
 /// Desired state of a Team: its concurrency cap, its lead and the agent types its members can be.
 // kube's printcolumn attributes repeat `type_`, which clippy mistakes for duplicated attributes.
@@ -63,7 +66,7 @@ pub struct TeamSpec {
     /// first; teams of equal priority share the slots round-robin (the namespace, then the team,
     /// that holds the fewest slots goes next). Does not raise the team's own `maxAgents`.
     #[serde(default, skip_serializing_if = "is_zero")]
-    #[schemars(range(min = -1000, max = 1000))]
+    #[schemars(range(min = MIN_PRIORITY, max = MAX_PRIORITY))]
     pub priority: i32,
 
     /// How long, in seconds, a member's `wait_messages` blocks before it returns empty.

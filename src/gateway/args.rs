@@ -42,9 +42,32 @@ pub struct TeamCreateArgs {
     /// `90s`, `0s` for not at all; at most `8760h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// Admission priority, -1000 to 1000 (default 0): a higher one is admitted first when the
+    /// operator-wide cap is short. A sub-team's may not exceed its parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// The whole team's budget (all members together): at least one of `turns`, `seconds`
+    /// (from the team's creation), `tokens`, each at least 1. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetArgs>,
     /// Namespace (only for callers outside member pods; members stay in their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+/// A team's budget (`spec.budget`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetArgs {
+    /// Most turns of all members together (a turn counts when it begins), 1 to 1000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<i64>,
+    /// Most wall-clock seconds from the team's creation, 1 to 31536000 (a year).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<i64>,
+    /// Most model tokens of all members together, 1 to 1000000000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<i64>,
 }
 
 /// One agent type of a new team.

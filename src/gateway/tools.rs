@@ -138,6 +138,8 @@ fn team_fields() -> Vec<(&'static str, &'static str, &'static str)> {
         ("lead", "string", "Member name of the lead."),
         ("agents", "array", "Agent type names."),
         ("counts", "object", "Members per phase."),
+        ("priority", "integer", "Admission priority (-1000 to 1000)."),
+        ("budget", "object", "The whole team's budget: { turns, seconds, tokens }."),
         ("teams", "array", "The teams (when listing)."),
     ]
 }
@@ -279,7 +281,7 @@ pub const TOOLS: &[ToolDef] = &[
     },
     ToolDef {
         name: Tool::TeamCreate.as_str(),
-        description: "Create a new team that you lead: its agent types (image or pod template, model, memory), its concurrency cap and wait timeout. Called from a member pod, the calling pod becomes the lead and, when `agents` is left out, the agent types of your current team are reused.",
+        description: "Create a new team that you lead: its agent types (image or pod template, model, memory), its concurrency cap and wait timeout, its admission priority and its budget. Called from a member pod, the calling pod becomes the lead and, when `agents` is left out, the agent types of your current team are reused.",
         schema: schema_of::<TeamCreateArgs>,
         hints: hints(false, false, false),
         output: out_team,

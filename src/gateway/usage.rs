@@ -5,8 +5,9 @@
 //!
 //! Several gateway replicas may hold reports of one member. Every write is conditional on the
 //! version it read, and one that would lower a count is not made (see [`Usage::max`]), so the
-//! status only ever grows whichever replica writes last. A replica that dies loses what it held:
-//! the member's next report, a running total, brings it back.
+//! status only ever grows whichever replica writes last. A replica that stops writes what it
+//! holds first; one that dies loses it: the member's next report, a running total (over all its
+//! attempts), brings it back, unless the member's pod ended within the flush interval.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -98,7 +99,9 @@ impl UsageWriter {
         self.reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn flush(&self) {
+    /// Writes every report that waits. The gateway also calls it as it stops: a report of a
+    /// member whose pod ended since (a failed attempt) would come back with no later report.
+    pub async fn flush(&self) {
         let due: Vec<(Key, Usage)> = {
             let mut reports = self.lock();
             // Forget what was written and the cache shows (or whose Member is gone from it).

@@ -125,7 +125,9 @@ pub enum Command {
     #[command(subcommand)]
     Plan(PlanCommand),
     /// Report what your runtime used so far, as running totals (`teamctl run` does it as each
-    /// turn begins and ends); says when a budget is over.
+    /// turn begins and ends); says when a budget is over. Under `teamctl run` the counts are
+    /// this run's (`--turns "$TEAM_TURN"`): the member's usage before it (earlier attempts) is
+    /// added (`TEAM_USAGE_BASE_TURNS`, `TEAM_USAGE_BASE_TOKENS`).
     Usage {
         /// Turns begun so far.
         #[arg(long)]
@@ -313,6 +315,18 @@ pub struct TeamCreate {
     /// How long the transcript stays readable after the team disbands (24h, 1h30m, 90s, 0s).
     #[arg(long)]
     pub retention: Option<String>,
+    /// Admission priority, -1000 to 1000 (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// The team's budget: most turns of all members together.
+    #[arg(long)]
+    pub budget_turns: Option<i64>,
+    /// The team's budget: most wall-clock seconds from its creation.
+    #[arg(long)]
+    pub budget_seconds: Option<i64>,
+    /// The team's budget: most model tokens of all members together.
+    #[arg(long)]
+    pub budget_tokens: Option<i64>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {

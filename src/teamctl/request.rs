@@ -98,6 +98,12 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
                 lead_prompt: c.lead_prompt.clone(),
                 memory_project: c.memory_project.clone(),
                 retention: c.retention.clone(),
+                priority: c.priority,
+                budget: (c.budget_turns.is_some() || c.budget_seconds.is_some() || c.budget_tokens.is_some()).then_some(BudgetArgs {
+                    turns: c.budget_turns,
+                    seconds: c.budget_seconds,
+                    tokens: c.budget_tokens,
+                }),
                 namespace,
             };
             (Tool::TeamCreate, to_value(&args))
@@ -121,7 +127,9 @@ pub(super) fn request(cli: &Cli, namespace: Option<String>) -> Result<(Tool, Val
             (Tool::PlanSubmit, to_value(&PlanSubmitArgs { plan: text_arg(plan)?, team, namespace }))
         }
         Command::Usage { turns, tokens } => {
-            (Tool::UsageReport, to_value(&UsageReportArgs { turns: *turns, tokens: *tokens, team, namespace }))
+            // Counted from the start of this run of `teamctl run`: on top of the member's usage before it.
+            let (turns, tokens) = super::run::base::Base::from_env().plus(*turns, *tokens);
+            (Tool::UsageReport, to_value(&UsageReportArgs { turns, tokens, team, namespace }))
         }
         Command::Plan(PlanCommand::Approve { member, feedback }) => (
             Tool::PlanReview,

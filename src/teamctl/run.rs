@@ -17,14 +17,16 @@
 //! it exits non-zero, its output is the next turn (see `quality_gate`).
 //!
 //! As each turn begins and ends, it reports the member's usage through the gateway
-//! (`usage_report`: turns begun, the tokens the runtime reported so far). When the answer says a
-//! budget is over (the agent type's or the team's), no further turn begins: it waits for the
-//! operator, which stops the member (BudgetExceeded) by deleting its pod.
+//! (`usage_report`: turns begun, the tokens the runtime reported so far), on top of what the
+//! member used before this run, read as it starts (its earlier attempts': see `base`). When the
+//! answer says a budget is over (the agent type's or the team's), no further turn begins: it
+//! waits for the operator, which stops the member (BudgetExceeded) by deleting its pod.
 //!
 //! # Layout
 //! - `runtime`: what every adapter does (one turn as a command) and the choice among them.
 //! - `opencode`, `claude`, `codex`, `exec`: one adapter per runtime.
 //! - `child`: running one turn's process with signals passed on.
+//! - `base`: the member's usage before this run, which its reports add to.
 
 use std::time::Duration;
 
@@ -35,18 +37,22 @@ use tokio::time::Instant;
 use super::cli::Cli;
 use super::quality_gate::{Gate, Verdict};
 use super::{EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE};
+use crate::api::Usage;
 use crate::gateway::args::{AgentMemoryArgs, MemoryAction, UsageReportArgs, WaitMessagesArgs};
 use crate::gateway::client::{ClientError, GatewayClient};
 use crate::gateway::error::ErrorCode;
 use crate::gateway::tools::Tool;
 use crate::gateway::tools::shutdown::APPROVED_MARK;
 
+pub(super) mod base;
 mod child;
 mod claude;
 mod codex;
 mod exec;
 mod opencode;
 mod runtime;
+
+use base::Base;
 
 /// The system notice the operator sends when a team disbands.
 pub const DISBANDED_MARK: &str = "[TEAM DISBANDED]";
@@ -169,6 +175,10 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
         }
     };
     let gateway = Gateway { client, namespace, team: cli.team.clone() };
+    let base = gateway.base().await;
+    if base != Base::default() {
+        say(format!("this member used {} turns and {} tokens before this run: counting on from there", base.turns, base.tokens));
+    }
 
     let memory = if args.memory == "local" {
         match gateway.memory().await {
@@ -184,14 +194,14 @@ pub(super) async fn run(cli: &Cli, namespace: Option<String>, args: &RunArgs, cl
     let mut pending: Vec<String> = Vec::new();
     for turn in 1..=args.max_turns {
         // A turn counts when it begins: one past a budget does not begin.
-        if let Some(over) = gateway.report_usage(turn, adapter.tokens()).await {
+        if let Some(over) = gateway.report_usage(base.plus(turn.into(), adapter.tokens())).await {
             say(format!("not starting turn {turn}: {over}; waiting for the operator to stop this member"));
             return wait_for_stop(&mut signals, idle).await;
         }
         say(format!("turn {turn} starts ({} bytes)", text.len()));
-        let outcome = child::run_turn(adapter.as_mut(), turn, &text, &mut signals, grace).await;
+        let outcome = child::run_turn(adapter.as_mut(), turn, &text, &base.env(), &mut signals, grace).await;
         // The tokens of the turn, whatever its end; a budget it went over stops the next turn.
-        gateway.report_usage(turn, adapter.tokens()).await;
+        gateway.report_usage(base.plus(turn.into(), adapter.tokens())).await;
         match outcome {
             child::Outcome::Exited(0) => {}
             child::Outcome::Exited(code) => {
@@ -348,18 +358,47 @@ impl Gateway {
         Ok(v.get("messages").and_then(Value::as_array).into_iter().flatten().filter_map(Incoming::from_json).collect())
     }
 
-    /// Reports `turns` begun and `tokens` used so far (usage_report); why a budget is over, if
-    /// one is. A report that cannot be made is logged and the loop goes on: a budget is the
-    /// operator's to enforce, and a gateway without the tool must not stop a member.
-    async fn report_usage(&self, turns: u32, tokens: u64) -> Option<String> {
-        let args = UsageReportArgs { turns: u64::from(turns), tokens, team: self.team.clone(), namespace: self.namespace.clone() };
-        match self.client.call(Tool::UsageReport.as_str(), &super::request::to_value(&args)).await {
+    /// The member's usage before this run: the totals a report of nothing answers (see `base`),
+    /// retried while the gateway is unavailable (10 tries). None read (a gateway without the
+    /// tool, or one that stays away) is no base: the loop goes on, as it does when a report
+    /// fails, since a budget is the operator's to enforce.
+    async fn base(&self) -> Base {
+        let mut tries = 0;
+        loop {
+            match self.usage_report(0, 0).await {
+                Ok(v) => {
+                    let usage = v.get("usage").cloned().and_then(|u| serde_json::from_value::<Usage>(u).ok()).unwrap_or_default();
+                    return Base::from_usage(usage);
+                }
+                Err(ClientError::Unavailable(msg)) if tries < 10 => {
+                    tries += 1;
+                    say(format!("the gateway is unavailable ({msg}); retrying"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    say(format!("could not read the usage recorded before this run ({e}); counting from zero"));
+                    return Base::default();
+                }
+            }
+        }
+    }
+
+    /// Reports the member's totals `(turns begun, tokens used)` (usage_report); why a budget is
+    /// over, if one is. A report that cannot be made is logged and the loop goes on: a budget is
+    /// the operator's to enforce, and a gateway without the tool must not stop a member.
+    async fn report_usage(&self, (turns, tokens): (u64, u64)) -> Option<String> {
+        match self.usage_report(turns, tokens).await {
             Ok(v) => v.get("over").and_then(Value::as_str).map(str::to_owned),
             Err(e) => {
                 say(format!("could not report usage ({e}); going on"));
                 None
             }
         }
+    }
+
+    async fn usage_report(&self, turns: u64, tokens: u64) -> Result<Value, ClientError> {
+        let args = UsageReportArgs { turns, tokens, team: self.team.clone(), namespace: self.namespace.clone() };
+        self.client.call(Tool::UsageReport.as_str(), &super::request::to_value(&args)).await
     }
 
     async fn ack_only(&self, ack: &[String]) -> Result<(), ClientError> {

@@ -17,6 +17,12 @@ pub const AGENT_IMAGE: &str = "localhost/team-operator/agent:dev";
 pub const AGENT_ROOT_IMAGE: &str = "localhost/team-operator/agent-root:dev";
 /// Written by hack/images.sh (`project`) from the static debug build (hack/lib.sh).
 pub const PROJECT_IMAGE: &str = "localhost/team-operator/team-operator:dev";
+/// The project image a suite's member pods run: [`PROJECT_IMAGE`], or the one
+/// `TEAM_OPERATOR_PROJECT_IMAGE` names, where worktrees that share one node import their own
+/// builds under their own tags (`IMAGE_TAG=<tag> hack/images.sh project`).
+pub fn project_image() -> String {
+    std::env::var("TEAM_OPERATOR_PROJECT_IMAGE").unwrap_or_else(|_| PROJECT_IMAGE.to_string())
+}
 /// A container's first start includes the sandbox and the CNI set-up.
 pub const POD_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::actor::*;
 use super::views::*;
-use crate::api::{AgentType, LeadSpec, Team, TeamMemory, TeamSpec};
+use crate::api::team::{MAX_PRIORITY, MIN_PRIORITY};
+use crate::api::{AgentType, Budget, LeadSpec, Team, TeamMemory, TeamSpec};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
 use crate::gateway::auth::Caller;
@@ -74,11 +75,16 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
     if let Some(r) = a.retention.as_deref() {
         crate::api::team::parse_retention(r).map_err(|e| ApiError::invalid(format!("team_create: `retention`: {e}")))?;
     }
+    let priority = priority(a.priority, parent.as_ref())?;
+    let budget = a.budget.map(|b| Budget { turns: b.turns, seconds: b.seconds, tokens: b.tokens });
+    if let Some(b) = &budget {
+        b.check("budget").map_err(|(field, rule)| ApiError::invalid(format!("team_create: field `{field}`: {rule}")))?;
+    }
     let mut team = Team::new(
         &a.name,
         TeamSpec {
             max_agents: a.max_agents.unwrap_or(4),
-            priority: 0,
+            priority,
             member_timeout_seconds: a.member_timeout_seconds.unwrap_or(crate::api::team::DEFAULT_MEMBER_TIMEOUT_SECONDS),
             lead: LeadSpec { agent: lead_agent, prompt: a.lead_prompt, pod_name: lead_pod.map(|p| p.pod.clone()) },
             agents,
@@ -88,7 +94,7 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             retention: a.retention,
             lead_notices: Default::default(),
             shutdown_grace_seconds: crate::api::team::DEFAULT_SHUTDOWN_GRACE_SECONDS,
-            budget: None,
+            budget,
         },
     );
     team.metadata.namespace = Some(namespace.clone());
@@ -118,6 +124,24 @@ pub(super) async fn team_create(state: &GatewayState, caller: &Caller, a: TeamCr
             e => ApiError::from_kube(e, "creating the team"),
         })?;
     Ok(team_view(&created))
+}
+
+/// The new team's priority (default 0), in the schema's range; a member's sub-team may not
+/// outrank its parent, or a member could raise its own work above its team's.
+fn priority(given: Option<i32>, parent: Option<&Team>) -> Result<i32, ApiError> {
+    let Some(p) = given else { return Ok(0) };
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&p) {
+        return Err(ApiError::invalid(format!(
+            "team_create: field `priority`: {p} is out of range: at least {MIN_PRIORITY}, at most {MAX_PRIORITY}"
+        )));
+    }
+    match parent {
+        Some(parent) if p > parent.spec.priority => Err(ApiError::invalid(format!(
+            "team_create: field `priority`: a sub-team's priority is at most its parent's ({}), not {p}",
+            parent.spec.priority
+        ))),
+        _ => Ok(p),
+    }
 }
 
 /// A sub-team's agent types and memory project: the parent's. `agents` may pick some of the

@@ -3,6 +3,11 @@
 //! member itself reports, from its pod: its usage is what its budget and its team's are held
 //! against (see `controller::budget_phase`).
 //!
+//! The totals are the member's over all its attempts (a retry's new pod reports on top of what
+//! the earlier ones used: `teamctl run` reads that as it starts, with a report of nothing, whose
+//! answer's `usage` is what is recorded; see `teamctl::run::base` for why the base is the
+//! loop's and not the gateway's to add).
+//!
 //! The answer says whether a budget is over with this report, as the operator will judge it once
 //! the report is recorded: `teamctl run` starts no turn past a budget, and waits for the operator
 //! to stop the member. The report is recorded by the coalescing writer (`gateway::usage`), at
@@ -32,14 +37,18 @@ pub(super) async fn usage_report(state: &GatewayState, caller: &Caller, a: Usage
             "usage_report is a member's own report of what its runtime used, made from its pod (teamctl run makes it); nobody reports for it",
         ));
     };
-    let me = match state.members.get(&ObjectRef::new(&own.object).within(&actor.namespace)) {
+    let reported = Usage { turns: count(a.turns), tokens: count(a.tokens) };
+    // A report of nothing is how `teamctl run` reads, as it starts, what the member used before
+    // it (earlier attempts: see `teamctl::run::base`): read from the API server, not the cache,
+    // so a write made an instant ago (by another replica, for the attempt before) is in it.
+    let cached = (reported != Usage::default()).then(|| state.members.get(&ObjectRef::new(&own.object).within(&actor.namespace))).flatten();
+    let me = match cached {
         Some(m) => m.as_ref().clone(),
         None => Api::<Member>::namespaced(state.client.clone(), &actor.namespace)
             .get(&own.object)
             .await
             .map_err(|e| ApiError::from_kube(e, "reading your Member"))?,
     };
-    let reported = Usage { turns: count(a.turns), tokens: count(a.tokens) };
     let before = state.usage.known(&me);
     let after = before.max(reported);
     state.metrics.usage_turns.inc_by(grown(before.turns, after.turns));

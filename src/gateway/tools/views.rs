@@ -22,6 +22,8 @@ pub fn team_view(t: &Team) -> Value {
         "member_timeout_seconds": t.spec.member_timeout_seconds,
         "agents": t.spec.agents.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         "memory_project": t.memory_project(),
+        "priority": t.spec.priority,
+        "budget": t.spec.budget,
         "counts": { "queued": s.queued, "starting": s.starting, "active": s.active, "completed": s.completed, "failed": s.failed, "cancelled": s.cancelled },
         "usage": s.usage,
     })

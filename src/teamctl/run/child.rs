@@ -61,12 +61,20 @@ fn send(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// Runs turn `turn` with `text` to its end.
-pub(super) async fn run_turn(adapter: &mut dyn Adapter, turn: u32, text: &str, signals: &mut Signals, grace: Duration) -> Outcome {
+/// Runs turn `turn` with `text` to its end, with `env` (the loop's) and the adapter's
+/// variables added to its environment.
+pub(super) async fn run_turn(
+    adapter: &mut dyn Adapter,
+    turn: u32,
+    text: &str,
+    env: &[(String, String)],
+    signals: &mut Signals,
+    grace: Duration,
+) -> Outcome {
     let spec = adapter.turn(turn, text);
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(env.iter().chain(&spec.env).map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
