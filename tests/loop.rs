@@ -28,7 +28,7 @@ use kube::api::{Api, ListParams, LogParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use support::model_server::{Api as Wire, Conversation, Item, ModelServer, Reply, tool_is};
-use support::node::{NODE_TAINT, PROJECT_IMAGE, node_ip, node_name, real_node};
+use support::node::{NODE_TAINT, node_ip, node_name, project_image, real_node};
 use support::operator::Operator;
 use support::proxy::RefusingProxy;
 use support::*;
@@ -268,7 +268,7 @@ async fn run_example(
         &host,
     )
     .await;
-    let operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE]);
+    let operator = Operator::start_with(&ns.name, 10, &["--gateway-url", &gw.url, "--teamctl-image", &project_image()]);
 
     // The model endpoint Secret the manifest reads, pointing at the stand-in.
     let secret = Secret {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Capabilities, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, LogParams, PostParams};
-use support::node::{AGENT_IMAGE, NODE_TAINT, POD_TIMEOUT, PROJECT_IMAGE, node_name, place_on_real_node, real_node};
+use support::node::{AGENT_IMAGE, NODE_TAINT, POD_TIMEOUT, node_name, place_on_real_node, project_image, real_node};
 use support::*;
 
 /// hack/node.sh's NODE_POD_CIDR (10.244.7.0/24).
@@ -131,7 +131,7 @@ async fn teamctl_from_the_project_image_runs_in_the_agent_image() {
     // As the operator's init container does: /teamctl install DIR, then the agent image runs it.
     let tools = "/opt/agentteams/bin";
     let mount = k8s_openapi::api::core::v1::VolumeMount { name: "tools".into(), mount_path: tools.into(), ..Default::default() };
-    let mut init = restricted_container("teamctl", PROJECT_IMAGE, vec!["/teamctl".into(), "install".into(), tools.into()]);
+    let mut init = restricted_container("teamctl", &project_image(), vec!["/teamctl".into(), "install".into(), tools.into()]);
     init.volume_mounts = Some(vec![mount.clone()]);
     let mut pod = restricted_pod("tools", "teamctl --version && echo teamctl-ran");
     let spec = pod.spec.as_mut().unwrap();

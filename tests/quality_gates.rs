@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Pod, Volume, VolumeMount};
 use kube::api::{Api, ListParams, LogParams, PostParams};
-use support::node::{AGENT_IMAGE, POD_TIMEOUT, PROJECT_IMAGE, agent_type, node_ip, real_node, shell_container};
+use support::node::{AGENT_IMAGE, POD_TIMEOUT, agent_type, node_ip, project_image, real_node, shell_container};
 use support::operator::Operator;
 use support::teams::{lead_name, member, team};
 use support::*;
@@ -58,7 +58,7 @@ async fn a_task_gate_refuses_an_early_completion_and_an_idle_gate_keeps_the_memb
     install_crds(&s.client).await;
     let ns = TestNamespace::new(&s.client, "gates").await;
     let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
-    let _op = Operator::start_with(ns.name(), 10, &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE]);
+    let _op = Operator::start_with(ns.name(), 10, &["--gateway-url", &gw.url, "--teamctl-image", &project_image()]);
 
     let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", AGENT.replace('\'', r"'\''"));
     let mut builder = agent_type("builder", shell_container("agent", AGENT_IMAGE, &command), |spec| {

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use serde_json::json;
-use support::node::{AGENT_IMAGE, POD_TIMEOUT, PROJECT_IMAGE, agent_type, node_ip, real_node, shell_container};
+use support::node::{AGENT_IMAGE, POD_TIMEOUT, agent_type, node_ip, project_image, real_node, shell_container};
 use support::operator::Operator;
 use support::teams::{failure_notice, lead_name, member, team};
 use support::*;
@@ -186,7 +186,7 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     let _op = Operator::start_with(
         ns.name(),
         10,
-        &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE, "--retry-backoff-seconds", BACKOFF],
+        &["--gateway-url", &gw.url, "--teamctl-image", &project_image(), "--retry-backoff-seconds", BACKOFF],
     );
     let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", LEAD.replace('\'', r"'\''"));
     let mut lead_type = retried("lead", &command, 1);
@@ -326,7 +326,7 @@ async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with
     let _op = Operator::start_with(
         ns.name(),
         10,
-        &["--gateway-url", &gw.url, "--teamctl-image", PROJECT_IMAGE, "--retry-backoff-seconds", LONG_BACKOFF],
+        &["--gateway-url", &gw.url, "--teamctl-image", &project_image(), "--retry-backoff-seconds", LONG_BACKOFF],
     );
     let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", evicted_lead_script().replace('\'', r"'\''"));
     let mut container = shell_container("agent", AGENT_IMAGE, &command);
