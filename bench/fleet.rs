@@ -38,6 +38,11 @@ use std::time::Instant;
 use clap::Parser;
 use serde_json::{Value, json};
 
+/// The allocator `team-operator` runs with (src/main.rs), so P3's gateway, served in this
+/// process, allocates as the gateway binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "team-operator benchmarks (P1 fleet launch, P2 failure notice, P3 messages, P4 footprint, P5 scale)")]
 pub struct Args {

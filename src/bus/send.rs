@@ -87,7 +87,7 @@ impl Bus {
         }
         // Only an id the caller gave is remembered: a retry can only repeat an id it was given.
         // Remembering generated ones cost two writes per message and an hour of memory each.
-        let remember = if id.is_some() { IDEMPOTENCY_TTL.as_millis() as u64 } else { 0 };
+        let remember = if id.is_some() { "1" } else { "0" };
         let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         // send.lua's sender class: an operator notice (skips the limits), a person, a member.
         let sender_class = if notice {
@@ -108,7 +108,7 @@ impl Bus {
             .arg(kind.as_str())
             .arg(body)
             .arg(&id)
-            .arg(remember)
+            .arg(IDEMPOTENCY_TTL.as_millis() as u64)
             .arg(sender_class);
         let limits = self.cfg.limits;
         invocation
@@ -122,7 +122,8 @@ impl Bus {
             .arg(sent_by.unwrap_or(""))
             // The sender's trace context goes with the message, so its receive joins the trace.
             .arg(crate::telemetry::propagation::current_traceparent().unwrap_or_default())
-            .arg(WAKE_CHANNEL);
+            .arg(WAKE_CHANNEL)
+            .arg(remember);
         let (outcome, detail): (String, String) = self.run_script(&invocation).await?;
         let team_name = || team.to_string();
         match outcome.as_str() {

@@ -2,8 +2,9 @@
 -- message to the recipients' inboxes, all in one atomic step: a disband, a roster change or
 -- another sender cannot land between the checks and the XADD.
 -- Idempotent for ids the caller gave (a client's message id, an operator notice's key): the reply
--- of the first send of (sender, id) is kept and returned to a retry. A generated id is new by
--- construction, so nothing is kept for it (ttl 0).
+-- of the first send of (sender, id) is kept for the ttl and returned to a retry. A generated id is
+-- new by construction, so nothing is kept for it; its send still prunes the expired markers (by
+-- the ttl, not by 0, which would drop every marker, those of given ids too).
 -- Every inbox written is announced on the wake channel (its key), which wakes parked waits.
 --
 -- Nothing is ever trimmed: an inbox holds at most `max entries` entries and `max bytes` bytes of
@@ -23,13 +24,14 @@
 -- `transcript-bytes` in meta): acks delete inbox entries, so the inboxes are no record.
 --
 -- KEYS: meta, roster, sent, sent-at, transcript.
--- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms (0:
---       remember nothing),
+-- ARGV: inbox key prefix, from, to ('' for broadcast), kind, body, id, idempotency ttl in ms
+--       (markers older than it are pruned, whatever this send remembers),
 --       '1' for an operator notice, '2' for a person ('user:…', not on the roster), '0' for a
 --       member, max entries per inbox, max bytes per inbox,
 --       max bytes per team, notice reserve (entries), rate burst, rate per second (0: none),
 --       consumer group, the sender's authenticated identity ('' unknown), traceparent ('' none),
---       wake channel (each inbox written is published on it, see bus/wake.rs).
+--       wake channel (each inbox written is published on it, see bus/wake.rs), '1' to remember
+--       this send's id (an id the caller gave), '0' not to.
 -- Reply: {'ok' | 'dup', json [[to, stream id], ...]} or {error code, detail}; for
 -- 'inbox_full' the detail is "<member> <rule> <limit>", for 'rate_limited' the ms to wait.
 local prefix, from, to, kind, body, id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -37,6 +39,7 @@ local ttl, notice, person = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[8] == '2'
 local max_entries, max_bytes, team_bytes = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local reserve, burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local group, by, traceparent, wake = ARGV[15], ARGV[16], ARGV[17], ARGV[18]
+local remember = ARGV[19] == '1'
 -- What an entry costs beyond its values: field names, ids and the stream's own overhead.
 local ENTRY_OVERHEAD = 64
 
@@ -56,7 +59,7 @@ if #expired > 0 then
   redis.call('ZREM', KEYS[4], unpack(expired))
 end
 local marker = from .. '\n' .. id
-if ttl > 0 then
+if remember then
   local prior = redis.call('HGET', KEYS[3], marker)
   if prior then
     return { 'dup', prior }
@@ -239,7 +242,7 @@ local encoded = '[]'
 if #delivered > 0 then
   encoded = cjson.encode(delivered)
 end
-if ttl > 0 then
+if remember then
   redis.call('HSET', KEYS[3], marker, encoded)
   redis.call('ZADD', KEYS[4], now, marker)
 end
