@@ -20,9 +20,9 @@ use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
-use super::admission::TeamId;
 use super::admission_status::{self, Decision, Hold};
 use super::context::Context;
+use super::fair_share::TeamId;
 use super::pod::{self, PodInputs};
 use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
 use super::retry;
