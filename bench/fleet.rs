@@ -94,6 +94,10 @@ pub struct Args {
     /// P1: repetitions of the operator, Job (high limits) and bare-loop rows, interleaved.
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
+    /// P1: which of the repeated rows to run (comma-separated: operator,job_high_limits,bare_loop);
+    /// a row left out has no figures, and no ratio to it.
+    #[arg(long, value_delimiter = ',', default_value = "operator,job_high_limits,bare_loop")]
+    pub p1_variants: Vec<String>,
     /// P1: seconds of the API write ceiling run.
     #[arg(long, default_value_t = 10.0)]
     pub ceiling_seconds: f64,

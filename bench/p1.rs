@@ -293,7 +293,7 @@ pub async fn run(client: &Client, args: &Args, s: &Sizes) -> Value {
         eprintln!("  could not set the controller-manager's limits: {e:#}");
     }
     for rep in 0..args.repetitions {
-        for which in REPEATED {
+        for which in REPEATED.into_iter().filter(|w| args.p1_variants.iter().any(|v| v == w)) {
             eprintln!("P1: {which}, {} members, maxAgents {}, repetition {}/{}", s.n, s.p, rep + 1, args.repetitions);
             runs.entry(which).or_default().push(variant(client, s, which, high).await);
         }

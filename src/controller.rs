@@ -3,6 +3,7 @@
 //! health endpoints.
 
 pub mod admission;
+pub mod admission_flight;
 pub mod admission_index;
 pub mod admission_status;
 pub mod budget_phase;

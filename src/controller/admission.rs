@@ -4,12 +4,14 @@
 //! it applies every Team, Member and Pod change to its index as it comes (`admission_index`:
 //! a queue of open members per team, the names taken, the member pods that run; constant work
 //! per event), and after each burst of changes plans a round from the heads of the queues
-//! (pure [`plan`]; a finished pod frees its slot without waiting for its Member's reconcile),
-//! creates the pods of the members it admits and writes its decisions (see `admission_status`:
-//! a member named and admitted in one round gets name, Starting, podName and startTime in one
-//! write, after its pod was created). Like the Job controller, it records an *expectation* for
-//! every pod it creates and counts it as live until the pod store shows it, so a lagging store
-//! can never let a cap be exceeded. The index is a cache of the stores, rebuilt from them at
+//! (pure [`plan`]; a finished pod frees its slot as soon as the pod store shows it ended,
+//! without waiting for its Member's reconcile or write), and hands what it decided to work in
+//! flight (`admission_flight`): it creates the pods of the members it admits and writes its
+//! decisions (see `admission_status`: a member named and admitted in one round gets name,
+//! Starting, podName and startTime in one write, after its pod was created), while the next
+//! rounds plan. Like the Job controller, it records an *expectation* for every pod it decides
+//! to create and counts it as live until the pod store shows it, so neither a lagging store nor
+//! creates in flight can let a cap be exceeded. The index is a cache of the stores, rebuilt from them at
 //! every resync; after a restart the stores' initial lists are the whole truth, so the caps hold
 //! across restarts too.
 //!
@@ -27,22 +29,17 @@ use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use tokio::sync::Notify;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::admission_flight::{Flights, Pending, Work, Written};
 use super::admission_index::Index;
-use super::admission_status::{self, Decision, Hold};
+use super::admission_status::{Decision, Hold};
 use super::context::Context;
 use super::fair_share::{Turns, Waiting};
-use super::pod::{self, PodInputs};
-use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
-use super::retry;
-use crate::api::field_managers::{self, ADMISSION, PODS};
+use super::{pod, retry};
 use crate::api::{Member, MemberPhase, MemberRole, Team};
 
 pub use super::fair_share::TeamId;
@@ -50,31 +47,20 @@ pub use super::fair_share::TeamId;
 /// How long an unobserved pod creation is trusted before it stops counting (the Job controller
 /// uses the same five minutes): covers a create whose watch event was lost.
 const EXPECTATION_TTL: Duration = Duration::from_secs(300);
-/// Status writes and pod creations in flight at once.
-const WRITE_CONCURRENCY: usize = 32;
 /// Backstop period: plan even when nothing changed (every change already triggers a round), and
 /// rebuild the index from the stores.
 const RESYNC: Duration = Duration::from_secs(60);
-/// Next round after one whose writes did not all succeed.
+/// Next round after a write that failed.
 const RETRY: Duration = Duration::from_secs(1);
-/// Changes arriving this soon after the one that woke admission join its round (the Job
-/// controller batches its syncs the same way, for a second): a fleet's burst of watch events
-/// makes a few rounds instead of one per event, each a plan over every member.
+/// Rounds start at most this often: a change after a quiet spell is planned at once, and the
+/// changes arriving within this time of a round's start join the next one (the Job controller
+/// batches its syncs the same way, for a second), so a fleet's burst of watch events makes a
+/// few rounds instead of one per event.
 const BATCH: Duration = Duration::from_millis(20);
-/// Names of members not admitted yet written per round: a backlog of a thousand new members is
-/// named over several short rounds, so a slot freed meanwhile is refilled within one of them.
+/// Names of members not admitted yet written per batch; the next batch is named once this one's
+/// Queued writes are done: a backlog of a thousand new members is named a batch at a time, and
+/// the rounds in between refill the slots freed meanwhile.
 const NAME_BATCH: usize = 64;
-
-/// How a round ended, which decides when the next one runs.
-#[derive(Debug, PartialEq)]
-enum Outcome {
-    /// Everything planned was written: wait for a change.
-    Done,
-    /// Names are left for the next round: run it at once.
-    More,
-    /// A write failed: retry after [`RETRY`].
-    Failed,
-}
 
 /// What the planner needs to know of a team.
 #[derive(Clone, Debug)]
@@ -255,37 +241,6 @@ pub fn first_free_name(agent: &str, used: impl Fn(&str) -> bool) -> String {
     (2..).map(|i| format!("{agent}-{i}")).find(|n| !used(n)).unwrap_or_else(|| agent.to_owned())
 }
 
-/// The admission task's memory of its own recent decisions and writes: a cache of what the
-/// stores will show, never a source of truth.
-#[derive(Default)]
-struct Pending {
-    /// Pods created but not yet seen in the pod store: pod name (ns/name) → team, created at.
-    pods: HashMap<(String, String), (TeamId, Instant)>,
-    /// Names decided (and perhaps written) but not yet seen in the member store: member uid →
-    /// what was decided and written.
-    members: HashMap<String, Written>,
-    /// Members whose pod create was refused, waiting out their backoff.
-    refusals: Backoff,
-    /// The earliest end of a retry's backoff the last round saw (see `retry`), if any waits.
-    retry_wake: Option<Timestamp>,
-}
-
-/// A member's decision as the admission task last made and wrote it.
-#[derive(Clone, Debug)]
-struct Written {
-    /// The name decided: kept from the moment it is decided, so a write that fails is retried
-    /// with the same name (its pod may exist under it).
-    name: String,
-    /// The member's team: a name decided is taken in it.
-    team: TeamId,
-    /// Its admission was written, for attempt `attempt`.
-    admitted: bool,
-    /// The attempt decided (see `retry`): an admission of an earlier one is not this one's.
-    attempt: u32,
-    /// The version the last write returned: the next write is conditional on it.
-    resource_version: Option<String>,
-}
-
 /// A watched change, as admission applies it to its index.
 pub enum Change {
     Team(Arc<Team>),
@@ -333,42 +288,57 @@ impl Stores {
 }
 
 /// Runs the admission loop until the process ends: a round after every burst of `changes`, and
-/// at least every [`RESYNC`], which also rebuilds the index from the stores.
+/// at least every [`RESYNC`], which also rebuilds the index from the stores. A round only plans;
+/// what it decided is carried out in flight (see `admission_flight`), so the next round does not
+/// wait for it. Dropping this future (a lost lease) aborts the work in flight.
 pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = Change>) {
     // Started once every store has listed (see `controller::reconcile_all`).
     let index = std::sync::Mutex::new(stores.index());
     let lock = || index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let flights = Flights::default();
     // The watches must never wait for a round to finish, so changes are applied as they come
     // (constant work each) and coalesce into one wake-up.
-    let wake = Notify::new();
     let drain = async {
         let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
             stores.apply(&mut lock(), change);
-            wake.notify_one();
+            flights.wake.notify_one();
         }
     };
     let rounds = async {
-        let mut pending = Pending::default();
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut resynced = Instant::now();
         loop {
             if resynced.elapsed() >= RESYNC {
                 *lock() = stores.index();
                 resynced = Instant::now();
             }
-            let next = match round(&ctx, &stores, &index, &mut pending).await {
-                // A member backing off from a refused create or a failed pod is planned again
-                // when its wait ends.
-                Outcome::Done => {
-                    let retry = pending.retry_wake.and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok());
-                    pending.refusals.next(Instant::now()).into_iter().chain(retry).fold(RESYNC, Duration::min)
-                }
-                Outcome::More => continue,
-                Outcome::Failed => RETRY,
+            let started = tokio::time::Instant::now();
+            for work in round(&ctx, &stores, &index, &flights) {
+                in_flight.spawn(flights.clone().carry_out(ctx.clone(), work));
+            }
+            // A member backing off from a refused create or a failed pod is planned again when
+            // its wait ends.
+            let next = {
+                let pending = flights.lock();
+                let retry = pending.retry_wake.and_then(|at| Duration::try_from(at.duration_since(Timestamp::now())).ok());
+                pending.refusals.next(Instant::now()).into_iter().chain(retry).fold(RESYNC, Duration::min)
             };
-            tokio::select! {
-                () = wake.notified() => tokio::time::sleep(BATCH).await,
-                () = tokio::time::sleep(next) => {}
+            let mut deadline = started + next;
+            loop {
+                tokio::select! {
+                    () = flights.wake.notified() => {
+                        // Changes within BATCH of the last round's start join the next one.
+                        tokio::time::sleep_until(started + BATCH).await;
+                        break;
+                    }
+                    () = tokio::time::sleep_until(deadline) => break,
+                    Some(done) = in_flight.join_next() => {
+                        if !matches!(done, Ok(true)) {
+                            deadline = deadline.min(tokio::time::Instant::now() + RETRY);
+                        }
+                    }
+                }
             }
         }
     };
@@ -378,12 +348,14 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = 
     }
 }
 
-/// One planning round: the candidates from the index (the heads of the queues), plan, create
-/// pods, write the decisions.
-async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, pending: &mut Pending) -> Outcome {
+/// One planning round: the candidates from the index (the heads of the queues), the plan, and
+/// the work it makes (pod creates and decisions to write), marked in flight.
+fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, flights: &Flights) -> Vec<Work> {
     let (members, teams) = (&stores.members, &stores.teams);
     let now = Instant::now();
-    let (decided, more) = {
+    let mut pending = flights.lock();
+    let pending = &mut *pending;
+    let decided = {
         let index = index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Expectations the store has caught up with (or that expired) are forgotten; the others
         // count as live.
@@ -400,7 +372,7 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
                 .is_some_and(|m| w.attempt >= m.attempt && !(m.name.as_deref() == Some(w.name.as_str()) && (!w.admitted || m.admitted)))
         });
         record_gauges(ctx, &index.per_phase, &live);
-        let (views, more) = candidates(&index, &live, ctx.config.max_agents, pending, now, ctx.config.retry_backoff);
+        let views = candidates(&index, &live, ctx.config.max_agents, pending, now, ctx.config.retry_backoff);
         let wall = Timestamp::now();
         pending.retry_wake = views.iter().filter_map(|v| v.retry_at).filter(|at| *at > wall).min();
         // Names decided and not yet in the store are taken as well as the store's.
@@ -423,22 +395,21 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
                     .insert(uid.to_owned(), Written { name, team: m.team.clone(), admitted: false, attempt, resource_version: None });
             }
         }
-        (decided, more)
+        decided
     };
     if decided.names.is_empty() && decided.admit.is_empty() && decided.record.is_empty() {
-        return if more { Outcome::More } else { Outcome::Done };
+        return Vec::new();
     }
     debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
     // Names are decided now, written with the member's admission or, for members that wait,
     // in batches. Only the names written this round are kept: a member past the batch is named
-    // again in the next round (a name kept but not written would never be written as Queued,
+    // again in a later round (a name kept but not written would never be written as Queued,
     // with the cap that holds it).
     let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
-    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).collect();
-    let more = more || waiting.len() > NAME_BATCH;
-    let written_now: std::collections::HashSet<&ObjectRef<Member>> =
-        deciding.iter().copied().chain(waiting.iter().copied().take(NAME_BATCH)).collect();
+    let waiting: Vec<&ObjectRef<Member>> =
+        decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).take(NAME_BATCH).collect();
+    let written_now: std::collections::HashSet<&ObjectRef<Member>> = deciding.iter().copied().chain(waiting.iter().copied()).collect();
     for (key, name) in decided.names.iter().filter(|(k, _)| written_now.contains(k)) {
         if let Some(m) = members.get(key)
             && let (Some(uid), Some(ns)) = (m.metadata.uid.clone(), m.namespace())
@@ -449,9 +420,9 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
         }
     }
 
-    // Pods first, then the admissions: a member reads Starting only once its pod exists.
-    let mut creations = Vec::new();
-    let mut admissions: Vec<(Arc<Member>, String, Decision)> = Vec::new();
+    // An admitted member's pod first, then its admission: it reads Starting only once its pod
+    // exists. The pod counts as live from now on (an expectation).
+    let mut work = Vec::new();
     for key in &decided.admit {
         let Some(member) = members.get(key) else { continue };
         let Some(uid) = member.metadata.uid.clone() else { continue };
@@ -459,111 +430,36 @@ async fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, 
         let Some(ns) = member.namespace() else { continue };
         let Some(team) = teams.get(&ObjectRef::new(&member.spec.team).within(&ns)) else { continue };
         if let (Some(external), true) = (&team.spec.lead.pod_name, member.is_lead()) {
-            admissions.push((member.clone(), name, Decision::Admitted { pod_name: external.clone() }));
+            let decision = Decision::Admitted { pod_name: external.clone() };
+            work.push(Work::Write { member: member.clone(), name, decision, naming: false });
             continue;
         }
         let pod_key = (ns.clone(), pod::pod_name(&member.spec.team, &name, &uid, retry::failed_attempts(&member)));
         pending.pods.insert(pod_key.clone(), ((ns.clone(), member.spec.team.clone()), Instant::now()));
-        creations.push((member, team, name, pod_key));
+        work.push(Work::Admit { member, team, name, pod_key });
     }
     for key in &decided.record {
         let Some(member) = members.get(key) else { continue };
         let (Some(name), Some(uid)) = (name_of(&member, pending), member.metadata.uid.clone()) else { continue };
-        let pod_name = pod::pod_name(&member.spec.team, &name, &uid, retry::failed_attempts(&member));
-        admissions.push((member.clone(), name, Decision::Admitted { pod_name }));
+        let decision = Decision::Admitted { pod_name: pod::pod_name(&member.spec.team, &name, &uid, retry::failed_attempts(&member)) };
+        work.push(Work::Write { member, name, decision, naming: false });
     }
-    let created = futures::stream::iter(creations)
-        .map(|(member, team, name, pod_key)| async move {
-            let outcome = create_pod(ctx, &team, &member, &name).await;
-            (member, name, pod_key, outcome)
-        })
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect::<Vec<_>>()
-        .await;
-    let mut complete = true;
-    for (member, name, pod_key, outcome) in created {
-        let uid = member.metadata.uid.clone().unwrap_or_default();
-        match outcome {
-            Ok(()) => {
-                pending.refusals.clear(&uid);
-                admissions.push((member, name, Decision::Admitted { pod_name: pod_key.1 }));
-            }
-            Err(e) => {
-                pending.pods.remove(&pod_key);
-                let refusal = match &e {
-                    super::Error::Kube(k) => Refusal::of(k),
-                    other => Refusal::Transient(other.to_string()),
-                };
-                let tries = pending.refusals.refused(&uid, Instant::now());
-                warn!(member = %member.name_any(), error = %e, tries, "creating the member's pod was refused; retried with backoff");
-                match refusal {
-                    Refusal::Rejected(message) if tries >= REJECTED_TRIES => {
-                        ctx.event(member.as_ref(), true, POD_REJECTED, format!("the API server refused the member's pod: {message}")).await;
-                        admissions.push((member, name, Decision::Rejected { message }));
-                    }
-                    Refusal::Quota(msg) if member.status.as_ref().and_then(|s| s.reason.as_deref()) != Some(QUOTA_EXCEEDED) => {
-                        admissions.push((member, name, Decision::Queued { hold: Some(Hold::Quota(msg)) }));
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    for key in waiting.into_iter().take(NAME_BATCH) {
+    for key in waiting {
         let Some(member) = members.get(key) else { continue };
         let Some(name) = name_of(&member, pending) else { continue };
         // Which cap holds it is written now, with its Queued, and not again while it waits.
-        admissions.push((member, name, Decision::Queued { hold: decided.held.get(key).cloned() }));
+        let decision = Decision::Queued { hold: decided.held.get(key).cloned() };
+        work.push(Work::Write { member, name, decision, naming: true });
     }
-    let written = write_decisions(ctx, admissions, pending).await;
-    for (uid, w) in written.iter().flatten() {
-        pending.members.insert(uid.clone(), w.clone());
+    for w in &work {
+        Flights::start(pending, w);
     }
-    complete &= written.iter().all(Option::is_some);
-    match (complete, more) {
-        (false, _) => Outcome::Failed,
-        (true, true) => Outcome::More,
-        (true, false) => Outcome::Done,
-    }
+    work
 }
 
 /// The member's name: as the store shows it, or as decided.
 fn name_of(member: &Member, pending: &Pending) -> Option<String> {
     member.agent_name().map(str::to_owned).or_else(|| pending.members.get(member.metadata.uid.as_deref()?).map(|w| w.name.clone()))
-}
-
-/// Applies each decision (concurrently), conditional on the version last seen or written; per
-/// decision, the member's uid and what was written, or None if the write failed.
-async fn write_decisions(
-    ctx: &Context,
-    decisions: Vec<(Arc<Member>, String, Decision)>,
-    pending: &Pending,
-) -> Vec<Option<(String, Written)>> {
-    futures::stream::iter(decisions)
-        .map(|(member, name, decision)| async move {
-            let ns = member.namespace()?;
-            let uid = member.metadata.uid.clone()?;
-            let rv = pending.members.get(&uid).and_then(|w| w.resource_version.clone()).or_else(|| member.resource_version());
-            let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
-            let status = admission_status::status(&member, &name, &decision, &Time(Timestamp::now()));
-            let body = field_managers::status_apply::<Member>(&member.name_any(), rv.as_deref(), status);
-            match api.patch_status(&member.name_any(), &PatchParams::apply(ADMISSION).force(), &Patch::Apply(&body)).await {
-                Ok(m) => {
-                    info!(member = %member.name_any(), namespace = ns, name, decision = ?decision, "admission written");
-                    let admitted = matches!(decision, Decision::Admitted { .. });
-                    let team = (ns, member.spec.team.clone());
-                    let attempt = retry::failed_attempts(&member);
-                    Some((uid, Written { name, team, admitted, attempt, resource_version: m.resource_version() }))
-                }
-                Err(e) => {
-                    warn!(member = %member.name_any(), error = %e, "writing the admission failed; next round retries");
-                    None
-                }
-            }
-        })
-        .buffer_unordered(WRITE_CONCURRENCY)
-        .collect()
-        .await
 }
 
 /// Members per phase and slots in use, as of this round.
@@ -578,9 +474,9 @@ fn record_gauges(ctx: &Context, per_phase: &HashMap<MemberPhase, i64>, live: &Ha
 
 /// The members a round plans for, from the heads of the teams' queues: per team, its open
 /// members with a name up to its free slots (and those that hold no slot: backing off, or with
-/// a pod whose admission is to be recorded), and up to [`NAME_BATCH`] without one. Time in
-/// proportion to the slots and the batch, not to the queues. The second value: members
-/// without a name were left for the next round.
+/// a pod whose admission is to be recorded), and up to [`NAME_BATCH`] without one while no
+/// batch of names is being written. Members with work in flight are none (their pods count as
+/// live already). Time in proportion to the slots and the batch, not to the queues.
 fn candidates(
     index: &Index,
     live: &HashMap<TeamId, usize>,
@@ -588,11 +484,13 @@ fn candidates(
     pending: &Pending,
     now: Instant,
     first_backoff: Duration,
-) -> (Vec<MemberView>, bool) {
+) -> Vec<MemberView> {
     let mut out = Vec::new();
-    let mut more = false;
     let wall = Timestamp::now();
     let view = |uid: &str| -> Option<MemberView> {
+        if pending.in_flight.contains(uid) {
+            return None;
+        }
         let m = index.members.get(uid)?;
         let written = pending.members.get(uid).filter(|w| w.attempt == m.attempt);
         let name = m.name.clone().or_else(|| written.map(|w| w.name.clone())).or_else(|| index.name_of_pod(uid));
@@ -661,33 +559,14 @@ fn candidates(
                 }
                 continue;
             }
-            if unnamed >= NAME_BATCH {
-                more = true;
+            if unnamed >= NAME_BATCH || pending.naming > 0 {
                 break;
             }
             unnamed += 1;
             out.push(v);
         }
     }
-    (out, more)
-}
-
-/// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried
-/// round never makes a second pod.
-async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &str) -> Result<(), super::Error> {
-    // Memory (`memory: local`) is not put into the prompt: `teamctl run` reads it when turn 1
-    // starts, so it is fresh and TEAM_PROMPT stays within env limits.
-    let prompt = member.spec.prompt.clone();
-    let input = PodInputs { agent_name, prompt, attempt: retry::failed_attempts(member), settings: &ctx.config.pod };
-    let Some(pod) = pod::build(team, member, input) else {
-        return Err(super::Error::Invalid(format!("agent type {} is not in team {}", member.spec.agent, team.name_any())));
-    };
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(PODS).force(), &Patch::Apply(&pod)).await?;
-    ctx.metrics.pods_created.inc();
-    info!(pod = name, member = %member.name_any(), "admitted member");
-    Ok(())
+    out
 }
 
 #[cfg(test)]
@@ -918,6 +797,7 @@ mod record_tests {
 mod candidate_tests {
     use super::*;
     use crate::api::MemberStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn member(i: usize, named: bool) -> Member {
         let mut m = crate::controller::fixtures::member_created("review", &format!("m{i:03}"), &format!("u{i:03}"), i as i64);
@@ -941,11 +821,10 @@ mod candidate_tests {
         for i in 500..700 {
             index.member(&member(i, false), true);
         }
-        let (views, more) = candidates(&index, &HashMap::new(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
+        let views = candidates(&index, &HashMap::new(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
         let named: Vec<&str> = views.iter().filter(|v| v.name.is_some()).map(|v| v.key.name.as_str()).collect();
         assert_eq!(named, ["m000", "m001"], "the first two of 500 waiting for two slots");
         assert_eq!(views.iter().filter(|v| v.name.is_none()).count(), NAME_BATCH);
-        assert!(more, "the other unnamed members are left for the next round");
         let p = plan(&index.teams, &views, &|team, name| index.is_taken(team, name), &HashMap::new(), 10);
         assert_eq!(p.admit.len(), 2);
         assert_eq!(p.names.len(), NAME_BATCH);
@@ -981,7 +860,7 @@ mod candidate_tests {
             index.member(m, true);
             index.member(&member(1, true), true);
             index.pod(&old_pod, true);
-            let (views, _) = candidates(&index, &index.live(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
+            let views = candidates(&index, &index.live(), 10, &Pending::default(), Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
             let retry = views.iter().find(|v| v.uid == "u000").cloned().expect("the retried member is a candidate");
             (retry, plan(&index.teams, &views, &|_, _| false, &index.live(), 10))
         };
