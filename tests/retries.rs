@@ -164,6 +164,18 @@ case "$TEAM_ATTEMPT/$TEAM_TURN" in
 esac
 "#;
 
+/// Creates `t` and waits for its lead's first pod to run: the lead's name and that pod's.
+async fn start_lead(ns: &TestNamespace, t: &Team) -> (String, String) {
+    ns.api::<Team>().create(&PostParams::default(), t).await.expect("team");
+    let team = t.name_any();
+    let lead = lead_name(ns, &team).await;
+    let running = wait_for(&ns.api::<Member>(), &format!("{team}-lead"), POD_TIMEOUT, "the lead's first pod to run", |m| {
+        matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
+    })
+    .await;
+    (lead, pod_name(&running).expect("podName"))
+}
+
 /// A message from a person to the member `to`.
 fn from_tester(to: &str, body: &str) -> OutgoingMessage {
     OutgoingMessage {
@@ -195,15 +207,9 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     // Long enough for the test to act as the second pod between its turn 2 and its end.
     t.spec.member_timeout_seconds = 15;
     t.spec.agents[0] = lead_type;
-    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
-    let lead = lead_name(&ns, "comeback").await;
+    let (lead, first_pod) = start_lead(&ns, &t).await;
     let members: Api<Member> = ns.api();
     let member_name = "comeback-lead";
-    let running = wait_for(&members, member_name, POD_TIMEOUT, "the lead's first pod to run", |m| {
-        matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
-    })
-    .await;
-    let first_pod = pod_name(&running).expect("podName");
     let memory = gw.bus.memory();
     let key = MemoryKey { namespace: ns.name().into(), project: "comeback".into(), agent: "lead".into() };
     wait_until(POD_TIMEOUT, "the first pod to write its memory", || async {
@@ -337,15 +343,9 @@ async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with
     let lead_type = AgentType { backoff_limit: 1, memory: MemoryMode::Local, ..agent_type("lead", container, |_| {}) };
     let mut t = team("evicted", 1);
     t.spec.agents[0] = lead_type;
-    ns.api::<Team>().create(&PostParams::default(), &t).await.expect("team");
-    let lead = lead_name(&ns, "evicted").await;
+    let (lead, first_pod) = start_lead(&ns, &t).await;
     let members: Api<Member> = ns.api();
     let member_name = "evicted-lead";
-    let running = wait_for(&members, member_name, POD_TIMEOUT, "the lead's first pod to run", |m| {
-        matches!(m.phase(), MemberPhase::Active | MemberPhase::Idle)
-    })
-    .await;
-    let first_pod = pod_name(&running).expect("podName");
     let memory = gw.bus.memory();
     let key = MemoryKey { namespace: ns.name().into(), project: "evicted".into(), agent: "lead".into() };
     let memory_has = |text: &'static str| {
