@@ -164,6 +164,22 @@ case "$TEAM_ATTEMPT/$TEAM_TURN" in
 esac
 "#;
 
+/// The stack, a namespace, a gateway on the real node's address and the operator (first retry after
+/// `backoff` seconds) whose pods' `teamctl` calls it: for members that run in real containers.
+async fn with_gateway(prefix: &str, backoff: &str) -> (Stack, TestNamespace, fixture::Gateway, Operator) {
+    let s = stack().await;
+    real_node(&s.client).await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, prefix).await;
+    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
+    let op = Operator::start_with(
+        ns.name(),
+        10,
+        &["--gateway-url", &gw.url, "--teamctl-image", &project_image(), "--retry-backoff-seconds", backoff],
+    );
+    (s, ns, gw, op)
+}
+
 /// Creates `t` and waits for its lead's first pod to run: the lead's name and that pod's.
 async fn start_lead(ns: &TestNamespace, t: &Team) -> (String, String) {
     ns.api::<Team>().create(&PostParams::default(), t).await.expect("team");
@@ -190,16 +206,7 @@ fn from_tester(to: &str, body: &str) -> OutgoingMessage {
 
 #[tokio::test]
 async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_and_memory() {
-    let s = stack().await;
-    real_node(&s.client).await;
-    install_crds(&s.client).await;
-    let ns = TestNamespace::new(&s.client, "retry-lead").await;
-    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
-    let _op = Operator::start_with(
-        ns.name(),
-        10,
-        &["--gateway-url", &gw.url, "--teamctl-image", &project_image(), "--retry-backoff-seconds", BACKOFF],
-    );
+    let (s, ns, gw, _op) = with_gateway("retry-lead", BACKOFF).await;
     let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", LEAD.replace('\'', r"'\''"));
     let mut lead_type = retried("lead", &command, 1);
     lead_type.memory = MemoryMode::Local;
@@ -324,16 +331,7 @@ async fn assert_evicted_by_the_kubelet(ns: &TestNamespace, pod: &Pod) -> String 
 /// operator, ends the lead's first pod for its ephemeral storage.
 #[tokio::test]
 async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with_its_inbox_and_memory() {
-    let s = stack().await;
-    real_node(&s.client).await;
-    install_crds(&s.client).await;
-    let ns = TestNamespace::new(&s.client, "retry-evict").await;
-    let gw = fixture::start_gateway_on(&s, Default::default(), &node_ip()).await;
-    let _op = Operator::start_with(
-        ns.name(),
-        10,
-        &["--gateway-url", &gw.url, "--teamctl-image", &project_image(), "--retry-backoff-seconds", LONG_BACKOFF],
-    );
+    let (s, ns, gw, _op) = with_gateway("retry-evict", LONG_BACKOFF).await;
     let command = format!("exec teamctl run --runtime exec -- sh -c '{}'", evicted_lead_script().replace('\'', r"'\''"));
     let mut container = shell_container("agent", AGENT_IMAGE, &command);
     container.resources = Some(ResourceRequirements {
