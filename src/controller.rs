@@ -19,6 +19,7 @@ pub mod lead_notice;
 pub mod leader;
 pub mod member;
 pub mod member_status;
+pub mod pace;
 pub mod plan_phase;
 pub mod pod;
 pub mod pod_refusal;
@@ -55,9 +56,6 @@ use crate::metrics::{ErrorLabel, KindLabel, Metrics};
 use context::Context;
 use readiness::Readiness;
 use shared::shared;
-
-/// How long a Team reconcile waits for more changes of its members before it runs.
-const TEAM_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The kind labels of the reconcilers' metrics (Team, Member, TeamTask), created at zero.
 const KINDS: [&str; 3] = ["Team", "Member", "TeamTask"];
@@ -106,6 +104,7 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
         tasks: tasks.store.clone(),
         failures: Default::default(),
         counts_written: Default::default(),
+        team_passes: Default::default(),
         written_from: Default::default(),
         rosters: Default::default(),
         members_by_team: by_team::ByTeam::new(members.store.clone()),
@@ -113,10 +112,10 @@ async fn reconcile_all(client: Client, args: ControllerArgs, metrics: Arc<Metric
     });
 
     // A Team reconcile wakes on every change of one of its members: in a fleet, hundreds a
-    // second. The debounce coalesces them into one reconcile per burst (its counts are written
-    // at most once a second anyway; the roster goes to Redis by differences).
+    // second. It goes over the members at most once per `team::PASS_INTERVAL` (`pace`), not
+    // behind a debounce: the runtime's debounce pushes a run back on every trigger, so a team
+    // that changes without pause would never be reconciled (no roster, no counts) until it stops.
     let team_ctl = Controller::for_shared_stream(teams.subscribe()?, teams.store.clone())
-        .with_config(kube::runtime::controller::Config::default().debounce(TEAM_DEBOUNCE))
         .watches_shared_stream(members.subscribe()?, {
             // Every member the watch hands out passes here first: the team index learns it
             // before the change triggers anything.

@@ -113,6 +113,47 @@ async fn fifty_members_created_at_once_get_fifty_distinct_names_lead_counted() {
     ns.cleanup().await;
 }
 
+/// A team whose members change without pause is reconciled all the same: its counts show its
+/// members while they keep coming, and every member named is on its roster in Redis (what the
+/// member's own wait and send check). Behind the controller runtime's debounce, which every
+/// change pushed back, the Team reconcile did not run at all until the changes stopped.
+#[tokio::test]
+async fn a_team_whose_members_never_stop_changing_still_counts_them_and_puts_them_on_its_roster() {
+    let (s, ns, _op) = setup("steady", 2).await;
+    ns.api::<Team>().create(&PostParams::default(), &team("gamma", 2)).await.expect("team");
+    lead_running(&ns, "gamma").await;
+    let members: Api<Member> = ns.api();
+    // A load, not a wait: a Member created every 20 ms (up to 3,000, 60 s), each create and
+    // each naming a change of the team, until the test has seen what it looks for.
+    let creator = {
+        let members = members.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(20));
+            for i in 0..3000 {
+                every.tick().await;
+                let members = members.clone();
+                tokio::spawn(async move { members.create(&PostParams::default(), &member(&format!("m{i:04}"), "gamma", None)).await });
+            }
+        })
+    };
+    // The first member named is on the roster, and counted, while the others keep coming (a
+    // bound of a few seconds, against a Team reconcile that runs within PASS_INTERVAL).
+    let first = wait_for(&members, "m0000", TIMEOUT, "a name", |m| m.agent_name().is_some()).await;
+    let name = first.agent_name().expect("named").to_owned();
+    let bus = Bus::connect(s.bus_config()).await.expect("redis");
+    let key = TeamKey::new(ns.name(), "gamma");
+    wait_until(Duration::from_secs(5), "the first member named on the roster", || async { bus.inbox_counts(&key, &name).await.is_ok() })
+        .await;
+    let teams: Api<Team> = ns.api();
+    let counted = wait_for(&teams, "gamma", Duration::from_secs(5), "the queued members counted", |t| {
+        t.status.as_ref().is_some_and(|s| s.queued >= 10)
+    })
+    .await;
+    assert!(!creator.is_finished(), "counted only once the changes stopped: {:?}", counted.status);
+    creator.abort();
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn thirty_members_under_max_agents_five_never_exceed_five_and_all_complete() {
     let (_s, ns, op) = setup("cap", 10).await;

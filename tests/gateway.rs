@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::*;
 use team_operator::api::{Member, MemberPhase, MemberRole, Team, TeamTask, labels};
+use team_operator::bus::RosterState;
 use team_operator::controller::pod::GATEWAY_AUDIENCE;
 use team_operator::gateway::args::{self, *};
 
@@ -119,6 +120,39 @@ async fn members_message_each_other_and_broadcast() {
     assert!(text.contains("team_operator_messages_sent_total"), "{text}");
 
     gw.bus.teardown(&team.key(&ns.name)).await.unwrap();
+    ns.cleanup().await;
+}
+
+/// A member admitted and running whose name the operator has not put on the roster yet (its
+/// agent started first) is told to retry, not that it is no member: 503 `unavailable`, which
+/// clients retry, until the roster has it. Others see the roster as it is.
+#[tokio::test]
+async fn a_member_not_on_the_roster_yet_is_told_to_retry() {
+    let s = stack().await;
+    install_crds(&s.client).await;
+    let ns = TestNamespace::new(&s.client, "gw-roster-lag").await;
+    let gw = start_gateway(&s).await;
+    let team = team_with_members_off_roster(&s, &ns, &gw.bus, "alpha", &["general", "late"], &["late"]).await;
+    let late = team.token("late");
+    let says = "late is not on team";
+    assert_error(&call(&gw.url, Some(late), "wait_messages", json!({ "timeout_seconds": 1 })).await, 503, "unavailable", says);
+    assert_error(&call(&gw.url, Some(late), "send_message", json!({ "to": "general", "body": "hi" })).await, 503, "unavailable", says);
+    // To the others, a name not on the roster is no member (nothing is delivered to it).
+    assert_error(
+        &call(&gw.url, Some(team.token("general")), "send_message", json!({ "to": "late", "body": "hi" })).await,
+        404,
+        "unknown_recipient",
+        "recipient late is not a member",
+    );
+
+    gw.bus.update_roster(&team.key(&ns.name), &[("late".to_owned(), RosterState::Active)]).await.expect("roster");
+    ok(call(&gw.url, Some(late), "send_message", json!({ "to": "general", "body": "on the roster now" })).await);
+    let got = ok(call(&gw.url, Some(team.token("general")), "wait_messages", json!({ "timeout_seconds": 5 })).await);
+    assert_eq!(
+        (got["messages"][0]["from"].as_str(), got["messages"][0]["body"].as_str()),
+        (Some("late"), Some("on the roster now")),
+        "{got}"
+    );
     ns.cleanup().await;
 }
 

@@ -27,7 +27,9 @@ pub struct Context {
     /// Consecutive failures per object, for the error policy's backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// When each Team's member counts were last written (see `team::COUNTS_INTERVAL`).
-    pub counts_written: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    pub counts_written: super::pace::Pace,
+    /// When each Team's members were last gone over (see `team::PASS_INTERVAL`).
+    pub team_passes: super::pace::Pace,
     /// The Member versions the Member reconciler wrote from, until the store moves past them.
     pub written_from: WrittenFrom,
     /// The roster last set in Redis per team, so that only changes are sent.
@@ -79,26 +81,6 @@ impl Context {
     pub fn reset_backoff(&self, key: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.remove(key);
-    }
-
-    /// None if `obj` may be written now (and records that it is), else how long until it may: at
-    /// most one write per `interval`. A rate limit, not state: a restart merely allows one more.
-    pub fn write_delay<K: Resource<DynamicType = ()>>(&self, obj: &K, interval: std::time::Duration) -> Option<std::time::Duration> {
-        let key = object_key(obj);
-        let mut written = self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = std::time::Instant::now();
-        match written.get(&key) {
-            Some(at) if now.duration_since(*at) < interval => Some(interval - now.duration_since(*at)),
-            _ => {
-                written.insert(key, now);
-                None
-            }
-        }
-    }
-
-    /// Drops the write times of `obj` (it is gone).
-    pub fn forget_writes<K: Resource<DynamicType = ()>>(&self, obj: &K) {
-        self.counts_written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&object_key(obj));
     }
 
     /// Publishes an Event on `obj`; a failure to record is logged, never fails the reconcile.

@@ -29,6 +29,12 @@ pub const FINALIZER: &str = "agentteams.dev/disband";
 /// whole cluster pays for. Phase, lead and conditions are written at once.
 const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A Team reconcile goes over all its members (roster, counts, usage): in a fleet it is woken
+/// hundreds of times a second, and does that pass at most this often, the first at once (see
+/// `pace`). So a member named is on the roster, and a change in the counts, within this long
+/// plus one reconcile.
+const PASS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How often a disband that waits for its members and tasks looks again without a change (each
 /// change of a member brings it back sooner).
 const DISBAND_RECHECK: Duration = Duration::from_secs(5);
@@ -51,7 +57,8 @@ pub async fn reconcile(team: Arc<Team>, ctx: Arc<Context>) -> Result<Action> {
             Finalizer::Apply(team) => apply(&ctx, &team).await,
             Finalizer::Cleanup(team) => {
                 delete_members(&ctx, &team).await?;
-                ctx.forget_writes(team.as_ref());
+                ctx.counts_written.forget(team.as_ref());
+                ctx.team_passes.forget(team.as_ref());
                 Ok(Action::await_change())
             }
         }
@@ -77,6 +84,9 @@ pub fn lead_member_name(team: &str) -> String {
 }
 
 async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
+    if let Some(wait) = ctx.team_passes.delay(team, PASS_INTERVAL) {
+        return Ok(Action::requeue(wait));
+    }
     let ns = team.namespace().unwrap_or_default();
     let name = team.name_any();
     if team.status.as_ref().and_then(|s| s.phase) == Some(TeamPhase::Disbanded) {
@@ -120,7 +130,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(done);
     }
     if only_counts_differ(team.status.as_ref(), &status)
-        && let Some(wait) = ctx.write_delay(team, COUNTS_INTERVAL)
+        && let Some(wait) = ctx.counts_written.delay(team, COUNTS_INTERVAL)
     {
         return Ok(Action::requeue(wait));
     }

@@ -8,10 +8,10 @@ use super::actor::*;
 use opentelemetry::trace::TraceContextExt;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::bus::{Message, MessageKind, OutgoingMessage, Recipient};
+use crate::bus::{BusError, Message, MessageKind, OutgoingMessage, Recipient};
 use crate::gateway::GatewayState;
 use crate::gateway::args::*;
-use crate::gateway::auth::{Caller, UserCaller};
+use crate::gateway::auth::{Caller, MemberIdentity, UserCaller};
 use crate::gateway::error::ApiError;
 use crate::gateway::{idle, idle_notice};
 use crate::telemetry::propagation;
@@ -41,7 +41,7 @@ pub(super) async fn send_message(state: &GatewayState, caller: &Caller, a: SendM
     };
     let sent_by = Some(caller.username().to_owned());
     let message = OutgoingMessage { from, to, body: a.body, kind: MessageKind::Message, id: a.id, sent_by };
-    let delivered = state.bus.send(&actor.key(), message).await?;
+    let delivered = state.bus.send(&actor.key(), message).await.map_err(|e| roster_lag(caller, &actor, e))?;
     state.metrics.messages_sent.inc();
     let id = delivered.first().map(|d| d.id.clone());
     let copies: Vec<Value> = delivered.into_iter().map(|d| json!({ "to": d.to, "stream_id": d.stream_id })).collect();
@@ -57,18 +57,15 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
         return peek(state, &actor, &me, a).await;
     }
     if a.receive == Some(false) {
-        let acked = state.bus.ack(&key, &me, &a.ack).await?;
+        let acked = state.bus.ack(&key, &me, &a.ack).await.map_err(|e| roster_lag(caller, &actor, e))?;
         return Ok(json!({ "acked": acked, "messages": [] }));
     }
     let cap = wait_cap(state, &actor);
     let seconds = a.timeout_seconds.unwrap_or(cap).min(cap);
     let _counted = crate::metrics::InProgress::count(&state.metrics.gateway_waits);
-    let wait = state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds));
-    let own = match caller {
-        Caller::Pod(p) => p.member.as_ref().filter(|m| m.team == actor.team_name()),
-        Caller::User(_) => None,
-    };
-    let (acked, messages) = match own {
+    let wait =
+        async { state.bus.ack_and_wait(&key, &me, &a.ack, Duration::from_secs(seconds)).await.map_err(|e| roster_lag(caller, &actor, e)) };
+    let (acked, messages) = match own_member(caller, &actor) {
         // A member's own wait shows in its phase (and tells its lead, when the team asks); a
         // person acting as a member leaves it alone.
         Some(m) => {
@@ -80,6 +77,33 @@ pub(super) async fn wait_messages(state: &GatewayState, caller: &Caller, a: Wait
     received(&messages);
     let timed_out = messages.is_empty();
     Ok(json!({ "acked": acked, "messages": messages, "timed_out": timed_out, "max_timeout_seconds": cap }))
+}
+
+/// The bus's "not a member" for a pod whose Member the gateway holds as admitted to this team
+/// (named, not ended: see `auth`) means Redis's roster has not caught up with its naming yet
+/// (the Team reconciler puts a member on it within moments, `team::PASS_INTERVAL`): a pod
+/// whose agent starts fast can call first. Unavailable with a Retry-After, so a client retries,
+/// rather than forbidden, which an agent takes as final. Anyone else's refusal is as the bus says.
+fn roster_lag(caller: &Caller, actor: &Actor, err: BusError) -> ApiError {
+    match (&err, own_member(caller, actor)) {
+        (BusError::MemberNotInTeam { member, team } | BusError::SenderNotInTeam { member, team }, Some(m)) if *member == m.name => {
+            ApiError {
+                retry_after_seconds: Some(1),
+                ..ApiError::unavailable(format!(
+                    "{member} is not on team {team}'s roster yet (the operator adds it just after naming it); retry"
+                ))
+            }
+        }
+        _ => err.into(),
+    }
+}
+
+/// The caller's own Member, when it is a member's pod acting in its own team.
+fn own_member<'a>(caller: &'a Caller, actor: &Actor) -> Option<&'a MemberIdentity> {
+    match caller {
+        Caller::Pod(p) => p.member.as_ref().filter(|m| m.team == actor.team_name()),
+        Caller::User(_) => None,
+    }
 }
 
 /// One span per received message that carries its sender's trace context, as a child of the send
