@@ -180,6 +180,13 @@ async fn with_gateway(prefix: &str, backoff: &str) -> (Stack, TestNamespace, fix
     (s, ns, gw, op)
 }
 
+/// Waits until the memory of `team`'s lead (its agent type's memory mode Local: the lead's own)
+/// holds `text`.
+async fn wait_for_lead_memory(gw: &fixture::Gateway, ns: &TestNamespace, team: &str, text: &str, what: &str) {
+    let (memory, key) = (gw.bus.memory(), MemoryKey { namespace: ns.name().into(), project: team.into(), agent: "lead".into() });
+    wait_until(POD_TIMEOUT, what, || async { memory.read(&key).await.ok().flatten().is_some_and(|m| m.contains(text)) }).await;
+}
+
 /// Creates `t` and waits for its lead's first pod to run: the lead's name and that pod's.
 async fn start_lead(ns: &TestNamespace, t: &Team) -> (String, String) {
     ns.api::<Team>().create(&PostParams::default(), t).await.expect("team");
@@ -217,12 +224,7 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     let (lead, first_pod) = start_lead(&ns, &t).await;
     let members: Api<Member> = ns.api();
     let member_name = "comeback-lead";
-    let memory = gw.bus.memory();
-    let key = MemoryKey { namespace: ns.name().into(), project: "comeback".into(), agent: "lead".into() };
-    wait_until(POD_TIMEOUT, "the first pod to write its memory", || async {
-        memory.read(&key).await.ok().flatten().is_some_and(|m| m.contains("written by the first pod"))
-    })
-    .await;
+    wait_for_lead_memory(&gw, &ns, "comeback", "written by the first pod", "the first pod to write its memory").await;
 
     // The first pod's token acts as the lead; a message waits unread in the lead's inbox.
     let pods: Api<Pod> = ns.api();
@@ -344,16 +346,10 @@ async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with
     let (lead, first_pod) = start_lead(&ns, &t).await;
     let members: Api<Member> = ns.api();
     let member_name = "evicted-lead";
-    let memory = gw.bus.memory();
-    let key = MemoryKey { namespace: ns.name().into(), project: "evicted".into(), agent: "lead".into() };
-    let memory_has = |text: &'static str| {
-        let (memory, key) = (memory.clone(), key.clone());
-        async move { memory.read(&key).await.ok().flatten().is_some_and(|m| m.contains(text)) }
-    };
-    wait_until(POD_TIMEOUT, "the first pod to write its memory", || memory_has("written by the first pod")).await;
+    wait_for_lead_memory(&gw, &ns, "evicted", "written by the first pod", "the first pod to write its memory").await;
     gw.bus.send(&TeamKey::new(ns.name(), "evicted"), from_tester(&lead, "the plan: ship it")).await.expect("send to the lead");
     // The first pod got the message before it wrote past its limit.
-    wait_until(POD_TIMEOUT, "the first pod to read the message", || memory_has("the first pod read:")).await;
+    wait_for_lead_memory(&gw, &ns, "evicted", "the first pod read:", "the first pod to read the message").await;
 
     // The kubelet evicts the first pod; the Member says so while it backs off, then runs its
     // second pod, and the team stays Active throughout.
