@@ -18,7 +18,7 @@ use kube::ResourceExt;
 use tracing::info;
 
 use super::context::Context;
-use super::{Result, roster, shutdown_grace, team_status};
+use super::{Result, shutdown_grace, team_status};
 use crate::api::{Member, Team, TeamPhase, condition};
 use crate::bus::{OPERATOR_SENDER, TeamKey};
 use crate::gateway::tools::shutdown::request_notice;
@@ -56,7 +56,7 @@ pub async fn disband(ctx: &Context, t: &Team, reason: &str, why: &str) -> Result
         );
         // The roster first: a member admitted within the Team reconcile's debounce is in the
         // store but not yet in Redis, and a notice to a name off the roster is refused.
-        ctx.rosters.sync(&ctx.bus, &key, roster::of(&members)).await?;
+        ctx.rosters.sync(&ctx.bus, &key, &members).await?;
         let uid = t.metadata.uid.clone().unwrap_or_default();
         let notices = held.iter().map(|m| (m, &asked)).chain(open.iter().map(|m| (m, &disbanded)));
         for (m, notice) in notices {

@@ -16,7 +16,7 @@ use tracing::instrument;
 
 use super::context::Context;
 use super::disband::{self, Progress};
-use super::{Error, MANAGER, Result, budget_phase, roster, team_status};
+use super::{Error, MANAGER, Result, budget_phase, team_status};
 use crate::api::field_managers::TEAM;
 use crate::api::{Member, MemberPhase, MemberRole, MemberSpec, Team, TeamPhase, TeamStatus, condition, labels};
 use crate::bus::TeamKey;
@@ -112,7 +112,7 @@ async fn apply(ctx: &Context, team: &Team) -> Result<Action> {
         return Ok(Action::requeue(DISBAND_RECHECK));
     }
 
-    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), roster::of(&members)).await?;
+    ctx.rosters.sync(&ctx.bus, &TeamKey::new(ns.clone(), name.clone()), &members).await?;
 
     let mut status = team_status::counts(&members);
     status.phase = Some(TeamPhase::Active);
