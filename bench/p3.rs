@@ -85,12 +85,15 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
         for mode in MODES {
             eprintln!("P3: {mode} with {c} pairs for {seconds} s");
             let job = Job { kind: mode.into(), pairs: c, ..base.clone() };
+            let commands_before = floor::redis_commands().await;
             let (mut out, _) = worker(&job, Vec::new()).await?;
+            let commands = floor::redis_commands().await.zip(commands_before).map(|(a, b)| a.saturating_sub(b));
             let mut lat: Vec<f64> = serde_json::from_value(out["latencies_ms"].take())?;
             let rate = out["count"].as_f64().unwrap_or(0.0) / out["elapsed_s"].as_f64().unwrap_or(f64::NAN);
             let mut s = summary(&mut lat);
             s["msgs_per_s"] = json!(rate.round());
             s["cpu"] = out["cpu"].take();
+            s["per_message"] = per_message(&s, commands);
             let (p50, p99) = (pct(&mut lat, 50.0), pct(&mut lat, 99.0));
             match raw {
                 None => raw = Some((p50, p99)),
@@ -119,6 +122,21 @@ async fn measure(client: &Client, ns: &TestNamespace, pairs: &[usize], seconds: 
         "runs": rows,
         "idle_waiters": idle,
     }))
+}
+
+/// What one delivered message cost: Redis commands (`total_commands_processed`, the scripts'
+/// own calls included, whoever sent them: the warm-up and stop messages and other users of the
+/// stack too) and CPU microseconds of Redis, the gateway's process and the load generator.
+fn per_message(s: &Value, commands: Option<u64>) -> Value {
+    let n = s["n"].as_f64().filter(|&n| n > 0.0).unwrap_or(f64::NAN);
+    let cpu = &s["cpu"]["per_component_s"];
+    let us = |component: &str| cpu[component].as_f64().map(|x| round3(x * 1e6 / n));
+    json!({
+        "redis_commands": commands.map(|c| round3(c as f64 / n)),
+        "redis_cpu_us": us("redis"),
+        "gateway_and_bench_cpu_us": us("gateway_and_bench"),
+        "load_generator_cpu_us": us("load_generator"),
+    })
 }
 
 /// What runs while the worker waits after a `ready`.

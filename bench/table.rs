@@ -146,6 +146,18 @@ fn p3_rows(rows: &mut Vec<Row>, p3: &Value) {
             let lat = format!("{} / {}", fmt(num(&m["p50_ms"]), ""), fmt(num(&m["p99_ms"]), " ms"));
             row(rows, part, format!("{c} pairs, {mode}: p50 / p99"), lat, "", None);
             let rate = fmt(num(&m["msgs_per_s"]), " msg/s");
+            let each = &m["per_message"];
+            if each.is_object() {
+                let value = format!(
+                    "{} / {} / {} / {}",
+                    fmt(num(&each["redis_commands"]), ""),
+                    fmt(num(&each["redis_cpu_us"]), ""),
+                    fmt(num(&each["gateway_and_bench_cpu_us"]), ""),
+                    fmt(num(&each["load_generator_cpu_us"]), " µs")
+                );
+                let metric = format!("{c} pairs, {mode}: per message, Redis commands / CPU of Redis, gateway, load generator");
+                row(rows, part, metric, value, "", None);
+            }
             if mode == "raw_redis" {
                 row(rows, part, format!("{c} pairs, {mode}: throughput"), rate, "", None);
                 continue;

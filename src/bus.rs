@@ -15,7 +15,7 @@
 //! | `team-operator:{<ns>/<team>}:roster` | hash | member name → `queued` \| `active` \| `finished` |
 //! | `team-operator:{<ns>/<team>}:inbox:<member>` | stream | messages to the member not acked yet (an ack deletes the entry); consumer group `inbox`, consumer = member name |
 //! | `team-operator:{<ns>/<team>}:sent` | hash | `<sender>\n<message id>` → first send's reply (idempotency), for ids the sender gave and operator notices' keys |
-//! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends |
+//! | `team-operator:{<ns>/<team>}:sent-at` | zset | same fields scored by send time; entries older than an hour are pruned by later sends that keep a marker |
 //! | `team-operator:{<ns>/<team>}:transcript` | stream | every message sent in the team, one entry per send (`to` = `*` for a broadcast), the newest up to `team_max_bytes`; its bytes are `transcript-bytes` in meta |
 //! | `team-operator:{<ns>/<team>}:transcript:<uid>` | stream | the transcript of the disbanded Team with that uid, renamed at teardown, expiring after `spec.retention` |
 //! | `team-operator:{<ns>/<team>}:transcripts` | zset | uids of retained transcripts scored by disband time (ms); expires with the last of them |

@@ -126,7 +126,8 @@ impl Caller {
 pub struct Authenticator {
     client: Client,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Caller)>>,
+    /// Shared, so a hit costs a reference count, not a copy of the identity.
+    cache: Mutex<HashMap<String, (Instant, Arc<Caller>)>>,
     /// The gateway's watch of Members: what a cached member identity is checked against.
     members: Store<Member>,
 }
@@ -138,16 +139,16 @@ impl Authenticator {
 
     /// The caller of a request that came over a connection proving `peer`: the user the front
     /// proxy names, or the one behind the `Authorization: Bearer` header.
-    pub async fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Result<Caller, ApiError> {
+    pub async fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Result<Arc<Caller>, ApiError> {
         if let Some(user) = peer.identity(headers) {
-            return user.map(Caller::User);
+            return user.map(|u| Arc::new(Caller::User(u)));
         }
         peer.refuse_claims(headers)?;
         let token = bearer(headers)?;
         if let Some(caller) = self.cached(token) {
             return Ok(caller);
         }
-        let caller = self.review(token).await?;
+        let caller = Arc::new(self.review(token).await?);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAP {
                 cache.clear();
@@ -157,7 +158,7 @@ impl Authenticator {
         Ok(caller)
     }
 
-    fn cached(&self, token: &str) -> Option<Caller> {
+    fn cached(&self, token: &str) -> Option<Arc<Caller>> {
         let mut cache = self.cache.lock().ok()?;
         match cache.get(token) {
             Some((until, caller)) if *until > Instant::now() && self.still_holds(caller) => Some(caller.clone()),

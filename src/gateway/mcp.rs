@@ -123,7 +123,7 @@ impl McpTools {
                 let caller = context
                     .extensions
                     .get::<axum::http::request::Parts>()
-                    .and_then(|parts| parts.extensions.get::<Caller>())
+                    .and_then(|parts| parts.extensions.get::<Arc<Caller>>())
                     .cloned()
                     .ok_or_else(|| ApiError::unauthenticated("no authenticated caller on this MCP request"))?;
                 super::tools::call(state, &caller, name, args).await

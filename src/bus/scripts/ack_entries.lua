@@ -3,17 +3,23 @@
 -- harmless: only pending entries count), deletes them and takes their size off the member's
 -- byte count and the team's in meta (send.lua keeps them). Every id is checked (XPENDING)
 -- before anything is written, so an invalid id fails the whole script and changes nothing.
--- Returns the count acked.
-local function ack_entries(meta, inbox, group, member, first)
-  local pending = {}
+-- `counts`: the member's and the team's counts from meta ({bytes:<member>, bytes}) when the
+-- caller has read them, else nil (read here when something was freed). Returns the count acked.
+local function ack_entries(meta, inbox, group, member, first, counts)
+  local pending, seen = {}, {}
   for i = first, #ARGV do
-    if #redis.call('XPENDING', inbox, group, ARGV[i], ARGV[i], 1) > 0 then
-      table.insert(pending, ARGV[i])
+    local sid = ARGV[i]
+    if not seen[sid] and #redis.call('XPENDING', inbox, group, sid, sid, 1) > 0 then
+      seen[sid] = true
+      table.insert(pending, sid)
     end
   end
-  local acked, freed = 0, 0
+  if #pending == 0 then
+    return 0
+  end
+  local acked = redis.call('XACK', inbox, group, unpack(pending))
+  local freed, present = 0, {}
   for _, sid in ipairs(pending) do
-    acked = acked + redis.call('XACK', inbox, group, sid)
     local entry = redis.call('XRANGE', inbox, sid, sid)[1]
     if entry then
       local fields = entry[2]
@@ -22,16 +28,21 @@ local function ack_entries(meta, inbox, group, member, first)
           freed = freed + (tonumber(fields[j + 1]) or 0)
         end
       end
-      redis.call('XDEL', inbox, sid)
+      table.insert(present, sid)
     end
   end
-  if freed > 0 and redis.call('HINCRBY', meta, 'bytes:' .. member, -freed) < 0 then
-    redis.call('HSET', meta, 'bytes:' .. member, 0)
+  if #present > 0 then
+    redis.call('XDEL', inbox, unpack(present))
   end
-  -- The team's total likewise, once send.lua has made it.
-  if freed > 0 and redis.call('HEXISTS', meta, 'bytes') == 1 and redis.call('HINCRBY', meta, 'bytes', -freed) < 0 then
-    redis.call('HSET', meta, 'bytes', 0)
+  if freed > 0 then
+    counts = counts or redis.call('HMGET', meta, 'bytes:' .. member, 'bytes')
+    local writes = { 'bytes:' .. member, math.max(0, (tonumber(counts[1]) or 0) - freed) }
+    -- The team's total likewise, once send.lua has made it.
+    if counts[2] then
+      table.insert(writes, 'bytes')
+      table.insert(writes, math.max(0, (tonumber(counts[2]) or 0) - freed))
+    end
+    redis.call('HSET', meta, unpack(writes))
   end
   return acked
 end
-

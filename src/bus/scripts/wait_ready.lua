@@ -13,7 +13,9 @@
 -- 'team_disbanded' (drained), 'team_not_found' or 'member_not_in_team'.
 local group, member, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
-local state = redis.call('HGET', KEYS[1], 'state')
+-- The state, and the byte counts the acks lower, in one read.
+local meta = redis.call('HMGET', KEYS[1], 'state', 'bytes:' .. member, 'bytes')
+local state = meta[1]
 if not state then
   return { 'team_not_found', 0, {}, 0 }
 end
@@ -21,7 +23,7 @@ if redis.call('HEXISTS', KEYS[2], member) == 0 then
   return { 'member_not_in_team', 0, {}, 0 }
 end
 -- What the caller hands back is acked first (ack_entries.lua, prepended).
-local acked = ack_entries(KEYS[1], KEYS[3], group, member, 4)
+local acked = ack_entries(KEYS[1], KEYS[3], group, member, 4, { meta[2], meta[3] })
 
 local pending = redis.call('XREADGROUP', 'GROUP', group, member, 'COUNT', batch,
   'STREAMS', KEYS[3], '0')[1][2]
