@@ -27,6 +27,7 @@ pub mod retry;
 pub mod roster;
 pub mod shared;
 pub mod shutdown_grace;
+pub mod slim;
 pub mod team;
 pub mod team_filter;
 pub mod team_status;
