@@ -8,6 +8,10 @@
 
 use std::ffi::c_long;
 
+// The options' functions are mimalloc's C library, linked with the crate (the binaries name it
+// as their allocator; a library test would not link it otherwise).
+extern crate mimalloc;
+
 /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (v3, `include/mimalloc.h`).
 const PURGE_DELAY: i32 = 15;
 
