@@ -15,6 +15,7 @@ pub mod error;
 pub mod fair_share;
 #[cfg(test)]
 pub mod fixtures;
+pub mod in_flight;
 pub mod lead_notice;
 pub mod leader;
 pub mod member;
@@ -28,6 +29,7 @@ pub mod retry;
 pub mod roster;
 pub mod shared;
 pub mod shutdown_grace;
+pub mod slim;
 pub mod team;
 pub mod team_filter;
 pub mod team_status;
@@ -67,9 +69,12 @@ pub const MANAGER: &str = "team-operator";
 /// Runs the controller until the process gets SIGTERM or a component fails; with leader election,
 /// only while this process holds the Lease.
 pub async fn run(args: ControllerArgs, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    // The reconcilers and the admission share a bounded client (see `in_flight`); the Lease's
+    // renewals have their own, so a queue of work never delays them.
+    let client = kube::client::ClientBuilder::try_from(config.clone())?.with_layer(&in_flight::layer(in_flight::API_IN_FLIGHT)).build();
     match args.lease() {
-        Some(lease) => leader::run_as_leader(client.clone(), lease, reconcile_all(client, args, metrics, readiness)).await,
+        Some(lease) => leader::run_as_leader(Client::try_from(config)?, lease, reconcile_all(client, args, metrics, readiness)).await,
         None => reconcile_all(client, args, metrics, readiness).await,
     }
 }

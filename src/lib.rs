@@ -13,7 +13,7 @@
 //!   client `teamctl` uses.
 //! - [`teamctl`]: the `teamctl` CLI (every tool as a subcommand, `teamctl mcp` over stdio).
 //! - [`config`], [`telemetry`], [`metrics`], [`health`]: settings, logging and traces, Prometheus
-//!   metrics, the probe and metrics endpoints.
+//!   metrics, the probe and metrics endpoints; [`allocator`]: the controller's mimalloc options.
 //! - [`crd`]: writes `crds/` from the types.
 //! - [`watch`]: `teamctl watch`, the live view of teams (ratatui) and its `--once` snapshot.
 
@@ -42,6 +42,7 @@ macro_rules! named_enum {
     };
 }
 
+pub mod allocator;
 pub mod api;
 pub mod bus;
 pub mod config;

@@ -41,9 +41,16 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Controller(_)) {
+        // Before the runtime's threads allocate (see `allocator`).
+        team_operator::allocator::purge_at_once();
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crd { out, check } => team_operator::crd::write_all(&out, check),
         Command::Gateway(args) => {

@@ -57,9 +57,11 @@ const RETRY: Duration = Duration::from_secs(1);
 /// batches its syncs the same way, for a second), so a fleet's burst of watch events makes a
 /// few rounds instead of one per event.
 const BATCH: Duration = Duration::from_millis(20);
-/// Names of members not admitted yet written per batch; the next batch is named once this one's
-/// Queued writes are done: a backlog of a thousand new members is named a batch at a time, and
-/// the rounds in between refill the slots freed meanwhile.
+/// Queued writes of newly named members in flight at most: a window, not a batch. A backlog of
+/// a thousand new members is named this many at a time, oldest first, and each write that ends
+/// lets the next round name one more, so a slow write (an API server answering in seconds under
+/// load) holds up its own member only, and the rounds in between refill the slots freed
+/// meanwhile.
 const NAME_BATCH: usize = 64;
 
 /// What the planner needs to know of a team.
@@ -403,12 +405,12 @@ fn round(ctx: &Context, stores: &Stores, index: &std::sync::Mutex<Index>, flight
     debug!(names = decided.names.len(), admit = decided.admit.len(), record = decided.record.len(), "admission round");
 
     // Names are decided now, written with the member's admission or, for members that wait,
-    // in batches. Only the names written this round are kept: a member past the batch is named
-    // again in a later round (a name kept but not written would never be written as Queued,
-    // with the cap that holds it).
+    // as the window of naming writes has room. Only the names written this round are kept: a
+    // member past the window is named again in a later round (a name kept but not written would
+    // never be written as Queued, with the cap that holds it).
     let deciding: std::collections::HashSet<&ObjectRef<Member>> = decided.admit.iter().chain(&decided.record).collect();
-    let waiting: Vec<&ObjectRef<Member>> =
-        decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).take(NAME_BATCH).collect();
+    let room = NAME_BATCH.saturating_sub(pending.naming);
+    let waiting: Vec<&ObjectRef<Member>> = decided.names.iter().map(|(k, _)| k).filter(|k| !deciding.contains(k)).take(room).collect();
     let written_now: std::collections::HashSet<&ObjectRef<Member>> = deciding.iter().copied().chain(waiting.iter().copied()).collect();
     for (key, name) in decided.names.iter().filter(|(k, _)| written_now.contains(k)) {
         if let Some(m) = members.get(key)
@@ -472,11 +474,12 @@ fn record_gauges(ctx: &Context, per_phase: &HashMap<MemberPhase, i64>, live: &Ha
     ctx.metrics.slots_in_use.set(i64::try_from(live.values().sum::<usize>()).unwrap_or(i64::MAX));
 }
 
-/// The members a round plans for, from the heads of the teams' queues: per team, its open
-/// members with a name up to its free slots (and those that hold no slot: backing off, or with
-/// a pod whose admission is to be recorded), and up to [`NAME_BATCH`] without one while no
-/// batch of names is being written. Members with work in flight are none (their pods count as
-/// live already). Time in proportion to the slots and the batch, not to the queues.
+/// The members a round plans for, from the heads of the queues: per team, its open members
+/// with a name up to its free slots (and those that hold no slot: backing off, or with a pod
+/// whose admission is to be recorded); across teams, the oldest without one, as many as the
+/// window of naming writes has room for ([`NAME_BATCH`]). Members with work in flight are none
+/// (their pods count as live already). Time in proportion to the teams, the slots and the
+/// window, not to the queues.
 fn candidates(
     index: &Index,
     live: &HashMap<TeamId, usize>,
@@ -539,6 +542,15 @@ fn candidates(
         });
         let mut wants_slot = 0;
         for (_, uid) in &queues.named {
+            // Past the free slots only members that hold none are candidates: the others are
+            // passed over without building their view (a fleet's queues hold thousands).
+            if wants_slot >= free
+                && index.members.get(uid).is_some_and(|m| m.role != MemberRole::Lead && m.retry_from.is_none())
+                && !index.has_pod(uid)
+                && !pending.refusals.waiting(uid, now)
+            {
+                continue;
+            }
             let Some(v) = view(uid) else { continue };
             let takes_slot = v.role != MemberRole::Lead && !v.has_pod && !v.backing_off;
             if takes_slot && wants_slot >= free {
@@ -547,25 +559,26 @@ fn candidates(
             wants_slot += usize::from(takes_slot);
             out.push(v);
         }
-        let mut unnamed = 0;
         for (_, uid) in &queues.unnamed {
             let Some(v) = view(uid) else { continue };
             // Named already (the store has not shown the write yet): a candidate for a slot.
-            if v.name.is_some() {
-                let takes_slot = v.role != MemberRole::Lead && !v.has_pod && !v.backing_off;
-                if !takes_slot || wants_slot < free {
-                    wants_slot += usize::from(takes_slot);
-                    out.push(v);
-                }
-                continue;
-            }
-            if unnamed >= NAME_BATCH || pending.naming > 0 {
+            // The first without a name ends the team's part: names go by age across teams, below.
+            if v.name.is_none() {
                 break;
             }
-            unnamed += 1;
-            out.push(v);
+            let takes_slot = v.role != MemberRole::Lead && !v.has_pod && !v.backing_off;
+            if !takes_slot || wants_slot < free {
+                wants_slot += usize::from(takes_slot);
+                out.push(v);
+            }
         }
     }
+    // Those to name: the oldest that can be named, up to the window's room. A member of a team
+    // that is gone, disbanded or without its agent type gets no name (the Member reconciler
+    // refuses it), so it does not take the room of one that does.
+    let room = NAME_BATCH.saturating_sub(pending.naming);
+    let nameable = |v: &MemberView| index.teams.get(&v.team).is_some_and(|t| !t.disbanded && t.agents.contains(&v.agent));
+    out.extend(index.unnamed.iter().filter_map(|(_, uid)| view(uid)).filter(|v| v.name.is_none() && nameable(v)).take(room));
     out
 }
 
@@ -831,6 +844,46 @@ mod candidate_tests {
         let team = ("default".to_owned(), "review".to_owned());
         let fresh: BTreeSet<&String> = p.names.iter().map(|(_, n)| n).filter(|n| !index.is_taken(&team, n)).collect();
         assert_eq!(fresh.len(), NAME_BATCH, "distinct names none of the 500 named members holds: {:?}", p.names);
+    }
+
+    #[test]
+    fn names_go_to_the_oldest_across_teams_as_the_window_has_room() {
+        let team = |name: &str| {
+            let mut t = crate::controller::fixtures::team(name, 2);
+            t.metadata.namespace = Some("default".into());
+            t.metadata.uid = Some(format!("uid-{name}"));
+            t
+        };
+        let mut gone = team("gone");
+        gone.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        let mut index = Index::default();
+        for t in [team("late"), team("early"), gone] {
+            index.team(&t, true);
+        }
+        let of = |team: &str, i: usize| {
+            let mut m = member(i, false);
+            m.spec.team = team.into();
+            m
+        };
+        // The disbanded team's are the oldest: they get no name, and take no room.
+        for i in 0..10 {
+            index.member(&of("gone", i), true);
+        }
+        for i in 100..200 {
+            index.member(&of("late", i + 100), true);
+            index.member(&of("early", i), true);
+        }
+        let unnamed = |pending: &Pending| {
+            let views = candidates(&index, &HashMap::new(), 10, pending, Instant::now(), retry::DEFAULT_FIRST_BACKOFF);
+            views.into_iter().filter(|v| v.name.is_none()).map(|v| v.team.1).collect::<Vec<_>>()
+        };
+        let all = unnamed(&Pending::default());
+        assert_eq!(all.len(), NAME_BATCH);
+        assert!(all.iter().all(|t| t == "early"), "the oldest first, whichever team: {all:?}");
+        let busy = Pending { naming: NAME_BATCH - 4, ..Default::default() };
+        assert_eq!(unnamed(&busy).len(), 4, "only the room the writes in flight leave");
+        let full = Pending { naming: NAME_BATCH, ..Default::default() };
+        assert!(unnamed(&full).is_empty());
     }
 
     #[test]

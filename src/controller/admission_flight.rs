@@ -47,8 +47,8 @@ pub struct Pending {
     pub retry_wake: Option<Timestamp>,
     /// Members (uids) with work in flight: no round plans for them until it is done.
     pub in_flight: HashSet<String>,
-    /// Queued writes of newly named members in flight: the next batch of names waits for them,
-    /// so a backlog of a thousand new members is named a batch at a time.
+    /// Queued writes of newly named members in flight: a window (`admission::NAME_BATCH`) that
+    /// each write ending makes room in for the next name.
     pub naming: usize,
 }
 
@@ -196,7 +196,7 @@ impl Flights {
 }
 
 /// Ends a member's flight however its work ended (a panic included): it is a candidate again,
-/// and the end of a batch of names lets the next batch be named.
+/// and the end of a naming write lets the next member be named.
 struct Done {
     flights: Flights,
     uid: String,
@@ -209,9 +209,7 @@ impl Drop for Done {
         pending.in_flight.remove(&self.uid);
         if self.naming {
             pending.naming = pending.naming.saturating_sub(1);
-            if pending.naming == 0 {
-                self.flights.wake.notify_one();
-            }
+            self.flights.wake.notify_one();
         }
     }
 }

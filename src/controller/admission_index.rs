@@ -75,6 +75,9 @@ pub struct Index {
     pub members: HashMap<String, Entry>,
     /// Open members per team, in admission order.
     pub queues: HashMap<TeamId, Queues>,
+    /// Open members without a name, of every team, in admission order: the next names go to
+    /// the oldest, whichever team they are of.
+    pub unnamed: BTreeSet<(Order, String)>,
     /// Names taken per team, with how many members hold each (one, unless edited by hand).
     names: HashMap<TeamId, HashMap<String, usize>>,
     /// Member pods: pod (ns, name) → (controlling member uid, still running).
@@ -165,6 +168,9 @@ impl Index {
         }
         if entry.open() {
             self.queues.entry(entry.team.clone()).or_default().of(entry.name.is_some()).insert((entry.order.clone(), uid.clone()));
+            if entry.name.is_none() {
+                self.unnamed.insert((entry.order.clone(), uid.clone()));
+            }
         }
         self.members.insert(uid, entry);
     }
@@ -185,6 +191,9 @@ impl Index {
             if names.is_empty() {
                 self.names.remove(&old.team);
             }
+        }
+        if old.name.is_none() {
+            self.unnamed.remove(&(old.order.clone(), uid.to_owned()));
         }
         if let Some(q) = self.queues.get_mut(&old.team) {
             q.of(old.name.is_some()).remove(&(old.order.clone(), uid.to_owned()));

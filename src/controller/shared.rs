@@ -11,14 +11,16 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use super::slim::Slim;
 
 /// Events buffered per consumer before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -42,14 +44,15 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Shared<K> {
 /// watch and must be polled.
 pub fn shared<K>(api: Api<K>, cfg: watcher::Config, consumers: usize) -> (Shared<K>, impl Future<Output = ()>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Slim + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
     let (senders, subscriptions): (Vec<_>, Vec<_>) = (0..consumers).map(|_| mpsc::channel(BUFFER)).unzip();
     let events = watcher::watcher(api, cfg.any_semantic())
         .default_backoff()
-        // Nothing reads managedFields; at fleet sizes they are a good part of the stores' memory.
-        .modify(|k| k.managed_fields_mut().clear())
+        // Only what a reader of the store reads is kept (see `slim`): at fleet sizes the rest is
+        // most of the stores' memory.
+        .modify(Slim::slim)
         .reflect(writer);
     let reader = store.clone();
     let drive = async move {
