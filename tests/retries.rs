@@ -180,6 +180,12 @@ async fn with_gateway(prefix: &str, backoff: &str) -> (Stack, TestNamespace, fix
     (s, ns, gw, op)
 }
 
+/// Asserts that Team `team` is Active now.
+async fn assert_team_active(ns: &TestNamespace, team: &str, why: &str) {
+    let now = ns.api::<Team>().get(team).await.expect("team");
+    assert_eq!(now.status.as_ref().and_then(|s| s.phase), Some(TeamPhase::Active), "{why}: {}", describe(&now));
+}
+
 /// Waits until the memory of `team`'s lead (its agent type's memory mode Local: the lead's own)
 /// holds `text`.
 async fn wait_for_lead_memory(gw: &fixture::Gateway, ns: &TestNamespace, team: &str, text: &str, what: &str) {
@@ -239,8 +245,7 @@ async fn a_lead_pod_deleted_by_hand_comes_back_under_a_new_name_with_its_inbox_a
     let second_pod = format!("{first_pod}-2");
     let back = wait_for(&members, member_name, POD_TIMEOUT, "the lead's second pod", |m| pod_name(m).as_deref() == Some(&second_pod)).await;
     assert_eq!(failed_attempts(&back), Some(1), "{}", describe(&back));
-    let team_now = ns.api::<Team>().get("comeback").await.expect("team");
-    assert_eq!(team_now.status.and_then(|s| s.phase), Some(TeamPhase::Active), "the team did not disband");
+    assert_team_active(&ns, "comeback", "a lead that is retried does not disband its team").await;
 
     // Once gone, the first pod's token works no more.
     wait_deleted(&pods, &first_pod, first.uid().as_deref(), POD_TIMEOUT, "the first pod to go").await;
@@ -365,14 +370,7 @@ async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with
     let evicted = pods.get(&first_pod).await.expect("the first pod is kept");
     let eviction = assert_evicted_by_the_kubelet(&ns, &evicted).await;
     assert!(why.contains(&format!("{eviction}; a new pod starts")), "the Member's message quotes the kubelet's: {why}");
-    let teams: Api<Team> = ns.api();
-    let team_now = teams.get("evicted").await.expect("team");
-    assert_eq!(
-        team_now.status.as_ref().and_then(|s| s.phase),
-        Some(TeamPhase::Active),
-        "the team did not disband: {}",
-        describe(&team_now)
-    );
+    assert_team_active(&ns, "evicted", "an evicted lead that is retried does not disband its team").await;
 
     let second_pod = format!("{first_pod}-2");
     let back = wait_for(&members, member_name, POD_TIMEOUT, "the lead's second pod to run", |m| {
@@ -380,13 +378,7 @@ async fn a_lead_evicted_by_the_kubelet_for_its_ephemeral_storage_comes_back_with
     })
     .await;
     assert_eq!(failed_attempts(&back), Some(1), "{}", describe(&back));
-    let team_now = teams.get("evicted").await.expect("team");
-    assert_eq!(
-        team_now.status.as_ref().and_then(|s| s.phase),
-        Some(TeamPhase::Active),
-        "the team did not disband: {}",
-        describe(&team_now)
-    );
+    assert_team_active(&ns, "evicted", "an evicted lead that is retried does not disband its team").await;
 
     // The second pod's turn 1 starts with the memory, its turn 2 is the message the first pod
     // read but never acked.
@@ -433,8 +425,7 @@ async fn a_member_evicted_by_the_kubelet_without_a_backoff_limit_fails_with_reas
     let notice = failure_notice(ns.name(), "hogs", &lead, "hog").await;
     assert!(notice.starts_with("[AGENT FAILURE] @hog failed: Evicted") && notice.contains(&format!("{eviction}. Its pending")), "{notice}");
     assert_eq!(pods_of(&ns, &failed).await.len(), 1, "no retry without a backoffLimit");
-    let team_now = ns.api::<Team>().get("hogs").await.expect("team");
-    assert_eq!(team_now.status.and_then(|s| s.phase), Some(TeamPhase::Active), "a member's failure does not disband its team");
+    assert_team_active(&ns, "hogs", "a member's failure does not disband its team").await;
     ns.cleanup().await;
 }
 
