@@ -8,77 +8,17 @@
 //! A request holds its place until its response's head arrives, so a watch, whose body streams
 //! on, does not keep one.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::{Layer, Service};
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 /// API requests in flight at most: the admission's 32 pod creates and 32 status writes, and
 /// the reconcilers' writes beside them.
 pub const API_IN_FLIGHT: usize = 96;
 
-type Acquire = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
-
-/// The layer that bounds the requests in flight of the client built with it to `limit`.
-pub fn layer(limit: usize) -> InFlightLayer {
-    InFlightLayer(Arc::new(Semaphore::new(limit)))
-}
-
-pub struct InFlightLayer(Arc<Semaphore>);
-
-impl<S> Layer<S> for InFlightLayer {
-    type Service = InFlight<S>;
-
-    fn layer(&self, inner: S) -> InFlight<S> {
-        InFlight { inner, places: self.0.clone(), permit: None, acquiring: None }
-    }
-}
-
-/// A service that is ready only once it holds a place; the place goes with the request.
-pub struct InFlight<S> {
-    inner: S,
-    places: Arc<Semaphore>,
-    permit: Option<OwnedSemaphorePermit>,
-    acquiring: Option<Acquire>,
-}
-
-impl<S, R> Service<R> for InFlight<S>
-where
-    S: Service<R>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        if self.permit.is_none() {
-            let places = self.places.clone();
-            let acquiring = self.acquiring.get_or_insert_with(|| Box::pin(async move { places.acquire_owned().await.ok() }));
-            match acquiring.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(permit) => {
-                    self.acquiring = None;
-                    // The semaphore is never closed; were it, requests would go unbounded.
-                    self.permit = permit;
-                }
-            }
-        }
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        let permit = self.permit.take();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let out = response.await;
-            drop(permit);
-            out
-        })
-    }
+/// The layer that bounds the requests in flight of the client built with it to `limit`:
+/// tower's concurrency limit, whose place goes with the response future (so a watch frees its
+/// place once its head arrives), over one semaphore for every service the layer makes.
+pub fn layer(limit: usize) -> GlobalConcurrencyLimitLayer {
+    GlobalConcurrencyLimitLayer::new(limit)
 }
 
 #[cfg(test)]
@@ -86,7 +26,9 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use tower::ServiceExt;
+    use std::sync::Arc;
+
+    use tower::{Layer, Service, ServiceExt};
 
     use super::*;
 
