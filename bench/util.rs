@@ -115,6 +115,18 @@ pub struct PodState {
     pub terminal_at: Vec<Instant>,
     /// (moment, live pods) at every change of the live count.
     pub samples: Vec<(Instant, usize)>,
+    /// Per pod, when the watch first saw it bound to a node, Running, and terminal: where a
+    /// pod's life goes (scheduling, the node starting it, its run).
+    pub lifecycle: HashMap<String, Lifecycle>,
+}
+
+/// When the watch saw one pod reach each step (`created` its first event).
+#[derive(Clone, Copy)]
+pub struct Lifecycle {
+    pub created: Instant,
+    pub bound: Option<Instant>,
+    pub running: Option<Instant>,
+    pub ended: Option<Instant>,
 }
 
 pub struct PodWatch {
@@ -184,6 +196,16 @@ fn apply_pod(st: &Mutex<PodState>, tx: &mpsc::UnboundedSender<Terminal>, p: Pod,
     }
     if s.seen.insert(name.clone()) {
         s.created_at.push(now);
+    }
+    let life = s.lifecycle.entry(name.clone()).or_insert(Lifecycle { created: now, bound: None, running: None, ended: None });
+    if p.spec.as_ref().is_some_and(|spec| spec.node_name.is_some()) {
+        life.bound.get_or_insert(now);
+    }
+    if phase == "Running" || terminal {
+        life.running.get_or_insert(now);
+    }
+    if terminal {
+        life.ended.get_or_insert(now);
     }
     let live_before = s.live.len();
     if terminal {
@@ -256,8 +278,18 @@ pub fn launch_shape(s: &PodState, t0: Instant, n: usize, p: usize, step: Duratio
             t += step.as_secs_f64();
         }
     }
+    let stage = |from: fn(&Lifecycle) -> Option<Instant>, to: fn(&Lifecycle) -> Option<Instant>| {
+        let mut v: Vec<f64> = s.lifecycle.values().filter_map(|l| Some(ms(to(l)?.saturating_duration_since(from(l)?)))).collect();
+        summary(&mut v)
+    };
     json!({
         "slot_use": slot_use.map(round3),
+        "lifecycle": {
+            "created_to_bound": stage(|l| Some(l.created), |l| l.bound),
+            "bound_to_running": stage(|l| l.bound, |l| l.running),
+            "running_to_ended": stage(|l| l.running, |l| l.ended),
+            "created_to_ended": stage(|l| Some(l.created), |l| l.ended),
+        },
         "window_s": window_end.map(|e| round3(at(e))),
         "max_live": s.max_live,
         "turnover": summary(&mut turnover),

@@ -19,7 +19,9 @@
 # State (certificates, kubeconfig, data, logs, pids) lives in $STACK_DIR (see hack/lib.sh).
 # Tunables (env): NODE (1), KWOK_NODES, *_PORT, NODE_* (hack/node.sh), KCM_KUBE_API_QPS / KCM_KUBE_API_BURST (controller-manager
 # client rate; defaults are upstream's 20 / 30), SCHEDULER_KUBE_API_QPS / SCHEDULER_KUBE_API_BURST
-# (scheduler client rate; upstream's 50 / 100), STACK_TIMEOUT (seconds per health wait, 60).
+# (scheduler client rate; upstream's 50 / 100), APISERVER_PROFILING (false; true serves the API
+# server's /debug/pprof, for finding where its CPU goes under a benchmark), STACK_TIMEOUT (seconds
+# per health wait, 60).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -28,6 +30,7 @@ SCHEDULER_PORT=${SCHEDULER_PORT:-16259}
 KWOK_PORT=${KWOK_PORT:-16247}
 KCM_KUBE_API_QPS=${KCM_KUBE_API_QPS:-20}
 KCM_KUBE_API_BURST=${KCM_KUBE_API_BURST:-30}
+APISERVER_PROFILING=${APISERVER_PROFILING:-false}
 SCHEDULER_KUBE_API_QPS=${SCHEDULER_KUBE_API_QPS:-50}
 SCHEDULER_KUBE_API_BURST=${SCHEDULER_KUBE_API_BURST:-100}
 # What the chart's Deployments, StatefulSet (and its PersistentVolumeClaim: binding, and the
@@ -316,7 +319,7 @@ start_kube-apiserver() {
     --enable-aggregator-routing=true \
     --allow-privileged=true \
     --disable-admission-plugins=TaintNodesByCondition \
-    --profiling=false \
+    --profiling="$APISERVER_PROFILING" \
     --v=1
 }
 
