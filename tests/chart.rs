@@ -757,7 +757,6 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
             ("watch", "", "pods", "", None),
             ("get", "", "pods", &tns, None),
             ("create", "", "pods", &tns, None),
-            ("patch", "", "pods", &tns, None),
             ("delete", "", "pods", &tns, None),
             ("create", "events.k8s.io", "events", &tns, None),
             ("patch", "events.k8s.io", "events", &tns, None),
@@ -779,6 +778,7 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
             ("create", g, "teamtasks", &tns, None),
             ("update", g, "teamtasks", &tns, None),
             ("update", "", "pods", &tns, None),
+            ("patch", "", "pods", &tns, None),
             ("create", "", "pods/exec", &tns, None),
             ("get", "", "secrets", &tns, None),
             ("list", "", "secrets", "", None),
@@ -819,9 +819,9 @@ async fn chart_rbac_grants_the_controller_what_it_uses_and_nothing_more() {
         .expect("patch Member status");
     let pods: Api<Pod> = Api::namespaced(ctl.clone(), &tns);
     let pod = kwok_pod("t-lead-x").label("app.kubernetes.io/managed-by", "team-operator").build();
-    pods.patch("t-lead-x", &PatchParams::apply("team-operator").force(), &Patch::Apply(&pod))
+    pods.create(&PostParams { field_manager: Some("team-operator".into()), ..Default::default() }, &pod)
         .await
-        .expect("server-side apply a member pod");
+        .expect("create a member pod");
     pods.get("t-lead-x").await.expect("get the pod");
     pods.delete("t-lead-x", &DeleteParams::background()).await.expect("delete the pod");
     let event: EventV1 = serde_json::from_value(json!({

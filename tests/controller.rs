@@ -756,3 +756,33 @@ async fn a_pod_refused_by_pod_security_fails_its_member_and_others_keep_starting
     .await;
     ns.cleanup().await;
 }
+
+/// A pod made by someone else under the name a member's pod will have (team, agent name and a
+/// piece of the Member's uid, all readable) is not taken for the member's: the member fails with
+/// `PodRejected` saying the name is taken, and the other pod is neither adopted nor deleted.
+#[tokio::test]
+async fn a_pod_squatting_a_members_pod_name_is_refused_not_adopted() {
+    let (_s, ns, _op) = setup("squat", 10).await;
+    let pods: Api<Pod> = ns.api();
+    ns.api::<Team>().create(&PostParams::default(), &team("chi", 1)).await.expect("team");
+    let members: Api<Member> = ns.api();
+    members.create(&PostParams::default(), &member("first", "chi", None)).await.expect("member");
+    let first = wait_for(&members, "first", LONG, "first to run", |m| phase(m) == MemberPhase::Active).await;
+    members.create(&PostParams::default(), &member("second", "chi", None)).await.expect("member");
+    let second = wait_for(&members, "second", LONG, "second to be named", |m| m.agent_name().is_some()).await;
+    assert_eq!(second.phase(), MemberPhase::Queued);
+
+    // Its pod's name, taken first by a pod of nobody's.
+    let taken = team_operator::controller::pod::pod_name("chi", second.agent_name().unwrap(), &second.uid().unwrap(), 0);
+    pods.create(&PostParams::default(), &kwok_pod(&taken).build()).await.expect("squatting pod");
+    set_sim_exit(&pods, &first.status.and_then(|s| s.pod_name).expect("pod name"), 0, Some("1s")).await;
+
+    let failed = wait_for(&members, "second", LONG, "second to fail", |m| phase(m) == MemberPhase::Failed).await;
+    let st = failed.status.expect("status");
+    assert_eq!(st.reason.as_deref(), Some("PodRejected"));
+    assert!(st.message.as_deref().is_some_and(|m| m.contains("its name is taken")), "{:?}", st.message);
+    let kept = pods.get(&taken).await.expect("the squatting pod is not deleted");
+    assert!(kept.metadata.deletion_timestamp.is_none(), "the operator deleted a pod it did not create");
+    assert!(kept.owner_references().is_empty(), "the operator adopted a pod it did not create: {:?}", kept.owner_references());
+    ns.cleanup().await;
+}

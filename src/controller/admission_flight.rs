@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, warn};
 
@@ -24,7 +24,7 @@ use super::admission_status::{self, Decision, Hold};
 use super::context::Context;
 use super::fair_share::TeamId;
 use super::pod::{self, PodInputs};
-use super::pod_refusal::{Backoff, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
+use super::pod_refusal::{Backoff, NAME_TAKEN, POD_REJECTED, QUOTA_EXCEEDED, REJECTED_TRIES, Refusal};
 use super::retry;
 use crate::api::field_managers::{self, ADMISSION, PODS};
 use crate::api::{Member, Team};
@@ -214,8 +214,12 @@ impl Drop for Done {
     }
 }
 
-/// Creates (server-side applies) the member's pod; applying again is a no-op, so a retried
-/// create never makes a second pod.
+/// Creates the member's pod with a plain create, as the Job controller does: an apply would have
+/// the API server parse the whole pod as YAML (twice) and merge it field by field, on the
+/// busiest write of a launch. A pod of that name already controlled by this Member (a create
+/// whose answer was lost, or a restart between the create and the admission write) is its pod;
+/// one that is not (a pod made under its name by someone else) is refused as a name taken, never
+/// adopted (rule 7).
 async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &str) -> Result<(), super::Error> {
     // Memory (`memory: local`) is not put into the prompt: `teamctl run` reads it when turn 1
     // starts, so it is fresh and TEAM_PROMPT stays within env limits.
@@ -226,7 +230,19 @@ async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &st
     };
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &member.namespace().unwrap_or_default());
     let name = pod.metadata.name.clone().unwrap_or_default();
-    api.patch(&name, &PatchParams::apply(PODS).force(), &Patch::Apply(&pod)).await?;
+    let params = PostParams { field_manager: Some(PODS.into()), ..Default::default() };
+    match api.create(&params, &pod).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let existing = api.get(&name).await?;
+            let uid = member.metadata.uid.as_deref().unwrap_or_default();
+            if !pod::controlled_by(&existing, uid) {
+                let message = format!("pod {name} exists and is not controlled by Member {} (uid {uid}): its name is taken", member.name_any());
+                return Err(kube::Error::Api(Box::new(kube::core::Status::failure(&message, NAME_TAKEN).with_code(409))).into());
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
     ctx.metrics.pods_created.inc();
     info!(pod = name, member = %member.name_any(), "admitted member");
     Ok(())

@@ -3,6 +3,8 @@
 //! - Refused for good (Pod Security, an invalid template: 403 or 422 that is not a quota): the
 //!   member fails with reason `PodRejected` and the API server's message, after a few tries with
 //!   backoff (an admission webhook may be restarting).
+//! - Its name is taken by a pod the Member does not control (see `admission_flight::create_pod`):
+//!   refused for good the same way; the other pod is left alone.
 //! - Refused by a ResourceQuota (403 "exceeded quota"): transient. The member stays Queued with
 //!   reason `QuotaExceeded` and is tried again with backoff.
 //! - Anything else (a timeout, a 5xx, a conflict): tried again with backoff.
@@ -28,6 +30,8 @@ pub enum Refusal {
 pub const POD_REJECTED: &str = "PodRejected";
 /// Reason on a Queued Member held back by a ResourceQuota.
 pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+/// Reason of the refusal of a create whose pod name is held by a pod the member does not control.
+pub const NAME_TAKEN: &str = "NameTaken";
 /// Tries of a rejected create before the member fails.
 pub const REJECTED_TRIES: u32 = 3;
 /// First retry after a refusal; it doubles per try up to [`MAX_BACKOFF`].
@@ -40,6 +44,7 @@ impl Refusal {
         match e {
             kube::Error::Api(s) if s.code == 403 && s.message.contains("exceeded quota") => Refusal::Quota(s.message.clone()),
             kube::Error::Api(s) if matches!(s.code, 400 | 403 | 422) => Refusal::Rejected(s.message.clone()),
+            kube::Error::Api(s) if s.code == 409 && s.reason == NAME_TAKEN => Refusal::Rejected(s.message.clone()),
             other => Refusal::Transient(other.to_string()),
         }
     }
@@ -95,6 +100,8 @@ mod tests {
         assert!(matches!(Refusal::of(&api(422, "Pod \"x\" is invalid")), Refusal::Rejected(_)));
         assert!(matches!(Refusal::of(&api(500, "etcd timeout")), Refusal::Transient(_)));
         assert!(matches!(Refusal::of(&api(409, "conflict")), Refusal::Transient(_)));
+        let taken = kube::core::Status::failure("pod x exists and is not controlled by Member m", NAME_TAKEN).with_code(409);
+        assert!(matches!(Refusal::of(&kube::Error::Api(Box::new(taken))), Refusal::Rejected(_)));
     }
 
     #[test]
