@@ -36,7 +36,10 @@ impl Operator {
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!("{ns}.log"));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_team-operator"))
+        // BENCH_OPERATOR_BIN: another build's binary, to compare two builds run after run on
+        // the same machine (a figure drifts between sittings more than many changes move it).
+        let bin = std::env::var_os("BENCH_OPERATOR_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_team-operator").into());
+        let child = Command::new(bin)
             .args(["controller", "--namespace", ns, "--max-agents", &max_agents.to_string()])
             .args(["--metrics-addr", "127.0.0.1:0"])
             // As the chart's controller account, like the tests' operator: the harness's
