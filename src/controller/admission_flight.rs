@@ -237,7 +237,8 @@ async fn create_pod(ctx: &Context, team: &Team, member: &Member, agent_name: &st
             let existing = api.get(&name).await?;
             let uid = member.metadata.uid.as_deref().unwrap_or_default();
             if !pod::controlled_by(&existing, uid) {
-                let message = format!("pod {name} exists and is not controlled by Member {} (uid {uid}): its name is taken", member.name_any());
+                let message =
+                    format!("pod {name} exists and is not controlled by Member {} (uid {uid}): its name is taken", member.name_any());
                 return Err(kube::Error::Api(Box::new(kube::core::Status::failure(&message, NAME_TAKEN).with_code(409))).into());
             }
         }
