@@ -5,7 +5,8 @@
 //! a queue of open members per team, the names taken, the member pods that run; constant work
 //! per event), and after each burst of changes plans a round from the heads of the queues
 //! (pure [`plan`]; a finished pod frees its slot as soon as the pod store shows it ended,
-//! without waiting for its Member's reconcile or write), and hands what it decided to work in
+//! without waiting for its Member's reconcile or write, and the round that refills it starts at
+//! once instead of after a batch), and hands what it decided to work in
 //! flight (`admission_flight`): it creates the pods of the members it admits and writes its
 //! decisions (see `admission_status`: a member named and admitted in one round gets name,
 //! Starting, podName and startTime in one write, after its pod was created), while the next
@@ -57,6 +58,10 @@ const RETRY: Duration = Duration::from_secs(1);
 /// batches its syncs the same way, for a second), so a fleet's burst of watch events makes a
 /// few rounds instead of one per event.
 const BATCH: Duration = Duration::from_millis(20);
+/// Except for a slot given back (a member pod ended or went): the next round is planned at once,
+/// so that the slot is refilled without waiting out a batch, but rounds start at most this often,
+/// so a fleet's pods ending in a burst still share rounds.
+const REFILL_GAP: Duration = Duration::from_millis(2);
 /// Queued writes of newly named members in flight at most: a window, not a batch. A backlog of
 /// a thousand new members is named this many at a time, oldest first, and each write that ends
 /// lets the next round name one more, so a slow write (an API server answering in seconds under
@@ -298,13 +303,19 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = 
     let index = std::sync::Mutex::new(stores.index());
     let lock = || index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let flights = Flights::default();
+    let refill = tokio::sync::Notify::new();
     // The watches must never wait for a round to finish, so changes are applied as they come
     // (constant work each) and coalesce into one wake-up.
     let drain = async {
         let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
-            stores.apply(&mut lock(), change);
-            flights.wake.notify_one();
+            let freed = {
+                let mut index = lock();
+                let before = index.freed;
+                stores.apply(&mut index, change);
+                index.freed != before
+            };
+            if freed { refill.notify_one() } else { flights.wake.notify_one() }
         }
     };
     let rounds = async {
@@ -330,8 +341,16 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, changes: impl Stream<Item = 
             loop {
                 tokio::select! {
                     () = flights.wake.notified() => {
-                        // Changes within BATCH of the last round's start join the next one.
-                        tokio::time::sleep_until(started + BATCH).await;
+                        // Changes within BATCH of the last round's start join the next one,
+                        // unless a slot is given back meanwhile.
+                        tokio::select! {
+                            () = tokio::time::sleep_until(started + BATCH) => {}
+                            () = refill.notified() => tokio::time::sleep_until(started + REFILL_GAP).await,
+                        }
+                        break;
+                    }
+                    () = refill.notified() => {
+                        tokio::time::sleep_until(started + REFILL_GAP).await;
                         break;
                     }
                     () = tokio::time::sleep_until(deadline) => break,

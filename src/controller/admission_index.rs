@@ -2,8 +2,8 @@
 //! is applied as it comes (constant work per event), instead of a snapshot and a sort of every
 //! Team, Member and Pod per round. Kept per team: the queue of its open members (not finished,
 //! not admitted) in admission order, and the names taken; across teams, the member pods that
-//! run, from which the live count of each team follows in time proportional to the pods that
-//! run (bounded by the caps). A round reads only the heads of the queues.
+//! run, and the slots each team holds, counted as pods and members change. A round reads only
+//! the heads of the queues and the counts.
 //!
 //! A cache of the stores, never a source of truth: it is rebuilt from them at every resync, so
 //! an object deleted while a watch was down (whose deletion no event told) is forgotten then.
@@ -88,6 +88,10 @@ pub struct Index {
     pod_name_of: HashMap<String, String>,
     /// Members per phase.
     pub per_phase: HashMap<MemberPhase, i64>,
+    /// Slots held per team (see [`Index::live`]), kept as pods and members change.
+    live: HashMap<TeamId, usize>,
+    /// How many times a slot was given back: the admission loop plans at once when it moves.
+    pub freed: u64,
 }
 
 impl Index {
@@ -142,6 +146,11 @@ impl Index {
 
     /// Applies a Member as it is now (`present`), or its deletion.
     pub fn member(&mut self, m: &Member, present: bool) {
+        let Some(uid) = m.metadata.uid.clone() else { return };
+        self.with_slots(&[&uid], |index| index.member_entry(m, present));
+    }
+
+    fn member_entry(&mut self, m: &Member, present: bool) {
         let (Some(ns), Some(uid)) = (m.namespace(), m.metadata.uid.clone()) else { return };
         if let Some(old) = self.members.remove(&uid) {
             self.unlink(&uid, &old);
@@ -173,6 +182,46 @@ impl Index {
             }
         }
         self.members.insert(uid, entry);
+    }
+
+    /// Which team's slot the member of `uid` holds: one while a pod it controls runs, under its
+    /// team; none for a lead (leads skip the caps); under [`unowned`] while the index does not
+    /// hold the Member (deleted while its pod runs).
+    fn slot_of(&self, uid: &str) -> Option<TeamId> {
+        if self.pods_of.get(uid).is_none_or(|(_, running)| *running == 0) {
+            return None;
+        }
+        match self.members.get(uid) {
+            Some(m) if m.role == MemberRole::Lead => None,
+            Some(m) => Some(m.team.clone()),
+            None => Some(unowned()),
+        }
+    }
+
+    /// Applies `change` to the members of `uids` or their pods, and moves the slot each holds
+    /// to where the index puts it after the change (a pod that ended gives it back; a Member
+    /// deleted while its pod runs moves it from its team to [`unowned`]).
+    fn with_slots(&mut self, uids: &[&str], change: impl FnOnce(&mut Self)) {
+        let before: Vec<Option<TeamId>> = uids.iter().map(|uid| self.slot_of(uid)).collect();
+        change(self);
+        for (uid, before) in uids.iter().zip(before) {
+            let after = self.slot_of(uid);
+            if before == after {
+                continue;
+            }
+            if let Some(team) = before
+                && let Some(n) = self.live.get_mut(&team)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.live.remove(&team);
+                }
+                self.freed += 1;
+            }
+            if let Some(team) = after {
+                *self.live.entry(team).or_default() += 1;
+            }
+        }
     }
 
     fn unlink(&mut self, uid: &str, old: &Entry) {
@@ -208,28 +257,34 @@ impl Index {
     pub fn pod(&mut self, p: &Pod, present: bool) {
         let Some(ns) = p.namespace() else { return };
         let at = (ns, p.name_any());
-        if let Some((uid, running)) = self.pods.remove(&at)
-            && let Some(c) = self.pods_of.get_mut(&uid)
+        let old = self.pods.get(&at).map(|(uid, _)| uid.clone());
+        let new = if present { pod::controlling_member(p).map(|o| o.uid.clone()) } else { None };
+        let uids: Vec<&str> = old.iter().chain(new.iter().filter(|n| old.as_ref() != Some(*n))).map(String::as_str).collect();
+        self.with_slots(&uids, |index| index.pod_entry(at, old.as_deref(), new.as_deref(), p));
+    }
+
+    fn pod_entry(&mut self, at: (String, String), old: Option<&str>, new: Option<&str>, p: &Pod) {
+        if let Some(uid) = old
+            && let Some((_, running)) = self.pods.remove(&at)
         {
-            c.0 -= 1;
-            c.1 -= usize::from(running);
-            if c.0 == 0 {
-                self.pods_of.remove(&uid);
+            if let Some(c) = self.pods_of.get_mut(uid) {
+                c.0 -= 1;
+                c.1 -= usize::from(running);
+                if c.0 == 0 {
+                    self.pods_of.remove(uid);
+                }
             }
-            if self.pod_name_of.get(&uid) == Some(&at.1) {
-                self.pod_name_of.remove(&uid);
+            if self.pod_name_of.get(uid) == Some(&at.1) {
+                self.pod_name_of.remove(uid);
             }
         }
-        if !present {
-            return;
-        }
-        let Some(owner) = pod::controlling_member(p) else { return };
+        let Some(uid) = new else { return };
         let running = !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
-        let c = self.pods_of.entry(owner.uid.clone()).or_default();
+        let c = self.pods_of.entry(uid.to_owned()).or_default();
         c.0 += 1;
         c.1 += usize::from(running);
-        self.pod_name_of.insert(owner.uid.clone(), at.1.clone());
-        self.pods.insert(at, (owner.uid.clone(), running));
+        self.pod_name_of.insert(uid.to_owned(), at.1.clone());
+        self.pods.insert(at, (uid.to_owned(), running));
     }
 
     /// Whether a pod the member of `uid` controls exists.
@@ -262,16 +317,9 @@ impl Index {
     }
 
     /// Specialist pods that run, per team; under [`unowned`] those whose Member is not known.
+    /// A member counts once however many of its pods run; leads not at all.
     pub fn live(&self) -> HashMap<TeamId, usize> {
-        let mut live: HashMap<TeamId, usize> = HashMap::new();
-        for (uid, _) in self.pods_of.iter().filter(|(_, (_, running))| *running > 0) {
-            match self.members.get(uid) {
-                Some(m) if m.role == MemberRole::Lead => {}
-                Some(m) => *live.entry(m.team.clone()).or_default() += 1,
-                None => *live.entry(unowned()).or_default() += 1,
-            }
-        }
-        live
+        self.live.clone()
     }
 
     /// Whether `name` is taken in `team`.
@@ -349,5 +397,50 @@ mod tests {
         assert!(i.has_pod("u1"), "a pod that ended is still the member's");
         i.pod(&pod_of("p1", "u1", "Succeeded"), false);
         assert!(!i.has_pod("u1"));
+    }
+
+    /// The slots held per team, counted from scratch: what the kept counts must always equal.
+    fn recount(i: &Index) -> HashMap<TeamId, usize> {
+        let mut live = HashMap::new();
+        for uid in i.pods_of.iter().filter(|(_, (_, running))| *running > 0).map(|(uid, _)| uid) {
+            match i.members.get(uid) {
+                Some(m) if m.role == MemberRole::Lead => {}
+                Some(m) => *live.entry(m.team.clone()).or_default() += 1,
+                None => *live.entry(unowned()).or_default() += 1,
+            }
+        }
+        live
+    }
+
+    /// A change to the index, and whether it gives a slot back.
+    type Step = (Box<dyn Fn(&mut Index)>, bool);
+
+    #[test]
+    fn the_slot_counts_follow_every_change_and_a_slot_given_back_is_told() {
+        let mut i = Index::default();
+        let mut lead = member("lead", "ul", 0, None);
+        lead.spec.role = MemberRole::Lead;
+        let steps: Vec<Step> = vec![
+            (Box::new(|i| i.pod(&pod_of("px", "u1", "Running"), true)), false),
+            (Box::new(|i| i.member(&member("m1", "u1", 1, None), true)), true),
+            (Box::new(|i| i.pod(&pod_of("px", "u1", "Running"), true)), false),
+            (Box::new(|i| i.pod(&pod_of("p1b", "u1", "Pending"), true)), false),
+            (Box::new(|i| i.pod(&pod_of("px", "u1", "Succeeded"), true)), false),
+            (Box::new(|i| i.member(&member("m2", "u2", 2, None), true)), false),
+            (Box::new(|i| i.pod(&pod_of("p2", "u2", "Running"), true)), false),
+            (Box::new(move |i| i.member(&lead, true)), false),
+            (Box::new(|i| i.pod(&pod_of("pl", "ul", "Running"), true)), false),
+            (Box::new(|i| i.pod(&pod_of("p1b", "u1", "Failed"), true)), true),
+            (Box::new(|i| i.member(&member("m2", "u2", 2, None), false)), true),
+            (Box::new(|i| i.pod(&pod_of("p2", "u2", "Running"), false)), true),
+            (Box::new(|i| i.pod(&pod_of("pl", "ul", "Succeeded"), true)), false),
+        ];
+        for (n, (step, gives_back)) in steps.iter().enumerate() {
+            let before = i.freed;
+            step(&mut i);
+            assert_eq!(i.live(), recount(&i), "after step {n}");
+            assert_eq!(i.freed != before, *gives_back, "step {n} gives a slot back: {gives_back}");
+        }
+        assert!(i.live().is_empty());
     }
 }
