@@ -1,23 +1,35 @@
 -- Prepended by scripts.rs to ack.lua and wait_ready.lua, which both acknowledge what a member
 -- hands back. Acks the ids ARGV[first..] that are pending for `group` (acking twice is
 -- harmless: only pending entries count), deletes them and takes their size off the member's
--- byte count and the team's in meta (send.lua keeps them). Every id is checked (XPENDING)
--- before anything is written, so an invalid id fails the whole script and changes nothing.
+-- byte count and the team's in meta (send.lua keeps them). An invalid id fails the whole script
+-- and changes nothing: every id not of the form <ms>-<seq> (which XACK cannot refuse) is first
+-- put to XPENDING, which refuses it with Redis's own error, before anything is written. XACK of
+-- one id then says whether it was pending, so a valid id costs one command, not a check and an
+-- ack.
 -- `counts`: the member's and the team's counts from meta ({bytes:<member>, bytes}) when the
 -- caller has read them, else nil (read here when something was freed). Returns the count acked.
 local function ack_entries(meta, inbox, group, member, first, counts)
+  for i = first, #ARGV do
+    local ms, seq = string.match(ARGV[i], '^(%d+)%-(%d+)$')
+    -- 19 digits stay below 2^64, the largest part an id may have.
+    if not (ms and #ms <= 19 and #seq <= 19) then
+      redis.call('XPENDING', inbox, group, ARGV[i], ARGV[i], 1)
+    end
+  end
   local pending, seen = {}, {}
   for i = first, #ARGV do
     local sid = ARGV[i]
-    if not seen[sid] and #redis.call('XPENDING', inbox, group, sid, sid, 1) > 0 then
+    if not seen[sid] then
       seen[sid] = true
-      table.insert(pending, sid)
+      if redis.call('XACK', inbox, group, sid) > 0 then
+        table.insert(pending, sid)
+      end
     end
   end
-  if #pending == 0 then
+  local acked = #pending
+  if acked == 0 then
     return 0
   end
-  local acked = redis.call('XACK', inbox, group, unpack(pending))
   local freed, present = 0, {}
   for _, sid in ipairs(pending) do
     local entry = redis.call('XRANGE', inbox, sid, sid)[1]
